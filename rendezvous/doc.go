@@ -1,0 +1,29 @@
+// Package rendezvous is the super peer's discovery and hole-punching
+// service, and the device's client for it. It knows nothing of Caddy: the
+// server is an http.Handler that any Go HTTP/2 or HTTP/3 server can mount.
+//
+// # Session
+//
+// A device keeps one long-lived session with each super peer: a POST to
+// Path, over HTTP/3 (UDP) or, when UDP fails, HTTP/2 (TCP), whose request
+// body carries frames from the device and whose response body carries
+// frames back (see frame.go for every message, its layout and limits).
+//
+//	device                                   super peer
+//	POST /.well-known/netsody/v1/rendezvous  ──▶
+//	                                         ◀── 200 (headers flushed)
+//	FrameRegister (key, signature over the
+//	connection's channel binding)            ──▶
+//	                                         ◀── FrameRegistered (observed address)
+//	FramePing / FramePong, both ways, every keepalive interval
+//	FrameConnect (peer ID)                   ──▶
+//	                    FrameCandidates to both devices at once ◀──▶
+//
+// Refusals before the session starts are HTTP statuses (405, 505, 403, 425,
+// 503), each with a plain-text reason; refusals after it has started are
+// FrameError with an ErrorCode. A registration cannot be replayed on
+// another connection and is refused in 0-RTT data (see binding.go). A
+// device's registration authenticates its connection, so that later
+// requests on it (relay sessions) need no further proof: see
+// Server.Authenticate.
+package rendezvous

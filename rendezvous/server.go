@@ -1,0 +1,282 @@
+package rendezvous
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/identity"
+)
+
+// Path is where a device opens its rendezvous session.
+const Path = "/.well-known/netsody/v1/rendezvous"
+
+// ContentType marks the frame streams of a session.
+const ContentType = "application/x-netsody-rendezvous"
+
+// Defaults for Config's zero values.
+const (
+	DefaultKeepaliveInterval = 15 * time.Second
+	DefaultSessionTimeout    = 45 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultMaxSessions       = 100_000
+	DefaultConnectRate       = 10 // FrameConnect per second and session
+	DefaultConnectBurst      = 20
+	// maxQueuedFrames bounds a session's outbound queue; a device that lets
+	// it fill is ended with ErrCodeSlowReader.
+	maxQueuedFrames = 64
+)
+
+// Config tunes a Server. Zero values take the defaults above.
+type Config struct {
+	// KeepaliveInterval is how often the super peer pings each device.
+	KeepaliveInterval time.Duration
+	// SessionTimeout ends a session from which nothing has arrived for
+	// this long. It must be longer than KeepaliveInterval.
+	SessionTimeout time.Duration
+	// WriteTimeout ends a session whose device does not take a frame
+	// within this long.
+	WriteTimeout time.Duration
+	// MaxSessions caps concurrent sessions; more get 503.
+	MaxSessions int
+	// ConnectRate and ConnectBurst bound FrameConnect per session (a token
+	// bucket); excess gets ErrCodeRateLimited.
+	ConnectRate  float64
+	ConnectBurst int
+	// Admit, if set, decides whether a peer ID may register; an error
+	// refuses it with ErrCodeRefused and the error's text.
+	Admit func(peer identity.PeerID, proofOfWork int32) error
+	// Logger receives the server's logs; nil discards them.
+	Logger *zap.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.KeepaliveInterval <= 0 {
+		c.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = DefaultSessionTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.ConnectRate <= 0 {
+		c.ConnectRate = DefaultConnectRate
+	}
+	if c.ConnectBurst <= 0 {
+		c.ConnectBurst = DefaultConnectBurst
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.SessionTimeout <= c.KeepaliveInterval {
+		return fmt.Errorf("session timeout %v must be longer than the keepalive interval %v", c.SessionTimeout, c.KeepaliveInterval)
+	}
+	return nil
+}
+
+// Server is the super peer's side of the rendezvous protocol. Mount it at
+// Path on an HTTP/2 and an HTTP/3 server; it serves nothing else.
+type Server struct {
+	cfg atomic.Pointer[Config]
+
+	mu        sync.Mutex // guards the following
+	sessions  map[*session]struct{}
+	byPeer    map[identity.PeerID]*session
+	byBinding map[Binding]*session
+	closed    bool
+
+	handlers sync.WaitGroup // running ServeHTTP calls
+	stats    Stats
+}
+
+// Stats counts what the server did. Read it with Server.Stats.
+type Stats struct {
+	Registrations atomic.Uint64 // accepted FrameRegister
+	Connects      atomic.Uint64 // FrameConnect answered with candidates
+	Refused       [ErrCodeBadRequest + 1]atomic.Uint64
+}
+
+// NewServer returns a Server with the given configuration.
+func NewServer(cfg Config) *Server {
+	s := &Server{
+		sessions:  make(map[*session]struct{}),
+		byPeer:    make(map[identity.PeerID]*session),
+		byBinding: make(map[Binding]*session),
+	}
+	s.SetConfig(cfg)
+	return s
+}
+
+// SetConfig replaces the configuration; new values apply to new sessions
+// and to the next keepalive of running ones. It is how a config reload
+// keeps sessions.
+func (s *Server) SetConfig(cfg Config) {
+	cfg = cfg.withDefaults()
+	s.cfg.Store(&cfg)
+}
+
+func (s *Server) config() *Config { return s.cfg.Load() }
+
+// Stats returns the server's counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Sessions returns the number of registered devices and of all sessions.
+func (s *Server) Sessions() (registered, all int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byPeer), len(s.sessions)
+}
+
+// Authenticate returns the peer ID registered on the connection that
+// carried r, so that a request on a registered connection needs no
+// further proof.
+func (s *Server) Authenticate(r *http.Request) (identity.PeerID, bool) {
+	b, err := ConnBinding(r.TLS)
+	if err != nil {
+		return identity.PeerID{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess := s.byBinding[b]; sess != nil {
+		return sess.peer, true
+	}
+	return identity.PeerID{}, false
+}
+
+// refuse writes an HTTP error with a reason a person can act on.
+func refuse(w http.ResponseWriter, status int, reason string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "netsody rendezvous: %s\n", reason)
+}
+
+// ServeHTTP runs one device's session until it ends.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		refuse(w, http.StatusMethodNotAllowed, "a session is opened with POST "+Path)
+		return
+	}
+	if r.ProtoMajor < 2 {
+		refuse(w, http.StatusHTTPVersionNotSupported, "a session needs HTTP/2 or HTTP/3")
+		return
+	}
+	if r.TLS == nil {
+		refuse(w, http.StatusForbidden, "a session needs HTTPS")
+		return
+	}
+	if !r.TLS.HandshakeComplete {
+		// 0-RTT data can be replayed; a registration must not be.
+		refuse(w, http.StatusTooEarly, "a session cannot start in 0-RTT data; retry after the handshake")
+		return
+	}
+	binding, err := ConnBinding(r.TLS)
+	if err != nil {
+		refuse(w, http.StatusForbidden, "cannot bind to this connection: "+err.Error())
+		return
+	}
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		refuse(w, http.StatusInternalServerError, "cannot parse the remote address "+strconv.Quote(r.RemoteAddr))
+		return
+	}
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	cfg := s.config()
+	sess := newSession(s, w, r, binding, remote)
+	if err := s.add(sess, cfg.MaxSessions); err != nil {
+		w.Header().Set("Retry-After", "30")
+		refuse(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	defer s.remove(sess)
+	w.Header().Set("Content-Type", ContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if err := sess.rc.Flush(); err != nil {
+		return
+	}
+	sess.run()
+}
+
+var errClosed = errors.New("rendezvous: server closed")
+
+func (s *Server) add(sess *session, max int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	if len(s.sessions) >= max {
+		return fmt.Errorf("the super peer is at its limit of %d sessions; retry later or use another super peer", max)
+	}
+	s.sessions[sess] = struct{}{}
+	s.handlers.Add(1)
+	return nil
+}
+
+func (s *Server) remove(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	if s.byPeer[sess.peer] == sess {
+		delete(s.byPeer, sess.peer)
+	}
+	if s.byBinding[sess.binding] == sess {
+		delete(s.byBinding, sess.binding)
+	}
+	s.mu.Unlock()
+	s.handlers.Done()
+}
+
+// register makes sess the device's current session, ending an older one.
+func (s *Server) register(sess *session) {
+	s.mu.Lock()
+	old := s.byPeer[sess.peer]
+	s.byPeer[sess.peer] = sess
+	s.byBinding[sess.binding] = sess
+	s.mu.Unlock()
+	if old != nil && old != sess {
+		old.kill(&Error{Code: ErrCodeReplaced, Message: "a newer session registered this peer ID"})
+	}
+}
+
+// lookup returns the registered session of peer, or nil.
+func (s *Server) lookup(peer identity.PeerID) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byPeer[peer]
+}
+
+// Close ends every session with ErrCodeShuttingDown, refuses new ones,
+// and waits for the sessions' handlers to return.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	all := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		all = append(all, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range all {
+		sess.kill(&Error{Code: ErrCodeShuttingDown, Message: "the super peer is shutting down"})
+	}
+	s.handlers.Wait()
+	return nil
+}

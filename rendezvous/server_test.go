@@ -1,0 +1,393 @@
+package rendezvous
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/netsody/superpeer/identity"
+)
+
+var transports = []Transport{TransportH3, TransportH2}
+
+// Two devices on each transport register; every device finds every other
+// across transports, both sides get each other's candidates at once, and
+// observed addresses are the devices' own.
+func TestRegisterAndLookup(t *testing.T) {
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		t.Run(host, func(t *testing.T) {
+			ts := newTestServer(t, host, Config{})
+			type device struct {
+				s     *Session
+				cands chan Candidates
+			}
+			var devs []device
+			for _, tr := range []Transport{TransportH3, TransportH3, TransportH2, TransportH2} {
+				cands := make(chan Candidates, 8)
+				local := []netip.AddrPort{netip.MustParseAddrPort("192.168.1.7:4242")}
+				s := ts.dial(t, tr, newIdentity(t), func(c *ClientConfig) {
+					c.OnCandidates = func(m Candidates) { cands <- m }
+					c.LocalAddrs = local
+				})
+				if s.Transport() != tr {
+					t.Fatalf("transport %s, want %s", s.Transport(), tr)
+				}
+				mine := netip.MustParseAddrPort(s.LocalAddr().String())
+				want := netip.AddrPortFrom(netip.MustParseAddr(host), mine.Port())
+				if s.Observed() != want {
+					t.Errorf("%s: observed %v, want %v", tr, s.Observed(), want)
+				}
+				devs = append(devs, device{s, cands})
+			}
+			if reg, _ := ts.rv.Sessions(); reg != 4 {
+				t.Fatalf("%d registered, want 4", reg)
+			}
+			for i, a := range devs {
+				for j, b := range devs {
+					if i == j {
+						continue
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					got, err := a.s.Lookup(ctx, b.s.cfg.Identity.PeerID())
+					cancel()
+					if err != nil {
+						t.Fatalf("%d→%d: %v", i, j, err)
+					}
+					if !got.Initiator || got.Observed != b.s.Observed() || len(got.LocalAddrs) != 1 {
+						t.Errorf("%d→%d: initiator got %+v", i, j, got)
+					}
+					if c := <-a.cands; c.Peer != b.s.cfg.Identity.PeerID() {
+						t.Errorf("%d→%d: OnCandidates for %s", i, j, c.Peer.Short())
+					}
+					select {
+					case c := <-b.cands:
+						if c.Initiator || c.Peer != a.s.cfg.Identity.PeerID() || c.Observed != a.s.Observed() {
+							t.Errorf("%d→%d: responder got %+v", i, j, c)
+						}
+						if all := c.All(); len(all) != 2 || all[1] != c.Observed {
+							t.Errorf("All() = %v: local addresses first, then observed", all)
+						}
+					case <-time.After(5 * time.Second):
+						t.Fatalf("%d→%d: responder got no candidates", i, j)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestLookupNotFound(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	for _, tr := range transports {
+		s := ts.dial(t, tr, newIdentity(t))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := s.Lookup(ctx, newIdentity(t).PeerID())
+		cancel()
+		var e *Error
+		if !errors.As(err, &e) || e.Code != ErrCodePeerNotFound {
+			t.Fatalf("%s: err = %v, want peer not found", tr, err)
+		}
+		// The session goes on.
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = s.Lookup(ctx, s.cfg.Identity.PeerID())
+		cancel()
+		if !errors.As(err, &e) || e.Code != ErrCodeBadRequest {
+			t.Fatalf("%s: self lookup err = %v, want bad request", tr, err)
+		}
+	}
+}
+
+// A newer session for the same key replaces the old one, which is told why.
+func TestReplaced(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	id := newIdentity(t)
+	old := ts.dial(t, TransportH3, id)
+	ts.dial(t, TransportH2, id)
+	select {
+	case <-old.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("old session not ended")
+	}
+	var e *Error
+	if !errors.As(old.Err(), &e) || e.Code != ErrCodeReplaced {
+		t.Fatalf("old session ended with %v, want replaced", old.Err())
+	}
+	if reg, _ := ts.rv.Sessions(); reg != 1 {
+		t.Fatalf("%d registered, want 1", reg)
+	}
+}
+
+// Keepalives measure RTT in both directions.
+func TestKeepaliveRTT(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{KeepaliveInterval: 30 * time.Millisecond, SessionTimeout: time.Second})
+	for _, tr := range transports {
+		s := ts.dial(t, tr, newIdentity(t))
+		deadline := time.Now().Add(5 * time.Second)
+		for s.RTT() == 0 || s.ServerRTT() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: RTT %v, server RTT %v after 5s", tr, s.RTT(), s.ServerRTT())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// A device that stops answering expires.
+func TestExpiry(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{KeepaliveInterval: 50 * time.Millisecond, SessionTimeout: 200 * time.Millisecond})
+	for _, tr := range transports {
+		s := ts.openRaw(t, tr, newIdentity(t))
+		if err := s.register(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// Never answer the pings.
+		wantError(t, s, ErrCodeExpired)
+	}
+}
+
+func TestServerClose(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	var ss []*Session
+	for _, tr := range transports {
+		ss = append(ss, ts.dial(t, tr, newIdentity(t)))
+	}
+	ts.rv.Close()
+	for _, s := range ss {
+		<-s.Done()
+		var e *Error
+		if !errors.As(s.Err(), &e) || e.Code != ErrCodeShuttingDown {
+			t.Errorf("%s ended with %v, want shutting down", s.Transport(), s.Err())
+		}
+	}
+}
+
+// Each refusal gets its documented error and ends the session.
+func TestRefusals(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) {
+			t.Run("replayed registration", func(t *testing.T) {
+				id := newIdentity(t)
+				first := ts.openRaw(t, tr, id)
+				recorded := signRegistration(first.binding, id, nil).frame()
+				second := ts.openRaw(t, tr, id)
+				if err := second.writeFrame(recorded); err != nil {
+					t.Fatal(err)
+				}
+				wantError(t, second, ErrCodeBadSignature)
+				// On its own connection it is accepted.
+				if err := first.writeFrame(recorded); err != nil {
+					t.Fatal(err)
+				}
+				if f, err := nextFrame(t, first); err != nil || f.typ != FrameRegistered {
+					t.Fatalf("original registration: %v %v", f.typ, err)
+				}
+			})
+			t.Run("signature by another key", func(t *testing.T) {
+				victim, attacker := newIdentity(t), newIdentity(t)
+				s := ts.openRaw(t, tr, attacker)
+				m := signRegistration(s.binding, attacker, nil)
+				m.Peer = victim.PeerID()
+				if err := s.writeFrame(m.frame()); err != nil {
+					t.Fatal(err)
+				}
+				wantError(t, s, ErrCodeBadSignature)
+			})
+			t.Run("lookup before registration", func(t *testing.T) {
+				s := ts.openRaw(t, tr, newIdentity(t))
+				if err := s.writeFrame(connectFrame(newIdentity(t).PeerID())); err != nil {
+					t.Fatal(err)
+				}
+				wantError(t, s, ErrCodeNotRegistered)
+			})
+			t.Run("malformed frame", func(t *testing.T) {
+				s := ts.openRaw(t, tr, newIdentity(t))
+				if err := s.writeFrame(appendFrame(nil, FrameRegister, []byte{1, 2, 3})); err != nil {
+					t.Fatal(err)
+				}
+				wantError(t, s, ErrCodeMalformedFrame)
+			})
+			t.Run("malformed after registration", func(t *testing.T) {
+				s := ts.openRaw(t, tr, newIdentity(t))
+				if err := s.register(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				bad := appendFrame(nil, FrameAddrs, []byte{1, 9, 0, 0}) // address family 9
+				if err := s.writeFrame(bad); err != nil {
+					t.Fatal(err)
+				}
+				wantError(t, s, ErrCodeMalformedFrame)
+			})
+			t.Run("oversized frame", func(t *testing.T) {
+				s := ts.openRaw(t, tr, newIdentity(t))
+				hdr := binary.BigEndian.AppendUint16([]byte{byte(FrameRegister)}, MaxPayload+1)
+				if err := s.writeFrame(hdr); err != nil {
+					t.Fatal(err)
+				}
+				wantError(t, s, ErrCodeFrameTooLarge)
+			})
+			t.Run("second registration", func(t *testing.T) {
+				id := newIdentity(t)
+				s := ts.openRaw(t, tr, id)
+				if err := s.register(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.writeFrame(signRegistration(s.binding, id, nil).frame()); err != nil {
+					t.Fatal(err)
+				}
+				wantError(t, s, ErrCodeAlreadyRegistered)
+			})
+			t.Run("unknown frame type is skipped", func(t *testing.T) {
+				s := ts.openRaw(t, tr, newIdentity(t))
+				if err := s.writeFrame(appendFrame(nil, 0x7f, []byte("later"))); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.register(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+func TestAdmissionAndRateLimit(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{
+		ConnectRate: 0.001, ConnectBurst: 2,
+		Admit: func(_ identity.PeerID, pow int32) error {
+			if pow != 7 {
+				return errors.New("proof of work too weak")
+			}
+			return nil
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := Dial(ctx, ClientConfig{Identity: newIdentity(t), URL: ts.h3URL, TLSConfig: &tls.Config{RootCAs: ts.pool}})
+	var e *Error
+	if !errors.As(err, &e) || e.Code != ErrCodeRefused || !strings.Contains(e.Message, "too weak") {
+		t.Fatalf("err = %v, want refused", err)
+	}
+	id := newIdentity(t)
+	id.ProofOfWork = 7
+	s := ts.dial(t, TransportH3, id)
+	other := newIdentity(t).PeerID()
+	for i := range 3 {
+		_, err := s.Lookup(ctx, other)
+		want := ErrCodePeerNotFound
+		if i == 2 {
+			want = ErrCodeRateLimited
+		}
+		if !errors.As(err, &e) || e.Code != want {
+			t.Fatalf("lookup %d: err = %v, want %s", i, err, want)
+		}
+	}
+}
+
+// HTTP-level refusals, before a session starts.
+func TestHTTPRefusals(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{MaxSessions: 1})
+	client := ts.h2.Client()
+	resp, err := client.Get(ts.h2URL + Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || !strings.Contains(string(body), "POST") {
+		t.Errorf("GET: %d %q", resp.StatusCode, body)
+	}
+	// HTTP/1.1
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ts.pool}}
+	defer tr.CloseIdleConnections()
+	resp, err = (&http.Client{Transport: tr}).Post(ts.h2URL+Path, ContentType, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusHTTPVersionNotSupported {
+		t.Errorf("HTTP/1.1: %d", resp.StatusCode)
+	}
+	// At capacity.
+	ts.dial(t, TransportH3, newIdentity(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = Dial(ctx, ClientConfig{Identity: newIdentity(t), URL: ts.h2URL, Transport: TransportH2, TLSConfig: &tls.Config{RootCAs: ts.pool}})
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("over capacity: %v, want 503", err)
+	}
+}
+
+// A session opened in 0-RTT data is refused with 425 Too Early.
+func TestZeroRTTRefused(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	cache := tls.NewLRUClientSessionCache(4)
+	tlsConf := &tls.Config{RootCAs: ts.pool, ServerName: "127.0.0.1", NextProtos: []string{http3.NextProtoH3}, ClientSessionCache: cache}
+	raddr := ts.pc.LocalAddr()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: pc}
+	defer pc.Close()
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// A first connection earns a session ticket.
+	first, err := tr.Dial(ctx, raddr, tlsConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h3 := (&http3.Transport{}).NewClientConn(first)
+	resp, err := h3.RoundTrip(mustRequest(t, "GET", ts.h3URL+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	time.Sleep(50 * time.Millisecond) // let the ticket arrive
+	first.CloseWithError(0, "")
+
+	conn, err := tr.DialEarly(ctx, raddr, tlsConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	cc := (&http3.Transport{}).NewClientConn(conn)
+	str, err := cc.OpenRequestStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := newSessionRequest(mustRequest(t, "POST", ts.h3URL+Path).URL, http.NoBody)
+	if err := str.SendRequestHeader(req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = str.ReadResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !conn.ConnectionState().Used0RTT {
+		t.Fatal("the request did not go out in 0-RTT data; the test proves nothing")
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusTooEarly || !strings.Contains(string(body), "0-RTT") {
+		t.Fatalf("0-RTT session: %d %q, want 425", resp.StatusCode, body)
+	}
+}
+
+func mustRequest(t testing.TB, method, url string) *http.Request {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
