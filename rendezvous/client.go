@@ -35,6 +35,10 @@ type ClientConfig struct {
 	Identity *identity.Identity
 	// URL is the super peer, "https://host[:port]". Required.
 	URL string
+	// Addr, if set, is the host:port to dial instead of URL's; URL still
+	// names the super peer for TLS and HTTP. A device uses it to reach a
+	// super peer over a chosen address family.
+	Addr string
 	// Transport chooses HTTP/3 or HTTP/2; the default is HTTP/3.
 	Transport Transport
 	// QUICTransport, for HTTP/3, is the device's QUIC endpoint, so that
@@ -135,6 +139,9 @@ func open(ctx context.Context, cfg ClientConfig) (*Session, error) {
 	hostport := u.Host
 	if u.Port() == "" {
 		hostport = net.JoinHostPort(u.Hostname(), "443")
+	}
+	if cfg.Addr != "" {
+		hostport = cfg.Addr
 	}
 	if cfg.Transport == "" {
 		cfg.Transport = TransportH3

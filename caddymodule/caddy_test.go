@@ -1,0 +1,324 @@
+package caddymodule_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+	"go.uber.org/goleak"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/testcaddy"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+func TestMain(m *testing.M) {
+	code := 0
+	defer func() { testcaddy.Cleanup(); os.Exit(code) }()
+	code = m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+}
+
+const siteCaddyfile = testcaddy.Global + `
+localhost {
+	netsody_superpeer
+	root * {DIR}/site
+	file_server
+}
+`
+
+func startSite(t *testing.T, content string) *testcaddy.Caddy {
+	t.Helper()
+	return startWith(t, siteCaddyfile, content)
+}
+
+func startWith(t *testing.T, caddyfile, content string) *testcaddy.Caddy {
+	t.Helper()
+	dir := t.TempDir()
+	_ = dir
+	c := testcaddy.Start(t, strings.Replace(caddyfile, "{DIR}/site", "{DIR}/site", 1))
+	writeSite(t, c, content)
+	return c
+}
+
+func writeSite(t *testing.T, c *testcaddy.Caddy, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(c.Dir, "site"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.Dir, "site", "index.html"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get fetches path over the given HTTP version and returns status, body
+// and Alt-Svc.
+func get(t *testing.T, c *testcaddy.Caddy, host, proto, path string) (int, string, string) {
+	t.Helper()
+	tlsConf := &tls.Config{RootCAs: c.Roots, ServerName: "localhost"}
+	var rt http.RoundTripper
+	switch proto {
+	case "h3":
+		tr := &http3.Transport{TLSClientConfig: tlsConf}
+		defer tr.Close()
+		rt = tr
+	default:
+		var p http.Protocols
+		if proto == "h2" {
+			p.SetHTTP2(true)
+		} else {
+			p.SetHTTP1(true)
+		}
+		tr := &http.Transport{TLSClientConfig: tlsConf, Protocols: &p}
+		defer tr.CloseIdleConnections()
+		rt = tr
+	}
+	url := "https://" + netip.AddrPortFrom(netip.MustParseAddr(host), uint16(c.Port)).String() + path
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Host = "localhost"
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s GET %s: %v", proto, url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	wantMajor := map[string]int{"h1": 1, "h2": 2, "h3": 3}[proto]
+	if resp.ProtoMajor != wantMajor {
+		t.Fatalf("%s GET answered over HTTP/%d", proto, resp.ProtoMajor)
+	}
+	return resp.StatusCode, string(body), resp.Header.Get("Alt-Svc")
+}
+
+func checkWebsite(t *testing.T, c *testcaddy.Caddy, content string) {
+	t.Helper()
+	for _, proto := range []string{"h1", "h2", "h3"} {
+		status, body, altSvc := get(t, c, "127.0.0.1", proto, "/")
+		if status != http.StatusOK || body != content {
+			t.Errorf("%s: %d %q, want 200 %q", proto, status, body, content)
+		}
+		want := `h3=":` + strconv.Itoa(c.Port) + `"; ma=2592000`
+		if proto != "h3" && altSvc != want {
+			t.Errorf("%s: Alt-Svc %q, want %q", proto, altSvc, want)
+		}
+	}
+}
+
+type device struct {
+	s     *rendezvous.Session
+	id    *identity.Identity
+	cands chan rendezvous.Candidates
+}
+
+func register(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Transport) *device {
+	t.Helper()
+	d := &device{id: newIdentity(t), cands: make(chan rendezvous.Candidates, 16)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := rendezvous.Dial(ctx, rendezvous.ClientConfig{
+		Identity:     d.id,
+		URL:          "https://localhost:" + strconv.Itoa(c.Port),
+		Transport:    tr,
+		TLSConfig:    &tls.Config{RootCAs: c.Roots},
+		OnCandidates: func(m rendezvous.Candidates) { d.cands <- m },
+		Addr:         netip.AddrPortFrom(netip.MustParseAddr(host), uint16(c.Port)).String(),
+		LocalAddrs:   []netip.AddrPort{netip.MustParseAddrPort("192.168.7.7:7777")},
+	})
+	if err != nil {
+		t.Fatalf("register over %s via %s: %v", tr, host, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	d.s = s
+	return d
+}
+
+func newIdentity(t *testing.T) *identity.Identity {
+	id, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// lookup checks that a finds b and that b hears of a at the same time.
+func lookup(t *testing.T, a, b *device) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := a.s.Lookup(ctx, b.id.PeerID())
+	if err != nil {
+		t.Fatalf("lookup %s→%s: %v", a.s.Transport(), b.s.Transport(), err)
+	}
+	if got.Observed != b.s.Observed() {
+		t.Errorf("lookup: observed %v, want %v", got.Observed, b.s.Observed())
+	}
+	<-a.cands
+	select {
+	case m := <-b.cands:
+		if m.Peer != a.id.PeerID() || m.Observed != a.s.Observed() || m.Initiator {
+			t.Errorf("responder got %+v", m)
+		}
+	case <-ctx.Done():
+		t.Fatal("responder got no candidates")
+	}
+}
+
+// The super peer and the website share a site block and a port: the
+// website answers over h1, h2 and h3 with Alt-Svc naming h3, and devices
+// register over h3 and h2 on 127.0.0.1 and ::1 and find each other.
+func TestSuperPeerBesideWebsite(t *testing.T) {
+	c := startSite(t, "hello from the website")
+	checkWebsite(t, c, "hello from the website")
+	if !strings.Contains(c.Logs(), `"protocols":["h1","h2"]`) {
+		t.Error("Caddy's server still serves h3 itself")
+	}
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		var devs []*device
+		for _, tr := range []rendezvous.Transport{rendezvous.TransportH3, rendezvous.TransportH3, rendezvous.TransportH2, rendezvous.TransportH2} {
+			d := register(t, c, host, tr)
+			if got := d.s.Observed().Addr(); got != netip.MustParseAddr(host) {
+				t.Errorf("%s via %s: observed %v", tr, host, d.s.Observed())
+			}
+			local, _ := netip.ParseAddrPort(d.s.LocalAddr().String())
+			if d.s.Observed().Port() != local.Port() {
+				t.Errorf("%s via %s: observed port %d, local port %d", tr, host, d.s.Observed().Port(), local.Port())
+			}
+			devs = append(devs, d)
+		}
+		for i, a := range devs {
+			for j, b := range devs {
+				if i != j {
+					lookup(t, a, b)
+				}
+			}
+		}
+		for _, d := range devs {
+			d.s.Close()
+		}
+	}
+	// Unknown peers get a clear not-found.
+	d := register(t, c, "127.0.0.1", rendezvous.TransportH3)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := d.s.Lookup(ctx, newIdentity(t).PeerID())
+	var e *rendezvous.Error
+	if !errors.As(err, &e) || e.Code != rendezvous.ErrCodePeerNotFound {
+		t.Fatalf("unknown peer: %v", err)
+	}
+	// A GET on the session path is the super peer's, with a reason.
+	status, body, _ := get(t, c, "127.0.0.1", "h2", rendezvous.Path)
+	if status != http.StatusMethodNotAllowed || !strings.Contains(body, "POST") {
+		t.Errorf("GET %s: %d %q", rendezvous.Path, status, body)
+	}
+}
+
+// `caddy reload` with a changed Caddyfile keeps the UDP socket, the
+// website and every registered session.
+func TestReloadKeepsSessions(t *testing.T) {
+	c := startSite(t, "before")
+	var devs []*device
+	for _, tr := range []rendezvous.Transport{rendezvous.TransportH3, rendezvous.TransportH2} {
+		devs = append(devs, register(t, c, "127.0.0.1", tr))
+	}
+	lookup(t, devs[0], devs[1])
+
+	for i, changed := range []string{
+		testcaddy.Global + "\nlocalhost {\n\tnetsody_superpeer {\n\t\tconnect_rate 50 100\n\t}\n\theader X-Reloaded yes\n\troot * {DIR}/site\n\tfile_server\n}\n",
+		siteCaddyfile,
+	} {
+		content := "after reload " + strconv.Itoa(i)
+		writeSite(t, c, content)
+		c.Reload(t, changed)
+		checkWebsite(t, c, content)
+		for _, d := range devs {
+			if err := d.s.Err(); err != nil {
+				t.Fatalf("reload %d: %s session ended: %v", i, d.s.Transport(), err)
+			}
+		}
+		// Old sessions still work, with each other and with new ones.
+		lookup(t, devs[0], devs[1])
+		lookup(t, devs[1], devs[0])
+		fresh := register(t, c, "127.0.0.1", rendezvous.TransportH3)
+		lookup(t, fresh, devs[0])
+		lookup(t, devs[1], fresh)
+		fresh.s.Close()
+	}
+}
+
+// Two site blocks on one port, the directive in one: both sites answer
+// over h1, h2 and h3; the super peer answers only in its own.
+func TestTwoSitesOnePort(t *testing.T) {
+	c := testcaddy.Start(t, testcaddy.Global+`
+localhost {
+	netsody_superpeer
+	respond "super peer site"
+}
+127.0.0.1 {
+	tls internal
+	respond "other site"
+}
+`)
+	for _, proto := range []string{"h1", "h2", "h3"} {
+		if status, body, _ := get(t, c, "127.0.0.1", proto, "/"); status != 200 || body != "super peer site" {
+			t.Errorf("%s localhost: %d %q", proto, status, body)
+		}
+	}
+	register(t, c, "127.0.0.1", rendezvous.TransportH3)
+	// The other site, by its own name, over each protocol.
+	tlsConf := &tls.Config{RootCAs: c.Roots, ServerName: "127.0.0.1"}
+	h3 := &http3.Transport{TLSClientConfig: tlsConf}
+	defer h3.Close()
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	h12 := &http.Transport{TLSClientConfig: tlsConf, Protocols: &p}
+	defer h12.CloseIdleConnections()
+	for _, rt := range []http.RoundTripper{h12, h3} {
+		req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1:"+strconv.Itoa(c.Port)+"/", nil)
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "other site" {
+			t.Errorf("HTTP/%d other site: %q", resp.ProtoMajor, body)
+		}
+	}
+}
+
+// Stopping Caddy ends sessions with a reason, promptly, on both transports.
+func TestStopEndsSessions(t *testing.T) {
+	c := startSite(t, "x")
+	devs := []*device{register(t, c, "127.0.0.1", rendezvous.TransportH3), register(t, c, "127.0.0.1", rendezvous.TransportH2)}
+	took := c.Stop(t)
+	t.Logf("caddy exited %v after stop with 2 live sessions", took.Round(time.Millisecond))
+	if took > 3*time.Second {
+		t.Errorf("caddy took %v to exit; sessions should end at once", took)
+	}
+	for _, d := range devs {
+		select {
+		case <-d.s.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s session still alive after caddy exited", d.s.Transport())
+		}
+		var e *rendezvous.Error
+		if !errors.As(d.s.Err(), &e) || e.Code != rendezvous.ErrCodeShuttingDown {
+			t.Errorf("%s session ended with %v, want shutting down", d.s.Transport(), d.s.Err())
+		}
+	}
+}

@@ -1,0 +1,274 @@
+// Package testcaddy builds Caddy with the super peer plugin and runs it as
+// a real process for tests: random ports, its own admin endpoint, its own
+// data directory (so its internal CA is the test's), and reloads through
+// the `caddy reload` command as an operator would.
+package testcaddy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+)
+
+// Binary builds internal/caddymain once per test process and returns the
+// binary's path. The Go build cache makes later builds quick.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		_, here, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(here), "..", "..")
+		buildDir, buildErr = os.MkdirTemp("", "netsody-caddy-")
+		if buildErr != nil {
+			return
+		}
+		buildBin = filepath.Join(buildDir, "caddy")
+		cmd := exec.Command("go", "build", "-o", buildBin, "./internal/caddymain")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("building caddy: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildBin
+}
+
+// Cleanup removes the built binary; call it from TestMain after m.Run.
+func Cleanup() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
+// Caddy is a running Caddy process.
+type Caddy struct {
+	Bin   string
+	Dir   string // working directory: Caddyfiles, the site root, data
+	Port  int    // the HTTPS port, TCP and UDP
+	Admin string // admin endpoint host:port
+	Roots *x509.CertPool
+
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+// Vars are substituted in Caddyfiles: {PORT}, {HTTP_PORT}, {ADMIN} and
+// {DIR}.
+func (c *Caddy) expand(caddyfile string) string {
+	return strings.NewReplacer(
+		"{PORT}", strconv.Itoa(c.Port),
+		"{HTTP_PORT}", strconv.Itoa(c.httpPort()),
+		"{ADMIN}", c.Admin,
+		"{DIR}", c.Dir,
+	).Replace(caddyfile)
+}
+
+func (c *Caddy) httpPort() int { return c.Port + 1 }
+
+// Global is a global options block that every test Caddyfile should start
+// with: test ports, the test's admin endpoint, no system trust store.
+const Global = `{
+	admin {ADMIN}
+	https_port {PORT}
+	http_port {HTTP_PORT}
+	skip_install_trust
+	storage file_system {DIR}/data
+}
+`
+
+// Start writes caddyfile (with the variables above) and runs Caddy on it.
+// Caddy is stopped when the test ends.
+func Start(t testing.TB, caddyfile string) *Caddy {
+	t.Helper()
+	c := &Caddy{Bin: Binary(t), Dir: t.TempDir(), logs: &syncBuffer{}, done: make(chan struct{})}
+	c.Port = FreePort(t)
+	c.Admin = "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
+	path := c.WriteCaddyfile(t, "Caddyfile", caddyfile)
+	c.cmd = exec.Command(c.Bin, "run", "--config", path, "--adapter", "caddyfile")
+	c.cmd.Dir = c.Dir
+	c.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+c.Dir+"/xdg", "XDG_CONFIG_HOME="+c.Dir+"/xdg", "HOME="+c.Dir)
+	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.err = c.cmd.Wait(); close(c.done) }()
+	t.Cleanup(func() {
+		c.Stop(t)
+		if t.Failed() {
+			t.Logf("caddy logs:\n%s", c.Logs())
+		}
+	})
+	c.waitReady(t)
+	return c
+}
+
+// WriteCaddyfile writes a Caddyfile with the variables substituted.
+func (c *Caddy) WriteCaddyfile(t testing.TB, name, caddyfile string) string {
+	t.Helper()
+	path := filepath.Join(c.Dir, name)
+	if err := os.WriteFile(path, []byte(c.expand(caddyfile)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// waitReady waits for the internal CA and an HTTPS answer on the port.
+func (c *Caddy) waitReady(t testing.TB) {
+	t.Helper()
+	rootPath := filepath.Join(c.Dir, "data", "pki", "authorities", "local", "root.crt")
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.done:
+			t.Fatalf("caddy exited: %v\n%s", c.err, c.Logs())
+		default:
+		}
+		if pem, err := os.ReadFile(rootPath); err == nil {
+			pool := x509.NewCertPool()
+			if pool.AppendCertsFromPEM(pem) {
+				c.Roots = pool
+				conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(c.Port), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+				if err == nil {
+					conn.Close()
+					return
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("caddy not ready within 30s\n%s", c.Logs())
+}
+
+// RootCAFile is the path of Caddy's internal root certificate.
+func (c *Caddy) RootCAFile() string {
+	return filepath.Join(c.Dir, "data", "pki", "authorities", "local", "root.crt")
+}
+
+// Reload loads a new Caddyfile with `caddy reload`, as an operator would.
+func (c *Caddy) Reload(t testing.TB, caddyfile string) {
+	t.Helper()
+	path := c.WriteCaddyfile(t, "Caddyfile.reload", caddyfile)
+	cmd := exec.Command(c.Bin, "reload", "--config", path, "--adapter", "caddyfile", "--address", c.Admin, "--force")
+	cmd.Dir = c.Dir
+	cmd.Env = c.cmd.Env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("caddy reload: %v\n%s\n%s", err, out, c.Logs())
+	}
+}
+
+// Stop ends Caddy as `caddy stop` does (through the admin API) and waits
+// up to 20s for the process to exit; it returns how long that took.
+func (c *Caddy) Stop(t testing.TB) time.Duration {
+	select {
+	case <-c.done:
+		return 0
+	default:
+	}
+	start := time.Now()
+	resp, err := http.Post("http://"+c.Admin+"/stop", "", nil)
+	if err == nil {
+		resp.Body.Close()
+	}
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+		t.Errorf("caddy did not exit within 20s of stop\n%s", c.Logs())
+	}
+	return time.Since(start)
+}
+
+// Logs returns what Caddy printed so far.
+func (c *Caddy) Logs() string { return c.logs.String() }
+
+// FreePort returns a port that is free for both TCP and UDP on all
+// addresses, as Caddy needs for HTTPS with HTTP/3; the next port must be
+// free for TCP too (the HTTP port).
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 100 {
+		l, err := net.Listen("tcp", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", ":"+strconv.Itoa(port))
+		if err == nil {
+			l2, err := net.Listen("tcp", ":"+strconv.Itoa(port+1))
+			if err == nil {
+				l2.Close()
+				u.Close()
+				l.Close()
+				return port
+			}
+			u.Close()
+		}
+		l.Close()
+	}
+	t.Fatal("no free TCP+UDP port")
+	return 0
+}
+
+func freeTCPPort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// WaitLog waits until Caddy's logs contain s.
+func (c *Caddy) WaitLog(ctx context.Context, s string) error {
+	for !strings.Contains(c.Logs(), s) {
+		select {
+		case <-ctx.Done():
+			return errors.New("testcaddy: no log line with " + strconv.Quote(s))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
