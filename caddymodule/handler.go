@@ -62,6 +62,10 @@ type sharedServer struct{ *rendezvous.Server }
 func (s sharedServer) Destruct() error { return s.Close() }
 
 func (h *Handler) config() rendezvous.Config {
+	logger := h.logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
 	return rendezvous.Config{
 		KeepaliveInterval: time.Duration(h.KeepaliveInterval),
 		SessionTimeout:    time.Duration(h.SessionTimeout),
@@ -69,7 +73,7 @@ func (h *Handler) config() rendezvous.Config {
 		MaxSessions:       h.MaxSessions,
 		ConnectRate:       h.ConnectRate,
 		ConnectBurst:      h.ConnectBurst,
-		Logger:            h.logger.Named("rendezvous"),
+		Logger:            logger.Named("rendezvous"),
 	}
 }
 

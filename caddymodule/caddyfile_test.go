@@ -1,0 +1,92 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/adapt")
+
+// Each testdata/adapt/NAME.caddyfile adapts to NAME.json.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob("testdata/adapt/*.caddyfile")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden Caddyfiles: %v", err)
+	}
+	for _, in := range files {
+		t.Run(filepath.Base(in), func(t *testing.T) {
+			src, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, warnings, err := caddyfile.Adapter{ServerType: httpcaddyfileServerType()}.Adapt(src, map[string]any{"filename": in})
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
+			}
+			if len(warnings) > 0 {
+				t.Errorf("warnings: %v", warnings)
+			}
+			var pretty strings.Builder
+			var v any
+			if err := json.Unmarshal(out, &v); err != nil {
+				t.Fatal(err)
+			}
+			enc := json.NewEncoder(&pretty)
+			enc.SetIndent("", "\t")
+			enc.Encode(v)
+			golden := strings.TrimSuffix(in, ".caddyfile") + ".json"
+			if *update {
+				if err := os.WriteFile(golden, []byte(pretty.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if pretty.String() != string(want) {
+				t.Errorf("adapted JSON differs from %s:\n%s", golden, pretty.String())
+			}
+		})
+	}
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"netsody_superpeer extra", "wrong argument count"},
+		{"netsody_superpeer {\n bogus 1\n}", `unknown netsody_superpeer option "bogus"`},
+		{"netsody_superpeer {\n keepalive_interval\n}", "wrong argument count"},
+		{"netsody_superpeer {\n keepalive_interval soon\n}", "keepalive_interval must be a positive duration"},
+		{"netsody_superpeer {\n session_timeout -5s\n}", "session_timeout must be a positive duration"},
+		{"netsody_superpeer {\n write_timeout 1s 2s\n}", "wrong argument count"},
+		{"netsody_superpeer {\n max_sessions many\n}", "max_sessions must be a positive whole number"},
+		{"netsody_superpeer {\n max_sessions 0\n}", "max_sessions must be a positive whole number"},
+		{"netsody_superpeer {\n connect_rate\n}", "wrong argument count"},
+		{"netsody_superpeer {\n connect_rate 0\n}", "connect_rate must be a positive number"},
+		{"netsody_superpeer {\n connect_rate 5 x\n}", "burst must be a positive whole number"},
+		{"netsody_superpeer {\n connect_rate 5 10 15\n}", "wrong argument count"},
+	} {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want it to contain %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	h := Handler{KeepaliveInterval: caddyDuration("30s"), SessionTimeout: caddyDuration("20s")}
+	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "must be longer than the keepalive interval") {
+		t.Errorf("err = %v", err)
+	}
+	if err := (&Handler{}).Validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+}
