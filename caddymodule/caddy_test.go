@@ -322,3 +322,28 @@ func TestStopEndsSessions(t *testing.T) {
 		}
 	}
 }
+
+// Caddy's idle timeouts (cut to 1s here; 1m by default) do not cut
+// sessions that are quiet for longer: the handler lifts them.
+func TestIdleTimeoutsDoNotCutSessions(t *testing.T) {
+	global := strings.Replace(testcaddy.Global, "skip_install_trust",
+		"skip_install_trust\n\tservers {\n\t\ttimeouts {\n\t\t\tread_body_idle 1s\n\t\t\twrite_idle 1s\n\t\t}\n\t}", 1)
+	c := testcaddy.Start(t, global+`
+localhost {
+	netsody_superpeer {
+		keepalive_interval 20s
+		session_timeout 60s
+	}
+	respond "x"
+}
+`)
+	devs := []*device{register(t, c, "127.0.0.1", rendezvous.TransportH2), register(t, c, "127.0.0.1", rendezvous.TransportH3)}
+	time.Sleep(3 * time.Second) // three idle timeouts, no frame either way
+	for _, d := range devs {
+		if err := d.s.Err(); err != nil {
+			t.Fatalf("%s session cut while idle: %v", d.s.Transport(), err)
+		}
+	}
+	lookup(t, devs[0], devs[1])
+	lookup(t, devs[1], devs[0])
+}

@@ -400,9 +400,11 @@ func (s *Session) read() {
 		f, err := readFrame(s.body, &hdr)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				err = ErrSessionClosed
+				err = fmt.Errorf("%w: %s ended the stream", ErrSessionClosed, s.cfg.URL)
+			} else {
+				err = fmt.Errorf("rendezvous: session with %s: %w", s.cfg.URL, err)
 			}
-			s.end(fmt.Errorf("rendezvous: session with %s: %w", s.cfg.URL, err))
+			s.end(err)
 			return
 		}
 		if err := s.handle(f); err != nil {
