@@ -5,15 +5,19 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"go.uber.org/goleak"
 
@@ -346,4 +350,133 @@ localhost {
 	}
 	lookup(t, devs[0], devs[1])
 	lookup(t, devs[1], devs[0])
+}
+
+// A registration in 0-RTT data is refused with 425 through Caddy too. A
+// relay holds back the client's packets after its first flight (the
+// ClientHello and 0-RTT data), as they would be when an attacker replays
+// that flight, so the super peer sees the request before the handshake
+// completes.
+func TestZeroRTTRefusedThroughCaddy(t *testing.T) {
+	c := startSite(t, "x")
+	const relayDelay = 150 * time.Millisecond
+	relay := newFirstFlightRelay(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.Port}, relayDelay)
+	cache := tls.NewLRUClientSessionCache(4)
+	tlsConf := &tls.Config{RootCAs: c.Roots, ServerName: "localhost", NextProtos: []string{http3.NextProtoH3}, ClientSessionCache: cache}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	tr := &quic.Transport{Conn: pc}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A first connection, straight to Caddy, earns a session ticket.
+	first, err := tr.Dial(ctx, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.Port}, tlsConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "https://localhost/", nil)
+	resp, err := (&http3.Transport{}).NewClientConn(first).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	time.Sleep(100 * time.Millisecond) // the session ticket
+	first.CloseWithError(0, "")
+
+	conn, err := tr.DialEarly(ctx, relay, tlsConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	str, err := (&http3.Transport{}).NewClientConn(conn).OpenRequestStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse("https://localhost" + rendezvous.Path)
+	if err := str.SendRequestHeader(&http.Request{Method: http.MethodPost, URL: u, Host: "localhost", Header: http.Header{}, Body: http.NoBody, ContentLength: -1}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = str.ReadResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !conn.ConnectionState().Used0RTT {
+		t.Fatal("the request did not go out in 0-RTT data; the test proves nothing")
+	}
+	if resp.StatusCode != http.StatusTooEarly {
+		t.Fatalf("0-RTT session: %d, want 425", resp.StatusCode)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "0-RTT") {
+		t.Errorf("425 without a reason: %q", body)
+	}
+	// Let the close pass the relay before it goes, so that Caddy does not
+	// wait out the dead connection when it stops.
+	conn.CloseWithError(0, "")
+	time.Sleep(2 * relayDelay)
+}
+
+// newFirstFlightRelay relays one client's UDP to server. It forwards the
+// client's first datagram (the ClientHello) and its 0-RTT packets at once
+// and holds back every other client datagram, the one with the client's
+// Finished among them, by delay.
+func newFirstFlightRelay(t *testing.T, server *net.UDPAddr, delay time.Duration) *net.UDPAddr {
+	t.Helper()
+	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := net.DialUDP("udp", nil, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu     sync.Mutex
+		client *net.UDPAddr
+		wg     sync.WaitGroup
+	)
+	wg.Add(2)
+	go func() { // client → server
+		defer wg.Done()
+		buf := make([]byte, 2048)
+		for first := true; ; first = false {
+			n, from, err := front.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			client = from
+			mu.Unlock()
+			pkt := append([]byte(nil), buf[:n]...)
+			// QUIC v1 long header: 1 1 T T ..., type 1 is 0-RTT (RFC 9000 §17.2).
+			zeroRTT := pkt[0]&0xc0 == 0xc0 && (pkt[0]>>4)&0x3 == 1
+			if first || zeroRTT {
+				back.Write(pkt)
+				continue
+			}
+			wg.Add(1)
+			time.AfterFunc(delay, func() { defer wg.Done(); back.Write(pkt) })
+		}
+	}()
+	go func() { // server → client
+		defer wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			n, err := back.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			to := client
+			mu.Unlock()
+			if to != nil {
+				front.WriteToUDP(buf[:n], to)
+			}
+		}
+	}()
+	t.Cleanup(func() { front.Close(); back.Close(); wg.Wait() })
+	return front.LocalAddr().(*net.UDPAddr)
 }
