@@ -68,6 +68,7 @@ type Session struct {
 	cfg        ClientConfig
 	transport  Transport
 	binding    Binding
+	authority  string
 	registered Registered
 	log        *zap.Logger
 	local      net.Addr
@@ -152,6 +153,7 @@ func open(ctx context.Context, cfg ClientConfig) (*Session, error) {
 	}
 	s := &Session{
 		cfg:       cfg,
+		authority: u.Host,
 		transport: cfg.Transport,
 		log:       log,
 		pending:   make(map[identity.PeerID][]chan lookupResult),
@@ -579,6 +581,18 @@ func (s *Session) SetLocalAddrs(as []netip.AddrPort) error {
 	}
 	return s.writeFrame(addrsFrame(as))
 }
+
+// HTTP3 is the session's HTTP/3 connection, nil over HTTP/2. Other
+// requests on it, relay sessions among them, are authenticated by this
+// session's registration.
+func (s *Session) HTTP3() *http3.ClientConn { return s.h3 }
+
+// HTTP2 is the session's HTTP/2 connection, nil over HTTP/3; see HTTP3.
+func (s *Session) HTTP2() *http.ClientConn { return s.h2 }
+
+// Authority is the super peer's host[:port] from its URL, as requests on
+// the session's connection name it.
+func (s *Session) Authority() string { return s.authority }
 
 // Observed is this device's address as the super peer sees it.
 func (s *Session) Observed() netip.AddrPort { return s.registered.Observed }

@@ -53,6 +53,10 @@ type Config struct {
 	// Admit, if set, decides whether a peer ID may register; an error
 	// refuses it with ErrCodeRefused and the error's text.
 	Admit func(peer identity.PeerID, proofOfWork int32) error
+	// OnSessionEnd, if set, is called when a registered session ends,
+	// with the registration Authenticate returned for its connection and
+	// the reason; the relay ends the sessions it authenticated.
+	OnSessionEnd func(registration any, reason string)
 	// Logger receives the server's logs; nil discards them.
 	Logger *zap.Logger
 }
@@ -146,18 +150,24 @@ func (s *Server) Sessions() (registered, all int) {
 
 // Authenticate returns the peer ID registered on the connection that
 // carried r, so that a request on a registered connection needs no
-// further proof.
-func (s *Server) Authenticate(r *http.Request) (identity.PeerID, bool) {
+// further proof, and a value naming that registration (see
+// Config.OnSessionEnd).
+func (s *Server) Authenticate(r *http.Request) (peer identity.PeerID, registration any, ok bool) {
 	b, err := ConnBinding(r.TLS)
 	if err != nil {
-		return identity.PeerID{}, false
+		return identity.PeerID{}, nil, false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sess := s.byBinding[b]; sess != nil {
-		return sess.peer, true
+		return sess.peer, sess, true
 	}
-	return identity.PeerID{}, false
+	return identity.PeerID{}, nil, false
+}
+
+// Registered reports whether a device with this peer ID is registered.
+func (s *Server) Registered(peer identity.PeerID) bool {
+	return s.lookup(peer) != nil
 }
 
 // refuse writes an HTTP error with a reason a person can act on.
@@ -242,6 +252,9 @@ func (s *Server) remove(sess *session) {
 		delete(s.byBinding, sess.binding)
 	}
 	s.mu.Unlock()
+	if cfg := s.config(); sess.registered && cfg.OnSessionEnd != nil {
+		cfg.OnSessionEnd(sess, sess.endReason())
+	}
 	s.handlers.Done()
 }
 

@@ -273,7 +273,7 @@ func TestAdmissionAndRateLimit(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := Dial(ctx, ClientConfig{Identity: newIdentity(t), URL: ts.h3URL, TLSConfig: &tls.Config{RootCAs: ts.pool}})
+	_, err := Dial(ctx, ClientConfig{Identity: newIdentity(t), URL: ts.H3URL, TLSConfig: &tls.Config{RootCAs: ts.Pool}})
 	var e *Error
 	if !errors.As(err, &e) || e.Code != ErrCodeRefused || !strings.Contains(e.Message, "too weak") {
 		t.Fatalf("err = %v, want refused", err)
@@ -297,8 +297,8 @@ func TestAdmissionAndRateLimit(t *testing.T) {
 // HTTP-level refusals, before a session starts.
 func TestHTTPRefusals(t *testing.T) {
 	ts := newTestServer(t, "127.0.0.1", Config{MaxSessions: 1})
-	client := ts.h2.Client()
-	resp, err := client.Get(ts.h2URL + Path)
+	client := ts.H2.Client()
+	resp, err := client.Get(ts.H2URL + Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,9 +308,9 @@ func TestHTTPRefusals(t *testing.T) {
 		t.Errorf("GET: %d %q", resp.StatusCode, body)
 	}
 	// HTTP/1.1
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ts.pool}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ts.Pool}}
 	defer tr.CloseIdleConnections()
-	resp, err = (&http.Client{Transport: tr}).Post(ts.h2URL+Path, ContentType, nil)
+	resp, err = (&http.Client{Transport: tr}).Post(ts.H2URL+Path, ContentType, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func TestHTTPRefusals(t *testing.T) {
 	ts.dial(t, TransportH3, newIdentity(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = Dial(ctx, ClientConfig{Identity: newIdentity(t), URL: ts.h2URL, Transport: TransportH2, TLSConfig: &tls.Config{RootCAs: ts.pool}})
+	_, err = Dial(ctx, ClientConfig{Identity: newIdentity(t), URL: ts.H2URL, Transport: TransportH2, TLSConfig: &tls.Config{RootCAs: ts.Pool}})
 	if err == nil || !strings.Contains(err.Error(), "503") {
 		t.Errorf("over capacity: %v, want 503", err)
 	}
@@ -332,8 +332,8 @@ func TestHTTPRefusals(t *testing.T) {
 func TestZeroRTTRefused(t *testing.T) {
 	ts := newTestServer(t, "127.0.0.1", Config{})
 	cache := tls.NewLRUClientSessionCache(4)
-	tlsConf := &tls.Config{RootCAs: ts.pool, ServerName: "127.0.0.1", NextProtos: []string{http3.NextProtoH3}, ClientSessionCache: cache}
-	raddr := ts.pc.LocalAddr()
+	tlsConf := &tls.Config{RootCAs: ts.Pool, ServerName: "127.0.0.1", NextProtos: []string{http3.NextProtoH3}, ClientSessionCache: cache}
+	raddr := ts.PC.LocalAddr()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +349,7 @@ func TestZeroRTTRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	h3 := (&http3.Transport{}).NewClientConn(first)
-	resp, err := h3.RoundTrip(mustRequest(t, "GET", ts.h3URL+"/"))
+	resp, err := h3.RoundTrip(mustRequest(t, "GET", ts.H3URL+"/"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +367,7 @@ func TestZeroRTTRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := newSessionRequest(mustRequest(t, "POST", ts.h3URL+Path).URL, http.NoBody)
+	req := newSessionRequest(mustRequest(t, "POST", ts.H3URL+Path).URL, http.NoBody)
 	if err := str.SendRequestHeader(req); err != nil {
 		t.Fatal(err)
 	}

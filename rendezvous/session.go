@@ -48,6 +48,7 @@ type session struct {
 	deviceRTT time.Duration // as the device reports it
 	pingNonce uint64
 	pingSent  time.Time
+	ended     *Error // the error that ended the session, if any
 }
 
 func newSession(s *Server, w http.ResponseWriter, r *http.Request, b Binding, remote netip.AddrPort) *session {
@@ -328,8 +329,19 @@ func (s *session) fail(e *Error) {
 	if !s.closing {
 		s.enqueueLocked(e.frame())
 		s.closing = true
+		s.ended = e
 	}
 	s.mu.Unlock()
+}
+
+// endReason says why the session ended, for the relay's devices.
+func (s *session) endReason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended != nil {
+		return "the device's rendezvous session ended: " + s.ended.Code.String()
+	}
+	return "the device's rendezvous session ended"
 }
 
 // kill ends the session from any goroutine with e, which is sent to the

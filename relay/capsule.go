@@ -1,0 +1,108 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/quicvarint"
+)
+
+// Capsules (RFC 9297 section 3.2) on a relay stream:
+//
+//	+-----------------+-------------------+------------------+
+//	| type (varint)   | length (varint)   | value (length)   |
+//	+-----------------+-------------------+------------------+
+//
+// Over HTTP/2 every relayed packet is a DATAGRAM capsule whose value is
+// the HTTP datagram payload: context ID (varint, 0 for UDP payloads, RFC
+// 9298 section 4) then the UDP payload. Over HTTP/3 packets travel as
+// QUIC datagrams instead, and the stream carries capsules only for
+// control. When the relay ends a session it first sends a CLOSE capsule
+// whose value is the reason, UTF-8; receivers that do not know it skip it,
+// as RFC 9297 requires for unknown capsule types.
+const (
+	// CapsuleDatagram is RFC 9297's DATAGRAM capsule.
+	CapsuleDatagram http3.CapsuleType = 0x00
+	// CapsuleClose carries the reason a relay session ended. Its type is
+	// an unregistered value from the registry's First Come First Served
+	// range (RFC 9297 section 5.4), not of the reserved greasing form
+	// 0x29 * N + 0x17.
+	CapsuleClose http3.CapsuleType = 0x4e455453 // "NETS"
+	// maxCloseReason bounds a CLOSE capsule's value, in bytes.
+	maxCloseReason = 256
+)
+
+// errCapsuleTooLarge is returned for a DATAGRAM capsule over the size
+// limit; its contents have been discarded.
+var errCapsuleTooLarge = errors.New("relay: datagram capsule over the size limit")
+
+// readDatagram reads capsules until a DATAGRAM capsule and returns its
+// value in buf (reused when large enough). A CLOSE capsule's reason is
+// returned as a *ClosedError; other capsules are skipped. A DATAGRAM
+// over max bytes is discarded and reported as errCapsuleTooLarge, so the
+// caller can count it and go on.
+func readDatagram(p *http3.CapsuleParser, buf []byte, max int) ([]byte, error) {
+	for {
+		t, r, err := p.Next()
+		if err != nil {
+			return nil, err
+		}
+		switch t {
+		case CapsuleDatagram:
+			n := r.Remaining()
+			if n > int64(max) {
+				if err := r.Discard(); err != nil {
+					return nil, err
+				}
+				return nil, errCapsuleTooLarge
+			}
+			if int64(cap(buf)) < n {
+				buf = make([]byte, n)
+			}
+			buf = buf[:n]
+			if _, err := io.ReadFull(r, buf); err != nil {
+				return nil, err
+			}
+			return buf, nil
+		case CapsuleClose:
+			if r.Remaining() > maxCloseReason {
+				return nil, fmt.Errorf("relay: close capsule of %d bytes", r.Remaining())
+			}
+			reason, err := io.ReadAll(r)
+			if err != nil {
+				return nil, err
+			}
+			return nil, &ClosedError{Reason: string(reason)}
+		default:
+			if err := r.Discard(); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// appendCapsule appends a capsule to b.
+func appendCapsule(b []byte, t http3.CapsuleType, value []byte) []byte {
+	b = quicvarint.Append(b, uint64(t))
+	b = quicvarint.Append(b, uint64(len(value)))
+	return append(b, value...)
+}
+
+// closeCapsule encodes a CLOSE capsule.
+func closeCapsule(reason string) []byte {
+	if len(reason) > maxCloseReason {
+		reason = reason[:maxCloseReason]
+	}
+	return appendCapsule(nil, CapsuleClose, []byte(reason))
+}
+
+// ClosedError is how a relay connection reports that the super peer ended
+// the session, and why.
+type ClosedError struct{ Reason string }
+
+func (e *ClosedError) Error() string { return "relay: session ended by the super peer: " + e.Reason }
+
+// contextIDZero prefixes UDP payloads in HTTP datagrams (RFC 9298 §4).
+var contextIDZero = []byte{0}

@@ -1,0 +1,203 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dunglas/httpsfv"
+	"github.com/quic-go/masque-go"
+	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/quicvarint"
+	"github.com/yosida95/uritemplate/v3"
+
+	"github.com/netsody/superpeer/identity"
+)
+
+// DialH3 opens a relay session towards peer over an HTTP/3 connection on
+// which this device registered, with masque-go's standard CONNECT-UDP
+// client. authority is the super peer's host[:port] as in its URL. The
+// session is bridged once peer opens its side; until then DialH3 waits,
+// and the super peer answers 504 after its pair timeout.
+func DialH3(ctx context.Context, cc *http3.ClientConn, authority string, peer identity.PeerID) (*masque.Conn, error) {
+	tmpl, err := uritemplate.New(Template(authority))
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	req, err := masque.NewRequest(ctx, tmpl, peer.String()+":"+TargetPort)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	conn, resp, err := masque.NewClientConn(cc).Dial(req)
+	if err != nil {
+		if resp != nil {
+			return nil, refusedError(resp)
+		}
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	return conn, nil
+}
+
+// RefusedError is a relay request the super peer refused.
+type RefusedError struct {
+	Status      int
+	ProxyStatus string // the Proxy-Status header (RFC 9209)
+	Reason      string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("relay: super peer refused: %d %s: %s", e.Status, http.StatusText(e.Status), e.Reason)
+}
+
+// refusedError takes the reason from the Proxy-Status details (RFC 9209
+// section 2.1.6), or else from the body.
+func refusedError(resp *http.Response) error {
+	e := &RefusedError{Status: resp.StatusCode, ProxyStatus: resp.Header.Get("Proxy-Status")}
+	if l, err := httpsfv.UnmarshalList(resp.Header.Values("Proxy-Status")); err == nil && len(l) > 0 {
+		if item, ok := l[0].(httpsfv.Item); ok {
+			if d, ok := item.Params.Get("details"); ok {
+				e.Reason, _ = d.(string)
+			}
+		}
+	}
+	if resp.Body != nil {
+		if e.Reason == "" {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			e.Reason = strings.TrimSpace(strings.TrimPrefix(string(b), "netsody relay: "))
+		}
+		resp.Body.Close()
+	}
+	if e.Reason == "" {
+		e.Reason = http.StatusText(resp.StatusCode)
+	}
+	return e
+}
+
+// DialH2 opens a relay session towards peer over an HTTP/2 connection on
+// which this device registered, as a streamed POST carrying RFC 9297
+// DATAGRAM capsules: what works through any HTTP/2 server, Caddy as
+// shipped included. See DialH3 for the rest.
+func DialH2(ctx context.Context, cc *http.ClientConn, authority string, peer identity.PeerID) (*StreamConn, error) {
+	pr, pw := io.Pipe()
+	reqCtx, cancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(ctx, cancel)
+	u := &url.URL{Scheme: "https", Host: authority, Path: PathPrefix + peer.String() + "/" + TargetPort + "/"}
+	req := (&http.Request{
+		Method:        http.MethodPost,
+		URL:           u,
+		Host:          authority,
+		Header:        http.Header{http3.CapsuleProtocolHeader: {"?1"}},
+		Body:          pr,
+		ContentLength: -1,
+	}).WithContext(reqCtx)
+	resp, err := cc.RoundTrip(req)
+	stopped := stop()
+	if err != nil {
+		cancel()
+		pw.Close()
+		if !stopped {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		cancel()
+		pw.Close()
+		return nil, refusedError(resp)
+	}
+	return &StreamConn{
+		body:   resp.Body,
+		parser: http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, 16<<10)),
+		pw:     pw,
+		cancel: cancel,
+		remote: relayAddr(peer.String()),
+	}, nil
+}
+
+// relayAddr names the peer at the far end of a relay session.
+type relayAddr string
+
+func (a relayAddr) Network() string { return "netsody-relay" }
+func (a relayAddr) String() string  { return string(a) }
+
+// StreamConn is a relay session over an HTTP/2 stream, as a
+// net.PacketConn whose every packet goes to and comes from the one peer.
+type StreamConn struct {
+	body   io.ReadCloser
+	parser *http3.CapsuleParser
+	pw     *io.PipeWriter
+	cancel context.CancelFunc
+	remote net.Addr
+
+	rmu sync.Mutex // serialises reads
+	buf []byte
+
+	wmu  sync.Mutex // serialises writes
+	wbuf []byte
+
+	closeOnce sync.Once
+}
+
+// ReadFrom reads the next packet from the peer. When the super peer ends
+// the session it returns a *ClosedError with the reason.
+func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		d, err := readDatagram(c.parser, c.buf, 1<<16)
+		if errors.Is(err, errCapsuleTooLarge) {
+			continue
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+		c.buf = d
+		id, n, err := quicvarint.Parse(d)
+		if err != nil || id != 0 {
+			continue // not a UDP payload (RFC 9298 §4): skip
+		}
+		return copy(b, d[n:]), c.remote, nil
+	}
+}
+
+// WriteTo sends a packet to the peer; addr is ignored.
+func (c *StreamConn) WriteTo(p []byte, _ net.Addr) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = quicvarint.Append(c.wbuf[:0], uint64(CapsuleDatagram))
+	c.wbuf = quicvarint.Append(c.wbuf, uint64(len(p)+len(contextIDZero)))
+	c.wbuf = append(c.wbuf, contextIDZero...)
+	c.wbuf = append(c.wbuf, p...)
+	if _, err := c.pw.Write(c.wbuf); err != nil {
+		return 0, fmt.Errorf("relay: %w", err)
+	}
+	return len(p), nil
+}
+
+// Close ends the session.
+func (c *StreamConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.pw.Close()
+		c.body.Close()
+		c.cancel()
+	})
+	return nil
+}
+
+func (c *StreamConn) LocalAddr() net.Addr  { return relayAddr("local") }
+func (c *StreamConn) RemoteAddr() net.Addr { return c.remote }
+
+// Deadlines are not supported on relay streams; close the conn instead.
+func (c *StreamConn) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
+func (c *StreamConn) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
+func (c *StreamConn) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }
+
+var _ net.PacketConn = (*StreamConn)(nil)

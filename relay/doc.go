@@ -1,0 +1,37 @@
+// Package relay is the super peer's fallback path: it forwards the
+// end-to-end encrypted QUIC packets of two devices that cannot reach each
+// other directly, as MASQUE (RFC 9298 CONNECT-UDP with RFC 9297 HTTP
+// datagrams) over HTTP/3, and as RFC 9297 DATAGRAM capsules over HTTP/2
+// when UDP is blocked. It knows nothing of Caddy.
+//
+// # Not an open proxy
+//
+// The target of a relay request is a peer ID, never an address: the super
+// peer opens no socket for a relay. A request is served only on a
+// connection whose rendezvous session registered a device (see
+// Config.Authenticate), towards a registered device, and only with
+// consent: a session from A towards B waits, for at most
+// Config.PairTimeout, for B's session towards A, which B's device opens
+// when the rendezvous tells it that A wants to connect. Then the two are
+// bridged in memory. A device never receives relayed packets from a peer
+// it did not ask for.
+//
+// # Opaque bytes
+//
+// The relay moves HTTP datagram payloads (context ID and UDP payload)
+// verbatim between the two legs; it never parses or decrypts them. A leg
+// is an HTTP/3 request stream with QUIC datagrams, or an HTTP/2 stream
+// carrying DATAGRAM capsules: an extended CONNECT (RFC 8441, when the Go
+// process enables it with GODEBUG=http2xconnect=1) or a streamed POST,
+// which works through Caddy as shipped. Legs of either kind pair freely.
+//
+// # Bounded
+//
+// Each device may hold Config.MaxSessionsPerDevice relay sessions. Each
+// leg's inbound traffic passes a token bucket (Config.Rate, Config.Burst):
+// an HTTP/2 leg is throttled by backpressure (the relay stops reading, TCP
+// does the rest), excess HTTP/3 datagrams are dropped and counted.
+// Datagrams over Config.MaxDatagramSize are dropped and counted; the queue
+// towards an HTTP/2 leg is bounded (Config.QueueLen) and drops, counted,
+// when full. Stats has every counter.
+package relay

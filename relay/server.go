@@ -1,0 +1,304 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/identity"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultPairTimeout          = 10 * time.Second
+	DefaultMaxSessionsPerDevice = 16
+	DefaultRate                 = 25_000_000 // bytes per second and leg: 200 Mbit/s
+	DefaultBurst                = 1 << 20    // bytes
+	DefaultMaxDatagramSize      = 1500       // bytes of HTTP datagram payload
+	DefaultQueueLen             = 512        // datagrams towards an HTTP/2 leg
+)
+
+// Config tunes a Server.
+type Config struct {
+	// Authenticate returns the peer ID registered on the connection a
+	// request arrived on, and a value naming that registration; a relay
+	// session ends when Server.EndRegistration is called with it.
+	// Required.
+	Authenticate func(r *http.Request) (peer identity.PeerID, registration any, ok bool)
+	// Registered reports whether a device is registered. Required.
+	Registered func(identity.PeerID) bool
+	// PairTimeout is how long a session waits for its counterpart.
+	PairTimeout time.Duration
+	// MaxSessionsPerDevice caps a device's relay sessions, waiting or
+	// bridged; more get 429.
+	MaxSessionsPerDevice int
+	// Rate (bytes per second) and Burst (bytes) are each leg's token bucket
+	// for the traffic it sends.
+	Rate  float64
+	Burst int
+	// MaxDatagramSize is the largest HTTP datagram payload relayed.
+	MaxDatagramSize int
+	// QueueLen bounds the datagrams queued towards an HTTP/2 leg.
+	QueueLen int
+	// Logger receives the relay's logs; nil discards them.
+	Logger *zap.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.PairTimeout <= 0 {
+		c.PairTimeout = DefaultPairTimeout
+	}
+	if c.MaxSessionsPerDevice <= 0 {
+		c.MaxSessionsPerDevice = DefaultMaxSessionsPerDevice
+	}
+	if c.Rate <= 0 {
+		c.Rate = DefaultRate
+	}
+	if c.Burst <= 0 {
+		c.Burst = DefaultBurst
+	}
+	if c.MaxDatagramSize <= 0 {
+		c.MaxDatagramSize = DefaultMaxDatagramSize
+	}
+	if c.QueueLen <= 0 {
+		c.QueueLen = DefaultQueueLen
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.Burst < c.MaxDatagramSize {
+		return fmt.Errorf("relay burst %d bytes must be at least the maximum datagram size %d", c.Burst, c.MaxDatagramSize)
+	}
+	return nil
+}
+
+// Server relays between consenting devices. Mount it at PathPrefix on
+// the super peer's HTTP/3 and HTTP/2 servers.
+type Server struct {
+	cfg atomic.Pointer[Config]
+
+	mu       sync.Mutex // guards the following
+	waiting  map[pairKey]*leg
+	byDevice map[identity.PeerID]int   // sessions per device
+	byReg    map[any]map[*leg]struct{} // live legs per registration
+	closed   bool
+
+	handlers sync.WaitGroup
+	stats    Stats
+}
+
+type pairKey struct{ from, to identity.PeerID }
+
+// NewServer returns a relay Server. cfg.Authenticate and cfg.Registered
+// must be set.
+func NewServer(cfg Config) *Server {
+	s := &Server{
+		waiting:  make(map[pairKey]*leg),
+		byDevice: make(map[identity.PeerID]int),
+		byReg:    make(map[any]map[*leg]struct{}),
+	}
+	s.SetConfig(cfg)
+	return s
+}
+
+// SetConfig replaces the configuration for new sessions.
+func (s *Server) SetConfig(cfg Config) {
+	cfg = cfg.withDefaults()
+	s.cfg.Store(&cfg)
+}
+
+func (s *Server) config() *Config { return s.cfg.Load() }
+
+// Stats returns the relay's counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// ServeHTTP serves one leg of a relay session until it ends.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cfg := s.config()
+	l, ref := s.accept(w, r, cfg)
+	if ref != nil {
+		s.stats.countRefusal(ref.status)
+		ref.write(w)
+		return
+	}
+	defer s.release(l)
+	other, ref := s.pair(r.Context(), l, cfg)
+	if ref != nil {
+		s.stats.countRefusal(ref.status)
+		ref.write(w)
+		return
+	}
+	l.run(other)
+}
+
+// accept checks a relay request and builds its leg, or refuses it.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*leg, *refusal) {
+	kind, ref := kindOf(r)
+	if ref != nil {
+		return nil, ref
+	}
+	if r.TLS == nil {
+		return nil, &refusal{http.StatusForbidden, "http_request_denied", "the relay needs HTTPS"}
+	}
+	if !r.TLS.HandshakeComplete {
+		return nil, &refusal{http.StatusTooEarly, "http_request_denied", "a relay session cannot start in 0-RTT data; retry after the handshake"}
+	}
+	target, ref := parseTarget(r.URL.Path)
+	if ref != nil {
+		return nil, ref
+	}
+	peer, reg, ok := cfg.Authenticate(r)
+	if !ok {
+		return nil, &refusal{http.StatusForbidden, "http_request_denied",
+			"this connection has no registered device: register on the rendezvous session first, then relay on the same connection"}
+	}
+	if target == peer {
+		return nil, &refusal{http.StatusBadRequest, "http_request_error", "a device cannot relay to itself"}
+	}
+	if !cfg.Registered(target) {
+		return nil, &refusal{http.StatusNotFound, "destination_not_found",
+			"no device with peer ID " + target.String() + " is registered at this super peer"}
+	}
+	l, err := newLeg(kind, w, r, peer, target, reg, cfg, &s.stats)
+	if err != nil {
+		return nil, &refusal{http.StatusInternalServerError, "proxy_internal_error", err.Error()}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, &refusal{http.StatusServiceUnavailable, "proxy_internal_error", "the super peer is shutting down"}
+	}
+	if s.byDevice[peer] >= cfg.MaxSessionsPerDevice {
+		return nil, &refusal{http.StatusTooManyRequests, "http_request_denied",
+			fmt.Sprintf("this device already has %d relay sessions, the most allowed", cfg.MaxSessionsPerDevice)}
+	}
+	s.byDevice[peer]++
+	legs := s.byReg[reg]
+	if legs == nil {
+		legs = make(map[*leg]struct{})
+		s.byReg[reg] = legs
+	}
+	legs[l] = struct{}{}
+	s.handlers.Add(1)
+	return l, nil
+}
+
+// pair waits for the counterpart of l: the session from l's target
+// towards l's device. The first of the two to arrive waits; the second
+// completes the pair.
+func (s *Server) pair(ctx context.Context, l *leg, cfg *Config) (*leg, *refusal) {
+	mine := pairKey{from: l.peer, to: l.target}
+	theirs := pairKey{from: l.target, to: l.peer}
+	s.mu.Lock()
+	if other := s.waiting[theirs]; other != nil {
+		delete(s.waiting, theirs)
+		s.mu.Unlock()
+		other.paired <- l
+		s.stats.Paired.Add(1)
+		return other, nil
+	}
+	if old := s.waiting[mine]; old != nil {
+		old.end("superseded by a newer relay session towards the same peer")
+	}
+	s.waiting[mine] = l
+	s.mu.Unlock()
+
+	timer := time.NewTimer(cfg.PairTimeout)
+	defer timer.Stop()
+	select {
+	case other := <-l.paired:
+		return other, nil
+	case <-timer.C:
+	case <-ctx.Done():
+	case <-l.done:
+	}
+	s.mu.Lock()
+	if s.waiting[mine] == l {
+		delete(s.waiting, mine)
+	}
+	s.mu.Unlock()
+	// The counterpart may have taken l just now.
+	select {
+	case other := <-l.paired:
+		return other, nil
+	default:
+	}
+	if reason := l.reason(); reason != "" {
+		return nil, &refusal{http.StatusConflict, "http_request_denied", reason}
+	}
+	if ctx.Err() != nil {
+		return nil, &refusal{http.StatusBadRequest, "http_request_error", "the request ended while waiting"}
+	}
+	s.stats.PairTimeouts.Add(1)
+	return nil, &refusal{http.StatusGatewayTimeout, "connection_timeout",
+		fmt.Sprintf("peer %s did not open its side of the relay within %v; it must ask for this device too", l.target, cfg.PairTimeout)}
+}
+
+// sessions returns how many relay sessions a device holds.
+func (s *Server) sessions(peer identity.PeerID) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byDevice[peer]
+}
+
+func (s *Server) release(l *leg) {
+	s.mu.Lock()
+	if s.byDevice[l.peer]--; s.byDevice[l.peer] <= 0 {
+		delete(s.byDevice, l.peer)
+	}
+	if legs := s.byReg[l.reg]; legs != nil {
+		delete(legs, l)
+		if len(legs) == 0 {
+			delete(s.byReg, l.reg)
+		}
+	}
+	if s.waiting[pairKey{l.peer, l.target}] == l {
+		delete(s.waiting, pairKey{l.peer, l.target})
+	}
+	s.mu.Unlock()
+	s.handlers.Done()
+}
+
+// EndRegistration ends every relay session authenticated by a
+// registration (see Config.Authenticate): its device expired, was
+// replaced or left.
+func (s *Server) EndRegistration(reg any, reason string) {
+	s.mu.Lock()
+	legs := make([]*leg, 0, len(s.byReg[reg]))
+	for l := range s.byReg[reg] {
+		legs = append(legs, l)
+	}
+	s.mu.Unlock()
+	for _, l := range legs {
+		l.end(reason)
+	}
+}
+
+// Close ends every session, refuses new ones, and waits for the handlers.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	var legs []*leg
+	for _, set := range s.byReg {
+		for l := range set {
+			legs = append(legs, l)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range legs {
+		l.end("the super peer is shutting down")
+	}
+	s.handlers.Wait()
+	return nil
+}

@@ -1,0 +1,84 @@
+package relay
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// DropReason says why the relay dropped a datagram; it labels metrics.
+type DropReason int
+
+const (
+	// DropRateLimited: an HTTP/3 leg sent faster than its token bucket.
+	DropRateLimited DropReason = iota
+	// DropTooLarge: a datagram over Config.MaxDatagramSize.
+	DropTooLarge
+	// DropQueueFull: the queue towards an HTTP/2 leg was full.
+	DropQueueFull
+	// DropSendFailed: the QUIC connection towards an HTTP/3 leg refused
+	// the datagram (too large for its path, or closed).
+	DropSendFailed
+	numDropReasons
+)
+
+// String returns the reason as a metric label.
+func (r DropReason) String() string {
+	switch r {
+	case DropRateLimited:
+		return "rate_limited"
+	case DropTooLarge:
+		return "too_large"
+	case DropQueueFull:
+		return "queue_full"
+	case DropSendFailed:
+		return "send_failed"
+	}
+	return "unknown"
+}
+
+// DropReasons lists every reason, for metrics.
+func DropReasons() []DropReason {
+	rs := make([]DropReason, numDropReasons)
+	for i := range rs {
+		rs[i] = DropReason(i)
+	}
+	return rs
+}
+
+// Stats counts what the relay did.
+type Stats struct {
+	Active       atomic.Int64  // bridged legs now
+	Paired       atomic.Uint64 // sessions bridged
+	PairTimeouts atomic.Uint64 // sessions whose counterpart never came
+	Datagrams    atomic.Uint64 // datagrams delivered
+	Bytes        atomic.Uint64 // payload bytes delivered
+	dropped      [numDropReasons]atomic.Uint64
+
+	mu       sync.Mutex
+	refusals map[int]uint64 // by HTTP status
+}
+
+func (s *Stats) drop(r DropReason) { s.dropped[r].Add(1) }
+
+// Dropped returns how many datagrams were dropped for reason r.
+func (s *Stats) Dropped(r DropReason) uint64 { return s.dropped[r].Load() }
+
+func (s *Stats) countRefusal(status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refusals == nil {
+		s.refusals = make(map[int]uint64)
+	}
+	s.refusals[status]++
+}
+
+// Refused returns how many requests were refused, by HTTP status.
+func (s *Stats) Refused() map[int]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[int]uint64, len(s.refusals))
+	for k, v := range s.refusals {
+		m[k] = v
+	}
+	return m
+}
