@@ -72,6 +72,12 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"netsody_superpeer {\n connect_rate 0\n}", "connect_rate must be a positive number"},
 		{"netsody_superpeer {\n connect_rate 5 x\n}", "burst must be a positive whole number"},
 		{"netsody_superpeer {\n connect_rate 5 10 15\n}", "wrong argument count"},
+		{"netsody_superpeer {\n relay x\n}", "wrong argument count"},
+		{"netsody_superpeer {\n relay {\n bogus 1\n }\n}", `unknown netsody_superpeer relay option "bogus"`},
+		{"netsody_superpeer {\n relay {\n rate fast\n }\n}", "rate must be a positive size in bytes"},
+		{"netsody_superpeer {\n relay {\n burst 0\n }\n}", "burst must be a positive size"},
+		{"netsody_superpeer {\n relay {\n queue_len -1\n }\n}", "queue_len must be a positive whole number"},
+		{"netsody_superpeer {\n relay {\n pair_timeout\n }\n}", "wrong argument count"},
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
@@ -88,5 +94,9 @@ func TestValidate(t *testing.T) {
 	}
 	if err := (&Handler{}).Validate(); err != nil {
 		t.Errorf("defaults: %v", err)
+	}
+	h = Handler{Relay: &RelayConfig{Burst: 1000, MaxDatagramSize: 1500}}
+	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "must be at least the maximum datagram size") {
+		t.Errorf("burst below datagram size: err = %v", err)
 	}
 }

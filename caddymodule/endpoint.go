@@ -28,6 +28,8 @@ const (
 	// prove their source address with a Retry, as Caddy's own HTTP/3
 	// listener does.
 	handshakesPerSecond = 1000
+	// initialPacketSize is quic-go's default and the IPv6 minimum MTU.
+	initialPacketSize = 1280
 	// shutdownTimeout bounds how long closing an endpoint waits for
 	// requests to finish.
 	shutdownTimeout = 5 * time.Second
@@ -111,7 +113,10 @@ func openEndpoint(ctx caddy.Context, logger *zap.Logger, key string, na caddy.Ne
 			GetEncryptedClientHelloKeys: ep.getECHKeys,
 		}),
 		&quic.Config{
-			InitialPacketSize: 1200,
+			// Caddy starts at 1200 bytes; the relay needs room for a
+			// device's 1200-byte packet plus its MASQUE framing from the
+			// first packet on, before path MTU discovery grows it.
+			InitialPacketSize: initialPacketSize,
 			Allow0RTT:         allow0RTT,
 			EnableDatagrams:   true,
 			Tracer:            h3qlog.DefaultConnectionTracer,

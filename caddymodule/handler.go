@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/netsody/superpeer/relay"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -37,10 +39,36 @@ type Handler struct {
 	// ConnectBurst is the token bucket's size for connect requests.
 	// Default: 20.
 	ConnectBurst int `json:"connect_burst,omitempty"`
+	// Relay configures relaying between devices that cannot connect
+	// directly. Its defaults are a working relay.
+	Relay *RelayConfig `json:"relay,omitempty"`
 
 	app    *App
-	rv     *rendezvous.Server
+	sp     *superPeer
 	logger *zap.Logger
+}
+
+// RelayConfig configures the relay.
+type RelayConfig struct {
+	// PairTimeout is how long a device's relay session waits for its
+	// peer's session towards it (consent). Default: 10s.
+	PairTimeout caddy.Duration `json:"pair_timeout,omitempty"`
+	// MaxSessionsPerDevice caps each device's relay sessions, waiting or
+	// bridged; more get 429. Default: 16.
+	MaxSessionsPerDevice int `json:"max_sessions_per_device,omitempty"`
+	// Rate is each relay leg's sustained rate, in bytes per second, a
+	// token bucket: HTTP/2 legs are throttled, excess HTTP/3 datagrams are
+	// dropped. Default: 25000000 (200 Mbit/s).
+	Rate float64 `json:"rate,omitempty"`
+	// Burst is the token bucket's size in bytes; at least
+	// max_datagram_size. Default: 1048576.
+	Burst int `json:"burst,omitempty"`
+	// MaxDatagramSize is the largest HTTP datagram payload relayed, in
+	// bytes; larger ones are dropped and counted. Default: 1500.
+	MaxDatagramSize int `json:"max_datagram_size,omitempty"`
+	// QueueLen bounds the datagrams queued towards an HTTP/2 leg; more are
+	// dropped and counted. Default: 512.
+	QueueLen int `json:"queue_len,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -51,15 +79,70 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// servers holds the rendezvous server, shared by every netsody_superpeer
-// handler of a process and kept across reloads with its sessions.
+// servers holds the super peer, shared by every netsody_superpeer handler
+// of a process and kept across reloads with its sessions.
 var servers = caddy.NewUsagePool()
 
-const serverKey = "rendezvous"
+const serverKey = "superpeer"
 
-type sharedServer struct{ *rendezvous.Server }
+// superPeer is the rendezvous server and the relay it authenticates
+// through.
+type superPeer struct {
+	rv *rendezvous.Server
+	rl *relay.Server
+}
 
-func (s sharedServer) Destruct() error { return s.Close() }
+func newSuperPeer(rvCfg rendezvous.Config, rlCfg relay.Config) *superPeer {
+	sp := &superPeer{}
+	sp.rv = rendezvous.NewServer(sp.withHooks(rvCfg))
+	sp.rl = relay.NewServer(sp.withAuth(rlCfg))
+	return sp
+}
+
+func (sp *superPeer) withHooks(c rendezvous.Config) rendezvous.Config {
+	c.OnSessionEnd = func(reg any, reason string) { sp.rl.EndRegistration(reg, reason) }
+	return c
+}
+
+func (sp *superPeer) withAuth(c relay.Config) relay.Config {
+	c.Authenticate = sp.rv.Authenticate
+	c.Registered = sp.rv.Registered
+	return c
+}
+
+func (sp *superPeer) configure(rvCfg rendezvous.Config, rlCfg relay.Config) {
+	sp.rv.SetConfig(sp.withHooks(rvCfg))
+	sp.rl.SetConfig(sp.withAuth(rlCfg))
+}
+
+// Close ends every relay session and then every device session.
+func (sp *superPeer) Close() error {
+	sp.rl.Close()
+	return sp.rv.Close()
+}
+
+// Destruct implements caddy.Destructor.
+func (sp *superPeer) Destruct() error { return sp.Close() }
+
+func (h *Handler) relayConfig() relay.Config {
+	r := h.Relay
+	if r == nil {
+		r = &RelayConfig{}
+	}
+	logger := h.logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return relay.Config{
+		PairTimeout:          time.Duration(r.PairTimeout),
+		MaxSessionsPerDevice: r.MaxSessionsPerDevice,
+		Rate:                 r.Rate,
+		Burst:                r.Burst,
+		MaxDatagramSize:      r.MaxDatagramSize,
+		QueueLen:             r.QueueLen,
+		Logger:               logger.Named("relay"),
+	}
+}
 
 func (h *Handler) config() rendezvous.Config {
 	logger := h.logger
@@ -93,23 +176,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.app.takeOver(srv)
 
 	val, _, err := servers.LoadOrNew(serverKey, func() (caddy.Destructor, error) {
-		return sharedServer{rendezvous.NewServer(h.config())}, nil
+		return newSuperPeer(h.config(), h.relayConfig()), nil
 	})
 	if err != nil {
 		return err
 	}
-	h.rv = val.(sharedServer).Server
-	h.rv.SetConfig(h.config())
+	h.sp = val.(*superPeer)
+	h.sp.configure(h.config(), h.relayConfig())
 	// On exit Caddy's HTTP/2 server and the app's HTTP/3 endpoint wait
 	// for every stream to end, and a session never does on its own; which
 	// of the two stops first is up to Caddy.
-	rv := h.rv
+	sp := h.sp
 	srv.RegisterOnShutdown(func() {
 		if caddy.Exiting() {
-			rv.Close()
+			sp.Close()
 		}
 	})
-	h.app.atExit(func() { rv.Close() })
+	h.app.atExit(func() { sp.Close() })
 	return nil
 }
 
@@ -121,13 +204,19 @@ func (h *Handler) Validate() error {
 	if err := h.config().Validate(); err != nil {
 		return fmt.Errorf("netsody_superpeer: %w", err)
 	}
+	if r := h.Relay; r != nil && (r.MaxSessionsPerDevice < 0 || r.Rate < 0 || r.Burst < 0 || r.MaxDatagramSize < 0 || r.QueueLen < 0) {
+		return fmt.Errorf("netsody_superpeer: relay options must not be negative")
+	}
+	if err := h.relayConfig().Validate(); err != nil {
+		return fmt.Errorf("netsody_superpeer: %w", err)
+	}
 	return nil
 }
 
 // Cleanup leaves the shared rendezvous server; the last handler out
 // closes it. Safe after a failed Provision.
 func (h *Handler) Cleanup() error {
-	if h.rv == nil {
+	if h.sp == nil {
 		return nil
 	}
 	_, err := servers.Delete(serverKey)
@@ -149,18 +238,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}
 	}
-	if r.URL.Path == rendezvous.Path {
-		rd, wr := caddyhttp.IdleTimeoutsFromContext(r.Context())
-		if rd != nil {
-			defer rd.Override(longLived, 0)()
-		}
-		if wr != nil {
-			defer wr.Override(longLived, 0, 0)()
-		}
-		h.rv.ServeHTTP(w, r)
-		return nil
+	var serve http.Handler
+	switch {
+	case r.URL.Path == rendezvous.Path:
+		serve = h.sp.rv
+	case strings.HasPrefix(r.URL.Path, relay.PathPrefix):
+		serve = h.sp.rl
+	default:
+		return next.ServeHTTP(w, r)
 	}
-	return next.ServeHTTP(w, r)
+	rd, wr := caddyhttp.IdleTimeoutsFromContext(r.Context())
+	if rd != nil {
+		defer rd.Override(longLived, 0)()
+	}
+	if wr != nil {
+		defer wr.Override(longLived, 0, 0)()
+	}
+	serve.ServeHTTP(w, r)
+	return nil
 }
 
 // Interface guards

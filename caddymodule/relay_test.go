@@ -1,0 +1,190 @@
+package caddymodule_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/netsody/superpeer/internal/testcaddy"
+	"github.com/netsody/superpeer/relay"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// dialRelay opens d's relay session towards peer on d's own connection.
+func dialRelay(ctx context.Context, d *device, peer *device) (net.PacketConn, error) {
+	if d.s.Transport() == rendezvous.TransportH3 {
+		return relay.DialH3(ctx, d.s.HTTP3(), d.s.Authority(), peer.id.PeerID()) // masque-go's own client
+	}
+	return relay.DialH2(ctx, d.s.HTTP2(), d.s.Authority(), peer.id.PeerID())
+}
+
+// relayPair does what two device libraries do: A asks the rendezvous for
+// B, B hears of it, and both open their relay sessions towards each other.
+func relayPair(t *testing.T, a, b *device) (net.PacketConn, net.PacketConn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lookup(t, a, b)
+	type res struct {
+		c   net.PacketConn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { c, err := dialRelay(ctx, a, b); ch <- res{c, err} }()
+	cb, err := dialRelay(ctx, b, a)
+	if err != nil {
+		t.Fatalf("relay B→A: %v", err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("relay A→B: %v", r.err)
+	}
+	t.Cleanup(func() { r.c.Close(); cb.Close() })
+	return r.c, cb
+}
+
+// transfer sends size bytes of 1200-byte datagrams from one end to the
+// other with a window, so that a receiver's queue never overflows, and
+// returns how many datagrams arrived and a hash of what arrived in order.
+func transfer(t *testing.T, from, to net.PacketConn, size int) (sent, got int, sum [32]byte) {
+	t.Helper()
+	const dgram, window = 1200, 48
+	n := (size + dgram - 1) / dgram
+	var (
+		mu       sync.Mutex
+		received int
+		cond     = sync.NewCond(&mu)
+		done     = make(chan struct{})
+		h        = sha256.New()
+	)
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			m, _, err := to.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			h.Write(buf[:m])
+			mu.Lock()
+			received++
+			r := received
+			cond.Broadcast()
+			mu.Unlock()
+			if r == n {
+				return
+			}
+		}
+	}()
+	pkt := make([]byte, dgram)
+	deadline := time.Now().Add(60 * time.Second)
+	for i := range n {
+		mu.Lock()
+		// Wait for room in the window; a datagram lost on the way must
+		// not stall the rest, so give up waiting after a while.
+		for wait := time.Now().Add(250 * time.Millisecond); i-received >= window && time.Now().Before(wait) && time.Now().Before(deadline); {
+			waitCond(cond, 50*time.Millisecond)
+		}
+		mu.Unlock()
+		binary.BigEndian.PutUint64(pkt, uint64(i))
+		if _, err := from.WriteTo(pkt, nil); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		to.Close()
+		<-done
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	copy(sum[:], h.Sum(nil))
+	return n, received, sum
+}
+
+// waitCond waits on c (its lock held) for at most d.
+func waitCond(c *sync.Cond, d time.Duration) {
+	t := time.AfterFunc(d, c.Broadcast)
+	c.Wait()
+	t.Stop()
+}
+
+func expectedSum(n int) [32]byte {
+	h := sha256.New()
+	pkt := make([]byte, 1200)
+	for i := range n {
+		binary.BigEndian.PutUint64(pkt, uint64(i))
+		h.Write(pkt)
+	}
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// Two devices relay 10 MB each way through Caddy over every pairing of
+// transports; every datagram arrives, in order.
+func TestRelayThroughCaddy(t *testing.T) {
+	c := startSite(t, "site")
+	for _, tc := range []struct {
+		name string
+		a, b rendezvous.Transport
+	}{
+		{"h3-h3", rendezvous.TransportH3, rendezvous.TransportH3},
+		{"h2-h2", rendezvous.TransportH2, rendezvous.TransportH2},
+		{"h3-h2", rendezvous.TransportH3, rendezvous.TransportH2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := register(t, c, "127.0.0.1", tc.a), register(t, c, "127.0.0.1", tc.b)
+			ca, cb := relayPair(t, a, b)
+			const size = 10 << 20
+			for _, dir := range []struct {
+				name     string
+				from, to net.PacketConn
+			}{{"A→B", ca, cb}, {"B→A", cb, ca}} {
+				start := time.Now()
+				sent, got, sum := transfer(t, dir.from, dir.to, size)
+				t.Logf("%s %s: %d of %d datagrams (%.1f MB/s)", tc.name, dir.name, got, sent, float64(got*1200)/time.Since(start).Seconds()/1e6)
+				if got != sent {
+					t.Errorf("%s: %d of %d datagrams arrived", dir.name, got, sent)
+				} else if sum != expectedSum(sent) {
+					t.Errorf("%s: datagrams arrived changed or out of order", dir.name)
+				}
+			}
+		})
+	}
+}
+
+// The relay needs consent through Caddy too, and refuses what is not a
+// peer.
+func TestRelayRefusalsThroughCaddy(t *testing.T) {
+	c := testcaddy.Start(t, testcaddy.Global+`
+localhost {
+	netsody_superpeer {
+		relay {
+			pair_timeout 500ms
+		}
+	}
+	respond "x"
+}
+`)
+	a, b := register(t, c, "127.0.0.1", rendezvous.TransportH3), register(t, c, "127.0.0.1", rendezvous.TransportH2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, d := range []*device{a, b} {
+		other := b
+		if d == b {
+			other = a
+		}
+		_, err := dialRelay(ctx, d, other) // the other never consents
+		var ref *relay.RefusedError
+		if !errors.As(err, &ref) || ref.Status != 504 {
+			t.Errorf("%s without consent: %v, want 504", d.s.Transport(), err)
+		}
+	}
+}
