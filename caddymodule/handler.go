@@ -183,6 +183,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.sp = val.(*superPeer)
 	h.sp.configure(h.config(), h.relayConfig())
+	if err := registerMetrics(ctx.GetMetricsRegistry(), h.sp); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	// On exit Caddy's HTTP/2 server and the app's HTTP/3 endpoint wait
 	// for every stream to end, and a session never does on its own; which
 	// of the two stops first is up to Caddy.

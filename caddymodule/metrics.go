@@ -1,0 +1,83 @@
+package caddymodule
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/netsody/superpeer/relay"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// collector exports the super peer's counters as Prometheus metrics on
+// Caddy's registry (served at the admin endpoint's /metrics). Labels are
+// reasons and codes, never devices, so the number of series is fixed.
+type collector struct{ sp *superPeer }
+
+const ns = "netsody_superpeer"
+
+var (
+	descDevices       = prometheus.NewDesc(ns+"_devices", "Devices registered now.", nil, nil)
+	descSessions      = prometheus.NewDesc(ns+"_sessions", "Rendezvous sessions open now, registered or not.", nil, nil)
+	descRegistrations = prometheus.NewDesc(ns+"_registrations_total", "Registrations accepted.", nil, nil)
+	descConnects      = prometheus.NewDesc(ns+"_connects_total", "Connect requests answered with candidates to both devices.", nil, nil)
+	descRvRefused     = prometheus.NewDesc(ns+"_rendezvous_refused_total", "Rendezvous requests refused, by error.", []string{"error"}, nil)
+	descRelayActive   = prometheus.NewDesc(ns+"_relay_legs", "Relay legs bridged now (two per relayed session).", nil, nil)
+	descRelayPaired   = prometheus.NewDesc(ns+"_relay_paired_total", "Relay sessions bridged after both devices consented.", nil, nil)
+	descRelayTimeouts = prometheus.NewDesc(ns+"_relay_pair_timeouts_total", "Relay sessions whose counterpart never came.", nil, nil)
+	descRelayDgrams   = prometheus.NewDesc(ns+"_relay_datagrams_total", "Datagrams relayed.", nil, nil)
+	descRelayBytes    = prometheus.NewDesc(ns+"_relay_bytes_total", "Payload bytes relayed.", nil, nil)
+	descRelayDropped  = prometheus.NewDesc(ns+"_relay_dropped_total", "Datagrams dropped, by reason.", []string{"reason"}, nil)
+	descRelayRefused  = prometheus.NewDesc(ns+"_relay_refused_total", "Relay requests refused, by HTTP status.", []string{"status"}, nil)
+)
+
+// refusalCodes are the rendezvous errors counted as refusals.
+var refusalCodes = []rendezvous.ErrorCode{
+	rendezvous.ErrCodePeerNotFound, rendezvous.ErrCodeBadSignature,
+	rendezvous.ErrCodeRefused, rendezvous.ErrCodeRateLimited,
+}
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDevices, descSessions, descRegistrations, descConnects, descRvRefused,
+		descRelayActive, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	registered, all := c.sp.rv.Sessions()
+	rs := c.sp.rv.Stats()
+	ch <- prometheus.MustNewConstMetric(descDevices, prometheus.GaugeValue, float64(registered))
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(all))
+	ch <- prometheus.MustNewConstMetric(descRegistrations, prometheus.CounterValue, float64(rs.Registrations.Load()))
+	ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(rs.Connects.Load()))
+	for _, code := range refusalCodes {
+		ch <- prometheus.MustNewConstMetric(descRvRefused, prometheus.CounterValue, float64(rs.Refused[code].Load()), code.String())
+	}
+	ls := c.sp.rl.Stats()
+	ch <- prometheus.MustNewConstMetric(descRelayActive, prometheus.GaugeValue, float64(ls.Active.Load()))
+	ch <- prometheus.MustNewConstMetric(descRelayPaired, prometheus.CounterValue, float64(ls.Paired.Load()))
+	ch <- prometheus.MustNewConstMetric(descRelayTimeouts, prometheus.CounterValue, float64(ls.PairTimeouts.Load()))
+	ch <- prometheus.MustNewConstMetric(descRelayDgrams, prometheus.CounterValue, float64(ls.Datagrams.Load()))
+	ch <- prometheus.MustNewConstMetric(descRelayBytes, prometheus.CounterValue, float64(ls.Bytes.Load()))
+	for _, r := range relay.DropReasons() {
+		ch <- prometheus.MustNewConstMetric(descRelayDropped, prometheus.CounterValue, float64(ls.Dropped(r)), r.String())
+	}
+	for status, n := range ls.Refused() {
+		ch <- prometheus.MustNewConstMetric(descRelayRefused, prometheus.CounterValue, float64(n), strconv.Itoa(status))
+	}
+}
+
+// registerMetrics adds the collector to reg; a reload that finds it there
+// already keeps the one it finds, which reads the same shared super peer.
+func registerMetrics(reg prometheus.Registerer, sp *superPeer) error {
+	if reg == nil {
+		return nil
+	}
+	err := reg.Register(collector{sp})
+	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
+		return nil
+	}
+	return err
+}
