@@ -128,12 +128,12 @@ type device struct {
 	cands chan rendezvous.Candidates
 }
 
-func register(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Transport) *device {
+func register(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Transport, mod ...func(*rendezvous.ClientConfig)) *device {
 	t.Helper()
 	d := &device{id: newIdentity(t), cands: make(chan rendezvous.Candidates, 16)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := rendezvous.Dial(ctx, rendezvous.ClientConfig{
+	cfg := rendezvous.ClientConfig{
 		Identity:     d.id,
 		URL:          "https://localhost:" + strconv.Itoa(c.Port),
 		Transport:    tr,
@@ -141,7 +141,11 @@ func register(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Trans
 		OnCandidates: func(m rendezvous.Candidates) { d.cands <- m },
 		Addr:         netip.AddrPortFrom(netip.MustParseAddr(host), uint16(c.Port)).String(),
 		LocalAddrs:   []netip.AddrPort{netip.MustParseAddrPort("192.168.7.7:7777")},
-	})
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	s, err := rendezvous.Dial(ctx, cfg)
 	if err != nil {
 		t.Fatalf("register over %s via %s: %v", tr, host, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/time/rate"
 
 	"github.com/netsody/superpeer/internal/testcaddy"
@@ -208,6 +210,55 @@ func relayMetrics(t *testing.T, c *testcaddy.Caddy) map[string]float64 {
 		}
 	}
 	return m
+}
+
+// With GODEBUG=http2xconnect=1 in Caddy's process, HTTP/2 relay legs may
+// use RFC 8441 extended CONNECT; they pair with HTTP/3 and POST legs.
+func TestRelayExtendedConnectH2(t *testing.T) {
+	c := testcaddy.Start(t, siteCaddyfile, "GODEBUG=http2xconnect=1")
+	writeSite(t, c, "x")
+	// net/http's client will not send :protocol; x/net's will.
+	xnet := func(cfg *rendezvous.ClientConfig) {
+		cfg.NewH2Conn = func(tc *tls.Conn) (rendezvous.H2Conn, error) { return new(http2.Transport).NewClientConn(tc) }
+	}
+	for _, other := range []rendezvous.Transport{rendezvous.TransportH3, rendezvous.TransportH2} {
+		a, b := register(t, c, "127.0.0.1", rendezvous.TransportH2, xnet), register(t, c, "127.0.0.1", other)
+		lookup(t, a, b)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		type res struct {
+			c   net.PacketConn
+			err error
+		}
+		ch := make(chan res, 1)
+		go func() {
+			c, err := relay.DialH2Connect(ctx, a.s.HTTP2(), a.s.Authority(), b.id.PeerID())
+			ch <- res{c, err}
+		}()
+		cb, err := dialRelay(ctx, b, a)
+		if err != nil {
+			t.Fatalf("B (%s): %v", other, err)
+		}
+		r := <-ch
+		cancel()
+		if r.err != nil {
+			t.Fatalf("A (extended CONNECT): %v", r.err)
+		}
+		sent, got, sum := transfer(t, r.c, cb, 1<<20)
+		if got != sent || sum != expectedSum(sent) {
+			t.Errorf("extended CONNECT → %s: %d of %d arrived intact", other, got, sent)
+		}
+		r.c.Close()
+		cb.Close()
+	}
+	// Without the setting, Go's HTTP/2 server does not offer extended
+	// CONNECT, and the client says so.
+	plain := startSite(t, "x")
+	a, b := register(t, plain, "127.0.0.1", rendezvous.TransportH2, xnet), register(t, plain, "127.0.0.1", rendezvous.TransportH2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := relay.DialH2Connect(ctx, a.s.HTTP2(), a.s.Authority(), b.id.PeerID()); err == nil || !strings.Contains(err.Error(), "extended connect not supported") {
+		t.Errorf("extended CONNECT without the setting: %v", err)
+	}
 }
 
 // The relay needs consent through Caddy too, and refuses what is not a

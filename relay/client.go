@@ -81,11 +81,24 @@ func refusedError(resp *http.Response) error {
 	return e
 }
 
-// DialH2 opens a relay session towards peer over an HTTP/2 connection on
-// which this device registered, as a streamed POST carrying RFC 9297
+// DialH2 opens a relay session towards peer over an HTTP/2 connection (a
+// RoundTripper bound to one connection) on which this device registered, as a streamed POST carrying RFC 9297
 // DATAGRAM capsules: what works through any HTTP/2 server, Caddy as
 // shipped included. See DialH3 for the rest.
-func DialH2(ctx context.Context, cc *http.ClientConn, authority string, peer identity.PeerID) (*StreamConn, error) {
+func DialH2(ctx context.Context, cc http.RoundTripper, authority string, peer identity.PeerID) (*StreamConn, error) {
+	return dialStream(ctx, cc, authority, peer, false)
+}
+
+// DialH2Connect is DialH2 with an RFC 8441 extended CONNECT
+// (:protocol connect-udp) instead of a POST, for super peers whose
+// process enables it (Go's HTTP/2 server needs GODEBUG=http2xconnect=1).
+// net/http's client refuses the :protocol pseudo-header; use a connection
+// from golang.org/x/net/http2 (see rendezvous.ClientConfig.NewH2Conn).
+func DialH2Connect(ctx context.Context, cc http.RoundTripper, authority string, peer identity.PeerID) (*StreamConn, error) {
+	return dialStream(ctx, cc, authority, peer, true)
+}
+
+func dialStream(ctx context.Context, cc http.RoundTripper, authority string, peer identity.PeerID, extendedConnect bool) (*StreamConn, error) {
 	pr, pw := io.Pipe()
 	reqCtx, cancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, cancel)
@@ -98,6 +111,10 @@ func DialH2(ctx context.Context, cc *http.ClientConn, authority string, peer ide
 		Body:          pr,
 		ContentLength: -1,
 	}).WithContext(reqCtx)
+	if extendedConnect {
+		req.Method = http.MethodConnect
+		req.Header.Set(":protocol", "connect-udp")
+	}
 	resp, err := cc.RoundTrip(req)
 	stopped := stop()
 	if err != nil {

@@ -47,6 +47,11 @@ type ClientConfig struct {
 	QUICTransport *quic.Transport
 	// DialTCP, for HTTP/2, dials the super peer; nil uses net.Dialer.
 	DialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
+	// NewH2Conn, for HTTP/2, makes the session's connection from a TLS
+	// connection that negotiated "h2"; nil uses net/http's HTTP/2 client.
+	// Another client (golang.org/x/net/http2's, which can send RFC 8441
+	// extended CONNECT) can be plugged in here.
+	NewH2Conn func(*tls.Conn) (H2Conn, error)
 	// TLSConfig is a base TLS configuration (RootCAs, say); ServerName and
 	// NextProtos are set from URL and Transport.
 	TLSConfig *tls.Config
@@ -61,6 +66,13 @@ type ClientConfig struct {
 	KeepaliveInterval time.Duration
 	// Logger receives the session's logs; nil discards them.
 	Logger *zap.Logger
+}
+
+// H2Conn is one HTTP/2 client connection: requests on it share its TLS
+// connection and so its registration.
+type H2Conn interface {
+	http.RoundTripper
+	Close() error
 }
 
 // Session is a device's registered session with one super peer.
@@ -80,7 +92,7 @@ type Session struct {
 	h3    *http3.ClientConn
 	h3str *http3.RequestStream
 	// HTTP/2
-	h2 *http.ClientConn
+	h2 H2Conn
 
 	body   io.ReadCloser  // frames from the super peer
 	wmu    sync.Mutex     // serialises writes to w
@@ -247,21 +259,7 @@ func (s *Session) openH2(ctx context.Context, hostport string, tlsConf *tls.Conf
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	var protos http.Protocols
-	protos.SetHTTP2(true)
-	tr := &http.Transport{
-		TLSClientConfig: tlsConf,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dial(ctx, network, addr)
-			if err == nil {
-				s.local, s.remote = c.LocalAddr(), c.RemoteAddr()
-			}
-			return c, err
-		},
-		Protocols:         &protos,
-		ForceAttemptHTTP2: true,
-	}
-	cc, err := tr.NewClientConn(ctx, "https", hostport)
+	cc, err := s.dialH2(ctx, dial, hostport, tlsConf)
 	if err != nil {
 		return fmt.Errorf("rendezvous: HTTP/2 to %s: %w", hostport, err)
 	}
@@ -292,6 +290,47 @@ func (s *Session) openH2(ctx context.Context, hostport string, tlsConf *tls.Conf
 	}
 	s.body, s.w = resp.Body, pw
 	return nil
+}
+
+// dialH2 makes the session's HTTP/2 connection.
+func (s *Session) dialH2(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), hostport string, tlsConf *tls.Config) (H2Conn, error) {
+	if s.cfg.NewH2Conn != nil {
+		c, err := dial(ctx, "tcp", hostport)
+		if err != nil {
+			return nil, err
+		}
+		tlsConf.NextProtos = []string{"h2"}
+		tc := tls.Client(c, tlsConf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+			tc.Close()
+			return nil, fmt.Errorf("the super peer does not speak HTTP/2 (ALPN %q)", p)
+		}
+		s.local, s.remote = c.LocalAddr(), c.RemoteAddr()
+		cc, err := s.cfg.NewH2Conn(tc)
+		if err != nil {
+			tc.Close()
+		}
+		return cc, err
+	}
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	tr := &http.Transport{
+		TLSClientConfig: tlsConf,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err == nil {
+				s.local, s.remote = c.LocalAddr(), c.RemoteAddr()
+			}
+			return c, err
+		},
+		Protocols:         &protos,
+		ForceAttemptHTTP2: true,
+	}
+	return tr.NewClientConn(ctx, "https", hostport)
 }
 
 func newSessionRequest(target *url.URL, body io.ReadCloser) *http.Request {
@@ -588,7 +627,7 @@ func (s *Session) SetLocalAddrs(as []netip.AddrPort) error {
 func (s *Session) HTTP3() *http3.ClientConn { return s.h3 }
 
 // HTTP2 is the session's HTTP/2 connection, nil over HTTP/3; see HTTP3.
-func (s *Session) HTTP2() *http.ClientConn { return s.h2 }
+func (s *Session) HTTP2() H2Conn { return s.h2 }
 
 // Authority is the super peer's host[:port] from its URL, as requests on
 // the session's connection name it.

@@ -101,9 +101,10 @@ const Global = `{
 }
 `
 
-// Start writes caddyfile (with the variables above) and runs Caddy on it.
-// Caddy is stopped when the test ends.
-func Start(t testing.TB, caddyfile string) *Caddy {
+// Start writes caddyfile (with the variables above) and runs Caddy on it,
+// with env added to its environment ("GODEBUG=...", say). Caddy is stopped
+// when the test ends.
+func Start(t testing.TB, caddyfile string, env ...string) *Caddy {
 	t.Helper()
 	c := &Caddy{Bin: Binary(t), Dir: t.TempDir(), logs: &syncBuffer{}, done: make(chan struct{})}
 	c.Port = FreePort(t)
@@ -112,6 +113,7 @@ func Start(t testing.TB, caddyfile string) *Caddy {
 	c.cmd = exec.Command(c.Bin, "run", "--config", path, "--adapter", "caddyfile")
 	c.cmd.Dir = c.Dir
 	c.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+c.Dir+"/xdg", "XDG_CONFIG_HOME="+c.Dir+"/xdg", "HOME="+c.Dir)
+	c.cmd.Env = append(c.cmd.Env, env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
