@@ -210,25 +210,48 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	cfg := s.config()
-	sess := newSession(s, w, r, binding, remote)
-	if err := s.add(sess, cfg.MaxSessions); err != nil {
+	if err := s.admit(cfg.MaxSessions); err != nil {
 		w.Header().Set("Retry-After", "30")
 		refuse(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	defer s.remove(sess)
 	w.Header().Set("Content-Type", ContentType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	if err := sess.rc.Flush(); err != nil {
+	sess := newSession(s, r, binding, remote)
+	st := h3Streamer(w)
+	if st != nil && r.ProtoMajor == 3 {
+		// Take the stream over and let the handler chain return: an idle
+		// HTTP/3 device then holds no server goroutine or request state.
+		sess.str = &h3Stream{st.HTTPStream()}
+	} else {
+		hs := &httpStream{body: r.Body, w: w, rc: http.NewResponseController(w)}
+		if err := hs.rc.Flush(); err != nil {
+			return
+		}
+		sess.str = hs
+	}
+	if !s.add(sess) {
+		sess.str.finish() // closed meanwhile
 		return
 	}
+	if st != nil && r.ProtoMajor == 3 {
+		go func() {
+			defer s.remove(sess)
+			sess.run()
+		}()
+		return
+	}
+	defer s.remove(sess)
 	sess.run()
 }
 
 var errClosed = errors.New("rendezvous: server closed")
 
-func (s *Server) add(sess *session, max int) error {
+// admit refuses a new session when the server is closed or full. The
+// limit is checked before the session is answered and so may be passed
+// by the few sessions answered at the same moment.
+func (s *Server) admit(max int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -237,9 +260,20 @@ func (s *Server) add(sess *session, max int) error {
 	if len(s.sessions) >= max {
 		return fmt.Errorf("the super peer is at its limit of %d sessions; retry later or use another super peer", max)
 	}
+	return nil
+}
+
+// add makes a session known (to Close, among others); false if the
+// server closed meanwhile.
+func (s *Server) add(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
 	s.sessions[sess] = struct{}{}
 	s.handlers.Add(1)
-	return nil
+	return true
 }
 
 func (s *Server) remove(sess *session) {

@@ -2,7 +2,6 @@ package rendezvous
 
 import (
 	"errors"
-	"io"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -22,9 +21,7 @@ import (
 // an idle session costs one blocked goroutine and this struct.
 type session struct {
 	srv       *Server
-	body      io.ReadCloser
-	w         http.ResponseWriter
-	rc        *http.ResponseController
+	str       stream // set before run
 	binding   Binding
 	remote    netip.AddrPort // the observed address
 	transport string         // "h2" or "h3"
@@ -51,16 +48,13 @@ type session struct {
 	ended     *Error // the error that ended the session, if any
 }
 
-func newSession(s *Server, w http.ResponseWriter, r *http.Request, b Binding, remote netip.AddrPort) *session {
+func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *session {
 	transport := "h2"
 	if r.ProtoMajor == 3 {
 		transport = "h3"
 	}
 	sess := &session{
 		srv:       s,
-		body:      r.Body,
-		w:         w,
-		rc:        http.NewResponseController(w),
 		binding:   b,
 		remote:    remote,
 		transport: transport,
@@ -75,7 +69,7 @@ func newSession(s *Server, w http.ResponseWriter, r *http.Request, b Binding, re
 func (s *session) run() {
 	var hdr [frameHeaderLen]byte
 	for {
-		f, err := readFrame(s.body, &hdr)
+		f, err := readFrame(s.str, &hdr)
 		if err != nil {
 			if errors.Is(err, errFrameTooLarge) {
 				s.fail(&Error{Code: ErrCodeFrameTooLarge, Message: errFrameTooLarge.Error()})
@@ -99,6 +93,7 @@ func (s *session) run() {
 	if running {
 		<-out
 	}
+	s.str.finish()
 }
 
 // handle acts on one frame from the device. A non-nil result ends the
@@ -301,22 +296,14 @@ func (s *session) write(out chan struct{}) {
 			s.mu.Lock()
 			s.closing, s.writing, s.queue = true, false, nil
 			s.mu.Unlock()
-			s.body.Close() // unblocks the reader
+			s.str.closeRead() // unblocks the reader
 			return
 		}
 	}
 }
 
 func (s *session) writeNow(b []byte) error {
-	// A write deadline on HTTP/2 is a timer that resets the stream even
-	// with no write in flight, so it is set around each write only.
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.srv.config().WriteTimeout))
-	_, err := s.w.Write(b)
-	if err == nil {
-		err = s.rc.Flush()
-	}
-	_ = s.rc.SetWriteDeadline(time.Time{})
-	return err
+	return s.str.write(b, s.srv.config().WriteTimeout)
 }
 
 // fail ends the session from its reading goroutine with e, which is sent
@@ -348,7 +335,7 @@ func (s *session) endReason() string {
 // device first.
 func (s *session) kill(e *Error) {
 	s.fail(e)
-	s.body.Close() // unblocks the reader
+	s.str.closeRead() // unblocks the reader
 }
 
 // smooth folds an RTT sample into a smoothed RTT, as TCP does (RFC 6298).
