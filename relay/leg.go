@@ -15,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/h3stream"
 )
 
 // legKind is how a leg carries packets.
@@ -96,25 +97,10 @@ func newLeg(kind legKind, w http.ResponseWriter, r *http.Request, peer, target i
 	l.ctx, l.cancel = context.WithCancel(r.Context())
 	if kind == kindCapsule {
 		l.out = make(chan []byte, cfg.QueueLen)
-	} else if streamer(w) == nil {
+	} else if h3stream.Of(w) == nil {
 		return nil, errors.New("the HTTP/3 response writer cannot hand over its stream")
 	}
 	return l, nil
-}
-
-// streamer finds the HTTP/3 stream behind a response writer that servers
-// (Caddy, say) may have wrapped.
-func streamer(w http.ResponseWriter) http3.HTTPStreamer {
-	for {
-		if s, ok := w.(http3.HTTPStreamer); ok {
-			return s
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return nil
-		}
-		w = u.Unwrap()
-	}
 }
 
 // end ends the leg with a reason for its device, once.
@@ -147,7 +133,7 @@ func (l *leg) run(other *leg) {
 	var err error
 	switch l.kind {
 	case kindDatagram:
-		l.str = streamer(l.w).HTTPStream()
+		l.str = h3stream.Of(l.w).HTTPStream()
 		close(l.ready)
 		if l.await(other) {
 			err = l.relayDatagrams(other)

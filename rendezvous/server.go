@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/h3stream"
 )
 
 // Path is where a device opens its rendezvous session.
@@ -219,7 +220,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	sess := newSession(s, r, binding, remote)
-	st := h3Streamer(w)
+	st := h3stream.Of(w)
 	if st != nil && r.ProtoMajor == 3 {
 		// Take the stream over and let the handler chain return: an idle
 		// HTTP/3 device then holds no server goroutine or request state.

@@ -64,18 +64,3 @@ func (s *h3Stream) write(b []byte, timeout time.Duration) error {
 
 func (s *h3Stream) closeRead() { s.str.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError)) }
 func (s *h3Stream) finish()    { s.str.Close() }
-
-// h3Streamer finds the HTTP/3 stream behind a response writer that a
-// server (Caddy, say) may have wrapped.
-func h3Streamer(w http.ResponseWriter) http3.HTTPStreamer {
-	for {
-		if s, ok := w.(http3.HTTPStreamer); ok {
-			return s
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return nil
-		}
-		w = u.Unwrap()
-	}
-}
