@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/internal/testcaddy"
 	"github.com/netsody/superpeer/rendezvous"
 )
@@ -346,6 +346,7 @@ localhost {
 }
 `)
 	devs := []*device{register(t, c, "127.0.0.1", rendezvous.TransportH2), register(t, c, "127.0.0.1", rendezvous.TransportH3)}
+	ra, rb := relayPair(t, devs[0], devs[1])
 	time.Sleep(3 * time.Second) // three idle timeouts, no frame either way
 	for _, d := range devs {
 		if err := d.s.Err(); err != nil {
@@ -354,6 +355,13 @@ localhost {
 	}
 	lookup(t, devs[0], devs[1])
 	lookup(t, devs[1], devs[0])
+	// The relay session, idle as long, still carries packets both ways.
+	if sent, got, _ := transfer(t, ra, rb, 12000); got != sent {
+		t.Errorf("relay after idling, h2→h3: %d of %d", got, sent)
+	}
+	if sent, got, _ := transfer(t, rb, ra, 12000); got != sent {
+		t.Errorf("relay after idling, h3→h2: %d of %d", got, sent)
+	}
 }
 
 // A registration in 0-RTT data is refused with 425 through Caddy too. A
@@ -364,7 +372,7 @@ localhost {
 func TestZeroRTTRefusedThroughCaddy(t *testing.T) {
 	c := startSite(t, "x")
 	const relayDelay = 150 * time.Millisecond
-	relay := newFirstFlightRelay(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.Port}, relayDelay)
+	relay := sptest.FirstFlightRelay(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.Port}, relayDelay)
 	cache := tls.NewLRUClientSessionCache(4)
 	tlsConf := &tls.Config{RootCAs: c.Roots, ServerName: "localhost", NextProtos: []string{http3.NextProtoH3}, ClientSessionCache: cache}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -421,66 +429,4 @@ func TestZeroRTTRefusedThroughCaddy(t *testing.T) {
 	// wait out the dead connection when it stops.
 	conn.CloseWithError(0, "")
 	time.Sleep(2 * relayDelay)
-}
-
-// newFirstFlightRelay relays one client's UDP to server. It forwards the
-// client's first datagram (the ClientHello) and its 0-RTT packets at once
-// and holds back every other client datagram, the one with the client's
-// Finished among them, by delay.
-func newFirstFlightRelay(t *testing.T, server *net.UDPAddr, delay time.Duration) *net.UDPAddr {
-	t.Helper()
-	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := net.DialUDP("udp", nil, server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu     sync.Mutex
-		client *net.UDPAddr
-		wg     sync.WaitGroup
-	)
-	wg.Add(2)
-	go func() { // client → server
-		defer wg.Done()
-		buf := make([]byte, 2048)
-		for first := true; ; first = false {
-			n, from, err := front.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			client = from
-			mu.Unlock()
-			pkt := append([]byte(nil), buf[:n]...)
-			// QUIC v1 long header: 1 1 T T ..., type 1 is 0-RTT (RFC 9000 §17.2).
-			zeroRTT := pkt[0]&0xc0 == 0xc0 && (pkt[0]>>4)&0x3 == 1
-			if first || zeroRTT {
-				back.Write(pkt)
-				continue
-			}
-			wg.Add(1)
-			time.AfterFunc(delay, func() { defer wg.Done(); back.Write(pkt) })
-		}
-	}()
-	go func() { // server → client
-		defer wg.Done()
-		buf := make([]byte, 2048)
-		for {
-			n, err := back.Read(buf)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			to := client
-			mu.Unlock()
-			if to != nil {
-				front.WriteToUDP(buf[:n], to)
-			}
-		}
-	}()
-	t.Cleanup(func() { front.Close(); back.Close(); wg.Wait() })
-	return front.LocalAddr().(*net.UDPAddr)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/yosida95/uritemplate/v3"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -305,4 +307,62 @@ func TestRateLimit(t *testing.T) {
 		}
 		waitFor(t, func() bool { return ts.rl.Stats().Dropped(DropRateLimited) >= before+20 })
 	})
+}
+
+// A relay request in 0-RTT data, seen before the handshake completes, is
+// refused with 425.
+func TestZeroRTTRefused(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	b := ts.device(t, rendezvous.TransportH3)
+	server := ts.PC.LocalAddr().(*net.UDPAddr)
+	relayAddr := sptest.FirstFlightRelay(t, server, 150*time.Millisecond)
+	tlsConf := &tls.Config{RootCAs: ts.Pool, NextProtos: []string{http3.NextProtoH3}, ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	tr := &quic.Transport{Conn: pc}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	qc := &quic.Config{EnableDatagrams: true}
+	first, err := tr.Dial(ctx, server, tlsConf, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, ts.H3URL+"/", nil)
+	if resp, err := (&http3.Transport{}).NewClientConn(first).RoundTrip(req); err == nil {
+		resp.Body.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // the session ticket
+	first.CloseWithError(0, "")
+
+	conn, err := tr.DialEarly(ctx, relayAddr, tlsConf, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	str, err := (&http3.Transport{EnableDatagrams: true}).NewClientConn(conn).OpenRequestStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(strings.Replace(Template(strings.TrimPrefix(ts.H3URL, "https://")), "{target_host}/{target_port}", b.id.PeerID().String()+"/443", 1))
+	connect := &http.Request{Method: http.MethodConnect, Proto: "connect-udp", URL: u, Host: u.Host,
+		Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}}}
+	if err := str.SendRequestHeader(connect); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := str.ReadResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !conn.ConnectionState().Used0RTT {
+		t.Fatal("the request did not go out in 0-RTT data; the test proves nothing")
+	}
+	if resp.StatusCode != http.StatusTooEarly || !strings.Contains(resp.Header.Get("Proxy-Status"), "0-RTT") {
+		t.Fatalf("0-RTT relay request: %d %q, want 425", resp.StatusCode, resp.Header.Get("Proxy-Status"))
+	}
+	conn.CloseWithError(0, "")
+	time.Sleep(300 * time.Millisecond) // let the close pass the relay
 }
