@@ -113,11 +113,13 @@ func TestDeviceGoneEndsRelay(t *testing.T) {
 	a, b := ts.device(t, rendezvous.TransportH2), ts.device(t, rendezvous.TransportH2)
 	ca, cb := pair(t, a, b)
 	exchange(t, ca, cb, 1)
-	a.s.Close() // A leaves the super peer
+	a.s.Close() // A leaves the super peer: its registration and its connection end
 	buf := make([]byte, 100)
 	_, _, err := cb.ReadFrom(buf)
+	// Which of the two the relay notices first is up to the scheduler;
+	// either way B is told that A is gone.
 	var closed *ClosedError
-	if !errors.As(err, &closed) || !strings.Contains(closed.Reason, "rendezvous session ended") {
+	if !errors.As(err, &closed) || !strings.Contains(closed.Reason, "rendezvous session ended") && !strings.Contains(closed.Reason, a.id.PeerID().Short()) {
 		t.Fatalf("B's read after A left: %v", err)
 	}
 }
