@@ -56,7 +56,7 @@ func Cert(t testing.TB) (tls.Certificate, *x509.CertPool) {
 
 // Servers serve one handler over HTTP/2 and HTTP/3 on a loopback host.
 type Servers struct {
-	H2URL, H3URL string // https://host:port of each
+	H2URL, H3URL string // https://host:port of each: the same port
 	Pool         *x509.CertPool
 	H2           *httptest.Server
 	H3           *http3.Server
@@ -71,9 +71,22 @@ func Start(t testing.TB, host string, handler http.Handler) *Servers {
 	cert, pool := Cert(t)
 	s := &Servers{Pool: pool}
 	s.H2 = httptest.NewUnstartedServer(handler)
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	// Both on one port, as a super peer is: a device has one URL for it.
+	var ln net.Listener
+	var err error
+	for range 50 {
+		ln, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.PC, err = net.ListenPacket("udp", ln.Addr().String())
+		if err == nil {
+			break
+		}
+		ln.Close()
+	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("no port free for TCP and UDP: %v", err)
 	}
 	s.H2.Listener.Close()
 	s.H2.Listener = ln
@@ -82,10 +95,6 @@ func Start(t testing.TB, host string, handler http.Handler) *Servers {
 	s.H2.StartTLS()
 	s.H2URL = "https://" + ln.Addr().String()
 
-	s.PC, err = net.ListenPacket("udp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	s.H3 = &http3.Server{Handler: handler, EnableDatagrams: true}
 	s.ln, err = (&quic.Transport{Conn: s.PC}).ListenEarly(
 		http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),

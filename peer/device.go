@@ -1,0 +1,369 @@
+// Package peer is the device side of Netsody's super peers: one UDP
+// socket for every super peer session and every direct path, registration
+// with every configured super peer, hole punching, relay fallback, and
+// the switch between relay and direct paths without breaking the
+// end-to-end QUIC connection.
+package peer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// Config configures a Device. Zero durations take the defaults below.
+type Config struct {
+	// Identity is the device's key pair. Required.
+	Identity *identity.Identity
+	// SuperPeers are the super peers' URLs, "https://host[:port]".
+	SuperPeers []string
+	// RootCAs verifies the super peers' certificates; nil uses the
+	// system's.
+	RootCAs *x509.CertPool
+	// ListenAddr is the UDP address of the device's socket; default
+	// "0.0.0.0:0".
+	ListenAddr string
+	// LocalAddrs returns the addresses to announce as local candidates;
+	// nil announces the socket's port on every interface address of its
+	// family.
+	LocalAddrs func(port uint16) []netip.AddrPort
+	// RelayOnly never punches: every peer is reached through a relay.
+	RelayOnly bool
+	// H3Timeout is how long a super peer gets to answer over HTTP/3
+	// before the device tries HTTP/2; default 1s.
+	H3Timeout time.Duration
+	// PunchInterval is the keepalive of a direct path; default 1s.
+	PunchInterval time.Duration
+	// FastPunchInterval and FastPunchFor: after new candidates, punch this
+	// often, for this long; defaults 50ms and 3s.
+	FastPunchInterval time.Duration
+	FastPunchFor      time.Duration
+	// DirectTimeout drops a direct path that has not answered for this
+	// long; default 3.5s.
+	DirectTimeout time.Duration
+	// RelayDialTimeout bounds opening a relay session; default 15s.
+	RelayDialTimeout time.Duration
+	// OnPathChange, if set, is called (on its own goroutine) when the path
+	// to a peer changes.
+	OnPathChange func(identity.PeerID, Path)
+	// BlockDirect, if set and true, drops all punch traffic: a test's
+	// way to cut direct paths.
+	BlockDirect func() bool
+	// Logger receives the device's logs; nil discards them.
+	Logger *zap.Logger
+}
+
+func (c *Config) blockDirect() bool { return c.BlockDirect != nil && c.BlockDirect() }
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.H3Timeout, time.Second)
+	def(&c.PunchInterval, time.Second)
+	def(&c.FastPunchInterval, 50*time.Millisecond)
+	def(&c.FastPunchFor, 3*time.Second)
+	def(&c.DirectTimeout, 3500*time.Millisecond)
+	def(&c.RelayDialTimeout, 15*time.Second)
+	if c.ListenAddr == "" {
+		c.ListenAddr = "0.0.0.0:0"
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+// Device is a Netsody device: reachable by its peer ID through its super
+// peers, and able to reach other devices, directly when it can.
+type Device struct {
+	cfg  Config
+	id   identity.PeerID
+	cert tls.Certificate
+	log  *zap.Logger
+
+	sock *sock
+	tr   *quic.Transport
+	ln   *quic.Listener
+	sps  []*superPeer
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	closed chan struct{}
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex // guards peers
+	peers map[identity.PeerID]*peerState
+}
+
+// New opens the device's socket and starts its sessions with every super
+// peer; it does not wait for them.
+func New(cfg Config) (*Device, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("peer: no identity")
+	}
+	cfg = cfg.withDefaults()
+	for _, u := range cfg.SuperPeers {
+		if p, err := url.Parse(u); err != nil || p.Scheme != "https" || p.Host == "" {
+			return nil, fmt.Errorf("peer: super peer %q must look like https://host[:port]", u)
+		}
+	}
+	cert, err := certificate(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	laddr, err := net.ResolveUDPAddr("udp", cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("peer: listen address: %w", err)
+	}
+	network := "udp4"
+	if laddr.IP != nil && laddr.IP.To4() == nil {
+		network = "udp6"
+	}
+	udp, err := net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
+	}
+	d := &Device{
+		cfg:    cfg,
+		id:     cfg.Identity.PeerID(),
+		cert:   cert,
+		log:    cfg.Logger,
+		closed: make(chan struct{}),
+		peers:  make(map[identity.PeerID]*peerState),
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.sock = newSock(udp, d)
+	d.tr = &quic.Transport{Conn: d.sock}
+	d.ln, err = d.tr.Listen(tlsConfig(cert, identity.PeerID{}), quicConfig())
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("peer: %w", err)
+	}
+	d.goRun(d.sock.readLoop)
+	for _, u := range cfg.SuperPeers {
+		sp := &superPeer{dev: d, url: u, ready: make(chan struct{})}
+		d.sps = append(d.sps, sp)
+		d.goRun(sp.run)
+	}
+	return d, nil
+}
+
+// quicConfig is the end-to-end QUIC configuration. Packets may travel
+// through a relay, inside another QUIC connection's datagrams, so they stay
+// at QUIC's minimum size and path MTU discovery is off.
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		InitialPacketSize:       1200,
+		DisablePathMTUDiscovery: true,
+		KeepAlivePeriod:         10 * time.Second,
+		MaxIdleTimeout:          30 * time.Second,
+	}
+}
+
+func (d *Device) goRun(f func()) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		f()
+	}()
+}
+
+// PeerID is the device's own peer ID.
+func (d *Device) PeerID() identity.PeerID { return d.id }
+
+// LocalAddr is the device's UDP socket address.
+func (d *Device) LocalAddr() netip.AddrPort { return d.sock.udp.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+func (d *Device) sameFamily(a netip.AddrPort) bool {
+	return a.Addr().Is4() == d.LocalAddr().Addr().Unmap().Is4()
+}
+
+// localAddrs are the device's local candidates.
+func (d *Device) localAddrs() []netip.AddrPort {
+	port := d.LocalAddr().Port()
+	if d.cfg.LocalAddrs != nil {
+		return d.cfg.LocalAddrs(port)
+	}
+	bound := d.LocalAddr().Addr().Unmap()
+	if !bound.IsUnspecified() {
+		return []netip.AddrPort{netip.AddrPortFrom(bound, port)}
+	}
+	ifaddrs, _ := net.InterfaceAddrs()
+	var as []netip.AddrPort
+	for _, ia := range ifaddrs {
+		pfx, err := netip.ParsePrefix(ia.String())
+		if err != nil {
+			continue
+		}
+		a := pfx.Addr().Unmap()
+		if a.Is4() != bound.Is4() || a.IsLinkLocalUnicast() || a.IsMulticast() {
+			continue
+		}
+		as = append(as, netip.AddrPortFrom(a, port))
+		if len(as) == rendezvous.MaxAddrs {
+			break
+		}
+	}
+	return as
+}
+
+// peer returns the state of a peer, making it if asked.
+func (d *Device) peer(id identity.PeerID, create bool) *peerState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.peers[id]
+	if p == nil && create {
+		p = newPeerState(d, id)
+		d.peers[id] = p
+		d.sock.addPeer(p)
+	}
+	return p
+}
+
+// onCandidates acts on a super peer's introduction: punch at once, and
+// open the relay that the other device is opening too.
+func (d *Device) onCandidates(c rendezvous.Candidates) {
+	p := d.peer(c.Peer, true)
+	p.addCandidates(c.All())
+	d.goRun(func() { d.ensureRelay(p) })
+}
+
+// handlePunch acts on a punch message from the socket.
+func (d *Device) handlePunch(b []byte, from netip.AddrPort) {
+	pn, err := decodePunch(b, d.id)
+	if err != nil {
+		return
+	}
+	p := d.peer(pn.sender, false)
+	if p == nil {
+		return // only peers a super peer introduced are answered
+	}
+	if pn.typ == punchPing {
+		p.onPing(pn, from)
+	} else {
+		p.onPong(pn, from)
+	}
+}
+
+// Conn is an end-to-end QUIC connection to a peer.
+type Conn struct {
+	*quic.Conn
+	peer identity.PeerID
+	ps   *peerState
+}
+
+// Peer is the peer ID at the other end, checked against its key.
+func (c *Conn) Peer() identity.PeerID { return c.peer }
+
+// Path is how the connection's packets travel now.
+func (c *Conn) Path() Path { return c.ps.path() }
+
+// Dial connects to a peer: it asks every super peer to introduce the two
+// devices, opens the relay at once, punches in parallel, and returns the
+// QUIC connection as soon as the handshake is done over whichever path
+// works first. The other side's key must be peer.
+func (d *Device) Dial(ctx context.Context, peer identity.PeerID) (*Conn, error) {
+	if peer == d.id {
+		return nil, errors.New("peer: cannot connect to oneself")
+	}
+	p := d.peer(peer, true)
+	if err := d.introduce(ctx, peer); err != nil {
+		return nil, err
+	}
+	qc, err := d.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.virt), tlsConfig(d.cert, peer), quicConfig())
+	if err != nil {
+		return nil, fmt.Errorf("peer: connecting to %s: %w", peer.Short(), err)
+	}
+	return &Conn{Conn: qc, peer: peer, ps: p}, nil
+}
+
+// introduce asks every connected super peer for peer; it fails only when
+// none knows it.
+func (d *Device) introduce(ctx context.Context, peer identity.PeerID) error {
+	var (
+		errs  []error
+		found bool
+	)
+	for _, sp := range d.sps {
+		sess, err := sp.wait(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", sp.url, err))
+			continue
+		}
+		if _, err := sess.Lookup(ctx, peer); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", sp.url, err))
+			continue
+		}
+		found = true
+	}
+	if !found {
+		if len(errs) == 0 {
+			return errors.New("peer: no super peers configured")
+		}
+		return fmt.Errorf("peer: no super peer could introduce %s: %w", peer.Short(), errors.Join(errs...))
+	}
+	return nil
+}
+
+// Accept waits for a peer's connection.
+func (d *Device) Accept(ctx context.Context) (*Conn, error) {
+	qc, err := d.ln.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	certs := qc.ConnectionState().TLS.PeerCertificates
+	if len(certs) == 0 {
+		qc.CloseWithError(1, "no certificate")
+		return nil, errors.New("peer: incoming connection without a certificate")
+	}
+	id, err := peerIDOf([][]byte{certs[0].Raw})
+	if err != nil {
+		qc.CloseWithError(1, "bad certificate")
+		return nil, err
+	}
+	return &Conn{Conn: qc, peer: id, ps: d.peer(id, true)}, nil
+}
+
+// Close ends every connection and session and closes the socket.
+func (d *Device) Close() error {
+	select {
+	case <-d.closed:
+		return nil
+	default:
+	}
+	close(d.closed)
+	d.cancel()
+	d.ln.Close()
+	for _, sp := range d.sps {
+		sp.close()
+	}
+	d.mu.Lock()
+	for _, p := range d.peers {
+		p.mu.Lock()
+		if p.relay != nil {
+			p.relay.conn.Close()
+		}
+		p.mu.Unlock()
+	}
+	d.mu.Unlock()
+	d.tr.Close()
+	d.sock.Close()
+	d.wg.Wait()
+	return nil
+}

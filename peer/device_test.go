@@ -1,0 +1,124 @@
+package peer
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/netsody/superpeer/identity"
+)
+
+// Two devices that can reach each other connect directly.
+func TestDirect(t *testing.T) {
+	s, _ := superPeerServer(t)
+	a, b := newDevice(t, s), newDevice(t, s)
+	echo(t, b)
+	c := dial(t, a, b)
+	if c.Peer() != b.PeerID() {
+		t.Fatalf("connected to %s", c.Peer().Short())
+	}
+	roundTrip(t, c, "hello")
+	waitPath(t, c, PathDirect, 5*time.Second)
+	roundTrip(t, c, "hello again, directly")
+}
+
+// With RelayOnly, traffic goes through the super peer's relay.
+func TestRelayOnly(t *testing.T) {
+	s, rl := superPeerServer(t)
+	relayOnly := func(c *Config) { c.RelayOnly = true }
+	a, b := newDevice(t, s, relayOnly), newDevice(t, s, relayOnly)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "through the relay")
+	if p := c.Path(); p.Kind != PathRelay {
+		t.Fatalf("path %s, want relay", p)
+	}
+	if rl.Stats().Datagrams.Load() == 0 {
+		t.Fatal("the relay carried nothing")
+	}
+}
+
+// A transfer keeps going, byte for byte, while its path moves from the
+// relay to a direct path and back when the direct path is cut.
+func TestSwitchMidTransfer(t *testing.T) {
+	s, _ := superPeerServer(t)
+	var block atomic.Bool
+	block.Store(true)
+	cut := func(c *Config) {
+		c.BlockDirect = block.Load
+		c.DirectTimeout = 1500 * time.Millisecond
+		c.PunchInterval = 300 * time.Millisecond
+	}
+	a, b := newDevice(t, s, cut), newDevice(t, s, cut)
+	echo(t, b)
+	c := dial(t, a, b)
+	waitPath(t, c, PathRelay, 10*time.Second)
+
+	const size = 10 << 20
+	data := make([]byte, size)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	str, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan [32]byte, 1)
+	go func() {
+		h := sha256.New()
+		io.Copy(h, str)
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		got <- sum
+	}()
+	var paths []PathKind
+	for i, chunk := 0, size/20; i < 20; i++ {
+		if _, err := str.Write(data[i*chunk : (i+1)*chunk]); err != nil {
+			t.Fatal(err)
+		}
+		switch i {
+		case 5: // open the direct path
+			block.Store(false)
+			waitPath(t, c, PathDirect, 10*time.Second)
+			paths = append(paths, PathDirect)
+		case 12: // cut it
+			block.Store(true)
+			waitPath(t, c, PathRelay, 10*time.Second)
+			paths = append(paths, PathRelay)
+		}
+	}
+	str.Close()
+	select {
+	case sum := <-got:
+		if sum != want {
+			t.Fatal("the echoed bytes differ from those sent")
+		}
+	case <-ctx.Done():
+		t.Fatal("transfer did not finish")
+	}
+	t.Logf("10 MB echoed intact across paths relay → %v", paths)
+}
+
+// A device that holds another key than the one asked for is refused.
+func TestWrongPeerRefused(t *testing.T) {
+	// The check itself: a certificate of one key against another ID.
+	id1, _ := identity.Generate()
+	id2, _ := identity.Generate()
+	cert, err := certificate(id1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tlsConfig(cert, id2.PeerID()).VerifyPeerCertificate(cert.Certificate, nil)
+	if !errors.Is(err, ErrWrongPeer) {
+		t.Fatalf("err = %v, want ErrWrongPeer", err)
+	}
+	if err := tlsConfig(cert, id1.PeerID()).VerifyPeerCertificate(cert.Certificate, nil); err != nil {
+		t.Fatalf("right key refused: %v", err)
+	}
+}

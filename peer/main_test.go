@@ -1,0 +1,130 @@
+package peer
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"go.uber.org/goleak"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/sptest"
+	"github.com/netsody/superpeer/relay"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// superPeerServer is a super peer without Caddy on loopback: rendezvous
+// and relay behind HTTP/2 and HTTP/3 on one port.
+func superPeerServer(t testing.TB) (*sptest.Servers, *relay.Server) {
+	t.Helper()
+	var rl *relay.Server
+	rv := rendezvous.NewServer(rendezvous.Config{
+		OnSessionEnd: func(reg any, reason string) { rl.EndRegistration(reg, reason) },
+	})
+	rl = relay.NewServer(relay.Config{Authenticate: rv.Authenticate, Registered: rv.Registered})
+	mux := http.NewServeMux()
+	mux.Handle(rendezvous.Path, rv)
+	mux.Handle(relay.PathPrefix, rl)
+	s := sptest.Start(t, "127.0.0.1", mux)
+	t.Cleanup(func() { rl.Close(); rv.Close() })
+	return s, rl
+}
+
+func newDevice(t testing.TB, s *sptest.Servers, mod ...func(*Config)) *Device {
+	t.Helper()
+	id, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Identity: id, SuperPeers: []string{s.H3URL}, RootCAs: s.Pool, ListenAddr: "127.0.0.1:0"}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, sp := range d.sps {
+		if _, err := sp.wait(ctx); err != nil {
+			t.Fatalf("no session with %s: %v", sp.url, err)
+		}
+	}
+	return d
+}
+
+// echo serves one connection: every stream's bytes come back.
+func echo(t testing.TB, d *Device) {
+	t.Helper()
+	done := make(chan struct{})
+	t.Cleanup(func() { <-done })
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		c, err := d.Accept(ctx)
+		if err != nil {
+			return
+		}
+		for {
+			str, err := c.AcceptStream(ctx)
+			if err != nil {
+				return
+			}
+			go func(str *quic.Stream) {
+				io.Copy(str, str)
+				str.Close()
+			}(str)
+		}
+	}()
+}
+
+func dial(t testing.TB, a, b *Device) *Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.Dial(ctx, b.PeerID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseWithError(0, "") })
+	return c
+}
+
+// roundTrip sends msg on a new stream and checks the echo.
+func roundTrip(t testing.TB, c *Conn, msg string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	str, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := str.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	str.Close()
+	got, err := io.ReadAll(str)
+	if err != nil || string(got) != msg {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+}
+
+func waitPath(t testing.TB, c *Conn, kind PathKind, within time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(within); c.Path().Kind != kind; {
+		if time.Now().After(deadline) {
+			t.Fatalf("path is %s after %v, want %s", c.Path(), within, kind)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,360 @@
+package peer
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/relay"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// PathKind says how packets to a peer travel now.
+type PathKind string
+
+const (
+	PathNone   PathKind = "none"   // no path yet: packets wait, briefly
+	PathDirect PathKind = "direct" // UDP to an address that answered a punch
+	PathRelay  PathKind = "relay"  // through a super peer's relay
+)
+
+// Path is the current path to a peer.
+type Path struct {
+	Kind      PathKind
+	Addr      netip.AddrPort       // the direct address
+	SuperPeer string               // the relaying super peer's URL
+	Transport rendezvous.Transport // the relay leg's transport
+	RTT       time.Duration        // of the direct path, from punches
+}
+
+func (p Path) String() string {
+	switch p.Kind {
+	case PathDirect:
+		return "direct " + p.Addr.String()
+	case PathRelay:
+		return fmt.Sprintf("relay via %s (%s)", p.SuperPeer, p.Transport)
+	}
+	return string(p.Kind)
+}
+
+// Bounds on per-peer state.
+const (
+	maxCandidates = 32
+	maxPending    = 64 // packets held while a peer has no path
+	maxPings      = 64 // outstanding punch pings
+)
+
+// peerState is everything the device knows about reaching one peer.
+type peerState struct {
+	dev  *Device
+	id   identity.PeerID
+	virt netip.AddrPort
+
+	mu        sync.Mutex // guards the following
+	cands     []netip.AddrPort
+	pings     map[uint64]pingSent
+	direct    netip.AddrPort // validated; zero if none
+	directRTT time.Duration
+	lastPong  time.Time
+	relay     *relayPath
+	dialing   bool // a relay session is being opened
+	pending   [][]byte
+	punching  bool // the punch loop runs
+	fastUntil time.Time
+	last      Path // last reported path
+}
+
+type pingSent struct {
+	to netip.AddrPort
+	at time.Time
+}
+
+type relayPath struct {
+	conn net.PacketConn
+	sp   *superPeer
+	tr   rendezvous.Transport
+}
+
+func newPeerState(d *Device, id identity.PeerID) *peerState {
+	return &peerState{dev: d, id: id, virt: virtualAddr(id), pings: make(map[uint64]pingSent)}
+}
+
+// path returns the path in use.
+func (p *peerState) pathLocked() Path {
+	switch {
+	case p.direct.IsValid():
+		return Path{Kind: PathDirect, Addr: p.direct, RTT: p.directRTT}
+	case p.relay != nil:
+		return Path{Kind: PathRelay, SuperPeer: p.relay.sp.url, Transport: p.relay.tr}
+	}
+	return Path{Kind: PathNone}
+}
+
+func (p *peerState) path() Path {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pathLocked()
+}
+
+// changedLocked reports a path change once.
+func (p *peerState) changedLocked() {
+	now := p.pathLocked()
+	if now == p.last || (now.Kind == p.last.Kind && now.Addr == p.last.Addr && now.SuperPeer == p.last.SuperPeer) {
+		p.last = now
+		return
+	}
+	p.last = now
+	if f := p.dev.cfg.OnPathChange; f != nil {
+		go f(p.id, now)
+	}
+	p.dev.log.Debug("path", zap.String("peer", p.id.Short()), zap.Stringer("path", now))
+}
+
+// send sends one QUIC packet to the peer over the path in use, or holds
+// it (bounded) until there is one.
+func (p *peerState) send(b []byte) {
+	p.mu.Lock()
+	direct, rp := p.direct, p.relay
+	if !direct.IsValid() && rp == nil {
+		if len(p.pending) < maxPending {
+			p.pending = append(p.pending, append([]byte(nil), b...))
+		}
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	if direct.IsValid() {
+		p.dev.sock.udp.WriteToUDPAddrPort(b, direct)
+		return
+	}
+	rp.conn.WriteTo(b, nil)
+}
+
+// flushLocked sends what waited for a path; the caller has just set one.
+func (p *peerState) flushLocked() {
+	pending := p.pending
+	p.pending = nil
+	if len(pending) == 0 {
+		return
+	}
+	direct, rp := p.direct, p.relay
+	go func() {
+		for _, b := range pending {
+			if direct.IsValid() {
+				p.dev.sock.udp.WriteToUDPAddrPort(b, direct)
+			} else if rp != nil {
+				rp.conn.WriteTo(b, nil)
+			}
+		}
+	}()
+}
+
+// addCandidates adds addresses to punch, local ones first, and starts
+// punching fast.
+func (p *peerState) addCandidates(as []netip.AddrPort) {
+	if p.dev.cfg.RelayOnly {
+		return
+	}
+	p.mu.Lock()
+	for _, a := range as {
+		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+		if !a.IsValid() || a.Port() == 0 || !p.dev.sameFamily(a) {
+			continue
+		}
+		known := false
+		for _, c := range p.cands {
+			known = known || c == a
+		}
+		if !known && len(p.cands) < maxCandidates {
+			p.cands = append(p.cands, a)
+		}
+	}
+	p.fastUntil = time.Now().Add(p.dev.cfg.FastPunchFor)
+	start := !p.punching
+	p.punching = true
+	p.mu.Unlock()
+	if start {
+		p.dev.goRun(p.punchLoop)
+	}
+}
+
+// punchLoop pings every candidate, fast at first and then at the
+// keepalive interval, and drops a direct path that stops answering.
+func (p *peerState) punchLoop() {
+	cfg := &p.dev.cfg
+	for {
+		p.mu.Lock()
+		interval := cfg.PunchInterval
+		if time.Now().Before(p.fastUntil) {
+			interval = cfg.FastPunchInterval
+		}
+		if p.direct.IsValid() && time.Since(p.lastPong) > cfg.DirectTimeout {
+			p.dev.log.Debug("direct path lost", zap.String("peer", p.id.Short()), zap.Stringer("addr", p.direct))
+			p.direct = netip.AddrPort{}
+			p.fastUntil = time.Now().Add(cfg.FastPunchFor)
+			p.changedLocked()
+			if p.relay == nil {
+				p.dev.goRun(func() { p.dev.ensureRelay(p) })
+			}
+		}
+		targets := append([]netip.AddrPort(nil), p.cands...)
+		if p.direct.IsValid() {
+			targets = []netip.AddrPort{p.direct}
+		}
+		var msgs [][]byte
+		for _, to := range targets {
+			nonce := rand.Uint64()
+			if len(p.pings) >= maxPings {
+				for n := range p.pings {
+					delete(p.pings, n)
+					break
+				}
+			}
+			p.pings[nonce] = pingSent{to: to, at: time.Now()}
+			msgs = append(msgs, (&punch{typ: punchPing, sender: p.dev.id, receiver: p.id, nonce: nonce}).encode(p.dev.cfg.Identity))
+		}
+		p.mu.Unlock()
+		if !p.dev.cfg.blockDirect() {
+			for i, to := range targets {
+				p.dev.sock.udp.WriteToUDPAddrPort(msgs[i], to)
+			}
+		}
+		select {
+		case <-p.dev.closed:
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// onPing answers a ping at the address it came from, and treats that
+// address as the peer's (a peer-reflexive candidate).
+func (p *peerState) onPing(pn punch, from netip.AddrPort) {
+	if p.dev.cfg.blockDirect() {
+		return
+	}
+	pong := (&punch{typ: punchPong, sender: p.dev.id, receiver: p.id, nonce: pn.nonce}).encode(p.dev.cfg.Identity)
+	p.dev.sock.udp.WriteToUDPAddrPort(pong, from)
+	p.dev.sock.mapDirect(from, p)
+	p.addCandidates([]netip.AddrPort{from})
+}
+
+// onPong validates the path to the address the pong came from: it is the
+// one the peer's packets to this device use, so the one to send to.
+func (p *peerState) onPong(pn punch, from netip.AddrPort) {
+	if p.dev.cfg.blockDirect() {
+		return
+	}
+	p.mu.Lock()
+	sent, ok := p.pings[pn.nonce]
+	if !ok {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.pings, pn.nonce)
+	rtt := time.Since(sent.at)
+	p.lastPong = time.Now()
+	if !p.direct.IsValid() || p.direct == from || rtt < p.directRTT/2 {
+		newPath := p.direct != from
+		p.direct = from
+		if newPath || p.directRTT == 0 {
+			p.directRTT = rtt
+		} else {
+			p.directRTT += (rtt - p.directRTT) / 8
+		}
+		p.flushLocked()
+	}
+	p.changedLocked()
+	p.mu.Unlock()
+	p.dev.sock.mapDirect(from, p)
+}
+
+func (p *peerState) noteDirectIn() {}
+
+// ensureRelay opens a relay session towards the peer through the super
+// peer with the lowest latency towards it, unless one is open or being
+// opened. The peer's device opens its side when it hears of this device
+// through the rendezvous (consent).
+func (d *Device) ensureRelay(p *peerState) {
+	p.mu.Lock()
+	if p.relay != nil || p.dialing {
+		p.mu.Unlock()
+		return
+	}
+	p.dialing = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.dialing = false
+		p.mu.Unlock()
+	}()
+	for attempt := 0; ; attempt++ {
+		sp, sess := d.bestSuperPeer(p.id)
+		if sess != nil {
+			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+			var conn net.PacketConn
+			var err error
+			if sess.Transport() == rendezvous.TransportH3 {
+				conn, err = relay.DialH3(ctx, sess.HTTP3(), sess.Authority(), p.id)
+			} else {
+				conn, err = relay.DialH2(ctx, sess.HTTP2(), sess.Authority(), p.id)
+			}
+			cancel()
+			if err == nil {
+				rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport()}
+				p.mu.Lock()
+				p.relay = rp
+				if !p.direct.IsValid() {
+					p.flushLocked()
+				}
+				p.changedLocked()
+				p.mu.Unlock()
+				d.goRun(func() { d.readRelay(p, rp) })
+				return
+			}
+			d.log.Debug("relay", zap.String("peer", p.id.Short()), zap.Error(err))
+		}
+		select {
+		case <-d.closed:
+			return
+		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
+		}
+		if p.path().Kind == PathDirect && attempt > 3 {
+			return
+		}
+	}
+}
+
+// readRelay hands what arrives over a relay session to QUIC as coming
+// from the peer's virtual address, until the session ends; then it opens
+// another.
+func (d *Device) readRelay(p *peerState, rp *relayPath) {
+	buf := make([]byte, 64<<10)
+	from := net.UDPAddrFromAddrPort(p.virt)
+	for {
+		n, _, err := rp.conn.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		d.sock.deliver(packet{b: append([]byte(nil), buf[:n]...), from: from})
+	}
+	rp.conn.Close()
+	p.mu.Lock()
+	if p.relay == rp {
+		p.relay = nil
+	}
+	p.changedLocked()
+	p.mu.Unlock()
+	select {
+	case <-d.closed:
+	default:
+		d.ensureRelay(p)
+	}
+}

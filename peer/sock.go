@@ -1,0 +1,207 @@
+package peer
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/netsody/superpeer/identity"
+)
+
+// sock is the device's one UDP socket, seen by its QUIC transport as a
+// net.PacketConn. Super peers are reached at their real addresses. Each
+// peer device appears under a stable virtual address (virtualAddr), so
+// the end-to-end QUIC connection sees one unchanging path while the
+// packets travel over whichever real path is best now: a direct address
+// that answered a punch, or a relay session through a super peer. QUIC
+// retransmits what is lost while the path changes, so a switch loses no
+// byte. (This is the shape of Tailscale's magicsock.)
+type sock struct {
+	udp *net.UDPConn
+	dev *Device
+
+	in     chan packet // towards QUIC; bounded, drops when full
+	closed chan struct{}
+	once   sync.Once
+
+	dmu      sync.Mutex // guards the read deadline
+	deadline time.Time
+	wake     chan struct{} // closed when the deadline changes
+
+	mu     sync.RWMutex // guards the following
+	byAddr map[netip.AddrPort]*peerState
+	byVirt map[netip.AddrPort]*peerState
+
+	dropped atomic.Uint64 // packets dropped because QUIC was not reading
+}
+
+type packet struct {
+	b    []byte
+	from net.Addr
+}
+
+// inQueue bounds the packets waiting for QUIC.
+const inQueue = 1024
+
+func newSock(udp *net.UDPConn, dev *Device) *sock {
+	s := &sock{
+		udp:    udp,
+		dev:    dev,
+		in:     make(chan packet, inQueue),
+		closed: make(chan struct{}),
+		wake:   make(chan struct{}),
+		byAddr: make(map[netip.AddrPort]*peerState),
+		byVirt: make(map[netip.AddrPort]*peerState),
+	}
+	return s
+}
+
+// virtualAddr is the address under which QUIC knows peer p: an IPv6
+// unique local address (fd00::/8) made from the peer ID, port 1. It is
+// never on the wire.
+func virtualAddr(p identity.PeerID) netip.AddrPort {
+	var a [16]byte
+	a[0] = 0xfd
+	copy(a[1:], p[:15])
+	return netip.AddrPortFrom(netip.AddrFrom16(a), 1)
+}
+
+// readLoop reads the socket until it is closed: punch messages go to the
+// device, packets from a peer's direct path to QUIC under the peer's
+// virtual address, everything else (super peers) to QUIC as it is.
+func (s *sock) readLoop() {
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := s.udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			select {
+			case <-s.closed:
+				return
+			default:
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		b := buf[:n]
+		if isPunch(b) {
+			s.dev.handlePunch(b, from)
+			continue
+		}
+		s.mu.RLock()
+		p := s.byAddr[from]
+		s.mu.RUnlock()
+		pkt := packet{b: append([]byte(nil), b...)}
+		if p != nil {
+			pkt.from = net.UDPAddrFromAddrPort(p.virt)
+			p.noteDirectIn()
+		} else {
+			pkt.from = net.UDPAddrFromAddrPort(from)
+		}
+		s.deliver(pkt)
+	}
+}
+
+// deliver hands a packet to QUIC, or drops it when QUIC is behind.
+func (s *sock) deliver(p packet) {
+	select {
+	case s.in <- p:
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+// ReadFrom implements net.PacketConn for the QUIC transport.
+func (s *sock) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		s.dmu.Lock()
+		deadline, wake := s.deadline, s.wake
+		s.dmu.Unlock()
+		var timeout <-chan time.Time
+		if !deadline.IsZero() {
+			d := time.Until(deadline)
+			if d <= 0 {
+				return 0, nil, os.ErrDeadlineExceeded
+			}
+			t := time.NewTimer(d)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case p := <-s.in:
+			return copy(b, p.b), p.from, nil
+		case <-timeout:
+			return 0, nil, os.ErrDeadlineExceeded
+		case <-wake:
+		case <-s.closed:
+			return 0, nil, net.ErrClosed
+		}
+	}
+}
+
+// WriteTo implements net.PacketConn: a peer's virtual address goes over
+// the peer's current path, any other address straight to the socket.
+func (s *sock) WriteTo(b []byte, addr net.Addr) (int, error) {
+	ap := addrPort(addr)
+	s.mu.RLock()
+	p := s.byVirt[ap]
+	s.mu.RUnlock()
+	if p != nil {
+		p.send(b)
+		return len(b), nil
+	}
+	return s.udp.WriteToUDPAddrPort(b, ap)
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func (s *sock) SetReadDeadline(t time.Time) error {
+	s.dmu.Lock()
+	s.deadline = t
+	close(s.wake)
+	s.wake = make(chan struct{})
+	s.dmu.Unlock()
+	return nil
+}
+
+func (s *sock) SetDeadline(t time.Time) error    { return s.SetReadDeadline(t) }
+func (s *sock) SetWriteDeadline(time.Time) error { return nil }
+func (s *sock) LocalAddr() net.Addr              { return s.udp.LocalAddr() }
+
+// Close closes the socket.
+func (s *sock) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.closed)
+		err = s.udp.Close()
+	})
+	return err
+}
+
+// addPeer makes p's virtual address known.
+func (s *sock) addPeer(p *peerState) {
+	s.mu.Lock()
+	s.byVirt[p.virt] = p
+	s.mu.Unlock()
+}
+
+// mapDirect makes packets from addr count as p's.
+func (s *sock) mapDirect(addr netip.AddrPort, p *peerState) {
+	s.mu.Lock()
+	s.byAddr[addr] = p
+	s.mu.Unlock()
+}
+
+var _ net.PacketConn = (*sock)(nil)

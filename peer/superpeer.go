@@ -1,0 +1,186 @@
+package peer
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// superPeer keeps the device's session with one super peer: over HTTP/3,
+// falling back to HTTP/2 when HTTP/3 does not answer within H3Timeout, and
+// again after it ends.
+type superPeer struct {
+	dev *Device
+	url string
+
+	mu      sync.Mutex // guards the following
+	sess    *rendezvous.Session
+	lastErr error
+	ready   chan struct{} // closed while a session is up
+	closed  bool
+}
+
+func (sp *superPeer) run() {
+	for backoff := time.Duration(0); ; {
+		select {
+		case <-sp.dev.closed:
+			return
+		case <-time.After(backoff):
+		}
+		sess, err := sp.dial()
+		if err != nil {
+			sp.mu.Lock()
+			sp.lastErr = err
+			sp.mu.Unlock()
+			sp.dev.log.Debug("super peer", zap.String("url", sp.url), zap.Error(err))
+			backoff = min(max(2*backoff, 500*time.Millisecond), 10*time.Second)
+			continue
+		}
+		backoff = 0
+		sp.mu.Lock()
+		if sp.closed {
+			sp.mu.Unlock()
+			sess.Close()
+			return
+		}
+		sp.sess, sp.lastErr = sess, nil
+		close(sp.ready)
+		sp.mu.Unlock()
+		select {
+		case <-sess.Done():
+		case <-sp.dev.closed:
+		}
+		sp.mu.Lock()
+		sp.sess, sp.lastErr = nil, sess.Err()
+		sp.ready = make(chan struct{})
+		sp.mu.Unlock()
+		sess.Close()
+		backoff = 500 * time.Millisecond
+	}
+}
+
+// dial opens a session over HTTP/3, or over HTTP/2 when HTTP/3 does not
+// answer in time.
+func (sp *superPeer) dial() (*rendezvous.Session, error) {
+	d := sp.dev
+	addr, err := sp.resolve()
+	if err != nil {
+		return nil, err
+	}
+	cfg := rendezvous.ClientConfig{
+		Identity:      d.cfg.Identity,
+		URL:           sp.url,
+		Addr:          addr,
+		QUICTransport: d.tr,
+		TLSConfig:     &tls.Config{RootCAs: d.cfg.RootCAs},
+		LocalAddrs:    d.localAddrs(),
+		OnCandidates:  d.onCandidates,
+		Logger:        d.log,
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.H3Timeout)
+	cfg.Transport = rendezvous.TransportH3
+	sess, err3 := rendezvous.Dial(ctx, cfg)
+	cancel()
+	if err3 == nil {
+		return sess, nil
+	}
+	ctx, cancel = context.WithTimeout(d.ctx, 10*time.Second)
+	defer cancel()
+	cfg.Transport = rendezvous.TransportH2
+	sess, err2 := rendezvous.Dial(ctx, cfg)
+	if err2 != nil {
+		return nil, errors.Join(err3, err2)
+	}
+	return sess, nil
+}
+
+// resolve finds the super peer's address in the socket's family.
+func (sp *superPeer) resolve() (string, error) {
+	u, err := url.Parse(sp.url)
+	if err != nil {
+		return "", err
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	network := "ip4"
+	if !sp.dev.LocalAddr().Addr().Unmap().Is4() {
+		network = "ip6"
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(sp.dev.ctx, network, u.Hostname())
+	if err != nil || len(ips) == 0 {
+		return "", errors.Join(errors.New("peer: cannot resolve "+u.Hostname()), err)
+	}
+	return net.JoinHostPort(ips[0].Unmap().String(), port), nil
+}
+
+// session returns the current session, or nil.
+func (sp *superPeer) session() *rendezvous.Session {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.sess
+}
+
+// wait waits for a session.
+func (sp *superPeer) wait(ctx context.Context) (*rendezvous.Session, error) {
+	for {
+		sp.mu.Lock()
+		sess, ready, lastErr := sp.sess, sp.ready, sp.lastErr
+		sp.mu.Unlock()
+		if sess != nil {
+			return sess, nil
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, ctx.Err()
+		case <-sp.dev.closed:
+			return nil, errors.New("peer: device closed")
+		}
+	}
+}
+
+func (sp *superPeer) close() {
+	sp.mu.Lock()
+	sp.closed = true
+	sess := sp.sess
+	sp.mu.Unlock()
+	if sess != nil {
+		sess.Close()
+	}
+}
+
+// bestSuperPeer picks the super peer with the lowest latency towards
+// peer: this device's RTT to it plus the peer's, when the super peer told
+// it.
+func (d *Device) bestSuperPeer(peer identity.PeerID) (*superPeer, *rendezvous.Session) {
+	var (
+		best     *superPeer
+		bestSess *rendezvous.Session
+		bestRTT  time.Duration
+	)
+	for _, sp := range d.sps {
+		sess := sp.session()
+		if sess == nil {
+			continue
+		}
+		rtt := sess.RTT()
+		if best == nil || rtt < bestRTT {
+			best, bestSess, bestRTT = sp, sess, rtt
+		}
+	}
+	return best, bestSess
+}
