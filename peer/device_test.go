@@ -122,3 +122,19 @@ func TestWrongPeerRefused(t *testing.T) {
 		t.Fatalf("right key refused: %v", err)
 	}
 }
+
+func TestStatus(t *testing.T) {
+	s, _ := superPeerServer(t)
+	a, b := newDevice(t, s), newDevice(t, s)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "x")
+	waitPath(t, c, PathDirect, 5*time.Second)
+	st := a.Status()
+	if len(st.SuperPeers) != 1 || !st.SuperPeers[0].Connected || st.SuperPeers[0].Family != "ipv4" || st.SuperPeers[0].Transport != "h3" {
+		t.Errorf("super peers: %+v", st.SuperPeers)
+	}
+	if len(st.Peers) != 1 || st.Peers[0].PeerID != b.PeerID().String() || st.Peers[0].Path != "direct" || st.Peers[0].Addr == "" {
+		t.Errorf("peers: %+v", st.Peers)
+	}
+}

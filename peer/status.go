@@ -1,0 +1,82 @@
+package peer
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Status is a device's view of its super peers and peers: what the
+// super_peers metric reports, and "am I relayed or direct?".
+type Status struct {
+	PeerID     string            `json:"peer_id"`
+	LocalAddr  string            `json:"local_addr"`
+	SuperPeers []SuperPeerStatus `json:"super_peers"`
+	Peers      []PeerStatus      `json:"peers"`
+}
+
+// SuperPeerStatus is one entry of the super_peers metric.
+type SuperPeerStatus struct {
+	URL       string  `json:"url"`
+	Connected bool    `json:"connected"`
+	RTTMillis float64 `json:"rtt_ms"`              // smoothed, 0 before the first keepalive
+	Family    string  `json:"family,omitempty"`    // "ipv4" or "ipv6"
+	Transport string  `json:"transport,omitempty"` // "h3" or "h2"
+	Observed  string  `json:"observed,omitempty"`  // this device's address as the super peer sees it
+	Error     string  `json:"error,omitempty"`     // why it is not connected
+}
+
+// PeerStatus is the current path to one peer.
+type PeerStatus struct {
+	PeerID    string  `json:"peer_id"`
+	Path      string  `json:"path"`                 // "direct", "relay" or "none"
+	Addr      string  `json:"addr,omitempty"`       // the direct address
+	SuperPeer string  `json:"super_peer,omitempty"` // the relaying super peer
+	Transport string  `json:"transport,omitempty"`  // the relay leg's transport
+	RTTMillis float64 `json:"rtt_ms,omitempty"`     // of the direct path
+}
+
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// Status returns the device's current status.
+func (d *Device) Status() Status {
+	st := Status{PeerID: d.id.String(), LocalAddr: d.LocalAddr().String()}
+	for _, sp := range d.sps {
+		s := SuperPeerStatus{URL: sp.url}
+		sp.mu.Lock()
+		sess, lastErr := sp.sess, sp.lastErr
+		sp.mu.Unlock()
+		if sess != nil {
+			s.Connected = true
+			s.RTTMillis = millis(sess.RTT())
+			s.Transport = string(sess.Transport())
+			s.Observed = sess.Observed().String()
+			if remote, err := netip.ParseAddrPort(sess.RemoteAddr().String()); err == nil {
+				s.Family = "ipv6"
+				if remote.Addr().Unmap().Is4() {
+					s.Family = "ipv4"
+				}
+			}
+		} else if lastErr != nil {
+			s.Error = lastErr.Error()
+		}
+		st.SuperPeers = append(st.SuperPeers, s)
+	}
+	d.mu.Lock()
+	peers := make([]*peerState, 0, len(d.peers))
+	for _, p := range d.peers {
+		peers = append(peers, p)
+	}
+	d.mu.Unlock()
+	for _, p := range peers {
+		path := p.path()
+		ps := PeerStatus{PeerID: p.id.String(), Path: string(path.Kind), SuperPeer: path.SuperPeer, Transport: string(path.Transport), RTTMillis: millis(path.RTT)}
+		if path.Addr.IsValid() {
+			ps.Addr = path.Addr.String()
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	slices.SortFunc(st.Peers, func(a, b PeerStatus) int { return strings.Compare(a.PeerID, b.PeerID) })
+	return st
+}
