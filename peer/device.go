@@ -236,12 +236,16 @@ func (d *Device) peer(id identity.PeerID, create bool) *peerState {
 	return p
 }
 
-// onCandidates acts on a super peer's introduction: punch at once, and
-// open the relay that the other device is opening too.
-func (d *Device) onCandidates(c rendezvous.Candidates) {
+// onCandidates acts on a super peer's introduction: punch at once, and,
+// when the other device relays through this super peer, open this
+// device's side of the relay there (consent).
+func (d *Device) onCandidates(sp *superPeer, c rendezvous.Candidates) {
 	p := d.peer(c.Peer, true)
+	p.setPeerRTT(sp, c.PeerRTT)
 	p.addCandidates(c.All())
-	d.goRun(func() { d.ensureRelay(p) })
+	if c.Relay && !c.Initiator {
+		d.goRun(func() { d.joinRelay(p, sp) })
+	}
 }
 
 // handlePunch acts on a punch message from the socket.
@@ -286,6 +290,7 @@ func (d *Device) Dial(ctx context.Context, peer identity.PeerID) (*Conn, error) 
 	if err := d.introduce(ctx, peer); err != nil {
 		return nil, err
 	}
+	d.goRun(func() { d.ensureRelay(p) })
 	qc, err := d.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.virt), tlsConfig(d.cert, peer), quicConfig())
 	if err != nil {
 		return nil, fmt.Errorf("peer: connecting to %s: %w", peer.Short(), err)
@@ -293,8 +298,9 @@ func (d *Device) Dial(ctx context.Context, peer identity.PeerID) (*Conn, error) 
 	return &Conn{Conn: qc, peer: peer, ps: p}, nil
 }
 
-// introduce asks every connected super peer for peer; it fails only when
-// none knows it.
+// introduce asks every connected super peer for peer, for candidates to
+// punch; it fails only when none knows it. The relay is asked for
+// separately, at one super peer (ensureRelay).
 func (d *Device) introduce(ctx context.Context, peer identity.PeerID) error {
 	var (
 		errs  []error

@@ -69,6 +69,25 @@ type peerState struct {
 	punching  bool // the punch loop runs
 	fastUntil time.Time
 	last      Path // last reported path
+	peerRTTs  map[*superPeer]time.Duration
+}
+
+// setPeerRTT records the peer's RTT to a super peer, as it reported.
+func (p *peerState) setPeerRTT(sp *superPeer, rtt time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.peerRTTs == nil {
+		p.peerRTTs = make(map[*superPeer]time.Duration)
+	}
+	if rtt > 0 {
+		p.peerRTTs[sp] = rtt
+	}
+}
+
+func (p *peerState) peerRTT(sp *superPeer) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peerRTTs[sp]
 }
 
 type pingSent struct {
@@ -279,9 +298,9 @@ func (p *peerState) onPong(pn punch, from netip.AddrPort) {
 func (p *peerState) noteDirectIn() {}
 
 // ensureRelay opens a relay session towards the peer through the super
-// peer with the lowest latency towards it, unless one is open or being
-// opened. The peer's device opens its side when it hears of this device
-// through the rendezvous (consent).
+// peer with the lowest latency between the two, unless one is open or
+// being opened: it tells that super peer (FlagRelay), which tells the
+// peer, whose device opens its side there (consent; joinRelay).
 func (d *Device) ensureRelay(p *peerState) {
 	p.mu.Lock()
 	if p.relay != nil || p.dialing {
@@ -296,27 +315,15 @@ func (d *Device) ensureRelay(p *peerState) {
 		p.mu.Unlock()
 	}()
 	for attempt := 0; ; attempt++ {
-		sp, sess := d.bestSuperPeer(p.id)
+		sp, sess := d.bestSuperPeer(p)
 		if sess != nil {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-			var conn net.PacketConn
-			var err error
-			if sess.Transport() == rendezvous.TransportH3 {
-				conn, err = relay.DialH3(ctx, sess.HTTP3(), sess.Authority(), p.id)
-			} else {
-				conn, err = relay.DialH2(ctx, sess.HTTP2(), sess.Authority(), p.id)
+			_, err := sess.Introduce(ctx, p.id, true)
+			if err == nil {
+				err = d.dialRelay(ctx, p, sp, sess)
 			}
 			cancel()
 			if err == nil {
-				rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport()}
-				p.mu.Lock()
-				p.relay = rp
-				if !p.direct.IsValid() {
-					p.flushLocked()
-				}
-				p.changedLocked()
-				p.mu.Unlock()
-				d.goRun(func() { d.readRelay(p, rp) })
 				return
 			}
 			d.log.Debug("relay", zap.String("peer", p.id.Short()), zap.Error(err))
@@ -330,6 +337,49 @@ func (d *Device) ensureRelay(p *peerState) {
 			return
 		}
 	}
+}
+
+// joinRelay opens this device's side of a relay that the peer opened
+// through sp.
+func (d *Device) joinRelay(p *peerState, sp *superPeer) {
+	sess := sp.session()
+	if sess == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+	defer cancel()
+	if err := d.dialRelay(ctx, p, sp, sess); err != nil {
+		d.log.Debug("joining relay", zap.String("peer", p.id.Short()), zap.Error(err))
+	}
+}
+
+// dialRelay opens a relay session through sess and makes it the peer's
+// relay path.
+func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, sess *rendezvous.Session) error {
+	var conn net.PacketConn
+	var err error
+	if sess.Transport() == rendezvous.TransportH3 {
+		conn, err = relay.DialH3(ctx, sess.HTTP3(), sess.Authority(), p.id)
+	} else {
+		conn, err = relay.DialH2(ctx, sess.HTTP2(), sess.Authority(), p.id)
+	}
+	if err != nil {
+		return err
+	}
+	rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport()}
+	p.mu.Lock()
+	old := p.relay
+	p.relay = rp
+	if !p.direct.IsValid() {
+		p.flushLocked()
+	}
+	p.changedLocked()
+	p.mu.Unlock()
+	if old != nil {
+		old.conn.Close()
+	}
+	d.goRun(func() { d.readRelay(p, rp) })
+	return nil
 }
 
 // readRelay hands what arrives over a relay session to QUIC as coming
@@ -347,7 +397,8 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 	}
 	rp.conn.Close()
 	p.mu.Lock()
-	if p.relay == rp {
+	current := p.relay == rp
+	if current {
 		p.relay = nil
 	}
 	p.changedLocked()
@@ -355,6 +406,8 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 	select {
 	case <-d.closed:
 	default:
-		d.ensureRelay(p)
+		if current {
+			d.ensureRelay(p) // through another super peer, if this one went away
+		}
 	}
 }

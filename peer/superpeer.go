@@ -11,7 +11,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -83,7 +82,7 @@ func (sp *superPeer) dial() (*rendezvous.Session, error) {
 		QUICTransport: d.tr,
 		TLSConfig:     &tls.Config{RootCAs: d.cfg.RootCAs},
 		LocalAddrs:    d.localAddrs(),
-		OnCandidates:  d.onCandidates,
+		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, c) },
 		Logger:        d.log,
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.H3Timeout)
@@ -163,10 +162,11 @@ func (sp *superPeer) close() {
 	}
 }
 
-// bestSuperPeer picks the super peer with the lowest latency towards
-// peer: this device's RTT to it plus the peer's, when the super peer told
-// it.
-func (d *Device) bestSuperPeer(peer identity.PeerID) (*superPeer, *rendezvous.Session) {
+// bestSuperPeer picks the super peer with the lowest latency between
+// this device and peer through it: both legs, this device's RTT to it
+// plus the peer's as the super peer reported it (the device's own when
+// that is not known yet).
+func (d *Device) bestSuperPeer(p *peerState) (*superPeer, *rendezvous.Session) {
 	var (
 		best     *superPeer
 		bestSess *rendezvous.Session
@@ -177,8 +177,12 @@ func (d *Device) bestSuperPeer(peer identity.PeerID) (*superPeer, *rendezvous.Se
 		if sess == nil {
 			continue
 		}
-		rtt := sess.RTT()
-		if best == nil || rtt < bestRTT {
+		mine := sess.RTT()
+		theirs := p.peerRTT(sp)
+		if theirs == 0 {
+			theirs = mine
+		}
+		if rtt := mine + theirs; best == nil || rtt < bestRTT {
 			best, bestSess, bestRTT = sp, sess, rtt
 		}
 	}

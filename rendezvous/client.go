@@ -364,6 +364,7 @@ func (s *Session) accept(resp *http.Response, cs *tls.ConnectionState) error {
 
 // register sends FrameRegister and waits for FrameRegistered.
 func (s *Session) register(ctx context.Context) error {
+	sent := time.Now()
 	if err := s.writeFrame(signRegistration(s.binding, s.cfg.Identity, s.cfg.LocalAddrs).frame()); err != nil {
 		return err
 	}
@@ -385,6 +386,9 @@ func (s *Session) register(ctx context.Context) error {
 				return fmt.Errorf("rendezvous: %w", err)
 			}
 			s.registered = m
+			// A first RTT sample: the registration's round trip (it
+			// includes one signature check at the super peer).
+			s.rtt = time.Since(sent)
 			return nil
 		case FrameError:
 			m, err := decodeError(f.payload)
@@ -392,8 +396,6 @@ func (s *Session) register(ctx context.Context) error {
 				return fmt.Errorf("rendezvous: %w", err)
 			}
 			return &m
-		case FramePing:
-			// Too early to matter; answered once registered.
 		}
 	}
 }
@@ -573,7 +575,7 @@ func (s *Session) Connect(peer identity.PeerID) error {
 	if err := s.Err(); err != nil {
 		return err
 	}
-	return s.writeFrame(connectFrame(peer))
+	return s.writeFrame(connectFrame(peer, false))
 }
 
 // Lookup asks the super peer to introduce this device to peer, and waits
@@ -581,6 +583,13 @@ func (s *Session) Connect(peer identity.PeerID) error {
 // ErrCodePeerNotFound, say). The peer receives this device's candidates
 // at the same moment.
 func (s *Session) Lookup(ctx context.Context, peer identity.PeerID) (Candidates, error) {
+	return s.Introduce(ctx, peer, false)
+}
+
+// Introduce is Lookup that also says whether this device will relay
+// through this super peer (FlagRelay), so that the peer opens its side of
+// the relay here.
+func (s *Session) Introduce(ctx context.Context, peer identity.PeerID, relay bool) (Candidates, error) {
 	ch := make(chan lookupResult, 1)
 	s.mu.Lock()
 	if s.err != nil {
@@ -590,7 +599,7 @@ func (s *Session) Lookup(ctx context.Context, peer identity.PeerID) (Candidates,
 	}
 	s.pending[peer] = append(s.pending[peer], ch)
 	s.mu.Unlock()
-	if err := s.writeFrame(connectFrame(peer)); err != nil {
+	if err := s.writeFrame(connectFrame(peer, relay)); err != nil {
 		return Candidates{}, err
 	}
 	select {

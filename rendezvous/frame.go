@@ -78,9 +78,14 @@ const (
 	// FramePong (either way) answers a FramePing: nonce (8), echoed.
 	FramePong FrameType = 0x05
 
-	// FrameConnect (device → super peer) asks to reach a peer: peerID (32).
-	// The super peer answers with FrameCandidates to both devices at once,
-	// or FrameError with ErrCodePeerNotFound.
+	// FrameConnect (device → super peer) asks to reach a peer:
+	//
+	//	peerID (32) | flags (1)
+	//
+	// Flag 0x02 (FlagRelay) says that the asking device will open a relay
+	// session towards the peer through this super peer, so the peer should
+	// open its side here too. The super peer answers with FrameCandidates
+	// to both devices at once, or FrameError with ErrCodePeerNotFound.
 	FrameConnect FrameType = 0x06
 
 	// FrameCandidates (super peer → device) tells a device how to reach a
@@ -90,7 +95,8 @@ const (
 	//	peer's observed address | peer's local addresses
 	//
 	// Flag 0x01 (FlagInitiator) is set for the device that sent
-	// FrameConnect and clear for the device being asked to connect.
+	// FrameConnect and clear for the device being asked to connect; flag
+	// 0x02 (FlagRelay) is FrameConnect's, passed on.
 	FrameCandidates FrameType = 0x07
 
 	// FrameError (super peer → device) reports a refusal:
@@ -101,8 +107,14 @@ const (
 	FrameError FrameType = 0x08
 )
 
-// FlagInitiator marks the FrameCandidates sent to the device that asked.
-const FlagInitiator = 0x01
+// Flags of FrameConnect and FrameCandidates.
+const (
+	// FlagInitiator marks the FrameCandidates sent to the device that
+	// asked.
+	FlagInitiator = 0x01
+	// FlagRelay: the asking device relays through this super peer.
+	FlagRelay = 0x02
+)
 
 // String returns the frame type's name.
 func (t FrameType) String() string {
@@ -152,6 +164,7 @@ type Ping struct {
 type Candidates struct {
 	Peer       identity.PeerID
 	Initiator  bool          // this device asked to connect
+	Relay      bool          // the asking device relays through this super peer
 	PeerRTT    time.Duration // the peer's RTT to the super peer, 0 if unknown
 	Observed   netip.AddrPort
 	LocalAddrs []netip.AddrPort
@@ -424,8 +437,13 @@ func pongFrame(nonce uint64) []byte {
 	return appendFrame(nil, FramePong, binary.BigEndian.AppendUint64(nil, nonce))
 }
 
-func connectFrame(peer identity.PeerID) []byte {
-	return appendFrame(nil, FrameConnect, peer[:])
+func connectFrame(peer identity.PeerID, relay bool) []byte {
+	p := append(make([]byte, 0, 33), peer[:]...)
+	var flags byte
+	if relay {
+		flags |= FlagRelay
+	}
+	return appendFrame(nil, FrameConnect, append(p, flags))
 }
 
 func (m *Candidates) frame() []byte {
@@ -434,6 +452,9 @@ func (m *Candidates) frame() []byte {
 	var flags byte
 	if m.Initiator {
 		flags |= FlagInitiator
+	}
+	if m.Relay {
+		flags |= FlagRelay
 	}
 	p = append(p, flags)
 	p = binary.BigEndian.AppendUint32(p, micros(m.PeerRTT))
@@ -491,10 +512,11 @@ func decodePong(b []byte) (uint64, error) {
 	return n, d.done()
 }
 
-func decodeConnect(b []byte) (identity.PeerID, error) {
+func decodeConnect(b []byte) (peer identity.PeerID, relay bool, err error) {
 	d := decoder{t: FrameConnect, b: b}
-	p := d.peer()
-	return p, d.done()
+	peer = d.peer()
+	flags := d.u8()
+	return peer, flags&FlagRelay != 0, d.done()
 }
 
 func decodeCandidates(b []byte) (m Candidates, err error) {
@@ -502,6 +524,7 @@ func decodeCandidates(b []byte) (m Candidates, err error) {
 	m.Peer = d.peer()
 	flags := d.u8()
 	m.Initiator = flags&FlagInitiator != 0
+	m.Relay = flags&FlagRelay != 0
 	m.PeerRTT = time.Duration(d.u32()) * time.Microsecond
 	m.Observed = d.addr()
 	m.LocalAddrs = d.addrs()

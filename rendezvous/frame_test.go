@@ -23,8 +23,8 @@ func sampleFrames() [][]byte {
 		addrsFrame(addrs),
 		(&Ping{Nonce: 9, RTT: 1500 * time.Microsecond}).frame(),
 		pongFrame(9),
-		connectFrame(peer),
-		(&Candidates{Peer: peer, Initiator: true, PeerRTT: time.Millisecond, Observed: addrs[0], LocalAddrs: addrs}).frame(),
+		connectFrame(peer, true),
+		(&Candidates{Peer: peer, Initiator: true, Relay: true, PeerRTT: time.Millisecond, Observed: addrs[0], LocalAddrs: addrs}).frame(),
 		(&Error{Code: ErrCodePeerNotFound, Peer: peer, Message: "no"}).frame(),
 	}
 }
@@ -48,8 +48,8 @@ func decodeAny(f frame) ([]byte, error) {
 		m, err := decodePong(f.payload)
 		return pongFrame(m), err
 	case FrameConnect:
-		m, err := decodeConnect(f.payload)
-		return connectFrame(m), err
+		m, relay, err := decodeConnect(f.payload)
+		return connectFrame(m, relay), err
 	case FrameCandidates:
 		m, err := decodeCandidates(f.payload)
 		return m.frame(), err

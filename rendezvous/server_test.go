@@ -206,7 +206,7 @@ func TestRefusals(t *testing.T) {
 			})
 			t.Run("lookup before registration", func(t *testing.T) {
 				s := ts.openRaw(t, tr, newIdentity(t))
-				if err := s.writeFrame(connectFrame(newIdentity(t).PeerID())); err != nil {
+				if err := s.writeFrame(connectFrame(newIdentity(t).PeerID(), false)); err != nil {
 					t.Fatal(err)
 				}
 				wantError(t, s, ErrCodeNotRegistered)

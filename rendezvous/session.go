@@ -144,11 +144,11 @@ func (s *session) handle(f frame) *Error {
 		}
 		s.mu.Unlock()
 	case FrameConnect:
-		peer, err := decodeConnect(f.payload)
+		peer, relay, err := decodeConnect(f.payload)
 		if err != nil {
 			return &Error{Code: ErrCodeMalformedFrame, Message: err.Error()}
 		}
-		s.handleConnect(peer)
+		s.handleConnect(peer, relay)
 	case FrameRegistered, FrameCandidates, FrameError:
 		return &Error{Code: ErrCodeMalformedFrame, Message: f.typ.String() + " is sent by super peers, not devices"}
 	default:
@@ -185,7 +185,9 @@ func (s *session) handleRegister(m *Register) *Error {
 	s.send((&Registered{Observed: s.remote, KeepaliveInterval: cfg.KeepaliveInterval, SessionTimeout: cfg.SessionTimeout}).frame())
 	s.mu.Lock()
 	if !s.closing {
-		s.timer = time.AfterFunc(cfg.KeepaliveInterval, s.keepalive)
+		// The first keepalive goes at once, so that both ends know the RTT
+		// (and candidates carry it) from the start.
+		s.timer = time.AfterFunc(0, s.keepalive)
 	}
 	s.mu.Unlock()
 	s.log.Debug("registered", zap.String("peer", m.Peer.Short()), zap.Stringer("observed", s.remote), zap.String("transport", s.transport))
@@ -194,7 +196,7 @@ func (s *session) handleRegister(m *Register) *Error {
 
 // handleConnect sends both devices each other's candidates, back to back,
 // so that they punch at the same moment.
-func (s *session) handleConnect(peer identity.PeerID) {
+func (s *session) handleConnect(peer identity.PeerID, relay bool) {
 	if !s.limiter.Allow() {
 		s.srv.stats.Refused[ErrCodeRateLimited].Add(1)
 		s.send((&Error{Code: ErrCodeRateLimited, Peer: peer, Message: "too many connect requests; slow down"}).frame())
@@ -212,6 +214,7 @@ func (s *session) handleConnect(peer identity.PeerID) {
 	}
 	mine, theirs := s.candidates(), other.candidates()
 	theirs.Initiator = true
+	mine.Relay, theirs.Relay = relay, relay
 	s.send(theirs.frame())
 	other.send(mine.frame())
 	s.srv.stats.Connects.Add(1)
