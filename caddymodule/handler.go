@@ -66,7 +66,7 @@ type RelayConfig struct {
 	// MaxDatagramSize is the largest HTTP datagram payload relayed, in
 	// bytes; larger ones are dropped and counted. Default: 1500.
 	MaxDatagramSize int `json:"max_datagram_size,omitempty"`
-	// QueueLen bounds the datagrams queued towards an HTTP/2 leg; more are
+	// QueueLen bounds the datagrams queued towards each leg; more are
 	// dropped and counted. Default: 512.
 	QueueLen int `json:"queue_len,omitempty"`
 }

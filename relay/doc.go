@@ -32,6 +32,6 @@
 // an HTTP/2 leg is throttled by backpressure (the relay stops reading, TCP
 // does the rest), excess HTTP/3 datagrams are dropped and counted.
 // Datagrams over Config.MaxDatagramSize are dropped and counted; the queue
-// towards an HTTP/2 leg is bounded (Config.QueueLen) and drops, counted,
-// when full. Stats has every counter.
+// towards each leg is bounded (Config.QueueLen) and drops, counted, when
+// full. Stats has every counter.
 package relay

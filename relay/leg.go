@@ -95,9 +95,8 @@ func newLeg(kind legKind, w http.ResponseWriter, r *http.Request, peer, target i
 		done:    make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(r.Context())
-	if kind == kindCapsule {
-		l.out = make(chan []byte, cfg.QueueLen)
-	} else if h3stream.Of(w) == nil {
+	l.out = make(chan []byte, cfg.QueueLen)
+	if kind == kindDatagram && h3stream.Of(w) == nil {
 		return nil, errors.New("the HTTP/3 response writer cannot hand over its stream")
 	}
 	return l, nil
@@ -134,10 +133,14 @@ func (l *leg) run(other *leg) {
 	switch l.kind {
 	case kindDatagram:
 		l.str = h3stream.Of(l.w).HTTPStream()
+		senderOut := make(chan struct{})
+		go l.sendDatagrams(senderOut)
 		close(l.ready)
 		if l.await(other) {
 			err = l.relayDatagrams(other)
 		}
+		l.end(reasonFor(err, "this device closed the session"))
+		<-senderOut
 	case kindCapsule:
 		if err = l.rc.Flush(); err == nil {
 			writerOut := make(chan struct{})
@@ -210,9 +213,8 @@ func (l *leg) relayDatagrams(other *leg) error {
 // device through TCP.
 func (l *leg) relayCapsules(other *leg) error {
 	p := http3.NewCapsuleParser(bufio.NewReaderSize(l.body, 16<<10))
-	var buf []byte
 	for {
-		d, err := readDatagram(p, buf, l.cfg.MaxDatagramSize)
+		d, err := readDatagram(p, nil, l.cfg.MaxDatagramSize)
 		if errors.Is(err, errCapsuleTooLarge) {
 			l.stats.drop(DropTooLarge)
 			continue
@@ -224,38 +226,50 @@ func (l *leg) relayCapsules(other *leg) error {
 		if err != nil {
 			return err
 		}
-		buf = d
 		if err := l.limiter.WaitN(l.ctx, len(d)); err != nil {
 			return err
 		}
-		// deliver keeps nothing of d past its return.
-		other.deliver(d)
+		other.deliver(d) // d is the other leg's now: the next read gets a new buffer
 	}
 }
 
-// deliver sends one datagram payload to this leg's device.
+// deliver queues one datagram payload for this leg's device, taking
+// ownership of d; it never blocks, so that the other leg keeps draining
+// its own queues (quic-go's hold only 32 datagrams a stream).
 func (l *leg) deliver(d []byte) {
 	select {
 	case <-l.done:
 		return
 	default:
 	}
-	switch l.kind {
-	case kindDatagram:
-		if err := l.str.SendDatagram(d); err != nil {
-			l.stats.drop(DropSendFailed)
-			return
-		}
-	case kindCapsule:
+	item := d
+	if l.kind == kindCapsule {
+		item = appendCapsule(nil, CapsuleDatagram, d)
+	}
+	select {
+	case l.out <- item:
+		l.stats.Datagrams.Add(1)
+		l.stats.Bytes.Add(uint64(len(d)))
+	default:
+		l.stats.drop(DropQueueFull)
+	}
+}
+
+// sendDatagrams sends queued datagrams to a datagram leg's device until
+// the leg ends. SendDatagram blocks while the QUIC connection's own send
+// queue is full, which paces this loop to what the connection can carry.
+func (l *leg) sendDatagrams(out chan struct{}) {
+	defer close(out)
+	for {
 		select {
-		case l.out <- appendCapsule(nil, CapsuleDatagram, d):
-		default:
-			l.stats.drop(DropQueueFull)
+		case d := <-l.out:
+			if err := l.str.SendDatagram(d); err != nil {
+				l.stats.drop(DropSendFailed)
+			}
+		case <-l.done:
 			return
 		}
 	}
-	l.stats.Datagrams.Add(1)
-	l.stats.Bytes.Add(uint64(len(d)))
 }
 
 // writeCapsules writes queued capsules to a capsule leg's device until

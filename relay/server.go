@@ -20,7 +20,7 @@ const (
 	DefaultRate                 = 25_000_000 // bytes per second and leg: 200 Mbit/s
 	DefaultBurst                = 1 << 20    // bytes
 	DefaultMaxDatagramSize      = 1500       // bytes of HTTP datagram payload
-	DefaultQueueLen             = 512        // datagrams towards an HTTP/2 leg
+	DefaultQueueLen             = 512        // datagrams queued towards a leg
 )
 
 // Config tunes a Server.
@@ -43,7 +43,7 @@ type Config struct {
 	Burst int
 	// MaxDatagramSize is the largest HTTP datagram payload relayed.
 	MaxDatagramSize int
-	// QueueLen bounds the datagrams queued towards an HTTP/2 leg.
+	// QueueLen bounds the datagrams queued towards each leg's device.
 	QueueLen int
 	// Logger receives the relay's logs; nil discards them.
 	Logger *zap.Logger

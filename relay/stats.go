@@ -13,7 +13,7 @@ const (
 	DropRateLimited DropReason = iota
 	// DropTooLarge: a datagram over Config.MaxDatagramSize.
 	DropTooLarge
-	// DropQueueFull: the queue towards an HTTP/2 leg was full.
+	// DropQueueFull: the queue towards a leg's device was full.
 	DropQueueFull
 	// DropSendFailed: the QUIC connection towards an HTTP/3 leg refused
 	// the datagram (too large for its path, or closed).
