@@ -42,9 +42,12 @@ type Config struct {
 	LocalAddrs func(port uint16) []netip.AddrPort
 	// RelayOnly never punches: every peer is reached through a relay.
 	RelayOnly bool
-	// H3Timeout is how long a super peer gets to answer over HTTP/3
-	// before the device tries HTTP/2; default 1s.
-	H3Timeout time.Duration
+	// H3HeadStart is how long a super peer gets to answer over HTTP/3
+	// before the device tries HTTP/2 alongside; default 500ms.
+	H3HeadStart time.Duration
+	// H3RetryInterval is how often a session over HTTP/2 tries HTTP/3
+	// again; default 1m.
+	H3RetryInterval time.Duration
 	// PunchInterval is the keepalive of a direct path; default 1s.
 	PunchInterval time.Duration
 	// FastPunchInterval and FastPunchFor: after new candidates, punch this
@@ -74,7 +77,8 @@ func (c Config) withDefaults() Config {
 			*d = v
 		}
 	}
-	def(&c.H3Timeout, time.Second)
+	def(&c.H3HeadStart, 500*time.Millisecond)
+	def(&c.H3RetryInterval, time.Minute)
 	def(&c.PunchInterval, time.Second)
 	def(&c.FastPunchInterval, 50*time.Millisecond)
 	def(&c.FastPunchFor, 3*time.Second)

@@ -63,13 +63,13 @@ func newDevice(t testing.TB, s *sptest.Servers, mod ...func(*Config)) *Device {
 }
 
 // echo serves one connection: every stream's bytes come back.
-func echo(t testing.TB, d *Device) {
+func echo(t *testing.T, d *Device) {
 	t.Helper()
 	done := make(chan struct{})
 	t.Cleanup(func() { <-done })
 	go func() {
 		defer close(done)
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second) // ends as the test does
 		defer cancel()
 		c, err := d.Accept(ctx)
 		if err != nil {

@@ -35,7 +35,7 @@ func (sp *superPeer) run() {
 			return
 		case <-time.After(backoff):
 		}
-		sess, err := sp.dial()
+		sess, err := sp.dial("")
 		if err != nil {
 			sp.mu.Lock()
 			sp.lastErr = err
@@ -54,10 +54,7 @@ func (sp *superPeer) run() {
 		sp.sess, sp.lastErr = sess, nil
 		close(sp.ready)
 		sp.mu.Unlock()
-		select {
-		case <-sess.Done():
-		case <-sp.dev.closed:
-		}
+		sp.awaitEnd(sess)
 		sp.mu.Lock()
 		sp.sess, sp.lastErr = nil, sess.Err()
 		sp.ready = make(chan struct{})
@@ -67,9 +64,11 @@ func (sp *superPeer) run() {
 	}
 }
 
-// dial opens a session over HTTP/3, or over HTTP/2 when HTTP/3 does not
-// answer in time.
-func (sp *superPeer) dial() (*rendezvous.Session, error) {
+// dial opens a session over HTTP/3, racing HTTP/2 against it once HTTP/3
+// has had H3HeadStart to answer: the first to register wins, the other is
+// closed. A device whose UDP is blocked is registered over HTTP/2 a
+// moment after the head start, not after a timeout.
+func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error) {
 	d := sp.dev
 	addr, err := sp.resolve()
 	if err != nil {
@@ -85,21 +84,61 @@ func (sp *superPeer) dial() (*rendezvous.Session, error) {
 		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, c) },
 		Logger:        d.log,
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.H3Timeout)
-	cfg.Transport = rendezvous.TransportH3
-	sess, err3 := rendezvous.Dial(ctx, cfg)
-	cancel()
-	if err3 == nil {
-		return sess, nil
-	}
-	ctx, cancel = context.WithTimeout(d.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 	defer cancel()
-	cfg.Transport = rendezvous.TransportH2
-	sess, err2 := rendezvous.Dial(ctx, cfg)
-	if err2 != nil {
-		return nil, errors.Join(err3, err2)
+	type result struct {
+		sess *rendezvous.Session
+		err  error
 	}
-	return sess, nil
+	results := make(chan result, 2)
+	start := func(tr rendezvous.Transport) {
+		c := cfg
+		c.Transport = tr
+		go func() {
+			s, err := rendezvous.Dial(ctx, c)
+			results <- result{s, err}
+		}()
+	}
+	pending := 0
+	if only != rendezvous.TransportH2 {
+		start(rendezvous.TransportH3)
+		pending++
+	}
+	headStart := time.NewTimer(d.cfg.H3HeadStart)
+	defer headStart.Stop()
+	h2Started := only == rendezvous.TransportH3
+	if only == rendezvous.TransportH2 {
+		start(rendezvous.TransportH2)
+		pending, h2Started = 1, true
+	}
+	var errs []error
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				if pending > 0 { // the loser may still register: close it
+					go func() {
+						if r := <-results; r.sess != nil {
+							r.sess.Close()
+						}
+					}()
+				}
+				return r.sess, nil
+			}
+			errs = append(errs, r.err)
+			if !h2Started {
+				start(rendezvous.TransportH2)
+				pending, h2Started = pending+1, true
+			}
+		case <-headStart.C:
+			if !h2Started {
+				start(rendezvous.TransportH2)
+				pending, h2Started = pending+1, true
+			}
+		}
+	}
+	return nil, errors.Join(errs...)
 }
 
 // resolve finds the super peer's address in the socket's family.
@@ -148,6 +187,34 @@ func (sp *superPeer) wait(ctx context.Context) (*rendezvous.Session, error) {
 			return nil, ctx.Err()
 		case <-sp.dev.closed:
 			return nil, errors.New("peer: device closed")
+		}
+	}
+}
+
+// awaitEnd waits for the session to end. A session over HTTP/2 tries
+// HTTP/3 again every H3RetryInterval and gives way to it when it works.
+func (sp *superPeer) awaitEnd(sess *rendezvous.Session) {
+	retry := time.NewTimer(sp.dev.cfg.H3RetryInterval)
+	defer retry.Stop()
+	for {
+		var retryC <-chan time.Time
+		if sess.Transport() == rendezvous.TransportH2 {
+			retryC = retry.C
+		}
+		select {
+		case <-sess.Done():
+			return
+		case <-sp.dev.closed:
+			return
+		case <-retryC:
+			retry.Reset(sp.dev.cfg.H3RetryInterval)
+			if h3, err := sp.dial(rendezvous.TransportH3); err == nil {
+				sp.mu.Lock()
+				sp.sess = h3
+				sp.mu.Unlock()
+				sess.Close() // relays on it move on their own
+				sess = h3
+			}
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,19 +22,35 @@ import (
 	"github.com/quic-go/quic-go/http3"
 )
 
-// Cert makes a certificate for localhost, 127.0.0.1 and ::1, and a pool
-// that trusts it.
+var (
+	certOnce sync.Once
+	cert     tls.Certificate
+	certPool *x509.CertPool
+	certErr  error
+)
+
+// Cert returns a certificate for localhost, 127.0.0.1 and ::1, and a pool
+// that trusts it: one per test process, so that a device trusts every
+// test super peer.
 func Cert(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
+	certOnce.Do(func() { cert, certPool, certErr = makeCert() })
+	if certErr != nil {
+		t.Fatal(certErr)
+	}
+	return cert, certPool
+}
+
+func makeCert() (tls.Certificate, *x509.CertPool, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatal(err)
+		return tls.Certificate{}, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "netsody test"},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -43,15 +60,15 @@ func Cert(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return tls.Certificate{}, nil, err
 	}
-	cert, err := x509.ParseCertificate(der)
+	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return tls.Certificate{}, nil, err
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, pool
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool, nil
 }
 
 // Servers serve one handler over HTTP/2 and HTTP/3 on a loopback host.

@@ -1,0 +1,125 @@
+package peer
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netsody/superpeer/internal/sptest"
+)
+
+func addrOf(url string) netip.AddrPort {
+	return netip.MustParseAddrPort(strings.TrimPrefix(url, "https://"))
+}
+
+func relayOnly(c *Config) { c.RelayOnly = true }
+
+// Two super peers, one 80 ms further away: both devices relay through
+// the nearer one, whichever order they list them in.
+func TestRelayViaNearestSuperPeer(t *testing.T) {
+	near, _ := superPeerServer(t)
+	far, _ := superPeerServer(t)
+	farURL := "https://" + sptest.UDPDelay(t, addrOf(far.H3URL), 20*time.Millisecond).String() // 20 ms each way, each leg: +80 ms both legs
+	for _, order := range [][]string{{near.H3URL, farURL}, {farURL, near.H3URL}} {
+		sps := func(c *Config) { c.SuperPeers = order; relayOnly(c) }
+		a, b := newDevice(t, near, sps), newDevice(t, near, sps)
+		echo(t, b)
+		c := dial(t, a, b)
+		roundTrip(t, c, "via the nearest")
+		if p := c.Path(); p.Kind != PathRelay || p.SuperPeer != near.H3URL {
+			t.Errorf("order %v: path %s, want relay via %s", order, p, near.H3URL)
+		}
+		for _, sp := range a.Status().SuperPeers {
+			t.Logf("super peer %s: connected %v, RTT %.1f ms", sp.URL, sp.Connected, sp.RTTMillis)
+		}
+	}
+}
+
+// One super peer stops in the middle of a relayed transfer: the transfer
+// completes, intact, through the other.
+func TestSuperPeerStopsMidTransfer(t *testing.T) {
+	s1, rl1 := superPeerServer(t)
+	s2, _ := superPeerServer(t)
+	both := func(c *Config) { c.SuperPeers = []string{s1.H3URL, s2.H3URL}; relayOnly(c) }
+	a, b := newDevice(t, s1, both), newDevice(t, s1, both)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "warm up")
+	first := c.Path().SuperPeer
+
+	const size = 10 << 20
+	data := make([]byte, size)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	str, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan [32]byte, 1)
+	go func() {
+		h := sha256.New()
+		io.Copy(h, str)
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		got <- sum
+	}()
+	chunk := size / 10
+	for i := range 10 {
+		if _, err := str.Write(data[i*chunk : (i+1)*chunk]); err != nil {
+			t.Fatal(err)
+		}
+		if i == 3 { // stop the super peer that relays
+			if first == s1.H3URL {
+				rl1.Close()
+				s1.Close()
+			} else {
+				s2.Close()
+			}
+		}
+	}
+	str.Close()
+	select {
+	case sum := <-got:
+		if sum != want {
+			t.Fatal("the echoed bytes differ")
+		}
+	case <-ctx.Done():
+		t.Fatalf("transfer did not finish; path %s", c.Path())
+	}
+	if p := c.Path(); p.Kind != PathRelay || p.SuperPeer == first {
+		t.Errorf("path %s after %s stopped", p, first)
+	}
+	t.Logf("10 MB intact; relay moved from %s to %s", first, c.Path().SuperPeer)
+}
+
+// A device whose UDP is blocked registers over HTTP/2 and its first
+// relayed byte arrives within about a second.
+func TestUDPBlockedFallsBackToH2(t *testing.T) {
+	s, _ := superPeerServer(t)
+	blocked := "https://" + sptest.UDPBlocked(t, addrOf(s.H2URL)).String()
+	b := newDevice(t, s, relayOnly)
+	echo(t, b)
+	start := time.Now()
+	a := newDevice(t, s, relayOnly, func(c *Config) { c.SuperPeers = []string{blocked} })
+	registered := time.Since(start)
+	c := dial(t, a, b)
+	roundTrip(t, c, "first byte")
+	first := time.Since(start)
+	if st := a.Status().SuperPeers[0]; st.Transport != "h2" {
+		t.Fatalf("transport %q, want h2", st.Transport)
+	}
+	if p := c.Path(); p.Kind != PathRelay || p.Transport != "h2" {
+		t.Fatalf("path %s", p)
+	}
+	t.Logf("UDP blocked: registered over HTTP/2 after %v, first relayed byte echoed after %v", registered.Round(time.Millisecond), first.Round(time.Millisecond))
+	if first > 3*time.Second {
+		t.Errorf("first relayed byte after %v, want about a second", first)
+	}
+}
