@@ -59,6 +59,9 @@ type Config struct {
 	DirectTimeout time.Duration
 	// RelayDialTimeout bounds opening a relay session; default 15s.
 	RelayDialTimeout time.Duration
+	// RelayCheckInterval is how often a relay is checked against nearer
+	// super peers; default 10s.
+	RelayCheckInterval time.Duration
 	// OnPathChange, if set, is called (on its own goroutine) when the path
 	// to a peer changes.
 	OnPathChange func(identity.PeerID, Path)
@@ -84,6 +87,7 @@ func (c Config) withDefaults() Config {
 	def(&c.FastPunchFor, 3*time.Second)
 	def(&c.DirectTimeout, 3500*time.Millisecond)
 	def(&c.RelayDialTimeout, 15*time.Second)
+	def(&c.RelayCheckInterval, 10*time.Second)
 	if c.ListenAddr == "" {
 		c.ListenAddr = "0.0.0.0:0"
 	}

@@ -22,12 +22,14 @@ func TestMain(m *testing.M) {
 
 // superPeerServer is a super peer without Caddy on loopback: rendezvous
 // and relay behind HTTP/2 and HTTP/3 on one port.
-func superPeerServer(t testing.TB) (*sptest.Servers, *relay.Server) {
+func superPeerServer(t testing.TB, keepalive ...time.Duration) (*sptest.Servers, *relay.Server) {
 	t.Helper()
 	var rl *relay.Server
-	rv := rendezvous.NewServer(rendezvous.Config{
-		OnSessionEnd: func(reg any, reason string) { rl.EndRegistration(reg, reason) },
-	})
+	cfg := rendezvous.Config{OnSessionEnd: func(reg any, reason string) { rl.EndRegistration(reg, reason) }}
+	if len(keepalive) > 0 {
+		cfg.KeepaliveInterval, cfg.SessionTimeout = keepalive[0], 10*keepalive[0]
+	}
+	rv := rendezvous.NewServer(cfg)
 	rl = relay.NewServer(relay.Config{Authenticate: rv.Authenticate, Registered: rv.Registered})
 	mux := http.NewServeMux()
 	mux.Handle(rendezvous.Path, rv)

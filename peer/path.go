@@ -70,6 +70,7 @@ type peerState struct {
 	fastUntil time.Time
 	last      Path // last reported path
 	peerRTTs  map[*superPeer]time.Duration
+	watching  bool // maintainRelay runs
 }
 
 // setPeerRTT records the peer's RTT to a super peer, as it reported.
@@ -374,9 +375,14 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 		p.flushLocked()
 	}
 	p.changedLocked()
+	watch := !p.watching
+	p.watching = true
 	p.mu.Unlock()
 	if old != nil {
 		old.conn.Close()
+	}
+	if watch {
+		d.goRun(func() { d.maintainRelay(p) })
 	}
 	d.goRun(func() { d.readRelay(p, rp) })
 	return nil

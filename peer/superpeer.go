@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -244,14 +245,77 @@ func (d *Device) bestSuperPeer(p *peerState) (*superPeer, *rendezvous.Session) {
 		if sess == nil {
 			continue
 		}
-		mine := sess.RTT()
-		theirs := p.peerRTT(sp)
-		if theirs == 0 {
-			theirs = mine
-		}
-		if rtt := mine + theirs; best == nil || rtt < bestRTT {
+		if rtt := p.relayCost(sp, sess); best == nil || rtt < bestRTT {
 			best, bestSess, bestRTT = sp, sess, rtt
 		}
 	}
 	return best, bestSess
+}
+
+// relayCost is the RTT between this device and p through a super peer:
+// both legs, the peer's as the super peer reported it (this device's own
+// when that is not known).
+func (p *peerState) relayCost(sp *superPeer, sess *rendezvous.Session) time.Duration {
+	mine := sess.RTT()
+	theirs := p.peerRTT(sp)
+	if theirs == 0 {
+		theirs = mine
+	}
+	return mine + theirs
+}
+
+// Hysteresis for moving a relay to a nearer super peer: the new one must
+// be this much better, relatively and absolutely.
+const (
+	relayMoveRatio  = 0.8
+	relayMoveMargin = 5 * time.Millisecond
+)
+
+// maintainRelay moves the peer's relay to a clearly nearer super peer as
+// latencies change. Only the device with the smaller peer ID decides, so
+// that the two never chase each other; the other follows (joinRelay).
+func (d *Device) maintainRelay(p *peerState) {
+	if bytes.Compare(d.id[:], p.id[:]) > 0 {
+		return
+	}
+	t := time.NewTicker(d.cfg.RelayCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.closed:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		rp, direct := p.relay, p.direct.IsValid()
+		p.mu.Unlock()
+		if rp == nil || direct {
+			continue
+		}
+		// Fresh candidates from every super peer: the peer's RTT to each,
+		// and another round of punching while the connection is relayed.
+		for _, sp := range d.sps {
+			if sess := sp.session(); sess != nil {
+				ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayCheckInterval)
+				sess.Lookup(ctx, p.id)
+				cancel()
+			}
+		}
+		cur := rp.sp.session()
+		best, bestSess := d.bestSuperPeer(p)
+		if cur == nil || best == nil || best == rp.sp {
+			continue
+		}
+		now, better := p.relayCost(rp.sp, cur), p.relayCost(best, bestSess)
+		if better >= time.Duration(float64(now)*relayMoveRatio)-relayMoveMargin {
+			continue
+		}
+		d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("from", rp.sp.url), zap.String("to", best.url),
+			zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
+		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+		if _, err := bestSess.Introduce(ctx, p.id, true); err == nil {
+			d.dialRelay(ctx, p, best, bestSess)
+		}
+		cancel()
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,45 @@ func TestRelayViaNearestSuperPeer(t *testing.T) {
 		for _, sp := range a.Status().SuperPeers {
 			t.Logf("super peer %s: connected %v, RTT %.1f ms", sp.URL, sp.Connected, sp.RTTMillis)
 		}
+	}
+}
+
+// When latencies change, the relay moves to the super peer that is now
+// clearly nearer, without breaking the connection.
+func TestRelayMovesToNearerSuperPeer(t *testing.T) {
+	s1, _ := superPeerServer(t, 100*time.Millisecond)
+	s2, _ := superPeerServer(t, 100*time.Millisecond)
+	var d1, d2 atomic.Int64
+	d2.Store(int64(15 * time.Millisecond))
+	u1 := "https://" + sptest.UDPDelayFunc(t, addrOf(s1.H3URL), func() time.Duration { return time.Duration(d1.Load()) }).String()
+	u2 := "https://" + sptest.UDPDelayFunc(t, addrOf(s2.H3URL), func() time.Duration { return time.Duration(d2.Load()) }).String()
+	cfg := func(c *Config) {
+		c.SuperPeers = []string{u1, u2}
+		c.RelayOnly = true
+		c.RelayCheckInterval = 200 * time.Millisecond
+	}
+	a, b := newDevice(t, s1, cfg), newDevice(t, s1, cfg)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "x")
+	if p := c.Path(); p.SuperPeer != u1 {
+		t.Fatalf("path %s, want relay via %s", p, u1)
+	}
+	d1.Store(int64(15 * time.Millisecond))
+	d2.Store(0)
+	deadline := time.Now().Add(15 * time.Second)
+	for c.Path().SuperPeer != u2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("relay still %s after latencies changed", c.Path())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	roundTrip(t, c, "after the move")
+	// With equal latencies, hysteresis keeps it where it is.
+	d1.Store(0)
+	time.Sleep(2 * time.Second)
+	if p := c.Path(); p.SuperPeer != u2 {
+		t.Errorf("relay moved to %s although %s is as near", p.SuperPeer, u2)
 	}
 }
 

@@ -15,6 +15,12 @@ import (
 // target.
 func UDPDelay(t testing.TB, target netip.AddrPort, delay time.Duration) netip.AddrPort {
 	t.Helper()
+	return UDPDelayFunc(t, target, func() time.Duration { return delay })
+}
+
+// UDPDelayFunc is UDPDelay with a delay that may change while it runs.
+func UDPDelayFunc(t testing.TB, target netip.AddrPort, delay func() time.Duration) netip.AddrPort {
+	t.Helper()
 	front, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(target.Addr(), 0)))
 	if err != nil {
 		t.Fatal(err)
@@ -26,7 +32,7 @@ func UDPDelay(t testing.TB, target netip.AddrPort, delay time.Duration) netip.Ad
 	)
 	later := func(f func()) {
 		wg.Add(1)
-		time.AfterFunc(delay, func() { defer wg.Done(); f() })
+		time.AfterFunc(delay(), func() { defer wg.Done(); f() })
 	}
 	wg.Add(1)
 	go func() {
