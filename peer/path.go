@@ -296,8 +296,6 @@ func (p *peerState) onPong(pn punch, from netip.AddrPort) {
 	p.dev.sock.mapDirect(from, p)
 }
 
-func (p *peerState) noteDirectIn() {}
-
 // ensureRelay opens a relay session towards the peer through the super
 // peer with the lowest latency between the two, unless one is open or
 // being opened: it tells that super peer (FlagRelay), which tells the
@@ -380,6 +378,12 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 	p.mu.Unlock()
 	if old != nil {
 		old.conn.Close()
+	}
+	select {
+	case <-d.closed: // Close may have gone over the relays already
+		conn.Close()
+		return nil
+	default:
 	}
 	if watch {
 		d.goRun(func() { d.maintainRelay(p) })

@@ -99,7 +99,6 @@ func (s *sock) readLoop() {
 		pkt := packet{b: append([]byte(nil), b...)}
 		if p != nil {
 			pkt.from = net.UDPAddrFromAddrPort(p.virt)
-			p.noteDirectIn()
 		} else {
 			pkt.from = net.UDPAddrFromAddrPort(from)
 		}
