@@ -2,6 +2,8 @@ package peer
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"io"
 	"net/http"
 	"testing"
@@ -118,6 +120,46 @@ func roundTrip(t testing.TB, c *Conn, msg string) {
 	got, err := io.ReadAll(str)
 	if err != nil || string(got) != msg {
 		t.Fatalf("echo: %q, %v", got, err)
+	}
+}
+
+// echoTransfer streams size random bytes to the echo at the other end of
+// c in chunks, calling between(i) after chunk i, and checks that what comes
+// back hashes the same.
+func echoTransfer(t *testing.T, c *Conn, size, chunks int, between func(i int)) {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	str, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan [32]byte, 1)
+	go func() {
+		h := sha256.New()
+		io.Copy(h, str)
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		got <- sum
+	}()
+	chunk := size / chunks
+	for i := range chunks {
+		if _, err := str.Write(data[i*chunk : (i+1)*chunk]); err != nil {
+			t.Fatal(err)
+		}
+		between(i)
+	}
+	str.Close()
+	select {
+	case sum := <-got:
+		if sum != want {
+			t.Fatal("the echoed bytes differ from those sent")
+		}
+	case <-ctx.Done():
+		t.Fatalf("transfer did not finish; path %s", c.Path())
 	}
 }
 

@@ -1,10 +1,6 @@
 package peer
 
 import (
-	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"io"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -92,29 +88,7 @@ func TestSuperPeerStopsMidTransfer(t *testing.T) {
 	roundTrip(t, c, "warm up")
 	first := c.Path().SuperPeer
 
-	const size = 10 << 20
-	data := make([]byte, size)
-	rand.Read(data)
-	want := sha256.Sum256(data)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	str, err := c.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan [32]byte, 1)
-	go func() {
-		h := sha256.New()
-		io.Copy(h, str)
-		var sum [32]byte
-		copy(sum[:], h.Sum(nil))
-		got <- sum
-	}()
-	chunk := size / 10
-	for i := range 10 {
-		if _, err := str.Write(data[i*chunk : (i+1)*chunk]); err != nil {
-			t.Fatal(err)
-		}
+	echoTransfer(t, c, 10<<20, 10, func(i int) {
 		if i == 3 { // stop the super peer that relays
 			if first == s1.H3URL {
 				rl1.Close()
@@ -123,16 +97,7 @@ func TestSuperPeerStopsMidTransfer(t *testing.T) {
 				s2.Close()
 			}
 		}
-	}
-	str.Close()
-	select {
-	case sum := <-got:
-		if sum != want {
-			t.Fatal("the echoed bytes differ")
-		}
-	case <-ctx.Done():
-		t.Fatalf("transfer did not finish; path %s", c.Path())
-	}
+	})
 	if p := c.Path(); p.Kind != PathRelay || p.SuperPeer == first {
 		t.Errorf("path %s after %s stopped", p, first)
 	}
