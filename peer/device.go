@@ -62,6 +62,10 @@ type Config struct {
 	// RelayCheckInterval is how often a relay is checked against nearer
 	// super peers; default 10s.
 	RelayCheckInterval time.Duration
+	// PeerIdleTimeout forgets a peer this long after its last connection
+	// ended (or after an introduction that led to none): its punching
+	// stops and its relay closes; default 1m.
+	PeerIdleTimeout time.Duration
 	// OnPathChange, if set, is called (on its own goroutine) when the path
 	// to a peer changes.
 	OnPathChange func(identity.PeerID, Path)
@@ -88,6 +92,7 @@ func (c Config) withDefaults() Config {
 	def(&c.DirectTimeout, 3500*time.Millisecond)
 	def(&c.RelayDialTimeout, 15*time.Second)
 	def(&c.RelayCheckInterval, 10*time.Second)
+	def(&c.PeerIdleTimeout, time.Minute)
 	if c.ListenAddr == "" {
 		c.ListenAddr = "0.0.0.0:0"
 	}
@@ -117,6 +122,8 @@ type Device struct {
 
 	mu    sync.Mutex // guards peers
 	peers map[identity.PeerID]*peerState
+
+	events chan func() // OnPathChange calls, in order
 }
 
 // New opens the device's socket and starts its sessions with every super
@@ -154,6 +161,7 @@ func New(cfg Config) (*Device, error) {
 		log:    cfg.Logger,
 		closed: make(chan struct{}),
 		peers:  make(map[identity.PeerID]*peerState),
+		events: make(chan func(), 256),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.sock = newSock(udp, d)
@@ -164,6 +172,8 @@ func New(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("peer: %w", err)
 	}
 	d.goRun(d.sock.readLoop)
+	d.goRun(d.deliverEvents)
+	d.goRun(d.forgetIdlePeers)
 	for _, u := range cfg.SuperPeers {
 		sp := &superPeer{dev: d, url: u, ready: make(chan struct{})}
 		d.sps = append(d.sps, sp)
@@ -190,6 +200,28 @@ func (d *Device) goRun(f func()) {
 		defer d.wg.Done()
 		f()
 	}()
+}
+
+// deliverEvents calls OnPathChange in the order the changes happened.
+func (d *Device) deliverEvents() {
+	for {
+		select {
+		case f := <-d.events:
+			f()
+		case <-d.closed:
+			return
+		}
+	}
+}
+
+// event queues a call for deliverEvents; a consumer too slow to keep up
+// loses events rather than holding the device up.
+func (d *Device) event(f func()) {
+	select {
+	case d.events <- f:
+	default:
+		d.log.Debug("path change event dropped: OnPathChange is slow")
+	}
 }
 
 // PeerID is the device's own peer ID.
@@ -250,7 +282,7 @@ func (d *Device) peer(id identity.PeerID, create bool) *peerState {
 func (d *Device) onCandidates(sp *superPeer, c rendezvous.Candidates) {
 	p := d.peer(c.Peer, true)
 	p.setPeerRTT(sp, c.PeerRTT)
-	p.addCandidates(c.All())
+	p.addCandidates(c.All(), true)
 	if c.Relay && !c.Initiator {
 		d.goRun(func() { d.joinRelay(p, sp) })
 	}
@@ -258,6 +290,9 @@ func (d *Device) onCandidates(sp *superPeer, c rendezvous.Candidates) {
 
 // handlePunch acts on a punch message from the socket.
 func (d *Device) handlePunch(b []byte, from netip.AddrPort) {
+	if d.cfg.RelayOnly {
+		return // a relay-only device takes no direct path, either way
+	}
 	pn, err := decodePunch(b, d.id)
 	if err != nil {
 		return
@@ -303,36 +338,79 @@ func (d *Device) Dial(ctx context.Context, peer identity.PeerID) (*Conn, error) 
 	if err != nil {
 		return nil, fmt.Errorf("peer: connecting to %s: %w", peer.Short(), err)
 	}
+	p.track(qc.Context())
 	return &Conn{Conn: qc, peer: peer, ps: p}, nil
 }
 
-// introduce asks every connected super peer for peer, for candidates to
-// punch; it fails only when none knows it. The relay is asked for
-// separately, at one super peer (ensureRelay).
+// introduce asks the connected super peers, all at once, for peer, for
+// candidates to punch. It waits for a super peer only while none is
+// connected, and returns as soon as one knows the peer; a super peer that
+// is down does not hold it up. The relay is asked for separately, at one
+// super peer (ensureRelay).
 func (d *Device) introduce(ctx context.Context, peer identity.PeerID) error {
-	var (
-		errs  []error
-		found bool
-	)
+	if len(d.sps) == 0 {
+		return errors.New("peer: no super peers configured")
+	}
+	var sessions []*rendezvous.Session
 	for _, sp := range d.sps {
-		sess, err := sp.wait(ctx)
+		if sess := sp.session(); sess != nil {
+			sessions = append(sessions, sess)
+		}
+	}
+	if len(sessions) == 0 {
+		sess, err := d.anySuperPeer(ctx)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", sp.url, err))
+			return err
+		}
+		sessions = append(sessions, sess)
+	}
+	results := make(chan error, len(sessions))
+	for _, sess := range sessions {
+		go func() {
+			_, err := sess.Lookup(ctx, peer)
+			if err != nil {
+				err = fmt.Errorf("%s: %w", sess.Authority(), err)
+			}
+			results <- err
+		}()
+	}
+	var errs []error
+	for range sessions {
+		if err := <-results; err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		if _, err := sess.Lookup(ctx, peer); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", sp.url, err))
-			continue
-		}
-		found = true
+		return nil // the others answer in their own time
 	}
-	if !found {
-		if len(errs) == 0 {
-			return errors.New("peer: no super peers configured")
-		}
-		return fmt.Errorf("peer: no super peer could introduce %s: %w", peer.Short(), errors.Join(errs...))
+	return fmt.Errorf("peer: no super peer could introduce %s: %w", peer.Short(), errors.Join(errs...))
+}
+
+// anySuperPeer waits until some super peer is connected.
+func (d *Device) anySuperPeer(ctx context.Context) (*rendezvous.Session, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	got := make(chan *rendezvous.Session, len(d.sps))
+	var errs []error
+	errCh := make(chan error, len(d.sps))
+	for _, sp := range d.sps {
+		go func() {
+			sess, err := sp.wait(ctx)
+			if err != nil {
+				errCh <- fmt.Errorf("%s: %w", sp.url, err)
+				return
+			}
+			got <- sess
+		}()
 	}
-	return nil
+	for range d.sps {
+		select {
+		case sess := <-got:
+			return sess, nil
+		case err := <-errCh:
+			errs = append(errs, err)
+		}
+	}
+	return nil, fmt.Errorf("peer: no super peer reachable: %w", errors.Join(errs...))
 }
 
 // Accept waits for a peer's connection.
@@ -351,7 +429,46 @@ func (d *Device) Accept(ctx context.Context) (*Conn, error) {
 		qc.CloseWithError(1, "bad certificate")
 		return nil, err
 	}
-	return &Conn{Conn: qc, peer: id, ps: d.peer(id, true)}, nil
+	p := d.peer(id, true)
+	p.track(qc.Context())
+	return &Conn{Conn: qc, peer: id, ps: p}, nil
+}
+
+// forgetIdlePeers drops, now and then, the peers without a connection for
+// PeerIdleTimeout.
+func (d *Device) forgetIdlePeers() {
+	t := time.NewTicker(min(d.cfg.PeerIdleTimeout/4, 5*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-d.closed:
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		var idle []*peerState
+		for id, p := range d.peers {
+			p.mu.Lock()
+			if p.conns == 0 && time.Since(p.lastUsed) > d.cfg.PeerIdleTimeout {
+				p.gone = true
+				idle = append(idle, p)
+				delete(d.peers, id)
+			}
+			p.mu.Unlock()
+		}
+		d.mu.Unlock()
+		for _, p := range idle {
+			d.sock.forget(p)
+			p.mu.Lock()
+			rp := p.relay
+			p.relay = nil
+			p.mu.Unlock()
+			if rp != nil {
+				rp.conn.Close()
+			}
+			d.log.Debug("forgot idle peer", zap.String("peer", p.id.Short()))
+		}
+	}
 }
 
 // Close ends every connection and session and closes the socket.

@@ -104,3 +104,29 @@ func TestStatus(t *testing.T) {
 		t.Errorf("peers: %+v", st.Peers)
 	}
 }
+
+// A peer is forgotten a while after its last connection ends: no more
+// punching, no relay, no entry in the status.
+func TestIdlePeerForgotten(t *testing.T) {
+	s, _ := superPeerServer(t)
+	idle := func(c *Config) { c.PeerIdleTimeout = 300 * time.Millisecond }
+	a, b := newDevice(t, s, idle), newDevice(t, s, idle)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "x")
+	time.Sleep(time.Second)
+	if n := len(a.Status().Peers); n != 1 {
+		t.Fatalf("%d peers while connected, want 1", n)
+	}
+	c.CloseWithError(0, "done")
+	deadline := time.Now().Add(10 * time.Second)
+	for len(a.Status().Peers) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("peer not forgotten: %+v", a.Status().Peers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// And it can be reached again.
+	echo(t, b)
+	roundTrip(t, dial(t, a, b), "again")
+}

@@ -70,7 +70,34 @@ type peerState struct {
 	fastUntil time.Time
 	last      Path // last reported path
 	peerRTTs  map[*superPeer]time.Duration
-	watching  bool // maintainRelay runs
+	watching  bool      // maintainRelay runs
+	conns     int       // open end-to-end connections
+	lastUsed  time.Time // last introduction, or last connection's end
+	gone      bool      // forgotten by the device; loops stop
+}
+
+// isGone reports whether the device forgot the peer.
+func (p *peerState) isGone() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gone
+}
+
+// track counts an end-to-end connection until it ends.
+func (p *peerState) track(ctx context.Context) {
+	p.mu.Lock()
+	p.conns++
+	p.mu.Unlock()
+	p.dev.goRun(func() {
+		select {
+		case <-ctx.Done():
+		case <-p.dev.closed:
+		}
+		p.mu.Lock()
+		p.conns--
+		p.lastUsed = time.Now()
+		p.mu.Unlock()
+	})
 }
 
 // setPeerRTT records the peer's RTT to a super peer, as it reported.
@@ -103,7 +130,7 @@ type relayPath struct {
 }
 
 func newPeerState(d *Device, id identity.PeerID) *peerState {
-	return &peerState{dev: d, id: id, virt: virtualAddr(id), pings: make(map[uint64]pingSent)}
+	return &peerState{dev: d, id: id, virt: virtualAddr(id), pings: make(map[uint64]pingSent), lastUsed: time.Now()}
 }
 
 // path returns the path in use.
@@ -132,7 +159,8 @@ func (p *peerState) changedLocked() {
 	}
 	p.last = now
 	if f := p.dev.cfg.OnPathChange; f != nil {
-		go f(p.id, now)
+		id := p.id
+		p.dev.event(func() { f(id, now) })
 	}
 	p.dev.log.Debug("path", zap.String("peer", p.id.Short()), zap.Stringer("path", now))
 }
@@ -177,8 +205,8 @@ func (p *peerState) flushLocked() {
 }
 
 // addCandidates adds addresses to punch, local ones first, and starts
-// punching fast.
-func (p *peerState) addCandidates(as []netip.AddrPort) {
+// punching fast. An introduction (not a punch) counts as use of the peer.
+func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool) {
 	if p.dev.cfg.RelayOnly {
 		return
 	}
@@ -197,7 +225,10 @@ func (p *peerState) addCandidates(as []netip.AddrPort) {
 		}
 	}
 	p.fastUntil = time.Now().Add(p.dev.cfg.FastPunchFor)
-	start := !p.punching
+	if introduced {
+		p.lastUsed = time.Now()
+	}
+	start := !p.punching && !p.gone
 	p.punching = true
 	p.mu.Unlock()
 	if start {
@@ -211,6 +242,10 @@ func (p *peerState) punchLoop() {
 	cfg := &p.dev.cfg
 	for {
 		p.mu.Lock()
+		if p.gone {
+			p.mu.Unlock()
+			return
+		}
 		interval := cfg.PunchInterval
 		if time.Now().Before(p.fastUntil) {
 			interval = cfg.FastPunchInterval
@@ -263,7 +298,7 @@ func (p *peerState) onPing(pn punch, from netip.AddrPort) {
 	pong := (&punch{typ: punchPong, sender: p.dev.id, receiver: p.id, nonce: pn.nonce}).encode(p.dev.cfg.Identity)
 	p.dev.sock.udp.WriteToUDPAddrPort(pong, from)
 	p.dev.sock.mapDirect(from, p)
-	p.addCandidates([]netip.AddrPort{from})
+	p.addCandidates([]netip.AddrPort{from}, false)
 }
 
 // onPong validates the path to the address the pong came from: it is the
@@ -313,7 +348,7 @@ func (d *Device) ensureRelay(p *peerState) {
 		p.dialing = false
 		p.mu.Unlock()
 	}()
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; !p.isGone(); attempt++ {
 		sp, sess := d.bestSuperPeer(p)
 		if sess != nil {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
@@ -385,6 +420,10 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 		return nil
 	default:
 	}
+	if p.isGone() {
+		conn.Close()
+		return nil
+	}
 	if watch {
 		d.goRun(func() { d.maintainRelay(p) })
 	}
@@ -412,11 +451,12 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 		p.relay = nil
 	}
 	p.changedLocked()
+	inUse := p.conns > 0 && !p.gone
 	p.mu.Unlock()
 	select {
 	case <-d.closed:
 	default:
-		if current {
+		if current && inUse {
 			d.ensureRelay(p) // through another super peer, if this one went away
 		}
 	}

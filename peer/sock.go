@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/netsody/superpeer/identity"
@@ -175,6 +176,12 @@ func (s *sock) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
+// SetReadBuffer, SetWriteBuffer and SyscallConn reach the real socket, so
+// that quic-go can size its buffers and set the don't-fragment bit.
+func (s *sock) SetReadBuffer(n int) error             { return s.udp.SetReadBuffer(n) }
+func (s *sock) SetWriteBuffer(n int) error            { return s.udp.SetWriteBuffer(n) }
+func (s *sock) SyscallConn() (syscall.RawConn, error) { return s.udp.SyscallConn() }
+
 func (s *sock) SetDeadline(t time.Time) error    { return s.SetReadDeadline(t) }
 func (s *sock) SetWriteDeadline(time.Time) error { return nil }
 func (s *sock) LocalAddr() net.Addr              { return s.udp.LocalAddr() }
@@ -194,6 +201,20 @@ func (s *sock) addPeer(p *peerState) {
 	s.mu.Lock()
 	s.byVirt[p.virt] = p
 	s.mu.Unlock()
+}
+
+// forget removes every mapping of p.
+func (s *sock) forget(p *peerState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byVirt[p.virt] == p {
+		delete(s.byVirt, p.virt)
+	}
+	for a, q := range s.byAddr {
+		if q == p {
+			delete(s.byAddr, a)
+		}
+	}
 }
 
 // mapDirect makes packets from addr count as p's.

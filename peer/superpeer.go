@@ -128,6 +128,11 @@ func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error
 				return r.sess, nil
 			}
 			errs = append(errs, r.err)
+			sp.mu.Lock()
+			if sp.sess == nil {
+				sp.lastErr = r.err // tell it now, not when the other attempt gives up
+			}
+			sp.mu.Unlock()
 			if !h2Started {
 				start(rendezvous.TransportH2)
 				pending, h2Started = pending+1, true
@@ -287,7 +292,12 @@ func (d *Device) maintainRelay(p *peerState) {
 		case <-t.C:
 		}
 		p.mu.Lock()
-		rp, direct := p.relay, p.direct.IsValid()
+		rp, direct, gone := p.relay, p.direct.IsValid(), p.gone
+		p.mu.Unlock()
+		if gone {
+			return
+		}
+		p.mu.Lock()
 		p.mu.Unlock()
 		if rp == nil || direct {
 			continue

@@ -19,9 +19,10 @@ import (
 // the HTTP datagram payload: context ID (varint, 0 for UDP payloads, RFC
 // 9298 section 4) then the UDP payload. Over HTTP/3 packets travel as
 // QUIC datagrams instead, and the stream carries capsules only for
-// control. When the relay ends a session it first sends a CLOSE capsule
-// whose value is the reason, UTF-8; receivers that do not know it skip it,
-// as RFC 9297 requires for unknown capsule types.
+// control. When the relay ends a session it first sends, on HTTP/2 legs,
+// a CLOSE capsule whose value is the reason, UTF-8; receivers that do not
+// know it skip it, as RFC 9297 requires for unknown capsule types. HTTP/3
+// legs learn the end from their stream.
 const (
 	// CapsuleDatagram is RFC 9297's DATAGRAM capsule.
 	CapsuleDatagram http3.CapsuleType = 0x00

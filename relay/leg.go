@@ -156,7 +156,8 @@ func (l *leg) run(other *leg) {
 	l.end(reasonFor(err, "this device closed the session"))
 	other.end(fmt.Sprintf("peer %s ended the session: %s", l.peer.Short(), l.reason()))
 	if l.kind == kindDatagram {
-		l.str.Write(closeCapsule(l.reason()))
+		// No CLOSE capsule here: HTTP/3 clients (masque-go's among them)
+		// learn the end from the stream, and would only log the capsule.
 		l.str.Close()
 		l.str.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
 	}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"crypto/tls"
+	"encoding/pem"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/netsody/superpeer/internal/sptest"
+	"github.com/netsody/superpeer/relay"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// superPeer is a super peer without Caddy on loopback: rendezvous and
+// relay behind HTTP/2 and HTTP/3 on one port, as sptest.Start serves
+// them, but with its CA written to a PEM file for --ca.
+type superPeer struct {
+	URL string // https://127.0.0.1:port
+	CA  string // PEM file of the CA that signed its certificate
+}
+
+func startSuperPeer(t *testing.T) superPeer { return startSuperPeerAt(t, "127.0.0.1:0") }
+
+// startSuperPeerAt serves on addr; port 0 picks a port free for both TCP
+// and UDP.
+func startSuperPeerAt(t *testing.T, addr string) superPeer {
+	t.Helper()
+	var rl *relay.Server
+	rv := rendezvous.NewServer(rendezvous.Config{
+		OnSessionEnd: func(reg any, reason string) { rl.EndRegistration(reg, reason) },
+	})
+	rl = relay.NewServer(relay.Config{Authenticate: rv.Authenticate, Registered: rv.Registered})
+	t.Cleanup(func() { rl.Close(); rv.Close() })
+	mux := http.NewServeMux()
+	mux.Handle(rendezvous.Path, rv)
+	mux.Handle(relay.PathPrefix, rl)
+
+	cert, _ := sptest.Cert(t)
+	var (
+		ln  net.Listener
+		pc  net.PacketConn
+		err error
+	)
+	for range 50 {
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+		if pc, err = net.ListenPacket("udp", ln.Addr().String()); err == nil {
+			break
+		}
+		ln.Close()
+	}
+	if err != nil {
+		t.Fatalf("no port free for TCP and UDP: %v", err)
+	}
+	h2 := httptest.NewUnstartedServer(mux)
+	h2.Listener.Close()
+	h2.Listener = ln
+	h2.EnableHTTP2 = true
+	h2.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	h2.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes that a test means to fail
+	h2.StartTLS()
+	h3 := &http3.Server{Handler: mux, EnableDatagrams: true}
+	qln, err := (&quic.Transport{Conn: pc}).ListenEarly(
+		http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
+		&quic.Config{EnableDatagrams: true, Allow0RTT: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go h3.ServeListener(qln)
+	t.Cleanup(func() {
+		h3.Close()
+		qln.Close()
+		pc.Close()
+		h2.Close()
+	})
+
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return superPeer{URL: "https://" + ln.Addr().String(), CA: ca}
+}
+
+// closedPort is a loopback address that nothing serves, over TCP or UDP.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", ln.Addr().String())
+	if err != nil {
+		t.Skipf("cannot reserve a port: %v", err)
+	}
+	pc.Close()
+	return ln.Addr().String()
+}
