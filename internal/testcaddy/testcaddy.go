@@ -72,7 +72,7 @@ type Caddy struct {
 	Roots *x509.CertPool
 
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *SyncBuffer
 	done chan struct{}
 	err  error
 }
@@ -106,7 +106,7 @@ const Global = `{
 // when the test ends.
 func Start(t testing.TB, caddyfile string, env ...string) *Caddy {
 	t.Helper()
-	c := &Caddy{Bin: Binary(t), Dir: t.TempDir(), logs: &syncBuffer{}, done: make(chan struct{})}
+	c := &Caddy{Bin: Binary(t), Dir: t.TempDir(), logs: &SyncBuffer{}, done: make(chan struct{})}
 	c.Port = FreePort(t)
 	c.Admin = "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	path := c.WriteCaddyfile(t, "Caddyfile", caddyfile)
@@ -258,18 +258,19 @@ func (c *Caddy) WaitLog(ctx context.Context, s string) error {
 	return nil
 }
 
-type syncBuffer struct {
+// SyncBuffer collects a process's output while a test reads it.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
