@@ -36,6 +36,10 @@ type Config struct {
 	// ListenAddr is the UDP address of the device's socket; default
 	// "0.0.0.0:0".
 	ListenAddr string
+	// DialTCP dials super peers for the HTTP/2 fallback; nil uses
+	// net.Dialer. (A test lab passes one that dials from the device's
+	// network namespace.)
+	DialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
 	// LocalAddrs returns the addresses to announce as local candidates;
 	// nil announces the socket's port on every interface address of its
 	// family.
@@ -252,7 +256,7 @@ func (d *Device) localAddrs() []netip.AddrPort {
 			continue
 		}
 		a := pfx.Addr().Unmap()
-		if a.Is4() != bound.Is4() || a.IsLinkLocalUnicast() || a.IsMulticast() {
+		if a.Is4() != bound.Is4() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() {
 			continue
 		}
 		as = append(as, netip.AddrPortFrom(a, port))
@@ -478,12 +482,14 @@ func (d *Device) Close() error {
 		return nil
 	default:
 	}
-	close(d.closed)
-	d.cancel()
-	d.ln.Close()
+	// Sessions first, while the socket still carries their close, so
+	// that the super peers forget this device at once.
 	for _, sp := range d.sps {
 		sp.close()
 	}
+	close(d.closed)
+	d.cancel()
+	d.ln.Close()
 	d.mu.Lock()
 	for _, p := range d.peers {
 		p.mu.Lock()

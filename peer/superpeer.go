@@ -80,6 +80,7 @@ func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error
 		URL:           sp.url,
 		Addr:          addr,
 		QUICTransport: d.tr,
+		DialTCP:       d.cfg.DialTCP,
 		TLSConfig:     &tls.Config{RootCAs: d.cfg.RootCAs},
 		LocalAddrs:    d.localAddrs(),
 		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, c) },
