@@ -13,7 +13,7 @@ import (
 var (
 	flagDevices  = flag.Int("devices", 2000, "idle devices per transport, and idle connections to the baseline server")
 	flagParallel = flag.Int("parallel", 32, "connections being set up at a time")
-	flagProfiles = flag.String("profiles", "", "directory to write the super peer's heap and goroutine profiles to, with every device registered")
+	flagProfiles = flag.String("profiles", "", "directory for the super peer's profiles: heap and goroutine profiles with every idle device registered (IdleDevices), CPU profiles while relaying (Relay)")
 )
 
 func TestMain(m *testing.M) {

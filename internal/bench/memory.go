@@ -1,11 +1,15 @@
-// Package bench holds the super peer's benchmarks. BenchmarkIdleDevices
-// measures what an idle registered device costs the super peer, over
-// HTTP/2 and over HTTP/3, against an idle TLS connection to a bare Go
-// net/http server measured in the same run:
+// Package bench holds the super peer's benchmarks, each against a baseline
+// measured in the same run. BenchmarkIdleDevices measures what an idle
+// registered device costs the super peer, over HTTP/2 and over HTTP/3,
+// against an idle TLS connection to a bare Go net/http server;
+// BenchmarkRelay measures relaying between two devices (h3↔h3, h2↔h2)
+// against a plain Go UDP forwarder:
 //
 //	go test -run='^$' -bench=IdleDevices -benchtime=1x ./internal/bench/
+//	go test -run='^$' -bench=Relay -benchtime=1x ./internal/bench/
 //
-// See README.md in this directory for its flags and how to read its table.
+// See README.md in this directory for their flags and how to read their
+// tables.
 package bench
 
 import (
