@@ -57,21 +57,12 @@ func runBench(ctx context.Context, args []string) error {
 	if *duration <= 0 {
 		return usagef("bench", "--duration must be positive")
 	}
-	to, err := parsePeerID("bench", pos)
-	if err != nil {
-		return err
-	}
-	d, err := df.open(to)
+	d, c, err := df.connectTo(ctx, "bench", pos)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	c, err := d.dial(ctx, to, df.timeout)
-	if err != nil {
-		return err
-	}
 	defer c.CloseWithError(0, "")
-	d.paths.report()
 	if !df.relayOnly && !settle(ctx, c) {
 		fmt.Fprintf(os.Stderr, "bench: no direct path after %v; measuring %s\n", settleFor, c.Path())
 	}
@@ -79,7 +70,7 @@ func runBench(ctx context.Context, args []string) error {
 	b := &bench{conn: c, duration: *duration, firstEcho: make(chan struct{})}
 	res, err := b.run(ctx)
 	if err != nil {
-		return streamError(ctx, to, err)
+		return streamError(ctx, c.Peer(), err)
 	}
 	fmt.Fprintln(os.Stdout, res)
 	return nil

@@ -26,25 +26,16 @@ func runConnect(ctx context.Context, args []string) error {
 	if err := df.check(); err != nil {
 		return err
 	}
-	to, err := parsePeerID("connect", pos)
-	if err != nil {
-		return err
-	}
-	d, err := df.open(to)
+	d, c, err := df.connectTo(ctx, "connect", pos)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	c, err := d.dial(ctx, to, df.timeout)
-	if err != nil {
-		return err
-	}
 	defer c.CloseWithError(0, "")
-	d.paths.report()
 
 	str, err := c.OpenStreamSync(ctx)
 	if err != nil {
-		return streamError(ctx, to, err)
+		return streamError(ctx, c.Peer(), err)
 	}
 	sent := make(chan error, 1)
 	go func() {
@@ -64,11 +55,11 @@ func runConnect(ctx context.Context, args []string) error {
 		select {
 		case err := <-sent:
 			if err != nil {
-				return streamError(ctx, to, fmt.Errorf("sending: %w", err))
+				return streamError(ctx, c.Peer(), fmt.Errorf("sending: %w", err))
 			}
 		case err := <-received:
 			if err != nil {
-				return streamError(ctx, to, fmt.Errorf("receiving: %w", err))
+				return streamError(ctx, c.Peer(), fmt.Errorf("receiving: %w", err))
 			}
 		case <-ctx.Done():
 			return errInterrupted

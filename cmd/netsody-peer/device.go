@@ -175,6 +175,27 @@ func parsePeerID(cmd string, pos []string) (identity.PeerID, error) {
 	return id, nil
 }
 
+// connectTo is what connect and bench share: parse PEERID, open the
+// device, connect within the timeout, and start reporting path changes.
+// The caller closes both.
+func (f *deviceFlags) connectTo(ctx context.Context, cmd string, pos []string) (*device, *peer.Conn, error) {
+	to, err := parsePeerID(cmd, pos)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := f.open(to)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := d.dial(ctx, to, f.timeout)
+	if err != nil {
+		d.Close()
+		return nil, nil, err
+	}
+	d.paths.report()
+	return d, c, nil
+}
+
 // dial connects to a peer within timeout: it waits for a super peer,
 // then for the connection.
 func (d *device) dial(ctx context.Context, to identity.PeerID, timeout time.Duration) (*peer.Conn, error) {

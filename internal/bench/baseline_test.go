@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -40,30 +39,7 @@ func buildBaseline(ctx context.Context, b *testing.B) string {
 func startBaseline(b *testing.B, bin string) *baseline {
 	b.Helper()
 	cmd := exec.Command(bin)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	b.Cleanup(func() {
-		stdin.Close()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			b.Error("the baseline server did not exit within 10s of its input ending")
-		}
-	})
+	stdout := startChild(b, "the baseline server", cmd)
 
 	// It prints "https ADDR", "admin ADDR" and "cert BASE64-DER".
 	lines := make(chan map[string]string, 1)

@@ -21,9 +21,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -202,4 +204,36 @@ func parentPID(pid int) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no PPid for process %d", pid)
+}
+
+// startChild starts cmd, whose standard input ending asks it to stop, and
+// returns its standard output. When the benchmark ends it closes that
+// input and waits up to 10s for the process, then kills it.
+func startChild(b *testing.B, what string, cmd *exec.Cmd) io.Reader {
+	b.Helper()
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	b.Cleanup(func() {
+		stdin.Close()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			b.Errorf("%s did not exit within 10s of its input ending", what)
+		}
+	})
+	return stdout
 }

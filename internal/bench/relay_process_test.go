@@ -93,30 +93,7 @@ func buildForwarder(ctx context.Context, b *testing.B) string {
 func startForwarder(b *testing.B, bin string, a, c net.Addr) *forwarder {
 	b.Helper()
 	cmd := exec.Command(bin, "-a", a.String(), "-b", c.String())
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	b.Cleanup(func() {
-		stdin.Close()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			b.Error("the UDP forwarder did not exit within 10s of its input ending")
-		}
-	})
+	stdout := startChild(b, "the UDP forwarder", cmd)
 
 	// It prints "udp ADDR".
 	line := make(chan string, 1)
