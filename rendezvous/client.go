@@ -430,8 +430,10 @@ func (s *Session) keepalive() {
 	ping := Ping{Nonce: s.pingNonce, RTT: s.rtt}
 	s.timer.Reset(s.keepaliveInterval())
 	s.mu.Unlock()
+	// A failed write ends nothing here: the reading goroutine sees the
+	// stream end too, after any error frame that says why.
 	if err := s.writeFrame(ping.frame()); err != nil {
-		s.end(err)
+		s.log.Debug("keepalive", zap.Error(err))
 	}
 }
 
@@ -467,7 +469,11 @@ func (s *Session) handle(f frame) error {
 		s.mu.Lock()
 		s.serverRTT = m.RTT
 		s.mu.Unlock()
-		return s.writeFrame(pongFrame(m.Nonce))
+		// As in keepalive: the reader, not a failed write, says how the
+		// session ended.
+		if err := s.writeFrame(pongFrame(m.Nonce)); err != nil {
+			s.log.Debug("pong", zap.Error(err))
+		}
 	case FramePong:
 		nonce, err := decodePong(f.payload)
 		if err != nil {
