@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,8 +35,13 @@ type Config struct {
 	// system's.
 	RootCAs *x509.CertPool
 	// ListenAddr is the UDP address of the device's socket; default
-	// "0.0.0.0:0".
+	// "0.0.0.0:0". With neither ListenAddr nor ListenAddr6 set, the device
+	// also opens "[::]:0" when the host has IPv6: one socket per address
+	// family.
 	ListenAddr string
+	// ListenAddr6 is the address of a second socket, of the other family
+	// than ListenAddr's.
+	ListenAddr6 string
 	// DialTCP dials super peers for the HTTP/2 fallback; nil uses
 	// net.Dialer. (A test lab passes one that dials from the device's
 	// network namespace.)
@@ -97,8 +103,8 @@ func (c Config) withDefaults() Config {
 	def(&c.RelayDialTimeout, 15*time.Second)
 	def(&c.RelayCheckInterval, 10*time.Second)
 	def(&c.PeerIdleTimeout, time.Minute)
-	if c.ListenAddr == "" {
-		c.ListenAddr = "0.0.0.0:0"
+	if c.ListenAddr == "" && c.ListenAddr6 == "" {
+		c.ListenAddr, c.ListenAddr6 = "0.0.0.0:0", "[::]:0?" // "?": only if the host has IPv6
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -146,17 +152,9 @@ func New(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	laddr, err := net.ResolveUDPAddr("udp", cfg.ListenAddr)
+	udps, err := listen(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("peer: listen address: %w", err)
-	}
-	network := "udp4"
-	if laddr.IP != nil && laddr.IP.To4() == nil {
-		network = "udp6"
-	}
-	udp, err := net.ListenUDP(network, laddr)
-	if err != nil {
-		return nil, fmt.Errorf("peer: %w", err)
+		return nil, err
 	}
 	d := &Device{
 		cfg:    cfg,
@@ -168,14 +166,16 @@ func New(cfg Config) (*Device, error) {
 		events: make(chan func(), 256),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.sock = newSock(udp, d)
+	d.sock = newSock(udps, d)
 	d.tr = &quic.Transport{Conn: d.sock}
 	d.ln, err = d.tr.Listen(tlsConfig(cert, identity.PeerID{}), quicConfig())
 	if err != nil {
-		udp.Close()
+		d.sock.Close()
 		return nil, fmt.Errorf("peer: %w", err)
 	}
-	d.goRun(d.sock.readLoop)
+	for _, u := range udps {
+		d.goRun(func() { d.sock.readLoop(u) })
+	}
 	d.goRun(d.deliverEvents)
 	d.goRun(d.forgetIdlePeers)
 	for _, u := range cfg.SuperPeers {
@@ -184,6 +184,49 @@ func New(cfg Config) (*Device, error) {
 		d.goRun(sp.run)
 	}
 	return d, nil
+}
+
+// listen opens the device's sockets, one per address family.
+func listen(cfg Config) ([]*net.UDPConn, error) {
+	var udps []*net.UDPConn
+	closeAll := func() {
+		for _, u := range udps {
+			u.Close()
+		}
+	}
+	for _, addr := range []string{cfg.ListenAddr, cfg.ListenAddr6} {
+		optional := strings.HasSuffix(addr, "?")
+		addr = strings.TrimSuffix(addr, "?")
+		if addr == "" {
+			continue
+		}
+		laddr, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("peer: listen address %q: %w", addr, err)
+		}
+		network := "udp4"
+		if laddr.IP != nil && laddr.IP.To4() == nil {
+			network = "udp6"
+		}
+		u, err := net.ListenUDP(network, laddr)
+		if err != nil {
+			if optional {
+				continue
+			}
+			closeAll()
+			return nil, fmt.Errorf("peer: %w", err)
+		}
+		for _, other := range udps {
+			if other.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap().Is4() == (network == "udp4") {
+				u.Close()
+				closeAll()
+				return nil, fmt.Errorf("peer: two listen addresses of one family (%s, %s): give one IPv4 and one IPv6", other.LocalAddr(), addr)
+			}
+		}
+		udps = append(udps, u)
+	}
+	return udps, nil
 }
 
 // quicConfig is the end-to-end QUIC configuration. Packets may travel
@@ -231,38 +274,49 @@ func (d *Device) event(f func()) {
 // PeerID is the device's own peer ID.
 func (d *Device) PeerID() identity.PeerID { return d.id }
 
-// LocalAddr is the device's UDP socket address.
-func (d *Device) LocalAddr() netip.AddrPort { return d.sock.udp.LocalAddr().(*net.UDPAddr).AddrPort() }
+// LocalAddr is the address of the device's first UDP socket.
+func (d *Device) LocalAddr() netip.AddrPort { return d.LocalAddrs()[0] }
 
-func (d *Device) sameFamily(a netip.AddrPort) bool {
-	return a.Addr().Is4() == d.LocalAddr().Addr().Unmap().Is4()
+// LocalAddrs are the addresses of the device's UDP sockets, one per
+// address family.
+func (d *Device) LocalAddrs() []netip.AddrPort {
+	as := make([]netip.AddrPort, 0, len(d.sock.udps))
+	for _, u := range d.sock.udps {
+		ap := u.LocalAddr().(*net.UDPAddr).AddrPort()
+		as = append(as, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	return as
 }
 
-// localAddrs are the device's local candidates.
+// localAddrs are the device's local candidates: for each socket, its
+// address, or every interface address of its family when it listens on
+// all of them.
 func (d *Device) localAddrs() []netip.AddrPort {
-	port := d.LocalAddr().Port()
 	if d.cfg.LocalAddrs != nil {
-		return d.cfg.LocalAddrs(port)
-	}
-	bound := d.LocalAddr().Addr().Unmap()
-	if !bound.IsUnspecified() {
-		return []netip.AddrPort{netip.AddrPortFrom(bound, port)}
+		return d.cfg.LocalAddrs(d.LocalAddr().Port())
 	}
 	ifaddrs, _ := net.InterfaceAddrs()
 	var as []netip.AddrPort
-	for _, ia := range ifaddrs {
-		pfx, err := netip.ParsePrefix(ia.String())
-		if err != nil {
+	for _, sockAddr := range d.LocalAddrs() {
+		bound, port := sockAddr.Addr(), sockAddr.Port()
+		if !bound.IsUnspecified() {
+			as = append(as, sockAddr)
 			continue
 		}
-		a := pfx.Addr().Unmap()
-		if a.Is4() != bound.Is4() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() {
-			continue
+		for _, ia := range ifaddrs {
+			pfx, err := netip.ParsePrefix(ia.String())
+			if err != nil {
+				continue
+			}
+			a := pfx.Addr().Unmap()
+			if a.Is4() != bound.Is4() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() {
+				continue
+			}
+			as = append(as, netip.AddrPortFrom(a, port))
 		}
-		as = append(as, netip.AddrPortFrom(a, port))
-		if len(as) == rendezvous.MaxAddrs {
-			break
-		}
+	}
+	if len(as) > rendezvous.MaxAddrs {
+		as = as[:rendezvous.MaxAddrs]
 	}
 	return as
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/sptest"
 )
 
 // Two devices that can reach each other connect directly.
@@ -129,4 +130,28 @@ func TestIdlePeerForgotten(t *testing.T) {
 	// And it can be reached again.
 	echo(t, b)
 	roundTrip(t, dial(t, a, b), "again")
+}
+
+// A device has one socket per address family: it reaches a super peer
+// over IPv6, reports it so, and connects to another device directly.
+func TestOneSocketPerFamily(t *testing.T) {
+	s4, _ := superPeerServer(t)
+	s6 := sptest.Start(t, "::1", s4.H2.Config.Handler) // the same super peer, over IPv6
+	both := func(c *Config) {
+		c.ListenAddr, c.ListenAddr6 = "127.0.0.1:0", "[::1]:0"
+		c.SuperPeers = []string{s6.H3URL}
+	}
+	a, b := newDevice(t, s4, both), newDevice(t, s4, both)
+	st := a.Status()
+	if len(st.Sockets) != 2 {
+		t.Fatalf("sockets %v, want one IPv4 and one IPv6", st.Sockets)
+	}
+	if sp := st.SuperPeers[0]; !sp.Connected || sp.Family != "ipv6" {
+		t.Fatalf("super peer %+v, want connected over ipv6", sp)
+	}
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "two families")
+	waitPath(t, c, PathDirect, 5*time.Second)
+	t.Logf("sockets %v; path %s", st.Sockets, c.Path())
 }

@@ -179,7 +179,7 @@ func (p *peerState) send(b []byte) {
 	}
 	p.mu.Unlock()
 	if direct.IsValid() {
-		p.dev.sock.udp.WriteToUDPAddrPort(b, direct)
+		p.dev.sock.writeUDP(b, direct)
 		return
 	}
 	rp.conn.WriteTo(b, nil)
@@ -196,7 +196,7 @@ func (p *peerState) flushLocked() {
 	go func() {
 		for _, b := range pending {
 			if direct.IsValid() {
-				p.dev.sock.udp.WriteToUDPAddrPort(b, direct)
+				p.dev.sock.writeUDP(b, direct)
 			} else if rp != nil {
 				rp.conn.WriteTo(b, nil)
 			}
@@ -213,7 +213,7 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool) {
 	p.mu.Lock()
 	for _, a := range as {
 		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
-		if !a.IsValid() || a.Port() == 0 || !p.dev.sameFamily(a) {
+		if !a.IsValid() || a.Port() == 0 || p.dev.sock.socketFor(a) == nil {
 			continue
 		}
 		known := false
@@ -278,7 +278,7 @@ func (p *peerState) punchLoop() {
 		p.mu.Unlock()
 		if !p.dev.cfg.blockDirect() {
 			for i, to := range targets {
-				p.dev.sock.udp.WriteToUDPAddrPort(msgs[i], to)
+				p.dev.sock.writeUDP(msgs[i], to)
 			}
 		}
 		select {
@@ -296,7 +296,7 @@ func (p *peerState) onPing(pn punch, from netip.AddrPort) {
 		return
 	}
 	pong := (&punch{typ: punchPong, sender: p.dev.id, receiver: p.id, nonce: pn.nonce}).encode(p.dev.cfg.Identity)
-	p.dev.sock.udp.WriteToUDPAddrPort(pong, from)
+	p.dev.sock.writeUDP(pong, from)
 	p.dev.sock.mapDirect(from, p)
 	p.addCandidates([]netip.AddrPort{from}, false)
 }

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -21,8 +22,8 @@ import (
 // retransmits what is lost while the path changes, so a switch loses no
 // byte. (This is the shape of Tailscale's magicsock.)
 type sock struct {
-	udp *net.UDPConn
-	dev *Device
+	udps []*net.UDPConn // one per address family; the first is the primary
+	dev  *Device
 
 	in     chan packet // towards QUIC; bounded, drops when full
 	closed chan struct{}
@@ -47,9 +48,9 @@ type packet struct {
 // inQueue bounds the packets waiting for QUIC.
 const inQueue = 1024
 
-func newSock(udp *net.UDPConn, dev *Device) *sock {
+func newSock(udps []*net.UDPConn, dev *Device) *sock {
 	s := &sock{
-		udp:    udp,
+		udps:   udps,
 		dev:    dev,
 		in:     make(chan packet, inQueue),
 		closed: make(chan struct{}),
@@ -70,13 +71,35 @@ func virtualAddr(p identity.PeerID) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(a), 1)
 }
 
-// readLoop reads the socket until it is closed: punch messages go to the
+// socketFor returns the socket of addr's family, or nil.
+func (s *sock) socketFor(addr netip.AddrPort) *net.UDPConn {
+	is4 := addr.Addr().Unmap().Is4()
+	for _, u := range s.udps {
+		if u.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap().Is4() == is4 {
+			return u
+		}
+	}
+	return nil
+}
+
+// writeUDP sends b to addr from the socket of addr's family.
+func (s *sock) writeUDP(b []byte, addr netip.AddrPort) (int, error) {
+	u := s.socketFor(addr)
+	if u == nil {
+		return 0, errNoSocket
+	}
+	return u.WriteToUDPAddrPort(b, addr)
+}
+
+var errNoSocket = errors.New("peer: no socket of that address family")
+
+// readLoop reads one socket until it is closed: punch messages go to the
 // device, packets from a peer's direct path to QUIC under the peer's
 // virtual address, everything else (super peers) to QUIC as it is.
-func (s *sock) readLoop() {
+func (s *sock) readLoop(udp *net.UDPConn) {
 	buf := make([]byte, 64<<10)
 	for {
-		n, from, err := s.udp.ReadFromUDPAddrPort(buf)
+		n, from, err := udp.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			select {
 			case <-s.closed:
@@ -155,7 +178,7 @@ func (s *sock) WriteTo(b []byte, addr net.Addr) (int, error) {
 		p.send(b)
 		return len(b), nil
 	}
-	return s.udp.WriteToUDPAddrPort(b, ap)
+	return s.writeUDP(b, ap)
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -178,20 +201,32 @@ func (s *sock) SetReadDeadline(t time.Time) error {
 
 // SetReadBuffer, SetWriteBuffer and SyscallConn reach the real socket, so
 // that quic-go can size its buffers and set the don't-fragment bit.
-func (s *sock) SetReadBuffer(n int) error             { return s.udp.SetReadBuffer(n) }
-func (s *sock) SetWriteBuffer(n int) error            { return s.udp.SetWriteBuffer(n) }
-func (s *sock) SyscallConn() (syscall.RawConn, error) { return s.udp.SyscallConn() }
+func (s *sock) SetReadBuffer(n int) error {
+	return s.each(func(u *net.UDPConn) error { return u.SetReadBuffer(n) })
+}
+func (s *sock) SetWriteBuffer(n int) error {
+	return s.each(func(u *net.UDPConn) error { return u.SetWriteBuffer(n) })
+}
+func (s *sock) SyscallConn() (syscall.RawConn, error) { return s.udps[0].SyscallConn() }
+
+func (s *sock) each(f func(*net.UDPConn) error) error {
+	var errs []error
+	for _, u := range s.udps {
+		errs = append(errs, f(u))
+	}
+	return errors.Join(errs...)
+}
 
 func (s *sock) SetDeadline(t time.Time) error    { return s.SetReadDeadline(t) }
 func (s *sock) SetWriteDeadline(time.Time) error { return nil }
-func (s *sock) LocalAddr() net.Addr              { return s.udp.LocalAddr() }
+func (s *sock) LocalAddr() net.Addr              { return s.udps[0].LocalAddr() }
 
 // Close closes the socket.
 func (s *sock) Close() error {
 	var err error
 	s.once.Do(func() {
 		close(s.closed)
-		err = s.udp.Close()
+		err = s.each((*net.UDPConn).Close)
 	})
 	return err
 }

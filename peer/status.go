@@ -11,7 +11,8 @@ import (
 // super_peers metric reports, and "am I relayed or direct?".
 type Status struct {
 	PeerID     string            `json:"peer_id"`
-	LocalAddr  string            `json:"local_addr"`
+	LocalAddr  string            `json:"local_addr"` // the first socket's
+	Sockets    []string          `json:"sockets"`    // one per address family
 	SuperPeers []SuperPeerStatus `json:"super_peers"`
 	Peers      []PeerStatus      `json:"peers"`
 }
@@ -42,6 +43,9 @@ func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // Status returns the device's current status.
 func (d *Device) Status() Status {
 	st := Status{PeerID: d.id.String(), LocalAddr: d.LocalAddr().String()}
+	for _, a := range d.LocalAddrs() {
+		st.Sockets = append(st.Sockets, a.String())
+	}
 	for _, sp := range d.sps {
 		s := SuperPeerStatus{URL: sp.url}
 		sp.mu.Lock()

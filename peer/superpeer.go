@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"sync"
 	"time"
@@ -148,7 +150,8 @@ func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error
 	return nil, errors.Join(errs...)
 }
 
-// resolve finds the super peer's address in the socket's family.
+// resolve finds the super peer's address in a family the device has a
+// socket for, IPv4 first.
 func (sp *superPeer) resolve() (string, error) {
 	u, err := url.Parse(sp.url)
 	if err != nil {
@@ -158,15 +161,20 @@ func (sp *superPeer) resolve() (string, error) {
 	if port == "" {
 		port = "443"
 	}
-	network := "ip4"
-	if !sp.dev.LocalAddr().Addr().Unmap().Is4() {
-		network = "ip6"
-	}
-	ips, err := net.DefaultResolver.LookupNetIP(sp.dev.ctx, network, u.Hostname())
+	ips, err := net.DefaultResolver.LookupNetIP(sp.dev.ctx, "ip", u.Hostname())
 	if err != nil || len(ips) == 0 {
 		return "", errors.Join(errors.New("peer: cannot resolve "+u.Hostname()), err)
 	}
-	return net.JoinHostPort(ips[0].Unmap().String(), port), nil
+	for _, want4 := range []bool{true, false} {
+		for _, ip := range ips {
+			ip = ip.Unmap()
+			ap := netip.AddrPortFrom(ip, 0)
+			if ip.Is4() == want4 && sp.dev.sock.socketFor(ap) != nil {
+				return net.JoinHostPort(ip.String(), port), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("peer: %s has no address of a family this device has a socket for", u.Hostname())
 }
 
 // session returns the current session, or nil.

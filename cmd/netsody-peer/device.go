@@ -41,7 +41,7 @@ func (f *deviceFlags) register(fs *flag.FlagSet, dials bool) {
 	fs.StringVar(&f.identity, "identity", "", "identity `file` (make one with 'netsody-peer keygen')")
 	fs.Var(&f.superPeers, "super-peer", "super peer `URL`, https://host[:port]; repeat for more than one")
 	fs.StringVar(&f.ca, "ca", "", "PEM `file` of a root CA to trust for the super peers, besides the system's (Caddy's local CA, say)")
-	fs.StringVar(&f.listen, "listen", "0.0.0.0:0", "UDP `address` of the device's socket")
+	fs.StringVar(&f.listen, "listen", "", "UDP `address` of the device's socket (default: one socket for IPv4 and one for IPv6)")
 	fs.BoolVar(&f.relayOnly, "relay-only", false, "never punch: reach peers only through a super peer's relay")
 	fs.StringVar(&f.status, "status", "", "serve GET /status (JSON) and /metrics (Prometheus) on this TCP `address`, without authentication: loopback, say 127.0.0.1:9000")
 	fs.BoolVar(&f.verbose, "verbose", false, "debug logs on stderr")
