@@ -94,15 +94,19 @@ func startSuperPeerAt(t *testing.T, addr string) superPeer {
 // closedPort is a loopback address that nothing serves, over TCP or UDP.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	pc, err := net.ListenPacket("udp", ln.Addr().String())
-	if err != nil {
-		t.Skipf("cannot reserve a port: %v", err)
-	}
-	pc.Close()
-	return ln.Addr().String()
+	t.Fatal("no port free for both TCP and UDP in 20 tries")
+	return ""
 }
