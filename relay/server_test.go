@@ -316,35 +316,10 @@ func TestRateLimit(t *testing.T) {
 func TestZeroRTTRefused(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	b := ts.device(t, rendezvous.TransportH3)
-	server := ts.PC.LocalAddr().(*net.UDPAddr)
-	relayAddr := sptest.FirstFlightRelay(t, server, 150*time.Millisecond)
-	tlsConf := &tls.Config{RootCAs: ts.Pool, NextProtos: []string{http3.NextProtoH3}, ClientSessionCache: tls.NewLRUClientSessionCache(4)}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	tr := &quic.Transport{Conn: pc}
-	defer tr.Close()
+	tlsConf := &tls.Config{RootCAs: ts.Pool, ServerName: "127.0.0.1", NextProtos: []string{http3.NextProtoH3}}
+	conn := sptest.EarlyConn(t, ts.PC.LocalAddr().(*net.UDPAddr), tlsConf, &quic.Config{EnableDatagrams: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	qc := &quic.Config{EnableDatagrams: true}
-	first, err := tr.Dial(ctx, server, tlsConf, qc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodGet, ts.H3URL+"/", nil)
-	if resp, err := (&http3.Transport{}).NewClientConn(first).RoundTrip(req); err == nil {
-		resp.Body.Close()
-	}
-	time.Sleep(100 * time.Millisecond) // the session ticket
-	first.CloseWithError(0, "")
-
-	conn, err := tr.DialEarly(ctx, relayAddr, tlsConf, qc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
 	str, err := (&http3.Transport{EnableDatagrams: true}).NewClientConn(conn).OpenRequestStream(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -365,6 +340,4 @@ func TestZeroRTTRefused(t *testing.T) {
 	if resp.StatusCode != http.StatusTooEarly || !strings.Contains(resp.Header.Get("Proxy-Status"), "0-RTT") {
 		t.Fatalf("0-RTT relay request: %d %q, want 425", resp.StatusCode, resp.Header.Get("Proxy-Status"))
 	}
-	conn.CloseWithError(0, "")
-	time.Sleep(300 * time.Millisecond) // let the close pass the relay
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/sptest"
 )
 
 var transports = []Transport{TransportH3, TransportH2}
@@ -331,39 +332,11 @@ func TestHTTPRefusals(t *testing.T) {
 // A session opened in 0-RTT data is refused with 425 Too Early.
 func TestZeroRTTRefused(t *testing.T) {
 	ts := newTestServer(t, "127.0.0.1", Config{})
-	cache := tls.NewLRUClientSessionCache(4)
-	tlsConf := &tls.Config{RootCAs: ts.Pool, ServerName: "127.0.0.1", NextProtos: []string{http3.NextProtoH3}, ClientSessionCache: cache}
-	raddr := ts.PC.LocalAddr()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &quic.Transport{Conn: pc}
-	defer pc.Close()
-	defer tr.Close()
+	tlsConf := &tls.Config{RootCAs: ts.Pool, ServerName: "127.0.0.1", NextProtos: []string{http3.NextProtoH3}}
+	conn := sptest.EarlyConn(t, ts.PC.LocalAddr().(*net.UDPAddr), tlsConf, &quic.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	// A first connection earns a session ticket.
-	first, err := tr.Dial(ctx, raddr, tlsConf, &quic.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h3 := (&http3.Transport{}).NewClientConn(first)
-	resp, err := h3.RoundTrip(mustRequest(t, "GET", ts.H3URL+"/"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	time.Sleep(50 * time.Millisecond) // let the ticket arrive
-	first.CloseWithError(0, "")
-
-	conn, err := tr.DialEarly(ctx, raddr, tlsConf, &quic.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	cc := (&http3.Transport{}).NewClientConn(conn)
-	str, err := cc.OpenRequestStream(ctx)
+	str, err := (&http3.Transport{}).NewClientConn(conn).OpenRequestStream(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +344,7 @@ func TestZeroRTTRefused(t *testing.T) {
 	if err := str.SendRequestHeader(req); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = str.ReadResponse()
+	resp, err := str.ReadResponse()
 	if err != nil {
 		t.Fatal(err)
 	}

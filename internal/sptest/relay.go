@@ -1,10 +1,16 @@
 package sptest
 
 import (
+	"context"
+	"crypto/tls"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // FirstFlightRelay relays one client's UDP to server. It forwards the
@@ -68,4 +74,47 @@ func FirstFlightRelay(t testing.TB, server *net.UDPAddr, delay time.Duration) *n
 	}()
 	t.Cleanup(func() { front.Close(); back.Close(); wg.Wait() })
 	return front.LocalAddr().(*net.UDPAddr)
+}
+
+// EarlyConn returns a QUIC connection to server whose first flight carried
+// 0-RTT data: a first connection earns a session ticket, then the
+// connection is dialled early through FirstFlightRelay, so that server
+// sees its early requests before the handshake completes. tlsConf must
+// carry RootCAs, ServerName and NextProtos; the connection is closed when
+// the test ends. Callers check conn.ConnectionState().Used0RTT after their
+// request, or the test proves nothing.
+func EarlyConn(t testing.TB, server *net.UDPAddr, tlsConf *tls.Config, qc *quic.Config) *quic.Conn {
+	t.Helper()
+	const delay = 150 * time.Millisecond
+	via := FirstFlightRelay(t, server, delay)
+	tlsConf = tlsConf.Clone()
+	tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: pc}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := tr.Dial(ctx, server, tlsConf, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+tlsConf.ServerName+"/", nil)
+	if resp, err := (&http3.Transport{}).NewClientConn(first).RoundTrip(req); err == nil {
+		resp.Body.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // the session ticket
+	first.CloseWithError(0, "")
+	conn, err := tr.DialEarly(ctx, via, tlsConf, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.CloseWithError(0, "")
+		time.Sleep(2 * delay) // let the close pass the relay, or the server waits it out
+		tr.Close()
+		pc.Close()
+	})
+	return conn
 }
