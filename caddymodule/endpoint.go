@@ -16,6 +16,8 @@ import (
 	h3qlog "github.com/quic-go/quic-go/http3/qlog"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // endpoints holds one HTTP/3 endpoint per UDP address, across config
@@ -129,6 +131,7 @@ func openEndpoint(ctx caddy.Context, logger *zap.Logger, key string, na caddy.Ne
 	ep.h3 = &http3.Server{
 		Handler:         ep,
 		EnableDatagrams: true,
+		ConnContext:     rendezvous.ConnContext, // sessions follow NAT rebindings
 		MaxHeaderBytes:  srv.MaxHeaderBytes,
 		IdleTimeout:     time.Duration(srv.IdleTimeout),
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/relay"
 	"github.com/netsody/superpeer/rendezvous"
+	"github.com/quic-go/quic-go/http3"
 )
 
 func TestMain(m *testing.M) {
@@ -36,7 +37,7 @@ func superPeerServer(t testing.TB, keepalive ...time.Duration) (*sptest.Servers,
 	mux := http.NewServeMux()
 	mux.Handle(rendezvous.Path, rv)
 	mux.Handle(relay.PathPrefix, rl)
-	s := sptest.Start(t, "127.0.0.1", mux)
+	s := sptest.Start(t, "127.0.0.1", mux, followRebinding)
 	t.Cleanup(func() { rl.Close(); rv.Close() })
 	return s, rl
 }
@@ -172,3 +173,7 @@ func waitPath(t testing.TB, c *Conn, kind PathKind, within time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// followRebinding lets rendezvous sessions follow a device's QUIC
+// connection to a new address, as the Caddy module does.
+func followRebinding(s *http3.Server) { s.ConnContext = rendezvous.ConnContext }

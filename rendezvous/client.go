@@ -61,6 +61,10 @@ type ClientConfig struct {
 	// FrameCandidates: when this device asked to connect, and when another
 	// device asks to connect to it. It must not block.
 	OnCandidates func(Candidates)
+	// OnObserved is called, on the session's reading goroutine, when the
+	// super peer sees this device at a new address (FrameObserved: its
+	// NAT rebound). It must not block.
+	OnObserved func(netip.AddrPort)
 	// KeepaliveInterval overrides the super peer's keepalive interval for
 	// this device's pings; 0 follows the super peer.
 	KeepaliveInterval time.Duration
@@ -103,6 +107,7 @@ type Session struct {
 	pending   map[identity.PeerID][]chan lookupResult
 	rtt       time.Duration
 	serverRTT time.Duration
+	observed  netip.AddrPort
 	pingNonce uint64
 	pingSent  time.Time
 	timer     *time.Timer
@@ -385,7 +390,7 @@ func (s *Session) register(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("rendezvous: %w", err)
 			}
-			s.registered = m
+			s.registered, s.observed = m, m.Observed
 			// A first RTT sample: the registration's round trip (it
 			// includes one signature check at the super peer).
 			s.rtt = time.Since(sent)
@@ -493,6 +498,18 @@ func (s *Session) handle(f frame) error {
 		s.resolve(m.Peer, lookupResult{c: m})
 		if s.cfg.OnCandidates != nil {
 			s.cfg.OnCandidates(m)
+		}
+	case FrameObserved:
+		a, err := decodeObserved(f.payload)
+		if err != nil {
+			return fmt.Errorf("rendezvous: %w", err)
+		}
+		s.mu.Lock()
+		s.observed = a
+		s.mu.Unlock()
+		s.log.Debug("super peer observes a new address", zap.String("url", s.cfg.URL), zap.Stringer("observed", a))
+		if s.cfg.OnObserved != nil {
+			s.cfg.OnObserved(a)
 		}
 	case FrameError:
 		m, err := decodeError(f.payload)
@@ -648,8 +665,13 @@ func (s *Session) HTTP2() H2Conn { return s.h2 }
 // the session's connection name it.
 func (s *Session) Authority() string { return s.authority }
 
-// Observed is this device's address as the super peer sees it.
-func (s *Session) Observed() netip.AddrPort { return s.registered.Observed }
+// Observed is this device's address as the super peer sees it: from the
+// registration, then from every FrameObserved.
+func (s *Session) Observed() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.observed
+}
 
 // Transport is how the session reaches its super peer.
 func (s *Session) Transport() Transport { return s.transport }

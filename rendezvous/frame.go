@@ -105,6 +105,22 @@ const (
 	//
 	// Whether the session ends with it depends on the code (ErrorCode.Fatal).
 	FrameError FrameType = 0x08
+
+	// FrameObserved (super peer → device) tells the device that the super
+	// peer now sees it at another address: its NAT gave it a new mapping
+	// (a rebinding), which QUIC survives by connection migration. Payload:
+	//
+	//	observed address
+	//
+	// It replaces FrameRegistered's observed address; later candidates
+	// carry the new one. The device should re-introduce itself to the
+	// peers it is connected to, whose candidates for it are now stale.
+	// Only sessions over HTTP/3 can see a rebinding: a TCP connection does
+	// not survive one.
+	FrameObserved FrameType = 0x09
+
+	// lastFrameType is the highest type this version knows.
+	lastFrameType = FrameObserved
 )
 
 // Flags of FrameConnect and FrameCandidates.
@@ -135,6 +151,8 @@ func (t FrameType) String() string {
 		return "candidates"
 	case FrameError:
 		return "error"
+	case FrameObserved:
+		return "observed"
 	}
 	return fmt.Sprintf("unknown(0x%02x)", byte(t))
 }
@@ -463,6 +481,10 @@ func (m *Candidates) frame() []byte {
 	return appendFrame(nil, FrameCandidates, p)
 }
 
+func observedFrame(a netip.AddrPort) []byte {
+	return appendFrame(nil, FrameObserved, appendAddr(nil, a))
+}
+
 func (m *Error) frame() []byte {
 	msg := m.Message
 	if len(msg) > MaxErrorMessage {
@@ -529,6 +551,12 @@ func decodeCandidates(b []byte) (m Candidates, err error) {
 	m.Observed = d.addr()
 	m.LocalAddrs = d.addrs()
 	return m, d.done()
+}
+
+func decodeObserved(b []byte) (netip.AddrPort, error) {
+	d := decoder{t: FrameObserved, b: b}
+	a := d.addr()
+	return a, d.done()
 }
 
 func decodeError(b []byte) (m Error, err error) {

@@ -26,6 +26,7 @@ func sampleFrames() [][]byte {
 		connectFrame(peer, true),
 		(&Candidates{Peer: peer, Initiator: true, Relay: true, PeerRTT: time.Millisecond, Observed: addrs[0], LocalAddrs: addrs}).frame(),
 		(&Error{Code: ErrCodePeerNotFound, Peer: peer, Message: "no"}).frame(),
+		observedFrame(addrs[1]),
 	}
 }
 
@@ -56,6 +57,9 @@ func decodeAny(f frame) ([]byte, error) {
 	case FrameError:
 		m, err := decodeError(f.payload)
 		return m.frame(), err
+	case FrameObserved:
+		m, err := decodeObserved(f.payload)
+		return observedFrame(m), err
 	}
 	return nil, errors.New("unknown type")
 }

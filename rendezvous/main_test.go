@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
 	"go.uber.org/goleak"
 
 	"github.com/netsody/superpeer/identity"
@@ -29,7 +30,7 @@ func newTestServer(t testing.TB, host string, cfg Config) *testServer {
 	rv := NewServer(cfg)
 	mux := http.NewServeMux()
 	mux.Handle(Path, rv)
-	ts := &testServer{Servers: sptest.Start(t, host, mux), rv: rv}
+	ts := &testServer{Servers: sptest.Start(t, host, mux, func(s *http3.Server) { s.ConnContext = ConnContext }), rv: rv}
 	t.Cleanup(func() { rv.Close() }) // runs before the servers close
 	return ts
 }

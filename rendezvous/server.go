@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
@@ -115,6 +117,7 @@ type Server struct {
 type Stats struct {
 	Registrations atomic.Uint64 // accepted FrameRegister
 	Connects      atomic.Uint64 // FrameConnect answered with candidates
+	Rebindings    atomic.Uint64 // devices seen at a new address (FrameObserved sent)
 	Refused       [ErrCodeBadRequest + 1]atomic.Uint64
 }
 
@@ -164,6 +167,18 @@ func (s *Server) Authenticate(r *http.Request) (peer identity.PeerID, registrati
 		return sess.peer, sess, true
 	}
 	return identity.PeerID{}, nil, false
+}
+
+// connKey is the request context key of the device's QUIC connection.
+type connKey struct{}
+
+// ConnContext is an http3.Server.ConnContext for a server that carries
+// rendezvous sessions: it lets a session follow its device's QUIC
+// connection to a new address when the device's NAT rebinds, and tell the
+// device (FrameObserved). Without it, a session keeps the address it saw
+// at registration.
+func ConnContext(ctx context.Context, c *quic.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
 }
 
 // Registered reports whether a device with this peer ID is registered.

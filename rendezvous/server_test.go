@@ -144,6 +144,81 @@ func TestKeepaliveRTT(t *testing.T) {
 	}
 }
 
+// A device whose NAT rebinds is followed: its QUIC connection migrates
+// to the new address, the super peer tells it (FrameObserved), and other
+// devices get the new address as its candidate.
+func TestRebinding(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	nat := sptest.StartUDPProxy(t, ts.PC.LocalAddr().(*net.UDPAddr).AddrPort(), nil)
+	observed := make(chan netip.AddrPort, 4)
+	idA := newIdentity(t)
+	a := ts.dial(t, TransportH3, idA, func(c *ClientConfig) {
+		c.Addr = nat.Addr().String()
+		c.OnObserved = func(ap netip.AddrPort) { observed <- ap }
+	})
+	idB := newIdentity(t)
+	b := ts.dial(t, TransportH3, idB)
+	before := a.Observed()
+
+	moved := nat.Rebind()
+	if len(moved) != 1 || moved[0] == before {
+		t.Fatalf("the NAT rebound %v to %v", before, moved)
+	}
+	// Nothing tells the super peer but the device's next packet, which any
+	// frame sends; it then validates the new path and looks again.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.Lookup(ctx, idB.PeerID()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-observed:
+		if got != moved[0] {
+			t.Fatalf("observed %v, want the new mapping %v", got, moved[0])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no FrameObserved within 5s of the rebinding (still %v)", a.Observed())
+	}
+	if a.Observed() != moved[0] {
+		t.Errorf("Observed() = %v, want %v", a.Observed(), moved[0])
+	}
+	if n := ts.rv.Stats().Rebindings.Load(); n != 1 {
+		t.Errorf("%d rebindings counted, want 1", n)
+	}
+	c, err := b.Lookup(ctx, idA.PeerID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Observed != moved[0] {
+		t.Errorf("B gets A's candidate %v, want the new mapping %v", c.Observed, moved[0])
+	}
+	select {
+	case got := <-observed:
+		t.Errorf("a second FrameObserved (%v) without a second rebinding", got)
+	default:
+	}
+}
+
+// Frames from a busy device do not hold off the super peer's keepalive
+// (a look at the device's address after each frame shares its timer).
+func TestKeepaliveWhileBusy(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{KeepaliveInterval: 300 * time.Millisecond, SessionTimeout: 3 * time.Second})
+	s := ts.dial(t, TransportH3, newIdentity(t), func(c *ClientConfig) { c.KeepaliveInterval = 50 * time.Millisecond })
+	// The super peer's first ping comes at registration and carries no
+	// RTT; the next ones carry it. Device pings every 50 ms each look again
+	// 250 ms later, which must not keep postponing the 300 ms ping.
+	deadline := time.Now().Add(3 * time.Second)
+	for s.ServerRTT() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no ping with the super peer's RTT within 3s while the device was busy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A device that stops answering expires.
 func TestExpiry(t *testing.T) {
 	ts := newTestServer(t, "127.0.0.1", Config{KeepaliveInterval: 50 * time.Millisecond, SessionTimeout: 200 * time.Millisecond})

@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -23,8 +24,8 @@ type session struct {
 	srv       *Server
 	str       stream // set before run
 	binding   Binding
-	remote    netip.AddrPort // the observed address
-	transport string         // "h2" or "h3"
+	conn      remoteAddrer // the device's QUIC connection; nil over HTTP/2
+	transport string       // "h2" or "h3"
 	log       *zap.Logger
 
 	// Set once by the reading goroutine before register; read-only after.
@@ -34,13 +35,16 @@ type session struct {
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame from the device
 
-	mu        sync.Mutex // guards the following
+	mu        sync.Mutex     // guards the following
+	remote    netip.AddrPort // the observed address
 	local     []netip.AddrPort
 	queue     [][]byte
 	writing   bool          // a writer goroutine is running
 	closing   bool          // no more frames are queued
 	writerOut chan struct{} // closed when the running writer exits
 	timer     *time.Timer
+	timerAt   time.Time     // when timer fires
+	nextPing  time.Time     // when keepalive pings next
 	rtt       time.Duration // smoothed, measured by the super peer
 	deviceRTT time.Duration // as the device reports it
 	pingNonce uint64
@@ -49,16 +53,16 @@ type session struct {
 }
 
 func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *session {
-	transport := "h2"
-	if r.ProtoMajor == 3 {
-		transport = "h3"
-	}
 	sess := &session{
 		srv:       s,
 		binding:   b,
 		remote:    remote,
-		transport: transport,
+		transport: "h2",
 		log:       s.config().Logger,
+	}
+	if r.ProtoMajor == 3 {
+		sess.transport = "h3"
+		sess.conn, _ = r.Context().Value(connKey{}).(remoteAddrer)
 	}
 	sess.lastRecv.Store(time.Now().UnixNano())
 	return sess
@@ -81,6 +85,7 @@ func (s *session) run() {
 			s.fail(e)
 			break
 		}
+		s.followRemote(true)
 	}
 	s.mu.Lock()
 	s.closing = true
@@ -100,9 +105,9 @@ func (s *session) run() {
 // session with that error.
 func (s *session) handle(f frame) *Error {
 	if ce := s.log.Check(zapcore.DebugLevel, "rendezvous frame"); ce != nil {
-		ce.Write(zap.Stringer("type", f.typ), zap.Int("len", len(f.payload)), zap.Stringer("remote", s.remote))
+		ce.Write(zap.Stringer("type", f.typ), zap.Int("len", len(f.payload)), zap.Stringer("remote", s.observed()))
 	}
-	if !s.registered && f.typ != FrameRegister && f.typ <= FrameError {
+	if !s.registered && f.typ != FrameRegister && f.typ <= lastFrameType {
 		return &Error{Code: ErrCodeNotRegistered, Message: "the first frame of a session must be " + FrameRegister.String() + ", not " + f.typ.String()}
 	}
 	switch f.typ {
@@ -149,7 +154,7 @@ func (s *session) handle(f frame) *Error {
 			return &Error{Code: ErrCodeMalformedFrame, Message: err.Error()}
 		}
 		s.handleConnect(peer, relay)
-	case FrameRegistered, FrameCandidates, FrameError:
+	case FrameRegistered, FrameCandidates, FrameError, FrameObserved:
 		return &Error{Code: ErrCodeMalformedFrame, Message: f.typ.String() + " is sent by super peers, not devices"}
 	default:
 		// Unknown types are skipped, for later versions of the protocol.
@@ -182,15 +187,17 @@ func (s *session) handleRegister(m *Register) *Error {
 	s.mu.Unlock()
 	s.srv.register(s)
 	s.srv.stats.Registrations.Add(1)
-	s.send((&Registered{Observed: s.remote, KeepaliveInterval: cfg.KeepaliveInterval, SessionTimeout: cfg.SessionTimeout}).frame())
+	observed := s.observed()
+	s.send((&Registered{Observed: observed, KeepaliveInterval: cfg.KeepaliveInterval, SessionTimeout: cfg.SessionTimeout}).frame())
 	s.mu.Lock()
 	if !s.closing {
 		// The first keepalive goes at once, so that both ends know the RTT
 		// (and candidates carry it) from the start.
+		s.timerAt, s.nextPing = time.Now(), time.Now()
 		s.timer = time.AfterFunc(0, s.keepalive)
 	}
 	s.mu.Unlock()
-	s.log.Debug("registered", zap.String("peer", m.Peer.Short()), zap.Stringer("observed", s.remote), zap.String("transport", s.transport))
+	s.log.Debug("registered", zap.String("peer", m.Peer.Short()), zap.Stringer("observed", observed), zap.String("transport", s.transport))
 	return nil
 }
 
@@ -227,8 +234,8 @@ func (s *session) candidates() Candidates {
 	return Candidates{Peer: s.peer, PeerRTT: s.rtt, Observed: s.remote, LocalAddrs: s.local}
 }
 
-// keepalive runs on the session's timer: it expires a silent device or
-// pings it.
+// keepalive runs on the session's timer: it expires a silent device,
+// follows its address, and pings it when a ping is due.
 func (s *session) keepalive() {
 	cfg := s.srv.config()
 	silent := time.Since(time.Unix(0, s.lastRecv.Load()))
@@ -236,18 +243,98 @@ func (s *session) keepalive() {
 		s.kill(&Error{Code: ErrCodeExpired, Message: "nothing arrived from the device for " + silent.Round(time.Second).String()})
 		return
 	}
+	s.followRemote(false)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return
 	}
+	now := time.Now()
+	if now.Before(s.nextPing) { // an early wake-up, to follow the address
+		s.resetTimerLocked(s.nextPing.Sub(now))
+		s.mu.Unlock()
+		return
+	}
 	s.pingNonce++
-	s.pingSent = time.Now()
+	s.pingSent = now
 	ping := Ping{Nonce: s.pingNonce, RTT: s.rtt}
 	next := min(cfg.KeepaliveInterval, cfg.SessionTimeout-silent)
-	s.timer.Reset(next)
+	s.nextPing = now.Add(next)
+	s.resetTimerLocked(next)
 	s.mu.Unlock()
 	s.send(ping.frame())
+}
+
+func (s *session) resetTimerLocked(d time.Duration) {
+	s.timer.Reset(d)
+	s.timerAt = time.Now().Add(d)
+}
+
+// remoteAddrer is the part of a *quic.Conn that a session follows.
+type remoteAddrer interface{ RemoteAddr() net.Addr }
+
+// Bounds on when a session looks at its connection's address again after
+// a frame from the device: QUIC moves a connection to a new address one
+// round trip after the first packet from there (path validation, RFC 9000
+// §9), and that packet may have carried the frame.
+const (
+	followMin = 250 * time.Millisecond
+	followRTT = 3 // round trips
+)
+
+// followRemote notices that the device's QUIC connection moved to another
+// address (its NAT rebound the mapping) and tells the device with
+// FrameObserved; later candidates carry the new address. afterFrame, from
+// the reading goroutine, also schedules one more look once the migration
+// that the frame's packet may have begun is complete. A session over
+// HTTP/2 has nothing to follow.
+func (s *session) followRemote(afterFrame bool) {
+	if s.conn == nil || !s.registered {
+		return
+	}
+	now, ok := addrPortOf(s.conn.RemoteAddr())
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	if afterFrame && s.timer != nil {
+		if d := max(followMin, followRTT*s.rtt); time.Now().Add(d).Before(s.timerAt) {
+			s.resetTimerLocked(d)
+		}
+	}
+	old := s.remote
+	if !ok || now == old {
+		s.mu.Unlock()
+		return
+	}
+	s.remote = now
+	s.mu.Unlock()
+	s.srv.stats.Rebindings.Add(1)
+	s.log.Debug("device rebound", zap.String("peer", s.peer.Short()), zap.Stringer("from", old), zap.Stringer("to", now))
+	s.send(observedFrame(now))
+}
+
+// observed returns the device's address as the super peer sees it now.
+func (s *session) observed() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.remote
+}
+
+// addrPortOf returns a UDP or TCP address as an AddrPort, IPv4-mapped
+// IPv6 addresses unmapped.
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		return ap, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ap.IsValid()
 }
 
 // send queues a frame for the device. A device that lets its queue fill
@@ -313,7 +400,7 @@ func (s *session) writeNow(b []byte) error {
 // to the device first.
 func (s *session) fail(e *Error) {
 	if ce := s.log.Check(zapcore.DebugLevel, "session refused"); ce != nil {
-		ce.Write(zap.Stringer("code", e.Code), zap.String("reason", e.Message), zap.Stringer("remote", s.remote))
+		ce.Write(zap.Stringer("code", e.Code), zap.String("reason", e.Message), zap.Stringer("remote", s.observed()))
 	}
 	s.mu.Lock()
 	if !s.closing {

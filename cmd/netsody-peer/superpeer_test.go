@@ -69,7 +69,7 @@ func startSuperPeerAt(t *testing.T, addr string) superPeer {
 	h2.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	h2.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes that a test means to fail
 	h2.StartTLS()
-	h3 := &http3.Server{Handler: mux, EnableDatagrams: true}
+	h3 := &http3.Server{Handler: mux, EnableDatagrams: true, ConnContext: rendezvous.ConnContext}
 	qln, err := (&quic.Transport{Conn: pc}).ListenEarly(
 		http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
 		&quic.Config{EnableDatagrams: true, Allow0RTT: true})

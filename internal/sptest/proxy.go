@@ -21,66 +21,117 @@ func UDPDelay(t testing.TB, target netip.AddrPort, delay time.Duration) netip.Ad
 // UDPDelayFunc is UDPDelay with a delay that may change while it runs.
 func UDPDelayFunc(t testing.TB, target netip.AddrPort, delay func() time.Duration) netip.AddrPort {
 	t.Helper()
+	return StartUDPProxy(t, target, delay).Addr()
+}
+
+// UDPProxy relays UDP to a target from one upstream socket per client
+// address, as a NAT maps each device to a port of its own, optionally
+// delaying every packet. Rebind gives the clients new mappings.
+type UDPProxy struct {
+	front  *net.UDPConn
+	target netip.AddrPort
+	delay  func() time.Duration
+
+	mu    sync.Mutex // guards backs
+	backs map[netip.AddrPort]*net.UDPConn
+	wg    sync.WaitGroup
+}
+
+// StartUDPProxy relays to target until the test ends; delay (nil for none)
+// is asked for every packet.
+func StartUDPProxy(t testing.TB, target netip.AddrPort, delay func() time.Duration) *UDPProxy {
+	t.Helper()
 	front, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(target.Addr(), 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var (
-		mu    sync.Mutex
-		backs = map[netip.AddrPort]*net.UDPConn{}
-		wg    sync.WaitGroup
-	)
-	later := func(f func()) {
-		wg.Add(1)
-		time.AfterFunc(delay(), func() { defer wg.Done(); f() })
+	if delay == nil {
+		delay = func() time.Duration { return 0 }
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 64<<10)
-		for {
-			n, from, err := front.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			back := backs[from]
-			if back == nil {
-				back, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target))
-				if err != nil {
-					mu.Unlock()
-					continue
-				}
-				backs[from] = back
-				wg.Add(1)
-				go func(back *net.UDPConn, client netip.AddrPort) {
-					defer wg.Done()
-					b := make([]byte, 64<<10)
-					for {
-						n, err := back.Read(b)
-						if err != nil {
-							return
-						}
-						pkt := append([]byte(nil), b[:n]...)
-						later(func() { front.WriteToUDPAddrPort(pkt, client) })
-					}
-				}(back, from)
-			}
-			mu.Unlock()
-			pkt := append([]byte(nil), buf[:n]...)
-			later(func() { back.Write(pkt) })
-		}
-	}()
+	p := &UDPProxy{front: front, target: target, delay: delay, backs: map[netip.AddrPort]*net.UDPConn{}}
+	p.wg.Add(1)
+	go p.serve()
 	t.Cleanup(func() {
 		front.Close()
-		mu.Lock()
-		for _, b := range backs {
+		p.mu.Lock()
+		for _, b := range p.backs {
 			b.Close()
 		}
-		mu.Unlock()
-		wg.Wait()
+		p.mu.Unlock()
+		p.wg.Wait()
 	})
-	return front.LocalAddr().(*net.UDPAddr).AddrPort()
+	return p
+}
+
+// Addr is the address to use instead of the target.
+func (p *UDPProxy) Addr() netip.AddrPort { return p.front.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Rebind gives every client a new upstream socket, as a NAT that lost its
+// mappings (or changed its address) does: the target sees the client's
+// packets come from a new address, and what it sends to the old one is
+// lost. It returns the new addresses.
+func (p *UDPProxy) Rebind() []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var now []netip.AddrPort
+	for client, old := range p.backs {
+		back, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.target))
+		if err != nil {
+			continue
+		}
+		old.Close()
+		p.backs[client] = back
+		p.wg.Add(1)
+		go p.replies(back, client)
+		now = append(now, back.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
+	return now
+}
+
+func (p *UDPProxy) later(f func()) {
+	p.wg.Add(1)
+	time.AfterFunc(p.delay(), func() { defer p.wg.Done(); f() })
+}
+
+// serve relays from clients to the target.
+func (p *UDPProxy) serve() {
+	defer p.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := p.front.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		back := p.backs[from]
+		if back == nil {
+			back, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.target))
+			if err != nil {
+				p.mu.Unlock()
+				continue
+			}
+			p.backs[from] = back
+			p.wg.Add(1)
+			go p.replies(back, from)
+		}
+		p.mu.Unlock()
+		pkt := append([]byte(nil), buf[:n]...)
+		p.later(func() { back.Write(pkt) })
+	}
+}
+
+// replies relays what the target sends to back to client.
+func (p *UDPProxy) replies(back *net.UDPConn, client netip.AddrPort) {
+	defer p.wg.Done()
+	b := make([]byte, 64<<10)
+	for {
+		n, err := back.Read(b)
+		if err != nil {
+			return
+		}
+		pkt := append([]byte(nil), b[:n]...)
+		p.later(func() { p.front.WriteToUDPAddrPort(pkt, client) })
+	}
 }
 
 // UDPBlocked gives a port that forwards TCP to target and silently drops

@@ -82,8 +82,9 @@ type Servers struct {
 }
 
 // Start serves handler on host ("127.0.0.1" or "::1"); the servers close
-// when the test ends.
-func Start(t testing.TB, host string, handler http.Handler) *Servers {
+// when the test ends. Each of h3 may change the HTTP/3 server before it
+// starts (to set its ConnContext, say).
+func Start(t testing.TB, host string, handler http.Handler, h3 ...func(*http3.Server)) *Servers {
 	t.Helper()
 	cert, pool := Cert(t)
 	s := &Servers{Pool: pool}
@@ -113,6 +114,9 @@ func Start(t testing.TB, host string, handler http.Handler) *Servers {
 	s.H2URL = "https://" + ln.Addr().String()
 
 	s.H3 = &http3.Server{Handler: handler, EnableDatagrams: true}
+	for _, f := range h3 {
+		f(s.H3)
+	}
 	s.ln, err = (&quic.Transport{Conn: s.PC}).ListenEarly(
 		http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
 		&quic.Config{EnableDatagrams: true, Allow0RTT: true})
