@@ -76,9 +76,16 @@ type Config struct {
 	// ended (or after an introduction that led to none): its punching
 	// stops and its relay closes; default 1m.
 	PeerIdleTimeout time.Duration
-	// OnPathChange, if set, is called (on its own goroutine) when the path
-	// to a peer changes.
+	// OnPathChange, if set, is called when the path to a peer changes.
+	// Calls come on one goroutine of the device's, in the order of the
+	// changes; a slow consumer loses calls rather than holding the device.
 	OnPathChange func(identity.PeerID, Path)
+	// OnSuperPeer, if set, is called when a session with a super peer
+	// comes up, ends or changes transport, and when the super peer sees
+	// this device at a new address (its NAT rebound), with the super
+	// peer's status then; on the same goroutine as OnPathChange, in order
+	// with its calls.
+	OnSuperPeer func(SuperPeerStatus)
 	// BlockDirect, if set and true, drops all punch traffic: a test's
 	// way to cut direct paths.
 	BlockDirect func() bool
@@ -133,7 +140,7 @@ type Device struct {
 	mu    sync.Mutex // guards peers
 	peers map[identity.PeerID]*peerState
 
-	events chan func() // OnPathChange calls, in order
+	events chan func() // OnPathChange and OnSuperPeer calls, in order
 }
 
 // New opens the device's socket and starts its sessions with every super
@@ -249,7 +256,8 @@ func (d *Device) goRun(f func()) {
 	}()
 }
 
-// deliverEvents calls OnPathChange in the order the changes happened.
+// deliverEvents calls OnPathChange and OnSuperPeer in the order the
+// changes happened.
 func (d *Device) deliverEvents() {
 	for {
 		select {
@@ -267,7 +275,7 @@ func (d *Device) event(f func()) {
 	select {
 	case d.events <- f:
 	default:
-		d.log.Debug("path change event dropped: OnPathChange is slow")
+		d.log.Debug("event dropped: OnPathChange or OnSuperPeer is slow")
 	}
 }
 

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -154,4 +155,49 @@ func TestOneSocketPerFamily(t *testing.T) {
 	roundTrip(t, c, "two families")
 	waitPath(t, c, PathDirect, 5*time.Second)
 	t.Logf("sockets %v; path %s", st.Sockets, c.Path())
+}
+
+// A device whose NAT rebinds hears it from the super peer (OnSuperPeer,
+// Status), and the peer it is connected to is introduced to it again, with
+// the new address among its candidates.
+func TestRebindingReintroduces(t *testing.T) {
+	s, _ := superPeerServer(t, 500*time.Millisecond) // the device pings this often: its next packet
+	nat := sptest.StartUDPProxy(t, addrOf(s.H3URL), nil)
+	events := make(chan SuperPeerStatus, 16)
+	a := newDevice(t, s, func(c *Config) {
+		c.SuperPeers = []string{"https://" + nat.Addr().String()}
+		c.OnSuperPeer = func(st SuperPeerStatus) { events <- st }
+	})
+	if st := <-events; !st.Connected || st.Transport != "h3" {
+		t.Fatalf("first super peer event %+v, want connected over h3", st)
+	}
+	b := newDevice(t, s)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "before")
+
+	moved := nat.Rebind()
+	if len(moved) != 1 {
+		t.Fatalf("the NAT rebound %d mappings, want 1", len(moved))
+	}
+	select {
+	case st := <-events:
+		if st.Observed != moved[0].String() {
+			t.Fatalf("super peer event %+v, want observed %v", st, moved[0])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no super peer event within 5s of the rebinding; status %+v", a.Status().SuperPeers)
+	}
+	if got := a.Status().SuperPeers[0].Observed; got != moved[0].String() {
+		t.Errorf("status says observed %s, want %v", got, moved[0])
+	}
+	pa := b.peer(a.PeerID(), false)
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Contains(pa.candidates(), moved[0]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("B's candidates for A are %v, without A's new mapping %v", pa.candidates(), moved[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	roundTrip(t, c, "after")
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -460,4 +461,11 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 			d.ensureRelay(p) // through another super peer, if this one went away
 		}
 	}
+}
+
+// candidates returns the addresses the device punches towards the peer.
+func (p *peerState) candidates() []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.cands)
 }

@@ -40,6 +40,30 @@ type PeerStatus struct {
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// status is the super peer's entry of the super_peers metric.
+func (sp *superPeer) status() SuperPeerStatus {
+	s := SuperPeerStatus{URL: sp.url}
+	sp.mu.Lock()
+	sess, lastErr := sp.sess, sp.lastErr
+	sp.mu.Unlock()
+	switch {
+	case sess != nil:
+		s.Connected = true
+		s.RTTMillis = millis(sess.RTT())
+		s.Transport = string(sess.Transport())
+		s.Observed = sess.Observed().String()
+		if remote, err := netip.ParseAddrPort(sess.RemoteAddr().String()); err == nil {
+			s.Family = "ipv6"
+			if remote.Addr().Unmap().Is4() {
+				s.Family = "ipv4"
+			}
+		}
+	case lastErr != nil:
+		s.Error = lastErr.Error()
+	}
+	return s
+}
+
 // Status returns the device's current status.
 func (d *Device) Status() Status {
 	st := Status{PeerID: d.id.String(), LocalAddr: d.LocalAddr().String()}
@@ -47,25 +71,7 @@ func (d *Device) Status() Status {
 		st.Sockets = append(st.Sockets, a.String())
 	}
 	for _, sp := range d.sps {
-		s := SuperPeerStatus{URL: sp.url}
-		sp.mu.Lock()
-		sess, lastErr := sp.sess, sp.lastErr
-		sp.mu.Unlock()
-		if sess != nil {
-			s.Connected = true
-			s.RTTMillis = millis(sess.RTT())
-			s.Transport = string(sess.Transport())
-			s.Observed = sess.Observed().String()
-			if remote, err := netip.ParseAddrPort(sess.RemoteAddr().String()); err == nil {
-				s.Family = "ipv6"
-				if remote.Addr().Unmap().Is4() {
-					s.Family = "ipv4"
-				}
-			}
-		} else if lastErr != nil {
-			s.Error = lastErr.Error()
-		}
-		st.SuperPeers = append(st.SuperPeers, s)
+		st.SuperPeers = append(st.SuperPeers, sp.status())
 	}
 	d.mu.Lock()
 	peers := make([]*peerState, 0, len(d.peers))

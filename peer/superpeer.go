@@ -57,12 +57,18 @@ func (sp *superPeer) run() {
 		sp.sess, sp.lastErr = sess, nil
 		close(sp.ready)
 		sp.mu.Unlock()
+		sp.changed()
 		sp.awaitEnd(sess)
 		sp.mu.Lock()
 		sp.sess, sp.lastErr = nil, sess.Err()
 		sp.ready = make(chan struct{})
 		sp.mu.Unlock()
 		sess.Close()
+		select {
+		case <-sp.dev.closed: // the device's own close is not news
+		default:
+			sp.changed()
+		}
 		backoff = 500 * time.Millisecond
 	}
 }
@@ -86,6 +92,7 @@ func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error
 		TLSConfig:     &tls.Config{RootCAs: d.cfg.RootCAs},
 		LocalAddrs:    d.localAddrs(),
 		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, c) },
+		OnObserved:    func(a netip.AddrPort) { d.onObserved(sp, a) },
 		Logger:        d.log,
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
@@ -229,8 +236,52 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) {
 				sp.mu.Unlock()
 				sess.Close() // relays on it move on their own
 				sess = h3
+				sp.changed()
 			}
 		}
+	}
+}
+
+// changed reports the super peer's status to Config.OnSuperPeer, in
+// order with other events.
+func (sp *superPeer) changed() {
+	if f := sp.dev.cfg.OnSuperPeer; f != nil {
+		st := sp.status()
+		sp.dev.event(func() { f(st) })
+	}
+}
+
+// onObserved runs when a super peer sees this device at a new address:
+// its NAT rebound the mapping, so the candidates its peers hold for it are
+// stale and a direct path to it may be dying. Every peer it is connected
+// to is introduced again through that super peer, which has the new
+// address: both devices get fresh candidates and punch, as at the start
+// of a connection.
+func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
+	d.log.Info("super peer observes a new address", zap.String("url", sp.url), zap.Stringer("observed", a))
+	sp.changed()
+	var active []*peerState
+	d.mu.Lock()
+	for _, p := range d.peers {
+		p.mu.Lock()
+		if p.conns > 0 && !p.gone {
+			active = append(active, p)
+		}
+		p.mu.Unlock()
+	}
+	d.mu.Unlock()
+	for _, p := range active {
+		d.goRun(func() {
+			sess := sp.session()
+			if sess == nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+			defer cancel()
+			if _, err := sess.Lookup(ctx, p.id); err != nil {
+				d.log.Debug("introducing again after a rebinding", zap.String("peer", p.id.Short()), zap.Error(err))
+			}
+		})
 	}
 }
 

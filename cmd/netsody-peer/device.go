@@ -251,11 +251,14 @@ func (d *device) waitSuperPeer(ctx context.Context, timeout time.Duration) error
 	}
 }
 
-// watchSuperPeers reports on stderr when a super peer cannot be reached
-// and when it is reached: once each time its state changes, however often
-// the device retries in between. It returns when ctx is done.
+// watchSuperPeers reports on stderr when a super peer cannot be reached,
+// when it is reached, and when it sees the device at a new address (the
+// NAT rebound): once each time its state changes, however often the
+// device retries in between. It returns when ctx is done.
 func (d *device) watchSuperPeers(ctx context.Context) {
 	up := make(map[string]bool)
+	type view struct{ transport, seenAs string }
+	seen := make(map[string]view)
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -264,7 +267,13 @@ func (d *device) watchSuperPeers(ctx context.Context) {
 			switch {
 			case sp.Connected && (!known || !was):
 				fmt.Fprintf(os.Stderr, "super peer %s: connected over %s (%s), seen as %s\n", sp.URL, sp.Transport, sp.Family, sp.Observed)
-				up[sp.URL] = true
+				up[sp.URL], seen[sp.URL] = true, view{sp.Transport, sp.Observed}
+			case sp.Connected && sp.Transport != seen[sp.URL].transport:
+				fmt.Fprintf(os.Stderr, "super peer %s: now over %s, seen as %s\n", sp.URL, sp.Transport, sp.Observed)
+				seen[sp.URL] = view{sp.Transport, sp.Observed}
+			case sp.Connected && sp.Observed != seen[sp.URL].seenAs:
+				fmt.Fprintf(os.Stderr, "super peer %s: now sees this device as %s (its NAT mapping changed)\n", sp.URL, sp.Observed)
+				seen[sp.URL] = view{sp.Transport, sp.Observed}
 			case !sp.Connected && sp.Error != "" && (!known || was):
 				what := "cannot reach"
 				if was {
