@@ -13,8 +13,13 @@ import (
 //	delay router i    192.0.2.(10+i)               fe80::2 up, fe80::1 down
 //	public host i     203.0.113.(10+i)/32          2001:db8:203::(10+i)/128
 //	NAT router k WAN  198.51.100.(10+k)/32         2001:db8:198::(10+k)/128
+//	  after Rebind    198.18.0.(10+k)/32
 //	NAT router k LAN  10.(k+1).0.1/24              2001:db8:10:(k+1)::1/64
 //	device i on LAN k 10.(k+1).0.(10+i)/24         2001:db8:10:(k+1)::(10+i)/64
+//
+// A NAT's second IPv4 address, which NAT.Rebind moves it to and from, comes
+// from the benchmarking range (RFC 2544, 198.18.0.0/15): the documentation
+// ranges are all taken.
 //
 // IPv6 host numbers are written with the same digits as the IPv4 ones
 // (203.0.113.10 is 2001:db8:203::10), which makes captures easy to read.
@@ -37,6 +42,7 @@ func publicAddr6(i int) netip.Addr { return addr6(fmt.Sprintf("2001:db8:203::%d"
 func natWANAddr4(k int) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + k)}) }
 func natWANAddr6(k int) netip.Addr { return addr6(fmt.Sprintf("2001:db8:198::%d", 10+k)) }
 func delayAddr4(i int) netip.Addr  { return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}) }
+func natAltAddr4(k int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + k)}) }
 
 // lanRouter4 and the functions after it number LAN k's router (host 1) and
 // its devices (host 10+i).

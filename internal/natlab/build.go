@@ -3,6 +3,7 @@ package natlab
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // build is one Add (or New) as a transaction: what it created is removed
@@ -68,11 +69,12 @@ func (b *build) port() string {
 
 // uplink attaches namespace ns (its interface dev, holding addrs) to the
 // internet router, through a delay router of its own when o asks for one.
-func (b *build) uplink(ns, dev string, addrs []netip.Addr, o hostOptions) (*delayLink, error) {
+// The routers also route spare (addresses ns may take later) to it.
+func (b *build) uplink(ns, dev string, addrs, spare []netip.Addr, o hostOptions) (*delayLink, error) {
 	if !o.hasDelay {
 		return nil, b.wire(wire{
 			upNS: b.l.internet, upDev: b.port(), gw4: internetGW4,
-			downNS: ns, downDev: dev, addrs: addrs,
+			downNS: ns, downDev: dev, addrs: addrs, spare: spare,
 		})
 	}
 	if o.delay < 0 {
@@ -94,13 +96,13 @@ func (b *build) uplink(ns, dev string, addrs []netip.Addr, o hostOptions) (*dela
 	b.links = append(b.links, dl)
 	if err := b.wire(wire{
 		upNS: b.l.internet, upDev: b.port(), gw4: internetGW4,
-		downNS: dr, downDev: "up0", addrs: []netip.Addr{self}, behind: addrs,
+		downNS: dr, downDev: "up0", addrs: []netip.Addr{self}, behind: append(slices.Clone(addrs), spare...),
 	}); err != nil {
 		return nil, err
 	}
 	if err := b.wire(wire{
 		upNS: dr, upDev: "down0", gw4: self,
-		downNS: ns, downDev: dev, addrs: addrs,
+		downNS: ns, downDev: dev, addrs: addrs, spare: spare,
 	}); err != nil {
 		return nil, err
 	}
@@ -128,6 +130,7 @@ type wire struct {
 	gw4             netip.Addr // the router's IPv4 address, the node's on-link gateway
 	downNS, downDev string
 	addrs           []netip.Addr // the node's addresses (/32, /128 on downDev)
+	spare           []netip.Addr // IPv4 addresses routed to the node, which it does not hold yet
 	behind          []netip.Addr // addresses further down, routed through the node
 }
 
@@ -163,6 +166,9 @@ func (b *build) wire(w wire) error {
 			up6 = append(up6, fmt.Sprintf("route add %s/128 via %s dev %s", a, linkDown6, w.upDev))
 		}
 	}
+	for _, a := range w.spare {
+		up = append(up, fmt.Sprintf("route add %s/32 dev %s", a, w.upDev))
+	}
 	for _, a := range w.behind {
 		switch {
 		case a.Is4():
@@ -188,7 +194,7 @@ func (b *build) natRouter(n *NAT, o hostOptions) error {
 	if err := b.namespace(r.ns, natSysctls); err != nil {
 		return err
 	}
-	link, err := b.uplink(r.ns, "wan", r.addrs(), o)
+	link, err := b.uplink(r.ns, "wan", r.addrs(), []netip.Addr{natAltAddr4(n.lan)}, o)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"sync"
 	"time"
 )
 
@@ -15,6 +16,7 @@ type Host struct {
 	lab   *Lab
 	name  string
 	ns    string
+	mu    sync.Mutex // guards addr4, which NAT.Rebind changes
 	addr4 netip.Addr
 	addr6 netip.Addr // invalid in a lab without IPv6
 	link  *delayLink // nil unless built WithDelay
@@ -29,13 +31,17 @@ func (h *Host) Namespace() string { return h.ns }
 
 // Addr returns the host's IPv4 address: public for a public host, the WAN
 // address for a NAT router, the LAN address for a device.
-func (h *Host) Addr() netip.Addr { return h.addr4 }
+func (h *Host) Addr() netip.Addr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addr4
+}
 
 // Addr6 returns the host's IPv6 address, or the zero Addr in a lab without
 // IPv6 (see Lab.IPv6).
 func (h *Host) Addr6() netip.Addr { return h.addr6 }
 
-func (h *Host) addrs() []netip.Addr { return validAddrs(h.addr4, h.addr6) }
+func (h *Host) addrs() []netip.Addr { return validAddrs(h.Addr(), h.addr6) }
 
 // Do runs fn on an OS thread switched into the host's namespace and switches
 // back afterwards. Sockets that fn creates belong to the namespace for their

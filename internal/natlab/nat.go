@@ -127,7 +127,8 @@ const tcp443Only = `		oifname "wan" tcp dport 443 accept
 // endpoint-independent filtering (see EndpointIndependent). "record" runs
 // after masquerade has rewritten the packet, so udp sport is the public
 // port and ct original holds the LAN endpoint; "admit" runs before routing,
-// on the first packet of a flow only (nat chains see no others).
+// on the first packet of a flow only (nat chains see no others), and only
+// for the router's own addresses: not for one that NAT.Rebind took away.
 const eiMappingRules = `
 table ip natlab_ei {
 	map mapping {
@@ -141,7 +142,7 @@ table ip natlab_ei {
 	}
 	chain admit {
 		type nat hook prerouting priority dstnat; policy accept;
-		iifname "wan" meta l4proto udp dnat to udp dport map @mapping
+		iifname "wan" meta l4proto udp fib daddr type local dnat to udp dport map @mapping
 	}
 }
 table ip6 natlab_ei6 {
@@ -161,7 +162,7 @@ table ip6 natlab_ei6 {
 	}
 	chain admit {
 		type nat hook prerouting priority dstnat; policy accept;
-		iifname "wan" meta l4proto udp dnat to udp dport map @address : udp dport map @port
+		iifname "wan" meta l4proto udp fib daddr type local dnat to udp dport map @address : udp dport map @port
 	}
 }
 `

@@ -91,6 +91,73 @@ func TestNATBehaviour(t *testing.T) {
 	}
 }
 
+// TestRebind checks that NAT.Rebind gives a device a new mapping: its
+// packets leave from the NAT's other address, the old mapping no longer
+// reaches it, the new one does, and a second Rebind goes back.
+func TestRebind(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		kind NATKind
+		opts []HostOption
+	}{
+		{"port-dependent-filtering", PortDependentFiltering, nil},
+		{"endpoint-independent", EndpointIndependent, nil},
+		{"behind a delay router", PortDependentFiltering, []HostOption{WithDelay(0)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			lab := NewForTest(t, Options{Name: "rebind", DisableIPv6: true})
+			s := serverOn(t, mustPublic(t, lab, "s"), false, 3478)
+			nat := mustNAT(t, lab, "nat", tc.kind, tc.opts...)
+			d := udpOn(t, mustDevice(t, nat, "dev"), false, 0)
+
+			first := nat.Addr()
+			before, err := send(d, s.conn, s.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if before.Addr() != first {
+				t.Fatalf("mapping %v, want on the NAT's address %v", before, first)
+			}
+			for round, want := range []netip.Addr{natAltAddr4(0), first} {
+				old := before
+				got, err := nat.Rebind()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != want || nat.Addr() != want || nat.Router().Addr() != want {
+					t.Fatalf("rebind %d: moved to %v (Addr %v), want %v", round+1, got, nat.Addr(), want)
+				}
+				// The kernel drops the old mappings from a work queue:
+				// the device's next packets may still leave on them.
+				var now netip.AddrPort
+				for deadline := time.Now().Add(3 * time.Second); ; {
+					if now, err = send(d, s.conn, s.addr); err != nil {
+						t.Fatal(err)
+					}
+					if now.Addr() == want || time.Now().After(deadline) {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if now.Addr() != want {
+					t.Fatalf("rebind %d: the device's packets still come from %v, want %v", round+1, now, want)
+				}
+				if !silent(s.conn, d, old) {
+					t.Errorf("rebind %d: the old mapping %v still reaches the device", round+1, old)
+				}
+				if _, err := send(s.conn, d, now); err != nil {
+					t.Errorf("rebind %d: the new mapping %v does not reach the device: %v", round+1, now, err)
+				}
+				t.Logf("rebind %d: %v → %v", round+1, old, now)
+				before = now
+			}
+		})
+	}
+}
+
 // TestUDPBlocked checks that a UDPBlocked NAT drops UDP and passes TCP to
 // port 443 only.
 func TestUDPBlocked(t *testing.T) {

@@ -237,7 +237,7 @@ func (l *Lab) AddPublicHost(name string, opts ...HostOption) (*Host, error) {
 	if err := b.namespace(h.ns, hostSysctls); err != nil {
 		return nil, fmt.Errorf("natlab: adding public host %s: %w", name, err)
 	}
-	link, err := b.uplink(h.ns, "eth0", h.addrs(), o)
+	link, err := b.uplink(h.ns, "eth0", h.addrs(), nil, o)
 	if err != nil {
 		return nil, fmt.Errorf("natlab: adding public host %s: %w", name, err)
 	}

@@ -24,7 +24,41 @@ func (n *NAT) Router() *Host { return n.router }
 
 // Addr returns the NAT's public IPv4 address, the source its devices'
 // packets have on the internet.
-func (n *NAT) Addr() netip.Addr { return n.router.addr4 }
+func (n *NAT) Addr() netip.Addr { return n.router.Addr() }
+
+// Rebind moves the NAT to its other public IPv4 address, as a home router
+// does when its provider hands it a new address, or a carrier-grade NAT
+// when it moves a subscriber: the old address is removed from the WAN
+// interface, and the kernel drops every mapping masquerade made with it.
+// Each device's next packet out gets a new mapping; what others send to an
+// old one is lost. It alternates between the NAT's two addresses and
+// returns the new one, which Addr reports from then on. IPv6 mappings are
+// not moved.
+func (n *NAT) Rebind() (netip.Addr, error) {
+	l := n.router.lab
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return netip.Addr{}, errors.New("natlab: lab is closed")
+	}
+	old, now := n.router.Addr(), natAltAddr4(n.lan)
+	if old == now {
+		now = natWANAddr4(n.lan)
+	}
+	// The new address first: without any, the kernel would drop the WAN
+	// routes along with the last address.
+	lines := []string{
+		fmt.Sprintf("addr add %s/32 dev wan", now),
+		fmt.Sprintf("addr del %s/32 dev wan", old),
+	}
+	if err := runIP(n.router.ns, "", lines); err != nil {
+		return netip.Addr{}, fmt.Errorf("natlab: rebinding %s: %w", n.router.name, err)
+	}
+	n.router.mu.Lock()
+	n.router.addr4 = now
+	n.router.mu.Unlock()
+	return now, nil
+}
 
 // Addr6 returns the NAT's public IPv6 address (NAT66), or the zero Addr in a
 // lab without IPv6.
