@@ -137,8 +137,9 @@ type Device struct {
 	closed chan struct{}
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex // guards peers
-	peers map[identity.PeerID]*peerState
+	mu         sync.Mutex // guards peers and lastPinged
+	peers      map[identity.PeerID]*peerState
+	lastPinged time.Time // pingSuperPeers
 
 	events chan func() // OnPathChange and OnSuperPeer calls, in order
 }

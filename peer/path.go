@@ -253,6 +253,7 @@ func (p *peerState) punchLoop() {
 		}
 		if p.direct.IsValid() && time.Since(p.lastPong) > cfg.DirectTimeout {
 			p.dev.log.Debug("direct path lost", zap.String("peer", p.id.Short()), zap.Stringer("addr", p.direct))
+			p.dev.goRun(p.dev.pingSuperPeers)
 			p.direct = netip.AddrPort{}
 			p.fastUntil = time.Now().Add(cfg.FastPunchFor)
 			p.changedLocked()

@@ -285,6 +285,25 @@ func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
 	}
 }
 
+// pingSuperPeers pings every super peer now, at most once a second: a
+// direct path died, perhaps because this device's NAT rebound, and a
+// packet from the new mapping lets each super peer follow it at once
+// (onObserved) and send relayed traffic there.
+func (d *Device) pingSuperPeers() {
+	d.mu.Lock()
+	if time.Since(d.lastPinged) < time.Second {
+		d.mu.Unlock()
+		return
+	}
+	d.lastPinged = time.Now()
+	d.mu.Unlock()
+	for _, sp := range d.sps {
+		if sess := sp.session(); sess != nil {
+			sess.Ping()
+		}
+	}
+}
+
 func (sp *superPeer) close() {
 	sp.mu.Lock()
 	sp.closed = true

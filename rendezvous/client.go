@@ -424,7 +424,15 @@ func (s *Session) keepaliveInterval() time.Duration {
 	return DefaultKeepaliveInterval
 }
 
-func (s *Session) keepalive() {
+func (s *Session) keepalive() { s.Ping() }
+
+// Ping pings the super peer now, which is also the next keepalive: an RTT
+// sample, and a packet from this device's current address. A device sends
+// one when it suspects its network changed (a direct path died, say): if
+// its NAT rebound, the super peer follows it at once and tells it
+// (OnObserved), and what the super peer relays to it finds the new
+// address.
+func (s *Session) Ping() {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()

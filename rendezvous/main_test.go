@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -30,10 +31,22 @@ func newTestServer(t testing.TB, host string, cfg Config) *testServer {
 	rv := NewServer(cfg)
 	mux := http.NewServeMux()
 	mux.Handle(Path, rv)
+	// Another service on the super peer that trusts the registration, as
+	// the relay does.
+	mux.HandleFunc(whoamiPath, func(w http.ResponseWriter, r *http.Request) {
+		peer, _, ok := rv.Authenticate(r)
+		if !ok {
+			http.Error(w, "not registered", http.StatusForbidden)
+			return
+		}
+		io.WriteString(w, peer.String())
+	})
 	ts := &testServer{Servers: sptest.Start(t, host, mux, func(s *http3.Server) { s.ConnContext = ConnContext }), rv: rv}
 	t.Cleanup(func() { rv.Close() }) // runs before the servers close
 	return ts
 }
+
+const whoamiPath = "/whoami"
 
 func (ts *testServer) url(tr Transport) string {
 	if tr == TransportH2 {

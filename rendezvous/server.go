@@ -155,18 +155,23 @@ func (s *Server) Sessions() (registered, all int) {
 // Authenticate returns the peer ID registered on the connection that
 // carried r, so that a request on a registered connection needs no
 // further proof, and a value naming that registration (see
-// Config.OnSessionEnd).
+// Config.OnSessionEnd). Like a frame on the session, it makes the session
+// look for a new address of the device's (see FrameObserved).
 func (s *Server) Authenticate(r *http.Request) (peer identity.PeerID, registration any, ok bool) {
 	b, err := ConnBinding(r.TLS)
 	if err != nil {
 		return identity.PeerID{}, nil, false
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if sess := s.byBinding[b]; sess != nil {
-		return sess.peer, sess, true
+	sess := s.byBinding[b]
+	s.mu.Unlock()
+	if sess == nil {
+		return identity.PeerID{}, nil, false
 	}
-	return identity.PeerID{}, nil, false
+	// A request (a relay session being opened, say) is a packet from the
+	// device too: the connection may be moving to a new address.
+	sess.followRemote(true)
+	return sess.peer, sess, true
 }
 
 // connKey is the request context key of the device's QUIC connection.

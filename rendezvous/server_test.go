@@ -146,56 +146,76 @@ func TestKeepaliveRTT(t *testing.T) {
 
 // A device whose NAT rebinds is followed: its QUIC connection migrates
 // to the new address, the super peer tells it (FrameObserved), and other
-// devices get the new address as its candidate.
+// devices get the new address as its candidate. The super peer looks
+// after a frame from the device (a ping) and after another request on its
+// connection (a relay session being opened, say).
 func TestRebinding(t *testing.T) {
-	ts := newTestServer(t, "127.0.0.1", Config{})
-	nat := sptest.StartUDPProxy(t, ts.PC.LocalAddr().(*net.UDPAddr).AddrPort(), nil)
-	observed := make(chan netip.AddrPort, 4)
-	idA := newIdentity(t)
-	a := ts.dial(t, TransportH3, idA, func(c *ClientConfig) {
-		c.Addr = nat.Addr().String()
-		c.OnObserved = func(ap netip.AddrPort) { observed <- ap }
-	})
-	idB := newIdentity(t)
-	b := ts.dial(t, TransportH3, idB)
-	before := a.Observed()
+	triggers := map[string]func(t *testing.T, s *Session){
+		"ping": func(t *testing.T, s *Session) { s.Ping() },
+		"request": func(t *testing.T, s *Session) {
+			resp, err := s.HTTP3().RoundTrip(mustRequest(t, http.MethodGet, "https://"+s.Authority()+whoamiPath))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: %s", whoamiPath, resp.Status)
+			}
+		},
+	}
+	for name, trigger := range triggers {
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t, "127.0.0.1", Config{})
+			nat := sptest.StartUDPProxy(t, ts.PC.LocalAddr().(*net.UDPAddr).AddrPort(), nil)
+			observed := make(chan netip.AddrPort, 4)
+			idA := newIdentity(t)
+			a := ts.dial(t, TransportH3, idA, func(c *ClientConfig) {
+				c.Addr = nat.Addr().String()
+				c.OnObserved = func(ap netip.AddrPort) { observed <- ap }
+			})
+			idB := newIdentity(t)
+			b := ts.dial(t, TransportH3, idB)
+			before := a.Observed()
+			// Past the look the super peer takes after the device's pong
+			// to its first ping: from here on, only the trigger tells it.
+			time.Sleep(2 * followMin)
 
-	moved := nat.Rebind()
-	if len(moved) != 1 || moved[0] == before {
-		t.Fatalf("the NAT rebound %v to %v", before, moved)
-	}
-	// Nothing tells the super peer but the device's next packet, which any
-	// frame sends; it then validates the new path and looks again.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := a.Lookup(ctx, idB.PeerID()); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case got := <-observed:
-		if got != moved[0] {
-			t.Fatalf("observed %v, want the new mapping %v", got, moved[0])
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no FrameObserved within 5s of the rebinding (still %v)", a.Observed())
-	}
-	if a.Observed() != moved[0] {
-		t.Errorf("Observed() = %v, want %v", a.Observed(), moved[0])
-	}
-	if n := ts.rv.Stats().Rebindings.Load(); n != 1 {
-		t.Errorf("%d rebindings counted, want 1", n)
-	}
-	c, err := b.Lookup(ctx, idA.PeerID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Observed != moved[0] {
-		t.Errorf("B gets A's candidate %v, want the new mapping %v", c.Observed, moved[0])
-	}
-	select {
-	case got := <-observed:
-		t.Errorf("a second FrameObserved (%v) without a second rebinding", got)
-	default:
+			moved := nat.Rebind()
+			if len(moved) != 1 || moved[0] == before {
+				t.Fatalf("the NAT rebound %v to %v", before, moved)
+			}
+			// Nothing tells the super peer but the device's next packet;
+			// it then validates the new path and looks again.
+			trigger(t, a)
+			select {
+			case got := <-observed:
+				if got != moved[0] {
+					t.Fatalf("observed %v, want the new mapping %v", got, moved[0])
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no FrameObserved within 5s of the rebinding (still %v)", a.Observed())
+			}
+			if a.Observed() != moved[0] {
+				t.Errorf("Observed() = %v, want %v", a.Observed(), moved[0])
+			}
+			if n := ts.rv.Stats().Rebindings.Load(); n != 1 {
+				t.Errorf("%d rebindings counted, want 1", n)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := b.Lookup(ctx, idA.PeerID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Observed != moved[0] {
+				t.Errorf("B gets A's candidate %v, want the new mapping %v", c.Observed, moved[0])
+			}
+			select {
+			case got := <-observed:
+				t.Errorf("a second FrameObserved (%v) without a second rebinding", got)
+			default:
+			}
+		})
 	}
 }
 

@@ -46,7 +46,12 @@ import (
 //	echo role:  ready (registered, with its peer ID) → stream (each stream
 //	            it echoed: bytes, SHA-256 of what arrived, its path then)
 //	            … until its stdin is closed.
+//	            Each change of a super peer's status (its observed
+//	            address, say) is a superpeer event.
 //	dial role:  ready → result (timings, path timeline, checksums), exit.
+//	soak role:  ready → direct (once the path is direct; Wall is when the
+//	            dial began) → result, once the path is direct to another
+//	            address than the first, or after Hold.
 
 // envDevice carries a helper's e2eDeviceConfig as JSON.
 const envDevice = "NETSODY_E2E_DEVICE"
@@ -56,7 +61,7 @@ const eventPrefix = "netsody-e2e-event "
 
 // e2eDeviceConfig tells a helper what to be.
 type e2eDeviceConfig struct {
-	Role       string   `json:"role"` // "echo" or "dial"
+	Role       string   `json:"role"` // "echo", "dial" or "soak"
 	SuperPeers []string `json:"super_peers"`
 	RootCAs    []string `json:"root_cas"` // PEM files
 
@@ -69,6 +74,12 @@ type e2eDeviceConfig struct {
 	Want   string        `json:"want,omitempty"`
 	Within time.Duration `json:"within,omitempty"`
 	Settle time.Duration `json:"settle,omitempty"`
+
+	// The soak role's: connect to Peer, wait up to Within for a direct
+	// path, then echo Size bytes again and again until the path is direct
+	// to another address than the first and one more transfer went over
+	// it, or until Hold.
+	Hold time.Duration `json:"hold,omitempty"`
 }
 
 // e2ePath is a peer.Path as events carry it.
@@ -132,6 +143,9 @@ type e2eEvent struct {
 	Dialed    time.Duration `json:"dialed,omitempty"` // Dial returned
 	Transfers []e2eTransfer `json:"transfers,omitempty"`
 	Timeline  []e2eStep     `json:"timeline,omitempty"`
+
+	// direct (soak role)
+	Wall time.Time `json:"wall,omitzero"` // when the dial began
 }
 
 // TestLabDeviceHelper is not a test: it is the device process that the
@@ -192,6 +206,9 @@ func runDeviceHelper(raw string, start time.Time, out *eventWriter) error {
 		RootCAs:    roots,
 		ListenAddr: "0.0.0.0:0",
 		Logger:     logger,
+		OnSuperPeer: func(st peer.SuperPeerStatus) {
+			out.emit(e2eEvent{Type: "superpeer", SuperPeers: []peer.SuperPeerStatus{st}})
+		},
 	})
 	if err != nil {
 		return err
@@ -215,6 +232,13 @@ func runDeviceHelper(raw string, start time.Time, out *eventWriter) error {
 		return serveEcho(ctx, dev, out)
 	case "dial":
 		res, err := dialAndTransfer(ctx, dev, cfg)
+		if err != nil {
+			return err
+		}
+		out.emit(res)
+		return nil
+	case "soak":
+		res, err := dialAndSoak(ctx, dev, cfg, out)
 		if err != nil {
 			return err
 		}
@@ -292,38 +316,9 @@ func dialAndTransfer(ctx context.Context, dev *peer.Device, cfg e2eDeviceConfig)
 		return res, err
 	}
 
-	// Watch the path from the start of the dial.
 	t0 := time.Now()
-	var (
-		mu       sync.Mutex // guards timeline
-		timeline []e2eStep
-	)
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		var last e2ePath
-		for {
-			cur := e2ePath{Kind: string(peer.PathNone)}
-			for _, ps := range dev.Status().Peers {
-				if ps.PeerID == cfg.Peer {
-					cur = e2ePath{Kind: ps.Path, Addr: ps.Addr, SuperPeer: ps.SuperPeer, Transport: ps.Transport}
-				}
-			}
-			if cur != last {
-				mu.Lock()
-				timeline = append(timeline, e2eStep{At: time.Since(t0), Path: cur})
-				mu.Unlock()
-				last = cur
-			}
-			select {
-			case <-watchCtx.Done():
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { stopWatch(); <-watched }()
+	timeline := watchPath(ctx, dev, cfg.Peer, t0)
+	defer timeline()
 
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	c, err := dev.Dial(dctx, pid)
@@ -354,12 +349,86 @@ func dialAndTransfer(ctx context.Context, dev *peer.Device, cfg e2eDeviceConfig)
 	}
 	res.Transfers = append(res.Transfers, second)
 	res.Path = pathOf(c.Path())
+	res.Timeline = timeline()
+	res.SuperPeers = dev.Status().SuperPeers
+	return res, nil
+}
 
-	stopWatch()
-	<-watched
-	mu.Lock()
-	res.Timeline = timeline
-	mu.Unlock()
+// watchPath records the path to peer from t0 on, polling every 2 ms, until
+// the returned function is called; it returns the path changes.
+func watchPath(ctx context.Context, dev *peer.Device, peerID string, t0 time.Time) (stop func() []e2eStep) {
+	var timeline []e2eStep
+	watchCtx, cancel := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		var last e2ePath
+		for {
+			cur := e2ePath{Kind: string(peer.PathNone)}
+			for _, ps := range dev.Status().Peers {
+				if ps.PeerID == peerID {
+					cur = e2ePath{Kind: ps.Path, Addr: ps.Addr, SuperPeer: ps.SuperPeer, Transport: ps.Transport}
+				}
+			}
+			if cur != last {
+				timeline = append(timeline, e2eStep{At: time.Since(t0), Path: cur})
+				last = cur
+			}
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return func() []e2eStep {
+		cancel()
+		<-watched
+		return timeline
+	}
+}
+
+// dialAndSoak is the soak role: a connection that keeps carrying data
+// while the test rebinds a NAT under it.
+func dialAndSoak(ctx context.Context, dev *peer.Device, cfg e2eDeviceConfig, out *eventWriter) (e2eEvent, error) {
+	res := e2eEvent{Type: "result"}
+	pid, err := identity.ParsePeerID(cfg.Peer)
+	if err != nil {
+		return res, err
+	}
+	t0 := time.Now()
+	timeline := watchPath(ctx, dev, cfg.Peer, t0)
+	defer timeline()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	c, err := dev.Dial(dctx, pid)
+	cancel()
+	if err != nil {
+		return res, err
+	}
+	defer c.CloseWithError(0, "")
+	res.Dialed = time.Since(t0)
+	for deadline := t0.Add(cfg.Within); c.Path().Kind != peer.PathDirect; {
+		if time.Now().After(deadline) {
+			return res, fmt.Errorf("no direct path within %v: %s", cfg.Within, c.Path())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	first := c.Path().Addr
+	out.emit(e2eEvent{Type: "direct", Path: pathOf(c.Path()), Wall: t0})
+
+	for end := time.Now().Add(cfg.Hold); time.Now().Before(end); {
+		moved := c.Path().Kind == peer.PathDirect && c.Path().Addr != first
+		tr, err := echoOnce(ctx, c, cfg.Size, t0)
+		if err != nil {
+			return res, fmt.Errorf("transfer %d: %w", len(res.Transfers)+1, err)
+		}
+		res.Transfers = append(res.Transfers, tr)
+		if moved {
+			break // one whole transfer over the new direct path
+		}
+	}
+	res.Path = pathOf(c.Path())
+	res.Timeline = timeline()
 	res.SuperPeers = dev.Status().SuperPeers
 	return res, nil
 }
