@@ -22,6 +22,7 @@ var (
 	descSessions      = prometheus.NewDesc(ns+"_sessions", "Rendezvous sessions open now, registered or not.", nil, nil)
 	descRegistrations = prometheus.NewDesc(ns+"_registrations_total", "Registrations accepted.", nil, nil)
 	descConnects      = prometheus.NewDesc(ns+"_connects_total", "Connect requests answered with candidates to both devices.", nil, nil)
+	descRebindings    = prometheus.NewDesc(ns+"_rebindings_total", "Devices seen at a new address on their QUIC connection (a NAT rebinding), and told so.", nil, nil)
 	descRvRefused     = prometheus.NewDesc(ns+"_rendezvous_refused_total", "Rendezvous requests refused, by error.", []string{"error"}, nil)
 	descRelayActive   = prometheus.NewDesc(ns+"_relay_legs", "Relay legs bridged now (two per relayed session).", nil, nil)
 	descRelayPaired   = prometheus.NewDesc(ns+"_relay_paired_total", "Relay sessions bridged after both devices consented.", nil, nil)
@@ -39,7 +40,7 @@ var refusalCodes = []rendezvous.ErrorCode{
 }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDevices, descSessions, descRegistrations, descConnects, descRvRefused,
+	for _, d := range []*prometheus.Desc{descDevices, descSessions, descRegistrations, descConnects, descRebindings, descRvRefused,
 		descRelayActive, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
 		ch <- d
 	}
@@ -52,6 +53,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(all))
 	ch <- prometheus.MustNewConstMetric(descRegistrations, prometheus.CounterValue, float64(rs.Registrations.Load()))
 	ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(rs.Connects.Load()))
+	ch <- prometheus.MustNewConstMetric(descRebindings, prometheus.CounterValue, float64(rs.Rebindings.Load()))
 	for _, code := range refusalCodes {
 		ch <- prometheus.MustNewConstMetric(descRvRefused, prometheus.CounterValue, float64(rs.Refused[code].Load()), code.String())
 	}

@@ -67,7 +67,8 @@ type peerState struct {
 	relay     *relayPath
 	dialing   bool // a relay session is being opened
 	pending   [][]byte
-	punching  bool // the punch loop runs
+	punching  bool          // the punch loop runs
+	wake      chan struct{} // new candidates: punch now, not at the next tick
 	fastUntil time.Time
 	last      Path // last reported path
 	peerRTTs  map[*superPeer]time.Duration
@@ -131,7 +132,7 @@ type relayPath struct {
 }
 
 func newPeerState(d *Device, id identity.PeerID) *peerState {
-	return &peerState{dev: d, id: id, virt: virtualAddr(id), pings: make(map[uint64]pingSent), lastUsed: time.Now()}
+	return &peerState{dev: d, id: id, virt: virtualAddr(id), pings: make(map[uint64]pingSent), wake: make(chan struct{}, 1), lastUsed: time.Now()}
 }
 
 // path returns the path in use.
@@ -234,6 +235,11 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool) {
 	p.mu.Unlock()
 	if start {
 		p.dev.goRun(p.punchLoop)
+		return
+	}
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -286,6 +292,7 @@ func (p *peerState) punchLoop() {
 		select {
 		case <-p.dev.closed:
 			return
+		case <-p.wake:
 		case <-time.After(interval):
 		}
 	}
