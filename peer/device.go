@@ -246,6 +246,7 @@ func quicConfig() *quic.Config {
 		DisablePathMTUDiscovery: true,
 		KeepAlivePeriod:         10 * time.Second,
 		MaxIdleTimeout:          30 * time.Second,
+		EnableDatagrams:         true, // for the application, and nudges on path changes
 	}
 }
 
@@ -388,6 +389,18 @@ func (c *Conn) Peer() identity.PeerID { return c.peer }
 // Path is how the connection's packets travel now.
 func (c *Conn) Path() Path { return c.ps.path() }
 
+// ReceiveDatagram returns the next QUIC datagram (RFC 9221) from the peer.
+// Empty datagrams are the devices' own (they nudge loss recovery when a
+// path changes) and never returned.
+func (c *Conn) ReceiveDatagram(ctx context.Context) ([]byte, error) {
+	for {
+		b, err := c.Conn.ReceiveDatagram(ctx)
+		if err != nil || len(b) > 0 {
+			return b, err
+		}
+	}
+}
+
 // Dial connects to a peer: it asks every super peer to introduce the two
 // devices, opens the relay at once, punches in parallel, and returns the
 // QUIC connection as soon as the handshake is done over whichever path
@@ -405,7 +418,7 @@ func (d *Device) Dial(ctx context.Context, peer identity.PeerID) (*Conn, error) 
 	if err != nil {
 		return nil, fmt.Errorf("peer: connecting to %s: %w", peer.Short(), err)
 	}
-	p.track(qc.Context())
+	p.track(qc)
 	return &Conn{Conn: qc, peer: peer, ps: p}, nil
 }
 
@@ -497,7 +510,7 @@ func (d *Device) Accept(ctx context.Context) (*Conn, error) {
 		return nil, err
 	}
 	p := d.peer(id, true)
-	p.track(qc.Context())
+	p.track(qc)
 	return &Conn{Conn: qc, peer: id, ps: p}, nil
 }
 
@@ -516,7 +529,7 @@ func (d *Device) forgetIdlePeers() {
 		var idle []*peerState
 		for id, p := range d.peers {
 			p.mu.Lock()
-			if p.conns == 0 && time.Since(p.lastUsed) > d.cfg.PeerIdleTimeout {
+			if len(p.conns) == 0 && time.Since(p.lastUsed) > d.cfg.PeerIdleTimeout {
 				p.gone = true
 				idle = append(idle, p)
 				delete(d.peers, id)

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"sync/atomic"
@@ -200,4 +201,41 @@ func TestRebindingReintroduces(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	roundTrip(t, c, "after")
+}
+
+// Connections carry QUIC datagrams; the empty ones that nudge loss
+// recovery on a path change never reach the application.
+func TestDatagrams(t *testing.T) {
+	s, _ := superPeerServer(t)
+	a, b := newDevice(t, s), newDevice(t, s)
+	accepted := make(chan *Conn, 1)
+	go func() {
+		c, err := b.Accept(t.Context())
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	c := dial(t, a, b)
+	for _, d := range [][]byte{nil, []byte("one"), {}, []byte("two")} {
+		if err := c.SendDatagram(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cb := <-accepted
+	if cb == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer cb.CloseWithError(0, "")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	for _, want := range []string{"one", "two"} {
+		got, err := cb.ReceiveDatagram(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != want {
+			t.Fatalf("datagram %q, want %q", got, want)
+		}
+	}
 }

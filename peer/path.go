@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
@@ -73,7 +74,7 @@ type peerState struct {
 	last      Path // last reported path
 	peerRTTs  map[*superPeer]time.Duration
 	watching  bool      // maintainRelay runs
-	conns     int       // open end-to-end connections
+	conns     map[*quic.Conn]struct{} // open end-to-end connections
 	lastUsed  time.Time // last introduction, or last connection's end
 	gone      bool      // forgotten by the device; loops stop
 }
@@ -86,20 +87,35 @@ func (p *peerState) isGone() bool {
 }
 
 // track counts an end-to-end connection until it ends.
-func (p *peerState) track(ctx context.Context) {
+func (p *peerState) track(qc *quic.Conn) {
 	p.mu.Lock()
-	p.conns++
+	if p.conns == nil {
+		p.conns = make(map[*quic.Conn]struct{})
+	}
+	p.conns[qc] = struct{}{}
 	p.mu.Unlock()
 	p.dev.goRun(func() {
 		select {
-		case <-ctx.Done():
+		case <-qc.Context().Done():
 		case <-p.dev.closed:
 		}
 		p.mu.Lock()
-		p.conns--
+		delete(p.conns, qc)
 		p.lastUsed = time.Now()
 		p.mu.Unlock()
 	})
+}
+
+// nudgeLocked makes every connection to the peer send a packet over the
+// path just taken: an empty QUIC datagram, which the peer acknowledges.
+// That acknowledgement, and the ones the packet itself carries, let both
+// ends' loss recovery resend at once what the old path lost, instead of
+// after a probe timeout that grew while the old path was dead (RFC 9002
+// §6.2). Peer.Conn never delivers empty datagrams.
+func (p *peerState) nudgeLocked() {
+	for qc := range p.conns {
+		go qc.SendDatagram(nil) // blocks while quic-go's queue is full
+	}
 }
 
 // setPeerRTT records the peer's RTT to a super peer, as it reported.
@@ -160,6 +176,9 @@ func (p *peerState) changedLocked() {
 		return
 	}
 	p.last = now
+	if now.Kind != PathNone {
+		p.nudgeLocked()
+	}
 	if f := p.dev.cfg.OnPathChange; f != nil {
 		id := p.id
 		p.dev.event(func() { f(id, now) })
@@ -460,7 +479,7 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 		p.relay = nil
 	}
 	p.changedLocked()
-	inUse := p.conns > 0 && !p.gone
+	inUse := len(p.conns) > 0 && !p.gone
 	p.mu.Unlock()
 	select {
 	case <-d.closed:

@@ -264,7 +264,7 @@ func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
 	d.mu.Lock()
 	for _, p := range d.peers {
 		p.mu.Lock()
-		if p.conns > 0 && !p.gone {
+		if len(p.conns) > 0 && !p.gone {
 			active = append(active, p)
 		}
 		p.mu.Unlock()
