@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +21,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/peer"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // The tests drive the binary as a user would: built once, run with
@@ -255,6 +259,27 @@ func TestListenKeepsTrying(t *testing.T) {
 	// With the CA it connects once the super peer is up.
 	p = start(t, nil, "listen", "--identity", idFile, "--super-peer", sp.URL, "--ca", sp.CA, "--listen", "127.0.0.1:0")
 	p.waitFor(&p.stderr, `super peer `+regexp.QuoteMeta(sp.URL)+`: connected`, 15*time.Second)
+	p.interrupt()
+}
+
+// A listener whose NAT mapping changes says so.
+func TestListenReportsRebinding(t *testing.T) {
+	t.Parallel()
+	sp := startSuperPeerAt(t, "127.0.0.1:0", rendezvous.Config{KeepaliveInterval: 300 * time.Millisecond, SessionTimeout: 10 * time.Second})
+	u, err := url.Parse(sp.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nat := sptest.StartUDPProxy(t, netip.MustParseAddrPort(u.Host), nil)
+	via := "https://" + nat.Addr().String()
+	idFile, _ := newIdentity(t)
+	p := start(t, nil, "listen", "--identity", idFile, "--super-peer", via, "--ca", sp.CA, "--listen", "127.0.0.1:0")
+	p.waitFor(&p.stderr, `super peer `+regexp.QuoteMeta(via)+`: connected over h3`, 15*time.Second)
+	moved := nat.Rebind()
+	if len(moved) != 1 {
+		t.Fatalf("the NAT rebound %d mappings, want 1", len(moved))
+	}
+	p.waitFor(&p.stderr, `(?m)^super peer `+regexp.QuoteMeta(via)+`: now sees this device as `+regexp.QuoteMeta(moved[0].String())+` \(its NAT mapping changed\)$`, 10*time.Second)
 	p.interrupt()
 }
 

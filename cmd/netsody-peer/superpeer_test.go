@@ -31,13 +31,16 @@ type superPeer struct {
 func startSuperPeer(t *testing.T) superPeer { return startSuperPeerAt(t, "127.0.0.1:0") }
 
 // startSuperPeerAt serves on addr; port 0 picks a port free for both TCP
-// and UDP.
-func startSuperPeerAt(t *testing.T, addr string) superPeer {
+// and UDP. cfg, if given, is the rendezvous configuration.
+func startSuperPeerAt(t *testing.T, addr string, cfg ...rendezvous.Config) superPeer {
 	t.Helper()
 	var rl *relay.Server
-	rv := rendezvous.NewServer(rendezvous.Config{
-		OnSessionEnd: func(reg any, reason string) { rl.EndRegistration(reg, reason) },
-	})
+	var rc rendezvous.Config
+	if len(cfg) > 0 {
+		rc = cfg[0]
+	}
+	rc.OnSessionEnd = func(reg any, reason string) { rl.EndRegistration(reg, reason) }
+	rv := rendezvous.NewServer(rc)
 	rl = relay.NewServer(relay.Config{Authenticate: rv.Authenticate, Registered: rv.Registered})
 	t.Cleanup(func() { rl.Close(); rv.Close() })
 	mux := http.NewServeMux()
