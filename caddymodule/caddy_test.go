@@ -398,3 +398,34 @@ func TestZeroRTTRefusedThroughCaddy(t *testing.T) {
 		t.Errorf("425 without a reason: %q", body)
 	}
 }
+
+// Inside Caddy too, a device whose NAT rebinds is followed: the session
+// moves with its QUIC connection, the device hears its new address, other
+// devices get it as its candidate, and the metrics count it.
+func TestRebindingThroughCaddy(t *testing.T) {
+	c := startSite(t, "x")
+	nat := sptest.StartUDPProxy(t, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(c.Port)), nil)
+	observed := make(chan netip.AddrPort, 4)
+	a := register(t, c, "127.0.0.1", rendezvous.TransportH3, func(cfg *rendezvous.ClientConfig) {
+		cfg.Addr = nat.Addr().String()
+		cfg.OnObserved = func(ap netip.AddrPort) { observed <- ap }
+	})
+	b := register(t, c, "127.0.0.1", rendezvous.TransportH3)
+	moved := nat.Rebind()
+	if len(moved) != 1 {
+		t.Fatalf("the NAT rebound %d mappings, want 1", len(moved))
+	}
+	a.s.Ping() // the device's next packet, from the new mapping
+	select {
+	case got := <-observed:
+		if got != moved[0] {
+			t.Fatalf("observed %v, want the new mapping %v", got, moved[0])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no new address within 5s of the rebinding (still %v)", a.s.Observed())
+	}
+	lookup(t, b, a) // checks that B gets A's current observed address
+	if n := relayMetrics(t, c)["netsody_superpeer_rebindings_total"]; n != 1 {
+		t.Errorf("netsody_superpeer_rebindings_total = %v, want 1", n)
+	}
+}
