@@ -73,10 +73,10 @@ type peerState struct {
 	fastUntil time.Time
 	last      Path // last reported path
 	peerRTTs  map[*superPeer]time.Duration
-	watching  bool      // maintainRelay runs
+	watching  bool                    // maintainRelay runs
 	conns     map[*quic.Conn]struct{} // open end-to-end connections
-	lastUsed  time.Time // last introduction, or last connection's end
-	gone      bool      // forgotten by the device; loops stop
+	lastUsed  time.Time               // last introduction, or last connection's end
+	gone      bool                    // forgotten by the device; loops stop
 }
 
 // isGone reports whether the device forgot the peer.
