@@ -1,6 +1,7 @@
 package natlab
 
 import (
+	"cmp"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -62,6 +63,7 @@ const eventPrefix = "netsody-e2e-event "
 // e2eDeviceConfig tells a helper what to be.
 type e2eDeviceConfig struct {
 	Role       string   `json:"role"` // "echo", "dial" or "soak"
+	Listen     string   `json:"listen,omitempty"` // the device's socket; default "0.0.0.0:0"
 	SuperPeers []string `json:"super_peers"`
 	RootCAs    []string `json:"root_cas"` // PEM files
 
@@ -204,7 +206,7 @@ func runDeviceHelper(raw string, start time.Time, out *eventWriter) error {
 		Identity:   id,
 		SuperPeers: cfg.SuperPeers,
 		RootCAs:    roots,
-		ListenAddr: "0.0.0.0:0",
+		ListenAddr: cmp.Or(cfg.Listen, "0.0.0.0:0"),
 		Logger:     logger,
 		OnSuperPeer: func(st peer.SuperPeerStatus) {
 			out.emit(e2eEvent{Type: "superpeer", SuperPeers: []peer.SuperPeerStatus{st}})

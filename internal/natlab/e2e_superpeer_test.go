@@ -32,8 +32,8 @@ import (
 // for that IP, and devices, which reach the super peer by IP because the
 // lab has no DNS, trust that CA's root.
 
-// e2eCaddyfile is the super peer's configuration; {DIR} and {ADDR} are
-// replaced. Beside the super peer, the site serves a small website, as a
+// e2eCaddyfile is the super peer's configuration; {DIR} and {SITES} (the
+// host's addresses, IPv4 and IPv6) are replaced. Beside the super peer, the site serves a small website, as a
 // real one would. The admin endpoint is off (the process is stopped by
 // signal), and the grace period bounds how long a stop waits for open
 // HTTP/1 and HTTP/2 connections (the plugin's HTTP/3 endpoint waits up to
@@ -48,7 +48,7 @@ const e2eCaddyfile = `{
 	auto_https disable_redirects
 }
 
-https://{ADDR} {
+{SITES} {
 	tls internal
 	netsody_superpeer
 	respond "a website beside the super peer"
@@ -83,6 +83,7 @@ func e2eCaddyBinary(t testing.TB, dir string) string {
 type labSuperPeer struct {
 	host  *Host
 	url   string // https://<public IPv4>:443
+	url6  string // https://[<public IPv6>]:443, if the lab has IPv6
 	dir   string // Caddyfile, data (with the internal CA's root)
 	roots *x509.CertPool
 
@@ -105,7 +106,12 @@ func startSuperPeer(t testing.TB, bin string, host *Host) *labSuperPeer {
 		logs: &testcaddy.SyncBuffer{},
 		done: make(chan struct{}),
 	}
-	caddyfile := strings.NewReplacer("{DIR}", sp.dir, "{ADDR}", host.Addr().String()).Replace(e2eCaddyfile)
+	sites := "https://" + host.Addr().String()
+	if a6 := host.Addr6(); a6.IsValid() {
+		sp.url6 = "https://" + netip.AddrPortFrom(a6, 443).String()
+		sites += ", https://[" + a6.String() + "]"
+	}
+	caddyfile := strings.NewReplacer("{DIR}", sp.dir, "{SITES}", sites).Replace(e2eCaddyfile)
 	path := filepath.Join(sp.dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o644); err != nil {
 		t.Fatal(err)
@@ -171,6 +177,14 @@ func (sp *labSuperPeer) waitReady(within time.Duration) error {
 		}
 		return nil
 	}
+}
+
+// urlFor is the super peer's URL in the address family (IPv6 if v6).
+func (sp *labSuperPeer) urlFor(v6 bool) string {
+	if v6 {
+		return sp.url6
+	}
+	return sp.url
 }
 
 // rootFile is the path of the super peer's internal CA root.

@@ -107,8 +107,13 @@ type e2eResult struct {
 // row a connection from A to B carrying two 1 MiB echoes, checked with
 // SHA-256 at B and back at A, the first at once (its first echoed byte is
 // the time to first byte), the second over the path the row settled on.
+// The matrix runs over IPv4, then over IPv6 (NAT66): devices with an IPv6
+// socket only, super peers reached at their IPv6 address.
 func TestE2E(t *testing.T) {
-	lab := NewForTest(t, Options{Name: "e2e", DisableIPv6: true})
+	lab := NewForTest(t, Options{Name: "e2e"})
+	if ok, err := lab.IPv6(); !ok {
+		t.Fatalf("the IPv6 half of the matrix needs IPv6 in the lab: %v", err)
+	}
 	bin := e2eCaddyBinary(t, t.TempDir())
 
 	began := time.Now()
@@ -124,24 +129,29 @@ func TestE2E(t *testing.T) {
 	far := startSuperPeer(t, bin, farHost)
 	t.Logf("two Caddy super peers ready in %v: near %s, far %s (+%v each way)", time.Since(began).Round(time.Millisecond), near.url, far.url, e2eFarDelay)
 
-	results := make([]e2eResult, len(e2eCases))
-	for i, tc := range e2eCases {
-		results[i].tc = tc
-		t.Run(tc.name, func(t *testing.T) {
-			runE2ECase(t, lab, i, near, far, &results[i])
+	var tables []string
+	for f, v6 := range []bool{false, true} {
+		results := make([]e2eResult, len(e2eCases))
+		t.Run(familyName(v6), func(t *testing.T) {
+			for i, tc := range e2eCases {
+				results[i].tc = tc
+				t.Run(tc.name, func(t *testing.T) {
+					runE2ECase(t, lab, f*len(e2eCases)+i, v6, near, far, &results[i])
+				})
+			}
 		})
+		table := e2eTable(results)
+		t.Logf("results over %s:\n%s", familyName(v6), table)
+		tables = append(tables, "Over "+familyName(v6)+":\n\n"+table)
 	}
-
-	table := e2eTable(results)
-	t.Logf("results:\n%s", table)
 	if *e2eRecord {
-		recordE2E(t, table)
+		recordE2E(t, strings.Join(tables, "\n"))
 	}
 }
 
-// runE2ECase builds one row's devices, runs the transfer and checks it,
-// filling in res.
-func runE2ECase(t *testing.T, lab *Lab, i int, near, far *labSuperPeer, res *e2eResult) {
+// runE2ECase builds one row's devices (nodes numbered i), runs the
+// transfer over IPv4 or IPv6 and checks it, filling in res.
+func runE2ECase(t *testing.T, lab *Lab, i int, v6 bool, near, far *labSuperPeer, res *e2eResult) {
 	tc := res.tc
 	res.ran = true
 	ha, hb, natA, natB := buildE2ECase(t, lab, i, tc)
@@ -151,27 +161,33 @@ func runE2ECase(t *testing.T, lab *Lab, i int, near, far *labSuperPeer, res *e2e
 	// shared NAT.
 	seenAt := func(h *Host, n *NAT) netip.Addr {
 		if n == nil || tc.sameNAT {
-			return h.Addr()
+			return ip(h, v6)
 		}
-		return n.Addr()
+		return ip(n.Router(), v6)
 	}
 	addrOfA, addrOfB := seenAt(ha, natA), seenAt(hb, natB)
 
 	roots := []string{near.rootFile()}
-	spsA, spsB := []string{near.url}, []string{near.url}
+	nearURL, farURL := near.urlFor(v6), far.urlFor(v6)
+	spsA, spsB := []string{nearURL}, []string{nearURL}
 	if tc.twoSPs {
 		roots = append(roots, far.rootFile())
-		spsA = []string{far.url, near.url} // the far one first: order must not matter
-		spsB = []string{near.url, far.url}
+		spsA = []string{farURL, nearURL} // the far one first: order must not matter
+		spsB = []string{nearURL, farURL}
+	}
+	listen := "0.0.0.0:0"
+	if v6 {
+		listen = "[::]:0"
 	}
 
-	b := startDevice(t, hb, e2eDeviceConfig{Role: "echo", SuperPeers: spsB, RootCAs: roots})
+	b := startDevice(t, hb, e2eDeviceConfig{Role: "echo", Listen: listen, SuperPeers: spsB, RootCAs: roots})
 	readyB, err := b.wait("ready", 0, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfgA := e2eDeviceConfig{
 		Role:       "dial",
+		Listen:     listen,
 		SuperPeers: spsA,
 		RootCAs:    roots,
 		Peer:       readyB.PeerID,
@@ -272,15 +288,21 @@ func runE2ECase(t *testing.T, lab *Lab, i int, near, far *labSuperPeer, res *e2e
 			if err != nil || ap.Addr() != peerAddr {
 				t.Errorf("%s's direct path goes to %s, want the other device at %s", who, p.Addr, peerAddr)
 			}
-			if tc.sameNAT && (err != nil || !natA.LANPrefix().Contains(ap.Addr())) {
-				t.Errorf("%s's direct path goes to %s, not a LAN address (%s)", who, p.Addr, natA.LANPrefix())
+			if tc.sameNAT {
+				lan := natA.LANPrefix()
+				if v6 {
+					lan = natA.LANPrefix6()
+				}
+				if err != nil || !lan.Contains(ap.Addr()) {
+					t.Errorf("%s's direct path goes to %s, not a LAN address (%s)", who, p.Addr, lan)
+				}
 			}
 		case peer.PathRelay:
 			if p.Transport != transport {
 				t.Errorf("%s's relay leg is over %q, want %s", who, p.Transport, transport)
 			}
-			if tc.twoSPs && p.SuperPeer != near.url {
-				t.Errorf("%s relays via %s, want the nearer %s", who, p.SuperPeer, near.url)
+			if tc.twoSPs && p.SuperPeer != nearURL {
+				t.Errorf("%s relays via %s, want the nearer %s", who, p.SuperPeer, nearURL)
 			}
 		}
 	}

@@ -64,6 +64,15 @@ func (n *NAT) Rebind() (netip.Addr, error) {
 // lab without IPv6.
 func (n *NAT) Addr6() netip.Addr { return n.router.addr6 }
 
+// LANPrefix6 returns the IPv6 prefix of the NAT's LAN, or the zero Prefix
+// in a lab without IPv6.
+func (n *NAT) LANPrefix6() netip.Prefix {
+	if !n.router.addr6.IsValid() {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(lanRouter6(n.lan), lanBits6).Masked()
+}
+
 // LANPrefix returns the IPv4 prefix of the NAT's LAN.
 func (n *NAT) LANPrefix() netip.Prefix {
 	return netip.PrefixFrom(lanRouter4(n.lan), lanBits4).Masked()
