@@ -1,8 +1,8 @@
 package natlab
 
 import (
-	"cmp"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -62,7 +62,7 @@ const eventPrefix = "netsody-e2e-event "
 
 // e2eDeviceConfig tells a helper what to be.
 type e2eDeviceConfig struct {
-	Role       string   `json:"role"` // "echo", "dial" or "soak"
+	Role       string   `json:"role"`             // "echo", "dial" or "soak"
 	Listen     string   `json:"listen,omitempty"` // the device's socket; default "0.0.0.0:0"
 	SuperPeers []string `json:"super_peers"`
 	RootCAs    []string `json:"root_cas"` // PEM files
