@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -76,6 +77,11 @@ type Config struct {
 	// ended (or after an introduction that led to none): its punching
 	// stops and its relay closes; default 1m.
 	PeerIdleTimeout time.Duration
+	// AddrCheckInterval is how often the device looks for changed local
+	// addresses (another network, a new DHCP lease) and, when they
+	// changed, announces them to its super peers and connected peers;
+	// default 5s.
+	AddrCheckInterval time.Duration
 	// OnPathChange, if set, is called when the path to a peer changes.
 	// Calls come on one goroutine of the device's, in the order of the
 	// changes; a slow consumer loses calls rather than holding the device.
@@ -110,6 +116,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RelayDialTimeout, 15*time.Second)
 	def(&c.RelayCheckInterval, 10*time.Second)
 	def(&c.PeerIdleTimeout, time.Minute)
+	def(&c.AddrCheckInterval, 5*time.Second)
 	if c.ListenAddr == "" && c.ListenAddr6 == "" {
 		c.ListenAddr, c.ListenAddr6 = "0.0.0.0:0", "[::]:0?" // "?": only if the host has IPv6
 	}
@@ -186,6 +193,7 @@ func New(cfg Config) (*Device, error) {
 	}
 	d.goRun(d.deliverEvents)
 	d.goRun(d.forgetIdlePeers)
+	d.goRun(d.watchLocalAddrs)
 	for _, u := range cfg.SuperPeers {
 		sp := &superPeer{dev: d, url: u, ready: make(chan struct{})}
 		d.sps = append(d.sps, sp)
@@ -329,6 +337,37 @@ func (d *Device) localAddrs() []netip.AddrPort {
 		as = as[:rendezvous.MaxAddrs]
 	}
 	return as
+}
+
+// watchLocalAddrs announces changed local addresses: to every super peer
+// (FrameAddrs, for later candidates), and to every connected peer by an
+// introduction through every super peer, so that a peer that is now on
+// the same LAN, or was, punches the right addresses.
+func (d *Device) watchLocalAddrs() {
+	last := d.localAddrs()
+	t := time.NewTicker(d.cfg.AddrCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.closed:
+			return
+		case <-t.C:
+		}
+		now := d.localAddrs()
+		if slices.Equal(now, last) {
+			continue
+		}
+		d.log.Info("local addresses changed", zap.Stringers("from", last), zap.Stringers("to", now))
+		last = now
+		for _, sp := range d.sps {
+			if sess := sp.session(); sess != nil {
+				if err := sess.SetLocalAddrs(now); err != nil {
+					d.log.Debug("announcing local addresses", zap.String("url", sp.url), zap.Error(err))
+				}
+			}
+		}
+		d.introduceAgain(d.sps...)
+	}
 }
 
 // peer returns the state of a peer, making it if asked.

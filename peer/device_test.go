@@ -3,6 +3,7 @@ package peer
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -238,4 +239,36 @@ func TestDatagrams(t *testing.T) {
 			t.Fatalf("datagram %q, want %q", got, want)
 		}
 	}
+}
+
+// A device whose local addresses change (another network, a new lease)
+// announces them: the peer it is connected to gets them as candidates.
+func TestLocalAddrsChange(t *testing.T) {
+	s, _ := superPeerServer(t)
+	var local atomic.Pointer[[]netip.AddrPort]
+	a := newDevice(t, s, func(c *Config) {
+		c.AddrCheckInterval = 50 * time.Millisecond
+		c.LocalAddrs = func(port uint16) []netip.AddrPort {
+			if as := local.Load(); as != nil {
+				return *as
+			}
+			return []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)}
+		}
+	})
+	b := newDevice(t, s)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "before")
+
+	moved := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), a.LocalAddr().Port())
+	local.Store(&[]netip.AddrPort{moved})
+	pa := b.peer(a.PeerID(), false)
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Contains(pa.candidates(), moved) {
+		if time.Now().After(deadline) {
+			t.Fatalf("B's candidates for A are %v, without A's new local address %v", pa.candidates(), moved)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	roundTrip(t, c, "after")
 }

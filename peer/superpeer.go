@@ -260,6 +260,12 @@ func (sp *superPeer) changed() {
 func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
 	d.log.Info("super peer observes a new address", zap.String("url", sp.url), zap.Stringer("observed", a))
 	sp.changed()
+	d.introduceAgain(sp)
+}
+
+// introduceAgain asks each of sps to introduce this device to every peer
+// it is connected to: both get fresh candidates and punch.
+func (d *Device) introduceAgain(sps ...*superPeer) {
 	var active []*peerState
 	d.mu.Lock()
 	for _, p := range d.peers {
@@ -271,17 +277,19 @@ func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
 	}
 	d.mu.Unlock()
 	for _, p := range active {
-		d.goRun(func() {
-			sess := sp.session()
-			if sess == nil {
-				return
-			}
-			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-			defer cancel()
-			if _, err := sess.Lookup(ctx, p.id); err != nil {
-				d.log.Debug("introducing again after a rebinding", zap.String("peer", p.id.Short()), zap.Error(err))
-			}
-		})
+		for _, sp := range sps {
+			d.goRun(func() {
+				sess := sp.session()
+				if sess == nil {
+					return
+				}
+				ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+				defer cancel()
+				if _, err := sess.Lookup(ctx, p.id); err != nil {
+					d.log.Debug("introducing again", zap.String("peer", p.id.Short()), zap.String("url", sp.url), zap.Error(err))
+				}
+			})
+		}
 	}
 }
 
