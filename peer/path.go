@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -73,10 +74,10 @@ type peerState struct {
 	fastUntil time.Time
 	last      Path // last reported path
 	peerRTTs  map[*superPeer]time.Duration
-	watching  bool                    // maintainRelay runs
-	conns     map[*quic.Conn]struct{} // open end-to-end connections
-	lastUsed  time.Time               // last introduction, or last connection's end
-	gone      bool                    // forgotten by the device; loops stop
+	watching  bool                        // maintainRelay runs
+	conns     map[*quic.Conn]*atomic.Bool // open end-to-end connections: a nudge is under way
+	lastUsed  time.Time                   // last introduction, or last connection's end
+	gone      bool                        // forgotten by the device; loops stop
 }
 
 // isGone reports whether the device forgot the peer.
@@ -90,9 +91,9 @@ func (p *peerState) isGone() bool {
 func (p *peerState) track(qc *quic.Conn) {
 	p.mu.Lock()
 	if p.conns == nil {
-		p.conns = make(map[*quic.Conn]struct{})
+		p.conns = make(map[*quic.Conn]*atomic.Bool)
 	}
-	p.conns[qc] = struct{}{}
+	p.conns[qc] = new(atomic.Bool)
 	p.mu.Unlock()
 	p.dev.goRun(func() {
 		select {
@@ -113,8 +114,15 @@ func (p *peerState) track(qc *quic.Conn) {
 // after a probe timeout that grew while the old path was dead (RFC 9002
 // §6.2). Peer.Conn never delivers empty datagrams.
 func (p *peerState) nudgeLocked() {
-	for qc := range p.conns {
-		go qc.SendDatagram(nil) // blocks while quic-go's queue is full
+	for qc, nudging := range p.conns {
+		// SendDatagram blocks while quic-go's queue is full: one nudge at
+		// a time per connection.
+		if nudging.CompareAndSwap(false, true) {
+			go func() {
+				qc.SendDatagram(nil)
+				nudging.Store(false)
+			}()
+		}
 	}
 }
 
