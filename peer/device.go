@@ -254,7 +254,6 @@ func quicConfig() *quic.Config {
 		DisablePathMTUDiscovery: true,
 		KeepAlivePeriod:         10 * time.Second,
 		MaxIdleTimeout:          30 * time.Second,
-		EnableDatagrams:         true, // for the application, and nudges on path changes
 	}
 }
 
@@ -427,18 +426,6 @@ func (c *Conn) Peer() identity.PeerID { return c.peer }
 
 // Path is how the connection's packets travel now.
 func (c *Conn) Path() Path { return c.ps.path() }
-
-// ReceiveDatagram returns the next QUIC datagram (RFC 9221) from the peer.
-// Empty datagrams are the devices' own (they nudge loss recovery when a
-// path changes) and never returned.
-func (c *Conn) ReceiveDatagram(ctx context.Context) ([]byte, error) {
-	for {
-		b, err := c.Conn.ReceiveDatagram(ctx)
-		if err != nil || len(b) > 0 {
-			return b, err
-		}
-	}
-}
 
 // Dial connects to a peer: it asks every super peer to introduce the two
 // devices, opens the relay at once, punches in parallel, and returns the

@@ -1,8 +1,9 @@
 package peer
 
 import (
-	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -204,43 +205,6 @@ func TestRebindingReintroduces(t *testing.T) {
 	roundTrip(t, c, "after")
 }
 
-// Connections carry QUIC datagrams; the empty ones that nudge loss
-// recovery on a path change never reach the application.
-func TestDatagrams(t *testing.T) {
-	s, _ := superPeerServer(t)
-	a, b := newDevice(t, s), newDevice(t, s)
-	accepted := make(chan *Conn, 1)
-	go func() {
-		c, err := b.Accept(t.Context())
-		if err == nil {
-			accepted <- c
-		}
-		close(accepted)
-	}()
-	c := dial(t, a, b)
-	for _, d := range [][]byte{nil, []byte("one"), {}, []byte("two")} {
-		if err := c.SendDatagram(d); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cb := <-accepted
-	if cb == nil {
-		t.Fatal("no connection accepted")
-	}
-	defer cb.CloseWithError(0, "")
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	for _, want := range []string{"one", "two"} {
-		got, err := cb.ReceiveDatagram(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got) != want {
-			t.Fatalf("datagram %q, want %q", got, want)
-		}
-	}
-}
-
 // A device whose local addresses change (another network, a new lease)
 // announces them: the peer it is connected to gets them as candidates.
 func TestLocalAddrsChange(t *testing.T) {
@@ -271,4 +235,89 @@ func TestLocalAddrsChange(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	roundTrip(t, c, "after")
+}
+
+// A new path carries the last packets sent over the old one again, so
+// that loss recovery at both ends need not wait for a probe timeout.
+func TestNewPathResendsTail(t *testing.T) {
+	s, _ := superPeerServer(t)
+	d := newDevice(t, s)
+	other, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := d.peer(other.PeerID(), true)
+	listen := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	oldPath, newPath := listen(), listen()
+	setDirect := func(c *net.UDPConn) {
+		p.mu.Lock()
+		p.direct = c.LocalAddr().(*net.UDPAddr).AddrPort()
+		p.changedLocked()
+		p.mu.Unlock()
+	}
+	read := func(c *net.UDPConn, n int) []string {
+		t.Helper()
+		var got []string
+		buf := make([]byte, 1500)
+		for range n {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			k, _, err := c.ReadFromUDP(buf)
+			if err != nil {
+				t.Fatalf("after %q: %v", got, err)
+			}
+			got = append(got, string(buf[:k]))
+		}
+		return got
+	}
+
+	setDirect(oldPath)
+	var sent []string
+	for i := range 6 {
+		sent = append(sent, fmt.Sprintf("\x40packet %d", i)) // QUIC's fixed bit, as a QUIC packet has
+		p.send([]byte(sent[i]))
+	}
+	read(oldPath, 6)
+	setDirect(newPath)
+	got := read(newPath, tailLen)
+	slices.Sort(got) // resent in order, but nothing promises the order of arrival
+	if want := sent[len(sent)-tailLen:]; !slices.Equal(got, want) {
+		t.Fatalf("the new path got %q, want the last %d packets %q", got, tailLen, want)
+	}
+}
+
+// Once a direct path has settled, it is pinged at the keepalive interval
+// (1 s), not faster: a punch from a known address is no news.
+func TestSettledDirectPathIsQuiet(t *testing.T) {
+	s, _ := superPeerServer(t)
+	var calls [2]atomic.Int64 // BlockDirect is asked once per punch sent or handled
+	counting := func(i int) func(*Config) {
+		return func(c *Config) {
+			c.FastPunchFor = 300 * time.Millisecond
+			c.BlockDirect = func() bool { calls[i].Add(1); return false }
+		}
+	}
+	a, b := newDevice(t, s, counting(0)), newDevice(t, s, counting(1))
+	echo(t, b)
+	c := dial(t, a, b)
+	waitPath(t, c, PathDirect, 5*time.Second)
+	time.Sleep(time.Second) // past fast punching
+	before := [2]int64{calls[0].Load(), calls[1].Load()}
+	time.Sleep(2 * time.Second)
+	for i, name := range []string{"A", "B"} {
+		// Per second: its own ping, the peer's ping and the pong to its
+		// own: about 6 in 2 s.
+		if n := calls[i].Load() - before[i]; n > 20 {
+			t.Errorf("%s handled or sent %d punches in 2 s on a settled direct path, want about 6", name, n)
+		} else {
+			t.Logf("%s: %d punches in 2 s", name, n)
+		}
+	}
+	roundTrip(t, c, "still direct")
 }

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -52,6 +51,7 @@ const (
 	maxCandidates = 32
 	maxPending    = 64 // packets held while a peer has no path
 	maxPings      = 64 // outstanding punch pings
+	tailLen       = 4  // last packets to a peer, resent over a new path
 )
 
 // peerState is everything the device knows about reaching one peer.
@@ -69,15 +69,17 @@ type peerState struct {
 	relay     *relayPath
 	dialing   bool // a relay session is being opened
 	pending   [][]byte
+	tail      [tailLen][]byte // the last packets sent, tail[tailNext] the oldest
+	tailNext  int
 	punching  bool          // the punch loop runs
 	wake      chan struct{} // new candidates: punch now, not at the next tick
 	fastUntil time.Time
 	last      Path // last reported path
 	peerRTTs  map[*superPeer]time.Duration
-	watching  bool                        // maintainRelay runs
-	conns     map[*quic.Conn]*atomic.Bool // open end-to-end connections: a nudge is under way
-	lastUsed  time.Time                   // last introduction, or last connection's end
-	gone      bool                        // forgotten by the device; loops stop
+	watching  bool                    // maintainRelay runs
+	conns     map[*quic.Conn]struct{} // open end-to-end connections
+	lastUsed  time.Time               // last introduction, or last connection's end
+	gone      bool                    // forgotten by the device; loops stop
 }
 
 // isGone reports whether the device forgot the peer.
@@ -91,9 +93,9 @@ func (p *peerState) isGone() bool {
 func (p *peerState) track(qc *quic.Conn) {
 	p.mu.Lock()
 	if p.conns == nil {
-		p.conns = make(map[*quic.Conn]*atomic.Bool)
+		p.conns = make(map[*quic.Conn]struct{})
 	}
-	p.conns[qc] = new(atomic.Bool)
+	p.conns[qc] = struct{}{}
 	p.mu.Unlock()
 	p.dev.goRun(func() {
 		select {
@@ -105,25 +107,6 @@ func (p *peerState) track(qc *quic.Conn) {
 		p.lastUsed = time.Now()
 		p.mu.Unlock()
 	})
-}
-
-// nudgeLocked makes every connection to the peer send a packet over the
-// path just taken: an empty QUIC datagram, which the peer acknowledges.
-// That acknowledgement, and the ones the packet itself carries, let both
-// ends' loss recovery resend at once what the old path lost, instead of
-// after a probe timeout that grew while the old path was dead (RFC 9002
-// §6.2). Peer.Conn never delivers empty datagrams.
-func (p *peerState) nudgeLocked() {
-	for qc, nudging := range p.conns {
-		// SendDatagram blocks while quic-go's queue is full: one nudge at
-		// a time per connection.
-		if nudging.CompareAndSwap(false, true) {
-			go func() {
-				qc.SendDatagram(nil)
-				nudging.Store(false)
-			}()
-		}
-	}
 }
 
 // setPeerRTT records the peer's RTT to a super peer, as it reported.
@@ -185,7 +168,7 @@ func (p *peerState) changedLocked() {
 	}
 	p.last = now
 	if now.Kind != PathNone {
-		p.nudgeLocked()
+		p.resendTailLocked()
 	}
 	if f := p.dev.cfg.OnPathChange; f != nil {
 		id := p.id
@@ -206,12 +189,43 @@ func (p *peerState) send(b []byte) {
 		p.mu.Unlock()
 		return
 	}
+	p.tail[p.tailNext] = append(p.tail[p.tailNext][:0], b...)
+	p.tailNext = (p.tailNext + 1) % tailLen
 	p.mu.Unlock()
 	if direct.IsValid() {
 		p.dev.sock.writeUDP(b, direct)
 		return
 	}
 	rp.conn.WriteTo(b, nil)
+}
+
+// resendTailLocked sends the last few packets again, over the path just
+// taken. QUIC drops duplicates; a packet the old path lost is new to the
+// peer. Either way the peer acknowledges them, and those
+// acknowledgements, with the ones the packets carry, let both ends' loss
+// recovery resend at once what the old path lost (RFC 9002 §6.1), rather
+// than after a probe timeout that grew while the old path was dead
+// (§6.2). Nothing of this reaches either application.
+func (p *peerState) resendTailLocked() {
+	var tail [][]byte
+	for i := range tailLen {
+		if b := p.tail[(p.tailNext+i)%tailLen]; len(b) > 0 {
+			tail = append(tail, append([]byte(nil), b...))
+		}
+	}
+	if len(tail) == 0 {
+		return
+	}
+	direct, rp := p.direct, p.relay
+	go func() {
+		for _, b := range tail {
+			if direct.IsValid() {
+				p.dev.sock.writeUDP(b, direct)
+			} else if rp != nil {
+				rp.conn.WriteTo(b, nil)
+			}
+		}
+	}()
 }
 
 // flushLocked sends what waited for a path; the caller has just set one.
@@ -240,18 +254,21 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool) {
 		return
 	}
 	p.mu.Lock()
+	added := false
 	for _, a := range as {
 		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
-		if !a.IsValid() || a.Port() == 0 || p.dev.sock.socketFor(a) == nil {
+		if !a.IsValid() || a.Port() == 0 || p.dev.sock.socketFor(a) == nil || slices.Contains(p.cands, a) {
 			continue
 		}
-		known := false
-		for _, c := range p.cands {
-			known = known || c == a
+		if len(p.cands) >= maxCandidates {
+			p.evictCandidateLocked()
 		}
-		if !known && len(p.cands) < maxCandidates {
-			p.cands = append(p.cands, a)
-		}
+		p.cands = append(p.cands, a)
+		added = true
+	}
+	if !added && !introduced {
+		p.mu.Unlock()
+		return // a punch from a known address: nothing to hurry
 	}
 	p.fastUntil = time.Now().Add(p.dev.cfg.FastPunchFor)
 	if introduced {
@@ -267,6 +284,18 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool) {
 	select {
 	case p.wake <- struct{}{}:
 	default:
+	}
+}
+
+// evictCandidateLocked drops the oldest candidate that is not the direct
+// path, making room for a newer one: addresses go stale as NATs rebind
+// and devices move.
+func (p *peerState) evictCandidateLocked() {
+	for i, c := range p.cands {
+		if c != p.direct {
+			p.cands = slices.Delete(p.cands, i, i+1)
+			return
+		}
 	}
 }
 

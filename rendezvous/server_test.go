@@ -213,9 +213,42 @@ func TestRebinding(t *testing.T) {
 			select {
 			case got := <-observed:
 				t.Errorf("a second FrameObserved (%v) without a second rebinding", got)
-			default:
+			case <-time.After(4 * followMin): // the looks the frames above asked for
 			}
 		})
+	}
+}
+
+// A look at the device's address that is already pending does not swallow
+// the one a later frame asks for: here the pending look comes before the
+// new path is validated, and only the later one sees the move.
+func TestRebindingDuringPendingLook(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	const oneWay = 50 * time.Millisecond
+	nat := sptest.StartUDPProxy(t, ts.PC.LocalAddr().(*net.UDPAddr).AddrPort(), func() time.Duration { return oneWay })
+	observed := make(chan netip.AddrPort, 4)
+	a := ts.dial(t, TransportH3, newIdentity(t), func(c *ClientConfig) {
+		c.Addr = nat.Addr().String()
+		c.OnObserved = func(ap netip.AddrPort) { observed <- ap }
+	})
+	time.Sleep(time.Second) // the looks after registration are done
+	// A frame over the old path: a look follows 3 RTTs (300 ms) after it
+	// arrives. 250 ms later the NAT rebinds and a ping comes over the new
+	// path, 50 ms before that look; the path is validated one RTT after
+	// the ping arrives, 50 ms after the look.
+	if err := a.SetLocalAddrs([]netip.AddrPort{netip.MustParseAddrPort("192.0.2.7:7")}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(250 * time.Millisecond)
+	moved := nat.Rebind()
+	a.Ping()
+	select {
+	case got := <-observed:
+		if got != moved[0] {
+			t.Fatalf("observed %v, want the new mapping %v", got, moved[0])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no FrameObserved within 5s of the rebinding (still %v)", a.Observed())
 	}
 }
 

@@ -45,6 +45,7 @@ type session struct {
 	timer     *time.Timer
 	timerAt   time.Time     // when timer fires
 	nextPing  time.Time     // when keepalive pings next
+	followAt  time.Time     // the latest look at the device's address asked for
 	rtt       time.Duration // smoothed, measured by the super peer
 	deviceRTT time.Duration // as the device reports it
 	pingNonce uint64
@@ -251,7 +252,11 @@ func (s *session) keepalive() {
 	}
 	now := time.Now()
 	if now.Before(s.nextPing) { // an early wake-up, to follow the address
-		s.resetTimerLocked(s.nextPing.Sub(now))
+		next := s.nextPing
+		if now.Before(s.followAt) && s.followAt.Before(next) {
+			next = s.followAt // a later look was asked for meanwhile
+		}
+		s.resetTimerLocked(next.Sub(now))
 		s.mu.Unlock()
 		return
 	}
@@ -292,14 +297,21 @@ func (s *session) followRemote(afterFrame bool) {
 	if s.conn == nil || !s.registered {
 		return
 	}
-	now, ok := addrPortOf(s.conn.RemoteAddr())
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return
 	}
+	// Read under the lock: two goroutines that look at once must not
+	// store their addresses in the wrong order.
+	now, ok := addrPortOf(s.conn.RemoteAddr())
 	if afterFrame && s.timer != nil {
-		if d := max(followMin, followRTT*s.rtt); time.Now().Add(d).Before(s.timerAt) {
+		d := max(followMin, followRTT*s.rtt)
+		at := time.Now().Add(d)
+		if at.After(s.followAt) {
+			s.followAt = at
+		}
+		if at.Before(s.timerAt) {
 			s.resetTimerLocked(d)
 		}
 	}
