@@ -353,18 +353,30 @@ func (d *Device) watchLocalAddrs() {
 		case <-t.C:
 		}
 		now := d.localAddrs()
+		// Every session that has other addresses is told, also one that
+		// registered with addresses taken just before they changed.
+		for _, sp := range d.sps {
+			sp.mu.Lock()
+			sess, told := sp.sess, sp.told
+			sp.mu.Unlock()
+			if sess == nil || slices.Equal(told, now) {
+				continue
+			}
+			if err := sess.SetLocalAddrs(now); err != nil {
+				d.log.Debug("announcing local addresses", zap.String("url", sp.url), zap.Error(err))
+				continue
+			}
+			sp.mu.Lock()
+			if sp.sess == sess {
+				sp.told = now
+			}
+			sp.mu.Unlock()
+		}
 		if slices.Equal(now, last) {
 			continue
 		}
 		d.log.Info("local addresses changed", zap.Stringers("from", last), zap.Stringers("to", now))
 		last = now
-		for _, sp := range d.sps {
-			if sess := sp.session(); sess != nil {
-				if err := sess.SetLocalAddrs(now); err != nil {
-					d.log.Debug("announcing local addresses", zap.String("url", sp.url), zap.Error(err))
-				}
-			}
-		}
 		d.introduceAgain(d.sps...)
 	}
 }

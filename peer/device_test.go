@@ -171,8 +171,13 @@ func TestRebindingReintroduces(t *testing.T) {
 		c.SuperPeers = []string{"https://" + nat.Addr().String()}
 		c.OnSuperPeer = func(st SuperPeerStatus) { events <- st }
 	})
-	if st := <-events; !st.Connected || st.Transport != "h3" {
-		t.Fatalf("first super peer event %+v, want connected over h3", st)
+	select {
+	case st := <-events:
+		if !st.Connected || st.Transport != "h3" {
+			t.Fatalf("first super peer event %+v, want connected over h3", st)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no super peer event within 5s of registering")
 	}
 	b := newDevice(t, s)
 	echo(t, b)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/netsody/superpeer/rendezvous"
 )
@@ -24,11 +25,13 @@ type superPeer struct {
 	dev *Device
 	url string
 
-	mu      sync.Mutex // guards the following
-	sess    *rendezvous.Session
-	lastErr error
-	ready   chan struct{} // closed while a session is up
-	closed  bool
+	mu       sync.Mutex // guards the following
+	sess     *rendezvous.Session
+	lastErr  error
+	ready    chan struct{} // closed while a session is up
+	closed   bool
+	told     []netip.AddrPort // the local addresses the session has
+	observed netip.AddrPort   // as the last session registered
 }
 
 func (sp *superPeer) run() {
@@ -56,8 +59,15 @@ func (sp *superPeer) run() {
 		}
 		sp.sess, sp.lastErr = sess, nil
 		close(sp.ready)
+		before := sp.observed
+		sp.observed = sess.Observed()
 		sp.mu.Unlock()
 		sp.changed()
+		if before.IsValid() && before != sess.Observed() {
+			// A new session (after the old one ended) sees this device
+			// elsewhere: as after a rebinding, peers need to know.
+			sp.dev.introduceAgain(sp)
+		}
 		sp.awaitEnd(sess)
 		sp.mu.Lock()
 		sp.sess, sp.lastErr = nil, sess.Err()
@@ -83,6 +93,7 @@ func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error
 	if err != nil {
 		return nil, err
 	}
+	told := d.localAddrs()
 	cfg := rendezvous.ClientConfig{
 		Identity:      d.cfg.Identity,
 		URL:           sp.url,
@@ -90,7 +101,7 @@ func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error
 		QUICTransport: d.tr,
 		DialTCP:       d.cfg.DialTCP,
 		TLSConfig:     &tls.Config{RootCAs: d.cfg.RootCAs},
-		LocalAddrs:    d.localAddrs(),
+		LocalAddrs:    told,
 		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, c) },
 		OnObserved:    func(a netip.AddrPort) { d.onObserved(sp, a) },
 		Logger:        d.log,
@@ -135,6 +146,9 @@ func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error
 						}
 					}()
 				}
+				sp.mu.Lock()
+				sp.told = told
+				sp.mu.Unlock()
 				return r.sess, nil
 			}
 			errs = append(errs, r.err)
@@ -264,7 +278,9 @@ func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
 }
 
 // introduceAgain asks each of sps to introduce this device to every peer
-// it is connected to: both get fresh candidates and punch.
+// it is connected to: both get fresh candidates and punch. The requests
+// to one super peer are paced below its connect rate limit (10/s, burst
+// 20), so that a device with many peers is not refused.
 func (d *Device) introduceAgain(sps ...*superPeer) {
 	var active []*peerState
 	d.mu.Lock()
@@ -276,22 +292,36 @@ func (d *Device) introduceAgain(sps ...*superPeer) {
 		p.mu.Unlock()
 	}
 	d.mu.Unlock()
-	for _, p := range active {
-		for _, sp := range sps {
-			d.goRun(func() {
+	if len(active) == 0 {
+		return
+	}
+	for _, sp := range sps {
+		d.goRun(func() {
+			pace := rate.NewLimiter(introduceRate, introduceBurst)
+			for _, p := range active {
+				if pace.Wait(d.ctx) != nil {
+					return // the device closed
+				}
 				sess := sp.session()
 				if sess == nil {
 					return
 				}
 				ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-				defer cancel()
 				if _, err := sess.Lookup(ctx, p.id); err != nil {
 					d.log.Debug("introducing again", zap.String("peer", p.id.Short()), zap.String("url", sp.url), zap.Error(err))
 				}
-			})
-		}
+				cancel()
+			}
+		})
 	}
 }
+
+// introduceAgain's pace, below rendezvous.DefaultConnectRate and
+// DefaultConnectBurst.
+const (
+	introduceRate  = 8
+	introduceBurst = 10
+)
 
 // pingSuperPeers pings every super peer now, at most once a second: a
 // direct path died, perhaps because this device's NAT rebound, and a
