@@ -21,6 +21,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/rendezvous"
@@ -191,12 +192,14 @@ func New(cfg Config) (*Device, error) {
 	for _, u := range udps {
 		d.goRun(func() { d.sock.readLoop(u) })
 	}
+	// d.sps is complete before anything that reads it runs.
+	for _, u := range cfg.SuperPeers {
+		d.sps = append(d.sps, &superPeer{dev: d, url: u, ready: make(chan struct{}), pace: rate.NewLimiter(introduceRate, introduceBurst)})
+	}
 	d.goRun(d.deliverEvents)
 	d.goRun(d.forgetIdlePeers)
 	d.goRun(d.watchLocalAddrs)
-	for _, u := range cfg.SuperPeers {
-		sp := &superPeer{dev: d, url: u, ready: make(chan struct{})}
-		d.sps = append(d.sps, sp)
+	for _, sp := range d.sps {
 		d.goRun(sp.run)
 	}
 	return d, nil

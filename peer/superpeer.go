@@ -31,7 +31,14 @@ type superPeer struct {
 	ready    chan struct{} // closed while a session is up
 	closed   bool
 	told     []netip.AddrPort // the local addresses the session has
-	observed netip.AddrPort   // as the last session registered
+	observed netip.AddrPort   // as the last HTTP/3 session saw it
+
+	// Introductions again (introduceAgain): the peers waiting for one,
+	// whether a goroutine works through them, and its pace, below the
+	// super peer's connect rate limit.
+	reintro   map[*peerState]struct{}
+	reintroOn bool
+	pace      *rate.Limiter
 }
 
 func (sp *superPeer) run() {
@@ -41,7 +48,7 @@ func (sp *superPeer) run() {
 			return
 		case <-time.After(backoff):
 		}
-		sess, err := sp.dial("")
+		sess, told, err := sp.dial("")
 		if err != nil {
 			sp.mu.Lock()
 			sp.lastErr = err
@@ -57,15 +64,14 @@ func (sp *superPeer) run() {
 			sess.Close()
 			return
 		}
-		sp.sess, sp.lastErr = sess, nil
+		sp.sess, sp.told, sp.lastErr = sess, told, nil
 		close(sp.ready)
-		before := sp.observed
-		sp.observed = sess.Observed()
+		moved := sp.followLocked(sess)
 		sp.mu.Unlock()
 		sp.changed()
-		if before.IsValid() && before != sess.Observed() {
-			// A new session (after the old one ended) sees this device
-			// elsewhere: as after a rebinding, peers need to know.
+		if moved {
+			// A new session sees this device elsewhere than the one
+			// before: as after a rebinding, peers need to know.
 			sp.dev.introduceAgain(sp)
 		}
 		sp.awaitEnd(sess)
@@ -87,13 +93,13 @@ func (sp *superPeer) run() {
 // has had H3HeadStart to answer: the first to register wins, the other is
 // closed. A device whose UDP is blocked is registered over HTTP/2 a
 // moment after the head start, not after a timeout.
-func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error) {
+func (sp *superPeer) dial(only rendezvous.Transport) (_ *rendezvous.Session, told []netip.AddrPort, _ error) {
 	d := sp.dev
 	addr, err := sp.resolve()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	told := d.localAddrs()
+	told = d.localAddrs()
 	cfg := rendezvous.ClientConfig{
 		Identity:      d.cfg.Identity,
 		URL:           sp.url,
@@ -146,10 +152,7 @@ func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error
 						}
 					}()
 				}
-				sp.mu.Lock()
-				sp.told = told
-				sp.mu.Unlock()
-				return r.sess, nil
+				return r.sess, told, nil
 			}
 			errs = append(errs, r.err)
 			sp.mu.Lock()
@@ -168,7 +171,20 @@ func (sp *superPeer) dial(only rendezvous.Transport) (*rendezvous.Session, error
 			}
 		}
 	}
-	return nil, errors.Join(errs...)
+	return nil, nil, errors.Join(errs...)
+}
+
+// followLocked records where a new session sees this device, and reports
+// whether that is a move from where the last one saw it. Only HTTP/3
+// sessions count: an HTTP/2 session sees a TCP connection's address,
+// which every new connection changes.
+func (sp *superPeer) followLocked(sess *rendezvous.Session) (moved bool) {
+	if sess.Transport() != rendezvous.TransportH3 {
+		return false
+	}
+	before := sp.observed
+	sp.observed = sess.Observed()
+	return before.IsValid() && before != sp.observed
 }
 
 // resolve finds the super peer's address in a family the device has a
@@ -244,13 +260,17 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) {
 			return
 		case <-retryC:
 			retry.Reset(sp.dev.cfg.H3RetryInterval)
-			if h3, err := sp.dial(rendezvous.TransportH3); err == nil {
+			if h3, told, err := sp.dial(rendezvous.TransportH3); err == nil {
 				sp.mu.Lock()
-				sp.sess = h3
+				sp.sess, sp.told = h3, told
+				moved := sp.followLocked(h3)
 				sp.mu.Unlock()
 				sess.Close() // relays on it move on their own
 				sess = h3
 				sp.changed()
+				if moved {
+					sp.dev.introduceAgain(sp)
+				}
 			}
 		}
 	}
@@ -273,14 +293,17 @@ func (sp *superPeer) changed() {
 // of a connection.
 func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
 	d.log.Info("super peer observes a new address", zap.String("url", sp.url), zap.Stringer("observed", a))
+	sp.mu.Lock()
+	sp.observed = a
+	sp.mu.Unlock()
 	sp.changed()
 	d.introduceAgain(sp)
 }
 
 // introduceAgain asks each of sps to introduce this device to every peer
-// it is connected to: both get fresh candidates and punch. The requests
-// to one super peer are paced below its connect rate limit (10/s, burst
-// 20), so that a device with many peers is not refused.
+// it is connected to: both get fresh candidates and punch. Each super
+// peer's requests go out at its own pace (sp.pace), below its connect
+// rate limit, however many calls overlap.
 func (d *Device) introduceAgain(sps ...*superPeer) {
 	var active []*peerState
 	d.mu.Lock()
@@ -296,21 +319,55 @@ func (d *Device) introduceAgain(sps ...*superPeer) {
 		return
 	}
 	for _, sp := range sps {
+		sp.mu.Lock()
+		if sp.reintro == nil {
+			sp.reintro = make(map[*peerState]struct{})
+		}
+		for _, p := range active {
+			sp.reintro[p] = struct{}{}
+		}
+		start := !sp.reintroOn
+		sp.reintroOn = true
+		sp.mu.Unlock()
+		if start {
+			d.goRun(sp.introduceWaiting)
+		}
+	}
+}
+
+// introduceWaiting sends a connect for every peer in sp.reintro, at
+// sp.pace, until none is left.
+func (sp *superPeer) introduceWaiting() {
+	d := sp.dev
+	for {
+		if sp.pace.Wait(d.ctx) != nil { // the device closed
+			sp.mu.Lock()
+			clear(sp.reintro)
+			sp.reintroOn = false
+			sp.mu.Unlock()
+			return
+		}
+		sp.mu.Lock()
+		var p *peerState
+		for p = range sp.reintro {
+			break
+		}
+		if p == nil {
+			sp.reintroOn = false
+			sp.mu.Unlock()
+			return
+		}
+		delete(sp.reintro, p)
+		sess := sp.sess
+		sp.mu.Unlock()
+		if sess == nil {
+			continue
+		}
 		d.goRun(func() {
-			pace := rate.NewLimiter(introduceRate, introduceBurst)
-			for _, p := range active {
-				if pace.Wait(d.ctx) != nil {
-					return // the device closed
-				}
-				sess := sp.session()
-				if sess == nil {
-					return
-				}
-				ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-				if _, err := sess.Lookup(ctx, p.id); err != nil {
-					d.log.Debug("introducing again", zap.String("peer", p.id.Short()), zap.String("url", sp.url), zap.Error(err))
-				}
-				cancel()
+			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+			defer cancel()
+			if _, err := sess.Lookup(ctx, p.id); err != nil {
+				d.log.Debug("introducing again", zap.String("peer", p.id.Short()), zap.String("url", sp.url), zap.Error(err))
 			}
 		})
 	}

@@ -265,6 +265,9 @@ func (s *session) keepalive() {
 	ping := Ping{Nonce: s.pingNonce, RTT: s.rtt}
 	next := min(cfg.KeepaliveInterval, cfg.SessionTimeout-silent)
 	s.nextPing = now.Add(next)
+	if now.Before(s.followAt) {
+		next = min(next, s.followAt.Sub(now))
+	}
 	s.resetTimerLocked(next)
 	s.mu.Unlock()
 	s.send(ping.frame())
