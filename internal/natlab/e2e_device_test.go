@@ -313,21 +313,11 @@ func serveEcho(ctx context.Context, dev *peer.Device, out *eventWriter) error {
 // dialAndTransfer is the dial role.
 func dialAndTransfer(ctx context.Context, dev *peer.Device, cfg e2eDeviceConfig) (e2eEvent, error) {
 	res := e2eEvent{Type: "result"}
-	pid, err := identity.ParsePeerID(cfg.Peer)
+	c, t0, timeline, err := dialWatched(ctx, dev, cfg.Peer)
 	if err != nil {
 		return res, err
 	}
-
-	t0 := time.Now()
-	timeline := watchPath(ctx, dev, cfg.Peer, t0)
 	defer timeline()
-
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := dev.Dial(dctx, pid)
-	cancel()
-	if err != nil {
-		return res, err
-	}
 	defer c.CloseWithError(0, "")
 	res.Dialed = time.Since(t0)
 
@@ -354,6 +344,25 @@ func dialAndTransfer(ctx context.Context, dev *peer.Device, cfg e2eDeviceConfig)
 	res.Timeline = timeline()
 	res.SuperPeers = dev.Status().SuperPeers
 	return res, nil
+}
+
+// dialWatched dials peerID with the path to it watched from t0, the
+// moment the dial begins; timeline stops the watch and returns the path
+// changes.
+func dialWatched(ctx context.Context, dev *peer.Device, peerID string) (c *peer.Conn, t0 time.Time, timeline func() []e2eStep, err error) {
+	pid, err := identity.ParsePeerID(peerID)
+	if err != nil {
+		return nil, t0, nil, err
+	}
+	t0 = time.Now()
+	timeline = watchPath(ctx, dev, peerID, t0)
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if c, err = dev.Dial(dctx, pid); err != nil {
+		timeline()
+		return nil, t0, nil, err
+	}
+	return c, t0, timeline, nil
 }
 
 // watchPath records the path to peer from t0 on, polling every 2 ms, until
@@ -394,19 +403,11 @@ func watchPath(ctx context.Context, dev *peer.Device, peerID string, t0 time.Tim
 // while the test rebinds a NAT under it.
 func dialAndSoak(ctx context.Context, dev *peer.Device, cfg e2eDeviceConfig, out *eventWriter) (e2eEvent, error) {
 	res := e2eEvent{Type: "result"}
-	pid, err := identity.ParsePeerID(cfg.Peer)
+	c, t0, timeline, err := dialWatched(ctx, dev, cfg.Peer)
 	if err != nil {
 		return res, err
 	}
-	t0 := time.Now()
-	timeline := watchPath(ctx, dev, cfg.Peer, t0)
 	defer timeline()
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := dev.Dial(dctx, pid)
-	cancel()
-	if err != nil {
-		return res, err
-	}
 	defer c.CloseWithError(0, "")
 	res.Dialed = time.Since(t0)
 	for deadline := t0.Add(cfg.Within); c.Path().Kind != peer.PathDirect; {
