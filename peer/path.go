@@ -216,31 +216,25 @@ func (p *peerState) resendTailLocked() {
 			tail = append(tail, append([]byte(nil), b...))
 		}
 	}
-	if len(tail) == 0 {
-		return
-	}
-	direct, rp := p.direct, p.relay
-	go func() {
-		for _, b := range tail {
-			if direct.IsValid() {
-				p.dev.sock.writeUDP(b, direct)
-			} else if rp != nil {
-				rp.conn.WriteTo(b, nil)
-			}
-		}
-	}()
+	p.sendAllLocked(tail)
 }
 
 // flushLocked sends what waited for a path; the caller has just set one.
 func (p *peerState) flushLocked() {
 	pending := p.pending
 	p.pending = nil
-	if len(pending) == 0 {
+	p.sendAllLocked(pending)
+}
+
+// sendAllLocked sends packets over the path in use, from a goroutine of
+// their own: the socket must not be written under p.mu.
+func (p *peerState) sendAllLocked(packets [][]byte) {
+	if len(packets) == 0 {
 		return
 	}
 	direct, rp := p.direct, p.relay
 	go func() {
-		for _, b := range pending {
+		for _, b := range packets {
 			if direct.IsValid() {
 				p.dev.sock.writeUDP(b, direct)
 			} else if rp != nil {

@@ -187,14 +187,7 @@ func TestRebinding(t *testing.T) {
 			// Nothing tells the super peer but the device's next packet;
 			// it then validates the new path and looks again.
 			trigger(t, a)
-			select {
-			case got := <-observed:
-				if got != moved[0] {
-					t.Fatalf("observed %v, want the new mapping %v", got, moved[0])
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatalf("no FrameObserved within 5s of the rebinding (still %v)", a.Observed())
-			}
+			waitObserved(t, a, observed, moved[0])
 			if a.Observed() != moved[0] {
 				t.Errorf("Observed() = %v, want %v", a.Observed(), moved[0])
 			}
@@ -242,13 +235,19 @@ func TestRebindingDuringPendingLook(t *testing.T) {
 	time.Sleep(250 * time.Millisecond)
 	moved := nat.Rebind()
 	a.Ping()
+	waitObserved(t, a, observed, moved[0])
+}
+
+// waitObserved waits for the FrameObserved that tells s its new address.
+func waitObserved(t *testing.T, s *Session, observed <-chan netip.AddrPort, want netip.AddrPort) {
+	t.Helper()
 	select {
 	case got := <-observed:
-		if got != moved[0] {
-			t.Fatalf("observed %v, want the new mapping %v", got, moved[0])
+		if got != want {
+			t.Fatalf("observed %v, want the new mapping %v", got, want)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatalf("no FrameObserved within 5s of the rebinding (still %v)", a.Observed())
+		t.Fatalf("no FrameObserved within 5s of the rebinding (still %v)", s.Observed())
 	}
 }
 
