@@ -337,18 +337,14 @@ func (s *session) observed() netip.AddrPort {
 	return s.remote
 }
 
-// addrPortOf returns a UDP or TCP address as an AddrPort, IPv4-mapped
-// IPv6 addresses unmapped.
+// addrPortOf returns a QUIC connection's UDP address as an AddrPort,
+// IPv4-mapped IPv6 addresses unmapped.
 func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	default:
-		return ap, false
+	u, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
 	}
+	ap := u.AddrPort()
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ap.IsValid()
 }
 
