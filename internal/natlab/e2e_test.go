@@ -112,7 +112,10 @@ type e2eResult struct {
 func TestE2E(t *testing.T) {
 	lab := NewForTest(t, Options{Name: "e2e"})
 	if ok, err := lab.IPv6(); !ok {
-		t.Fatalf("the IPv6 half of the matrix needs IPv6 in the lab: %v", err)
+		if os.Getenv(EnvRequire) == "1" {
+			t.Fatalf("the IPv6 half of the matrix needs IPv6 in the lab: %v (%s=1 requires it)", err, EnvRequire)
+		}
+		t.Skipf("the IPv6 half of the matrix needs IPv6 in the lab: %v (set %s=1 to make this a failure)", err, EnvRequire)
 	}
 	bin := e2eCaddyBinary(t, t.TempDir())
 
