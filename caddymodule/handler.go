@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/netsody/superpeer"
 	"github.com/netsody/superpeer/relay"
 	"github.com/netsody/superpeer/rendezvous"
 )
@@ -44,7 +44,7 @@ type Handler struct {
 	Relay *RelayConfig `json:"relay,omitempty"`
 
 	app    *App
-	sp     *superPeer
+	sp     *superpeer.Server
 	logger *zap.Logger
 }
 
@@ -85,44 +85,11 @@ var servers = caddy.NewUsagePool()
 
 const serverKey = "superpeer"
 
-// superPeer is the rendezvous server and the relay it authenticates
-// through.
-type superPeer struct {
-	rv *rendezvous.Server
-	rl *relay.Server
-}
-
-func newSuperPeer(rvCfg rendezvous.Config, rlCfg relay.Config) *superPeer {
-	sp := &superPeer{}
-	sp.rv = rendezvous.NewServer(sp.withHooks(rvCfg))
-	sp.rl = relay.NewServer(sp.withAuth(rlCfg))
-	return sp
-}
-
-func (sp *superPeer) withHooks(c rendezvous.Config) rendezvous.Config {
-	c.OnSessionEnd = func(reg any, reason string) { sp.rl.EndRegistration(reg, reason) }
-	return c
-}
-
-func (sp *superPeer) withAuth(c relay.Config) relay.Config {
-	c.Authenticate = sp.rv.Authenticate
-	c.Registered = sp.rv.Registered
-	return c
-}
-
-func (sp *superPeer) configure(rvCfg rendezvous.Config, rlCfg relay.Config) {
-	sp.rv.SetConfig(sp.withHooks(rvCfg))
-	sp.rl.SetConfig(sp.withAuth(rlCfg))
-}
-
-// Close ends every relay session and then every device session.
-func (sp *superPeer) Close() error {
-	sp.rl.Close()
-	return sp.rv.Close()
-}
+// superPeer is the process's super peer in the pool.
+type superPeer struct{ *superpeer.Server }
 
 // Destruct implements caddy.Destructor.
-func (sp *superPeer) Destruct() error { return sp.Close() }
+func (sp superPeer) Destruct() error { return sp.Close() }
 
 func (h *Handler) relayConfig() relay.Config {
 	r := h.Relay
@@ -142,6 +109,10 @@ func (h *Handler) relayConfig() relay.Config {
 		QueueLen:             r.QueueLen,
 		Logger:               logger.Named("relay"),
 	}
+}
+
+func (h *Handler) superPeerConfig() superpeer.Config {
+	return superpeer.Config{Rendezvous: h.config(), Relay: h.relayConfig()}
 }
 
 func (h *Handler) config() rendezvous.Config {
@@ -176,13 +147,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.app.takeOver(srv)
 
 	val, _, err := servers.LoadOrNew(serverKey, func() (caddy.Destructor, error) {
-		return newSuperPeer(h.config(), h.relayConfig()), nil
+		return superPeer{superpeer.New(h.superPeerConfig())}, nil
 	})
 	if err != nil {
 		return err
 	}
-	h.sp = val.(*superPeer)
-	h.sp.configure(h.config(), h.relayConfig())
+	h.sp = val.(superPeer).Server
+	h.sp.SetConfig(h.superPeerConfig())
 	if err := registerMetrics(ctx.GetMetricsRegistry(), h.sp); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -201,16 +172,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
-	if h.MaxSessions < 0 || h.ConnectRate < 0 || h.ConnectBurst < 0 {
-		return fmt.Errorf("netsody_superpeer: max_sessions, connect_rate and connect_burst must not be negative")
-	}
-	if err := h.config().Validate(); err != nil {
-		return fmt.Errorf("netsody_superpeer: %w", err)
-	}
-	if r := h.Relay; r != nil && (r.MaxSessionsPerDevice < 0 || r.Rate < 0 || r.Burst < 0 || r.MaxDatagramSize < 0 || r.QueueLen < 0) {
-		return fmt.Errorf("netsody_superpeer: relay options must not be negative")
-	}
-	if err := h.relayConfig().Validate(); err != nil {
+	if err := h.superPeerConfig().Validate(); err != nil {
 		return fmt.Errorf("netsody_superpeer: %w", err)
 	}
 	return nil
@@ -241,13 +203,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}
 	}
-	var serve http.Handler
-	switch {
-	case r.URL.Path == rendezvous.Path:
-		serve = h.sp.rv
-	case strings.HasPrefix(r.URL.Path, relay.PathPrefix):
-		serve = h.sp.rl
-	default:
+	if !superpeer.Handles(r.URL.Path) {
 		return next.ServeHTTP(w, r)
 	}
 	rd, wr := caddyhttp.IdleTimeoutsFromContext(r.Context())
@@ -257,7 +213,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if wr != nil {
 		defer wr.Override(longLived, 0, 0)()
 	}
-	serve.ServeHTTP(w, r)
+	h.sp.ServeHTTP(w, r)
 	return nil
 }
 

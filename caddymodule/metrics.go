@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/netsody/superpeer"
 	"github.com/netsody/superpeer/relay"
 	"github.com/netsody/superpeer/rendezvous"
 )
@@ -13,7 +14,7 @@ import (
 // collector exports the super peer's counters as Prometheus metrics on
 // Caddy's registry (served at the admin endpoint's /metrics). Labels are
 // reasons and codes, never devices, so the number of series is fixed.
-type collector struct{ sp *superPeer }
+type collector struct{ sp *superpeer.Server }
 
 const ns = "netsody_superpeer"
 
@@ -47,8 +48,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	registered, all := c.sp.rv.Sessions()
-	rs := c.sp.rv.Stats()
+	registered, all := c.sp.Rendezvous().Sessions()
+	rs := c.sp.Rendezvous().Stats()
 	ch <- prometheus.MustNewConstMetric(descDevices, prometheus.GaugeValue, float64(registered))
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(all))
 	ch <- prometheus.MustNewConstMetric(descRegistrations, prometheus.CounterValue, float64(rs.Registrations.Load()))
@@ -57,7 +58,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, code := range refusalCodes {
 		ch <- prometheus.MustNewConstMetric(descRvRefused, prometheus.CounterValue, float64(rs.Refused[code].Load()), code.String())
 	}
-	ls := c.sp.rl.Stats()
+	ls := c.sp.Relay().Stats()
 	ch <- prometheus.MustNewConstMetric(descRelayActive, prometheus.GaugeValue, float64(ls.Active.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayPaired, prometheus.CounterValue, float64(ls.Paired.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayTimeouts, prometheus.CounterValue, float64(ls.PairTimeouts.Load()))
@@ -73,7 +74,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 
 // registerMetrics adds the collector to reg; a reload that finds it there
 // already keeps the one it finds, which reads the same shared super peer.
-func registerMetrics(reg prometheus.Registerer, sp *superPeer) error {
+func registerMetrics(reg prometheus.Registerer, sp *superpeer.Server) error {
 	if reg == nil {
 		return nil
 	}

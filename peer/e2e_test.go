@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netsody/superpeer"
 	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/relay"
 	"github.com/netsody/superpeer/rendezvous"
@@ -53,18 +54,16 @@ func (w recWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // The super peer relays only ciphertext: a marker sent through a relayed
 // connection never appears in the bytes it handled.
 func TestRelaySeesOnlyCiphertext(t *testing.T) {
-	var rl *relay.Server
-	rv := rendezvous.NewServer(rendezvous.Config{OnSessionEnd: func(reg any, reason string) { rl.EndRegistration(reg, reason) }})
-	rl = relay.NewServer(relay.Config{Authenticate: rv.Authenticate, Registered: rv.Registered})
+	sp := superpeer.New(superpeer.Config{})
 	rec := &recorder{}
-	mux := http.NewServeMux()
-	mux.Handle(rendezvous.Path, rv)
-	mux.Handle(relay.PathPrefix, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = recBody{r.Body, rec}
-		rl.ServeHTTP(recWriter{w, rec}, r)
+	s := sptest.Start(t, "127.0.0.1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, relay.PathPrefix) {
+			r.Body = recBody{r.Body, rec}
+			w = recWriter{w, rec}
+		}
+		sp.ServeHTTP(w, r)
 	}))
-	s := sptest.Start(t, "127.0.0.1", mux)
-	t.Cleanup(func() { rl.Close(); rv.Close() })
+	t.Cleanup(func() { sp.Close() })
 	// Both devices without UDP to the super peer: HTTP/2 legs, whose every
 	// byte passes the recorder.
 	blocked := "https://" + sptest.UDPBlocked(t, addrOf(s.H2URL)).String()

@@ -5,17 +5,16 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"io"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 
+	"github.com/netsody/superpeer"
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/relay"
-	"github.com/netsody/superpeer/rendezvous"
 	"github.com/quic-go/quic-go/http3"
 )
 
@@ -27,19 +26,14 @@ func TestMain(m *testing.M) {
 // and relay behind HTTP/2 and HTTP/3 on one port.
 func superPeerServer(t testing.TB, keepalive ...time.Duration) (*sptest.Servers, *relay.Server) {
 	t.Helper()
-	var rl *relay.Server
-	cfg := rendezvous.Config{OnSessionEnd: func(reg any, reason string) { rl.EndRegistration(reg, reason) }}
+	var cfg superpeer.Config
 	if len(keepalive) > 0 {
-		cfg.KeepaliveInterval, cfg.SessionTimeout = keepalive[0], 10*keepalive[0]
+		cfg.Rendezvous.KeepaliveInterval, cfg.Rendezvous.SessionTimeout = keepalive[0], 10*keepalive[0]
 	}
-	rv := rendezvous.NewServer(cfg)
-	rl = relay.NewServer(relay.Config{Authenticate: rv.Authenticate, Registered: rv.Registered})
-	mux := http.NewServeMux()
-	mux.Handle(rendezvous.Path, rv)
-	mux.Handle(relay.PathPrefix, rl)
-	s := sptest.Start(t, "127.0.0.1", mux, followRebinding)
-	t.Cleanup(func() { rl.Close(); rv.Close() })
-	return s, rl
+	sp := superpeer.New(cfg)
+	s := sptest.Start(t, "127.0.0.1", sp, followRebinding)
+	t.Cleanup(func() { sp.Close() })
+	return s, sp.Relay()
 }
 
 func newDevice(t testing.TB, s *sptest.Servers, mod ...func(*Config)) *Device {
@@ -176,4 +170,4 @@ func waitPath(t testing.TB, c *Conn, kind PathKind, within time.Duration) {
 
 // followRebinding lets rendezvous sessions follow a device's QUIC
 // connection to a new address, as the Caddy module does.
-func followRebinding(s *http3.Server) { s.ConnContext = rendezvous.ConnContext }
+func followRebinding(s *http3.Server) { s.ConnContext = superpeer.ConnContext }

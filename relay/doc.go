@@ -8,12 +8,12 @@
 //
 // The target of a relay request is a peer ID, never an address: the super
 // peer opens no socket for a relay. A request is served only on a
-// connection whose rendezvous session registered a device (see
-// Config.Authenticate), towards a registered device, and only with
-// consent: a session from A towards B waits, for at most
-// Config.PairTimeout, for B's session towards A, which B's device opens
-// when the rendezvous tells it that A wants to connect. Then the two are
-// bridged in memory. A device never receives relayed packets from a peer
+// connection whose rendezvous session registered a device (Config.Auth;
+// the relay session ends with that registration), towards a registered
+// device, and only with consent: a session from A towards B waits, for at
+// most Config.PairTimeout, for B's session towards A, which B's device
+// opens when the rendezvous tells it that A wants to connect. Then the two
+// are bridged in memory. A device never receives relayed packets from a peer
 // it did not ask for.
 //
 // # Opaque bytes

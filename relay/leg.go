@@ -57,7 +57,7 @@ type leg struct {
 	kind    legKind
 	peer    identity.PeerID // the device of this leg
 	target  identity.PeerID // the device it wants
-	reg     any             // the registration that authenticated it
+	unwatch func() bool     // stops ending the leg with its registration
 	cfg     *Config
 	stats   *Stats
 	w       http.ResponseWriter
@@ -78,13 +78,12 @@ type leg struct {
 	why     string
 }
 
-func newLeg(kind legKind, w http.ResponseWriter, r *http.Request, peer, target identity.PeerID, reg any, cfg *Config, stats *Stats) (*leg, error) {
+func newLeg(kind legKind, w http.ResponseWriter, r *http.Request, peer, target identity.PeerID, cfg *Config, stats *Stats) (*leg, error) {
 	l := &leg{
 		kind:    kind,
 		stats:   stats,
 		peer:    peer,
 		target:  target,
-		reg:     reg,
 		cfg:     cfg,
 		w:       w,
 		rc:      http.NewResponseController(w),

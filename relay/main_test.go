@@ -29,12 +29,8 @@ type testServer struct {
 
 func newTestServer(t testing.TB, cfg Config) *testServer {
 	t.Helper()
-	ts := &testServer{}
-	ts.rv = rendezvous.NewServer(rendezvous.Config{
-		OnSessionEnd: func(reg any, reason string) { ts.rl.EndRegistration(reg, reason) },
-	})
-	cfg.Authenticate = ts.rv.Authenticate
-	cfg.Registered = ts.rv.Registered
+	ts := &testServer{rv: rendezvous.NewServer(rendezvous.Config{})}
+	cfg.Auth = ts.rv
 	ts.rl = NewServer(cfg)
 	mux := http.NewServeMux()
 	mux.Handle(rendezvous.Path, ts.rv)
@@ -51,22 +47,31 @@ type device struct {
 
 func (ts *testServer) device(t testing.TB, tr rendezvous.Transport) *device {
 	t.Helper()
+	return ts.deviceWith(t, func(c *rendezvous.ClientConfig) {
+		if tr == rendezvous.TransportH2 {
+			c.URL, c.Transport = ts.H2URL, tr
+		}
+	})
+}
+
+// deviceWith registers a new device over HTTP/3 with a client
+// configuration that mod may change.
+func (ts *testServer) deviceWith(t testing.TB, mod func(*rendezvous.ClientConfig)) *device {
+	t.Helper()
 	id, err := identity.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := ts.H3URL
-	if tr == rendezvous.TransportH2 {
-		url = ts.H2URL
-	}
+	cfg := rendezvous.ClientConfig{Identity: id, URL: ts.H3URL, Transport: rendezvous.TransportH3, TLSConfig: &tls.Config{RootCAs: ts.Pool}}
+	mod(&cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := rendezvous.Dial(ctx, rendezvous.ClientConfig{Identity: id, URL: url, Transport: tr, TLSConfig: &tls.Config{RootCAs: ts.Pool}})
+	s, err := rendezvous.Dial(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return &device{id: id, s: s}
+	return &device{id: cfg.Identity, s: s}
 }
 
 // dial opens d's relay session towards peer over d's own transport.

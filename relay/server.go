@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // Defaults for Config's zero values.
@@ -25,13 +26,11 @@ const (
 
 // Config tunes a Server.
 type Config struct {
-	// Authenticate returns the peer ID registered on the connection a
-	// request arrived on, and a value naming that registration; a relay
-	// session ends when Server.EndRegistration is called with it.
-	// Required.
-	Authenticate func(r *http.Request) (peer identity.PeerID, registration any, ok bool)
-	// Registered reports whether a device is registered. Required.
-	Registered func(identity.PeerID) bool
+	// Auth tells which device's registration a request's connection
+	// carries, and whether a target is registered; a relay session ends
+	// with the registration that authenticated it. Required: a
+	// *rendezvous.Server.
+	Auth Authenticator
 	// PairTimeout is how long a session waits for its counterpart.
 	PairTimeout time.Duration
 	// MaxSessionsPerDevice caps a device's relay sessions, waiting or
@@ -74,13 +73,25 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports a configuration that cannot work.
+// Validate reports a configuration that cannot work. Zero values take
+// the defaults; negative ones are errors.
 func (c Config) Validate() error {
+	if c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 {
+		return fmt.Errorf("relay options must not be negative")
+	}
 	c = c.withDefaults()
 	if c.Burst < c.MaxDatagramSize {
 		return fmt.Errorf("relay burst %d bytes must be at least the maximum datagram size %d", c.Burst, c.MaxDatagramSize)
 	}
 	return nil
+}
+
+// Authenticator is what the relay needs of the rendezvous server: relay
+// requests are authenticated by the registration on their connection
+// (docs/PROTOCOL.md), and go only to registered devices.
+type Authenticator interface {
+	Authenticate(r *http.Request) (*rendezvous.Registration, bool)
+	Registered(peer identity.PeerID) bool
 }
 
 // Server relays between consenting devices. Mount it at PathPrefix on
@@ -90,8 +101,8 @@ type Server struct {
 
 	mu       sync.Mutex // guards the following
 	waiting  map[pairKey]*leg
-	byDevice map[identity.PeerID]int   // sessions per device
-	byReg    map[any]map[*leg]struct{} // live legs per registration
+	legs     map[*leg]struct{}
+	byDevice map[identity.PeerID]int // sessions per device
 	closed   bool
 
 	handlers sync.WaitGroup
@@ -100,13 +111,12 @@ type Server struct {
 
 type pairKey struct{ from, to identity.PeerID }
 
-// NewServer returns a relay Server. cfg.Authenticate and cfg.Registered
-// must be set.
+// NewServer returns a relay Server. cfg.Auth must be set.
 func NewServer(cfg Config) *Server {
 	s := &Server{
 		waiting:  make(map[pairKey]*leg),
+		legs:     make(map[*leg]struct{}),
 		byDevice: make(map[identity.PeerID]int),
-		byReg:    make(map[any]map[*leg]struct{}),
 	}
 	s.SetConfig(cfg)
 	return s
@@ -158,19 +168,20 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	if ref != nil {
 		return nil, ref
 	}
-	peer, reg, ok := cfg.Authenticate(r)
+	reg, ok := cfg.Auth.Authenticate(r)
 	if !ok {
 		return nil, &refusal{http.StatusForbidden, "http_request_denied",
 			"this connection has no registered device: register on the rendezvous session first, then relay on the same connection"}
 	}
+	peer := reg.PeerID()
 	if target == peer {
 		return nil, &refusal{http.StatusBadRequest, "http_request_error", "a device cannot relay to itself"}
 	}
-	if !cfg.Registered(target) {
+	if !cfg.Auth.Registered(target) {
 		return nil, &refusal{http.StatusNotFound, "destination_not_found",
 			"no device with peer ID " + target.String() + " is registered at this super peer"}
 	}
-	l, err := newLeg(kind, w, r, peer, target, reg, cfg, &s.stats)
+	l, err := newLeg(kind, w, r, peer, target, cfg, &s.stats)
 	if err != nil {
 		return nil, &refusal{http.StatusInternalServerError, "proxy_internal_error", err.Error()}
 	}
@@ -184,13 +195,11 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 			fmt.Sprintf("this device already has %d relay sessions, the most allowed", cfg.MaxSessionsPerDevice)}
 	}
 	s.byDevice[peer]++
-	legs := s.byReg[reg]
-	if legs == nil {
-		legs = make(map[*leg]struct{})
-		s.byReg[reg] = legs
-	}
-	legs[l] = struct{}{}
+	s.legs[l] = struct{}{}
 	s.handlers.Add(1)
+	// The session ends with the registration: the device expired, was
+	// replaced or left.
+	l.unwatch = context.AfterFunc(reg.Context(), func() { l.end(reg.EndReason()) })
 	return l, nil
 }
 
@@ -257,43 +266,22 @@ func (s *Server) release(l *leg) {
 	if s.byDevice[l.peer]--; s.byDevice[l.peer] <= 0 {
 		delete(s.byDevice, l.peer)
 	}
-	if legs := s.byReg[l.reg]; legs != nil {
-		delete(legs, l)
-		if len(legs) == 0 {
-			delete(s.byReg, l.reg)
-		}
-	}
+	delete(s.legs, l)
 	if s.waiting[pairKey{l.peer, l.target}] == l {
 		delete(s.waiting, pairKey{l.peer, l.target})
 	}
 	s.mu.Unlock()
+	l.unwatch()
 	s.handlers.Done()
-}
-
-// EndRegistration ends every relay session authenticated by a
-// registration (see Config.Authenticate): its device expired, was
-// replaced or left.
-func (s *Server) EndRegistration(reg any, reason string) {
-	s.mu.Lock()
-	legs := make([]*leg, 0, len(s.byReg[reg]))
-	for l := range s.byReg[reg] {
-		legs = append(legs, l)
-	}
-	s.mu.Unlock()
-	for _, l := range legs {
-		l.end(reason)
-	}
 }
 
 // Close ends every session, refuses new ones, and waits for the handlers.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	var legs []*leg
-	for _, set := range s.byReg {
-		for l := range set {
-			legs = append(legs, l)
-		}
+	legs := make([]*leg, 0, len(s.legs))
+	for l := range s.legs {
+		legs = append(legs, l)
 	}
 	s.mu.Unlock()
 	for _, l := range legs {

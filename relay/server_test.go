@@ -17,6 +17,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/yosida95/uritemplate/v3"
+	"golang.org/x/net/http2"
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/sptest"
@@ -123,6 +124,54 @@ func TestDeviceGoneEndsRelay(t *testing.T) {
 		t.Fatalf("B's read after A left: %v", err)
 	}
 }
+
+// A relay session ends with the registration that authenticated it, even
+// while its connection lives on: here A's device keeps its connection
+// after a newer session of A's, on another connection, replaced its
+// registration.
+func TestRegistrationEndEndsRelay(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	var kept net.Conn
+	t.Cleanup(func() {
+		if kept != nil {
+			kept.Close()
+		}
+	})
+	a := ts.deviceWith(t, func(c *rendezvous.ClientConfig) {
+		c.URL, c.Transport = ts.H2URL, rendezvous.TransportH2
+		c.NewH2Conn = func(tc *tls.Conn) (rendezvous.H2Conn, error) {
+			kept = tc
+			cc, err := new(http2.Transport).NewClientConn(tc)
+			return keptConn{cc}, err
+		}
+	})
+	// B over HTTP/2, whose leg carries the reason in a CLOSE capsule.
+	b := ts.device(t, rendezvous.TransportH2)
+	ca, cb := pair(t, a, b)
+	exchange(t, ca, cb, 1)
+	ts.deviceWith(t, func(c *rendezvous.ClientConfig) { c.Identity = a.id })
+	read := make(chan error, 1)
+	go func() {
+		_, _, err := cb.ReadFrom(make([]byte, 100))
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		var closed *ClosedError
+		if !errors.As(err, &closed) || !strings.Contains(closed.Reason, "replaced") {
+			t.Fatalf("B's read after A's registration was replaced: %v, want a reason naming the replacement", err)
+		}
+	case <-time.After(5 * time.Second):
+		cb.Close()
+		<-read
+		t.Fatal("the relay session outlived the registration that authenticated it")
+	}
+}
+
+// keptConn is an HTTP/2 connection that its device does not close.
+type keptConn struct{ *http2.ClientConn }
+
+func (keptConn) Close() error { return nil }
 
 // Without consent nothing is relayed: A's session waits for B's and ends
 // with 504 when B never asks, and B never receives a byte from A.

@@ -23,25 +23,31 @@ func TestMain(m *testing.M) {
 // HTTP/3 (UDP) server on one loopback address.
 type testServer struct {
 	*sptest.Servers
-	rv *Server
+	rv   *Server
+	regs chan *Registration // what whoamiPath authenticated, if room
 }
 
 func newTestServer(t testing.TB, host string, cfg Config) *testServer {
 	t.Helper()
 	rv := NewServer(cfg)
+	regs := make(chan *Registration, 8)
 	mux := http.NewServeMux()
 	mux.Handle(Path, rv)
 	// Another service on the super peer that trusts the registration, as
 	// the relay does.
 	mux.HandleFunc(whoamiPath, func(w http.ResponseWriter, r *http.Request) {
-		peer, _, ok := rv.Authenticate(r)
+		reg, ok := rv.Authenticate(r)
 		if !ok {
 			http.Error(w, "not registered", http.StatusForbidden)
 			return
 		}
-		io.WriteString(w, peer.String())
+		select {
+		case regs <- reg:
+		default:
+		}
+		io.WriteString(w, reg.PeerID().String())
 	})
-	ts := &testServer{Servers: sptest.Start(t, host, mux, func(s *http3.Server) { s.ConnContext = ConnContext }), rv: rv}
+	ts := &testServer{Servers: sptest.Start(t, host, mux, func(s *http3.Server) { s.ConnContext = ConnContext }), rv: rv, regs: regs}
 	t.Cleanup(func() { rv.Close() }) // runs before the servers close
 	return ts
 }

@@ -56,10 +56,6 @@ type Config struct {
 	// Admit, if set, decides whether a peer ID may register; an error
 	// refuses it with ErrCodeRefused and the error's text.
 	Admit func(peer identity.PeerID, proofOfWork int32) error
-	// OnSessionEnd, if set, is called when a registered session ends,
-	// with the registration Authenticate returned for its connection and
-	// the reason; the relay ends the sessions it authenticated.
-	OnSessionEnd func(registration any, reason string)
 	// Logger receives the server's logs; nil discards them.
 	Logger *zap.Logger
 }
@@ -89,8 +85,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports a configuration that cannot work.
+// Validate reports a configuration that cannot work. Zero values take
+// the defaults; negative ones are errors.
 func (c Config) Validate() error {
+	if c.MaxSessions < 0 || c.ConnectRate < 0 || c.ConnectBurst < 0 {
+		return fmt.Errorf("max sessions, connect rate and connect burst must not be negative")
+	}
 	c = c.withDefaults()
 	if c.SessionTimeout <= c.KeepaliveInterval {
 		return fmt.Errorf("session timeout %v must be longer than the keepalive interval %v", c.SessionTimeout, c.KeepaliveInterval)
@@ -152,26 +152,25 @@ func (s *Server) Sessions() (registered, all int) {
 	return len(s.byPeer), len(s.sessions)
 }
 
-// Authenticate returns the peer ID registered on the connection that
-// carried r, so that a request on a registered connection needs no
-// further proof, and a value naming that registration (see
-// Config.OnSessionEnd). Like a frame on the session, it makes the session
-// look for a new address of the device's (see FrameObserved).
-func (s *Server) Authenticate(r *http.Request) (peer identity.PeerID, registration any, ok bool) {
+// Authenticate returns the registration on the connection that carried
+// r, so that a request on a registered connection needs no further proof;
+// false if the connection has none. Like a frame on the session, it makes
+// the session look for a new address of the device's (see FrameObserved).
+func (s *Server) Authenticate(r *http.Request) (*Registration, bool) {
 	b, err := ConnBinding(r.TLS)
 	if err != nil {
-		return identity.PeerID{}, nil, false
+		return nil, false
 	}
 	s.mu.Lock()
 	sess := s.byBinding[b]
 	s.mu.Unlock()
 	if sess == nil {
-		return identity.PeerID{}, nil, false
+		return nil, false
 	}
 	// A request (a relay session being opened, say) is a packet from the
 	// device too: the connection may be moving to a new address.
 	sess.followRemote(true)
-	return sess.peer, sess, true
+	return sess.reg, true
 }
 
 // connKey is the request context key of the device's QUIC connection.
@@ -307,8 +306,8 @@ func (s *Server) remove(sess *session) {
 		delete(s.byBinding, sess.binding)
 	}
 	s.mu.Unlock()
-	if cfg := s.config(); sess.registered && cfg.OnSessionEnd != nil {
-		cfg.OnSessionEnd(sess, sess.endReason())
+	if sess.registered {
+		sess.reg.end(sess.endReason())
 	}
 	s.handlers.Done()
 }

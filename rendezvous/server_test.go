@@ -109,12 +109,30 @@ func TestLookupNotFound(t *testing.T) {
 	}
 }
 
-// A newer session for the same key replaces the old one, which is told why.
+// A newer session for the same key replaces the old one, which is told
+// why, and so is what its registration authenticated.
 func TestReplaced(t *testing.T) {
 	ts := newTestServer(t, "127.0.0.1", Config{})
 	id := newIdentity(t)
 	old := ts.dial(t, TransportH3, id)
+	resp, err := old.HTTP3().RoundTrip(mustRequest(t, http.MethodGet, "https://"+old.Authority()+whoamiPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	reg := <-ts.regs
+	if reg.PeerID() != id.PeerID() || reg.EndReason() != "" {
+		t.Fatalf("registration of %s ended %q, want %s live", reg.PeerID(), reg.EndReason(), id.PeerID())
+	}
 	ts.dial(t, TransportH2, id)
+	select {
+	case <-reg.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("old registration not ended")
+	}
+	if !strings.Contains(reg.EndReason(), "replaced") {
+		t.Errorf("registration ended with %q, want a reason naming the replacement", reg.EndReason())
+	}
 	select {
 	case <-old.Done():
 	case <-time.After(5 * time.Second):

@@ -31,6 +31,7 @@ type session struct {
 	// Set once by the reading goroutine before register; read-only after.
 	peer       identity.PeerID
 	registered bool
+	reg        *Registration // ended by Server.remove
 	limiter    *rate.Limiter
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame from the device
@@ -182,6 +183,7 @@ func (s *session) handleRegister(m *Register) *Error {
 		}
 	}
 	s.peer, s.registered = m.Peer, true
+	s.reg = newRegistration(m.Peer)
 	s.limiter = rate.NewLimiter(rate.Limit(cfg.ConnectRate), cfg.ConnectBurst)
 	s.mu.Lock()
 	s.local = m.LocalAddrs

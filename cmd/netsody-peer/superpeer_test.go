@@ -6,7 +6,6 @@ import (
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -15,8 +14,8 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/netsody/superpeer"
 	"github.com/netsody/superpeer/internal/sptest"
-	"github.com/netsody/superpeer/relay"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -34,18 +33,12 @@ func startSuperPeer(t *testing.T) superPeer { return startSuperPeerAt(t, "127.0.
 // and UDP. cfg, if given, is the rendezvous configuration.
 func startSuperPeerAt(t *testing.T, addr string, cfg ...rendezvous.Config) superPeer {
 	t.Helper()
-	var rl *relay.Server
-	var rc rendezvous.Config
+	var sc superpeer.Config
 	if len(cfg) > 0 {
-		rc = cfg[0]
+		sc.Rendezvous = cfg[0]
 	}
-	rc.OnSessionEnd = func(reg any, reason string) { rl.EndRegistration(reg, reason) }
-	rv := rendezvous.NewServer(rc)
-	rl = relay.NewServer(relay.Config{Authenticate: rv.Authenticate, Registered: rv.Registered})
-	t.Cleanup(func() { rl.Close(); rv.Close() })
-	mux := http.NewServeMux()
-	mux.Handle(rendezvous.Path, rv)
-	mux.Handle(relay.PathPrefix, rl)
+	sp := superpeer.New(sc)
+	t.Cleanup(func() { sp.Close() })
 
 	cert, _ := sptest.Cert(t)
 	var (
@@ -65,14 +58,14 @@ func startSuperPeerAt(t *testing.T, addr string, cfg ...rendezvous.Config) super
 	if err != nil {
 		t.Fatalf("no port free for TCP and UDP: %v", err)
 	}
-	h2 := httptest.NewUnstartedServer(mux)
+	h2 := httptest.NewUnstartedServer(sp)
 	h2.Listener.Close()
 	h2.Listener = ln
 	h2.EnableHTTP2 = true
 	h2.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	h2.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes that a test means to fail
 	h2.StartTLS()
-	h3 := &http3.Server{Handler: mux, EnableDatagrams: true, ConnContext: rendezvous.ConnContext}
+	h3 := &http3.Server{Handler: sp, EnableDatagrams: true, ConnContext: superpeer.ConnContext}
 	qln, err := (&quic.Transport{Conn: pc}).ListenEarly(
 		http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
 		&quic.Config{EnableDatagrams: true, Allow0RTT: true})

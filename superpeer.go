@@ -1,0 +1,125 @@
+// Package superpeer is a Netsody super peer without Caddy: the rendezvous
+// server (discovery and hole punching) and the relay it authenticates,
+// composed once, behind one http.Handler. Tests, benchmarks and the Caddy
+// adapter (caddymodule) all build a super peer with New.
+//
+// Embedding one in a plain Go server takes a few lines: serve it over
+// HTTP/2 with TLS, and over HTTP/3 with datagrams on the same port (the
+// relay's MASQUE legs need them), with ConnContext so that a session
+// follows its device's NAT rebinding:
+//
+//	sp := superpeer.New(superpeer.Config{})
+//	defer sp.Close()
+//	go http.ListenAndServeTLS(":443", certFile, keyFile, sp)
+//	h3 := &http3.Server{Addr: ":443", Handler: sp, EnableDatagrams: true,
+//		ConnContext: superpeer.ConnContext}
+//	log.Fatal(h3.ListenAndServeTLS(certFile, keyFile))
+//
+// It answers only its own paths (rendezvous.Path and relay.PathPrefix,
+// see Handles) and 404 elsewhere; mount it beside a website with
+// http.ServeMux, or pass other paths on as caddymodule does.
+//
+// # API stability
+//
+// Before 1.0, exported names of this package, rendezvous, relay and peer
+// may change between minor versions; every change is listed in
+// docs/CHANGELOG.md. The wire protocol is versioned separately
+// (docs/PROTOCOL.md).
+package superpeer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/netsody/superpeer/relay"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// Config configures a super peer. Zero values take each package's
+// defaults.
+type Config struct {
+	Rendezvous rendezvous.Config
+	// Relay's Auth is set by New: relay requests are authenticated by the
+	// rendezvous registration on their connection.
+	Relay relay.Config
+}
+
+// Validate reports a configuration that cannot work, naming the part.
+func (c Config) Validate() error {
+	return errors.Join(prefixed("rendezvous", c.Rendezvous.Validate()), prefixed("relay", c.Relay.Validate()))
+}
+
+func prefixed(part string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", part, err)
+}
+
+// Server is a super peer: rendezvous and relay. It is an http.Handler for
+// both protocols' paths.
+type Server struct {
+	rv *rendezvous.Server
+	rl *relay.Server
+}
+
+// New returns a super peer. Validate the configuration first: New takes
+// invalid values as the defaults.
+func New(cfg Config) *Server {
+	s := &Server{rv: rendezvous.NewServer(cfg.Rendezvous)}
+	s.rl = relay.NewServer(s.relayConfig(cfg.Relay))
+	return s
+}
+
+func (s *Server) relayConfig(c relay.Config) relay.Config {
+	c.Auth = s.rv
+	return c
+}
+
+// SetConfig replaces the configuration; running sessions are kept (see
+// rendezvous.Server.SetConfig and relay.Server.SetConfig).
+func (s *Server) SetConfig(cfg Config) {
+	s.rv.SetConfig(cfg.Rendezvous)
+	s.rl.SetConfig(s.relayConfig(cfg.Relay))
+}
+
+// Handles reports whether path is one of the super peer's.
+func Handles(path string) bool {
+	return path == rendezvous.Path || strings.HasPrefix(path, relay.PathPrefix)
+}
+
+// ServeHTTP serves the rendezvous and relay paths, and 404 elsewhere.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == rendezvous.Path:
+		s.rv.ServeHTTP(w, r)
+	case strings.HasPrefix(r.URL.Path, relay.PathPrefix):
+		s.rl.ServeHTTP(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// Rendezvous is the super peer's rendezvous server, for its statistics.
+func (s *Server) Rendezvous() *rendezvous.Server { return s.rv }
+
+// Relay is the super peer's relay, for its statistics.
+func (s *Server) Relay() *relay.Server { return s.rl }
+
+// Close ends every relay session, then every device session.
+func (s *Server) Close() error {
+	s.rl.Close()
+	return s.rv.Close()
+}
+
+// ConnContext is the http3.Server.ConnContext a super peer's HTTP/3
+// server needs, so that sessions follow their devices' NAT rebindings (see
+// rendezvous.ConnContext).
+func ConnContext(ctx context.Context, c *quic.Conn) context.Context {
+	return rendezvous.ConnContext(ctx, c)
+}
