@@ -27,7 +27,8 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-// Config configures a Device. Zero durations take the defaults below.
+// Config configures a Device. Zero durations take the Default* constants
+// (constants.go).
 type Config struct {
 	// Identity is the device's key pair. Required.
 	Identity *identity.Identity
@@ -108,16 +109,16 @@ func (c Config) withDefaults() Config {
 			*d = v
 		}
 	}
-	def(&c.H3HeadStart, 500*time.Millisecond)
-	def(&c.H3RetryInterval, time.Minute)
-	def(&c.PunchInterval, time.Second)
-	def(&c.FastPunchInterval, 50*time.Millisecond)
-	def(&c.FastPunchFor, 3*time.Second)
-	def(&c.DirectTimeout, 3500*time.Millisecond)
-	def(&c.RelayDialTimeout, 15*time.Second)
-	def(&c.RelayCheckInterval, 10*time.Second)
-	def(&c.PeerIdleTimeout, time.Minute)
-	def(&c.AddrCheckInterval, 5*time.Second)
+	def(&c.H3HeadStart, DefaultH3HeadStart)
+	def(&c.H3RetryInterval, DefaultH3RetryInterval)
+	def(&c.PunchInterval, DefaultPunchInterval)
+	def(&c.FastPunchInterval, DefaultFastPunchInterval)
+	def(&c.FastPunchFor, DefaultFastPunchFor)
+	def(&c.DirectTimeout, DefaultDirectTimeout)
+	def(&c.RelayDialTimeout, DefaultRelayDialTimeout)
+	def(&c.RelayCheckInterval, DefaultRelayCheckInterval)
+	def(&c.PeerIdleTimeout, DefaultPeerIdleTimeout)
+	def(&c.AddrCheckInterval, DefaultAddrCheckInterval)
 	if c.ListenAddr == "" && c.ListenAddr6 == "" {
 		c.ListenAddr, c.ListenAddr6 = "0.0.0.0:0", "[::]:0?" // "?": only if the host has IPv6
 	}
@@ -179,7 +180,7 @@ func New(cfg Config) (*Device, error) {
 		log:    cfg.Logger,
 		closed: make(chan struct{}),
 		peers:  make(map[identity.PeerID]*peerState),
-		events: make(chan func(), 256),
+		events: make(chan func(), eventQueue),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.sock = newSock(udps, d)
@@ -253,10 +254,10 @@ func listen(cfg Config) ([]*net.UDPConn, error) {
 // at QUIC's minimum size and path MTU discovery is off.
 func quicConfig() *quic.Config {
 	return &quic.Config{
-		InitialPacketSize:       1200,
+		InitialPacketSize:       quicPacketSize,
 		DisablePathMTUDiscovery: true,
-		KeepAlivePeriod:         10 * time.Second,
-		MaxIdleTimeout:          30 * time.Second,
+		KeepAlivePeriod:         quicKeepAlive,
+		MaxIdleTimeout:          quicIdleTimeout,
 	}
 }
 
@@ -558,7 +559,7 @@ func (d *Device) Accept(ctx context.Context) (*Conn, error) {
 // forgetIdlePeers drops, now and then, the peers without a connection for
 // PeerIdleTimeout.
 func (d *Device) forgetIdlePeers() {
-	t := time.NewTicker(min(d.cfg.PeerIdleTimeout/4, 5*time.Second))
+	t := time.NewTicker(min(d.cfg.PeerIdleTimeout/4, forgetCheckMax))
 	defer t.Stop()
 	for {
 		select {

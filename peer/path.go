@@ -46,14 +46,6 @@ func (p Path) String() string {
 	return string(p.Kind)
 }
 
-// Bounds on per-peer state.
-const (
-	maxCandidates = 32
-	maxPending    = 64 // packets held while a peer has no path
-	maxPings      = 64 // outstanding punch pings
-	tailLen       = 4  // last packets to a peer, resent over a new path
-)
-
 // peerState is everything the device knows about reaching one peer.
 type peerState struct {
 	dev  *Device
@@ -393,13 +385,13 @@ func (p *peerState) onPong(pn punch, from netip.AddrPort) {
 	delete(p.pings, pn.nonce)
 	rtt := time.Since(sent.at)
 	p.lastPong = time.Now()
-	if !p.direct.IsValid() || p.direct == from || rtt < p.directRTT/2 {
+	if !p.direct.IsValid() || p.direct == from || rtt < p.directRTT/fasterDirect {
 		newPath := p.direct != from
 		p.direct = from
 		if newPath || p.directRTT == 0 {
 			p.directRTT = rtt
 		} else {
-			p.directRTT += (rtt - p.directRTT) / 8
+			p.directRTT += (rtt - p.directRTT) / directRTTGain
 		}
 		p.flushLocked()
 	}
@@ -442,9 +434,9 @@ func (d *Device) ensureRelay(p *peerState) {
 		select {
 		case <-d.closed:
 			return
-		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
+		case <-time.After(min(time.Duration(attempt+1)*relayRetryStep, relayRetryMax)):
 		}
-		if p.path().Kind == PathDirect && attempt > 3 {
+		if p.path().Kind == PathDirect && attempt >= relayRetriesWhileDirect-1 {
 			return
 		}
 	}
@@ -512,7 +504,7 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 // from the peer's virtual address, until the session ends; then it opens
 // another.
 func (d *Device) readRelay(p *peerState, rp *relayPath) {
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, maxUDPPayload)
 	from := net.UDPAddrFromAddrPort(p.virt)
 	for {
 		n, _, err := rp.conn.ReadFrom(buf)

@@ -45,9 +45,6 @@ type packet struct {
 	from net.Addr
 }
 
-// inQueue bounds the packets waiting for QUIC.
-const inQueue = 1024
-
 func newSock(udps []*net.UDPConn, dev *Device) *sock {
 	s := &sock{
 		udps:   udps,
@@ -97,7 +94,7 @@ var errNoSocket = errors.New("peer: no socket of that address family")
 // device, packets from a peer's direct path to QUIC under the peer's
 // virtual address, everything else (super peers) to QUIC as it is.
 func (s *sock) readLoop(udp *net.UDPConn) {
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, maxUDPPayload)
 	for {
 		n, from, err := udp.ReadFromUDPAddrPort(buf)
 		if err != nil {

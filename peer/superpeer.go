@@ -19,7 +19,7 @@ import (
 )
 
 // superPeer keeps the device's session with one super peer: over HTTP/3,
-// falling back to HTTP/2 when HTTP/3 does not answer within H3Timeout, and
+// falling back to HTTP/2 when HTTP/3 does not answer within H3HeadStart, and
 // again after it ends.
 type superPeer struct {
 	dev *Device
@@ -54,7 +54,7 @@ func (sp *superPeer) run() {
 			sp.lastErr = err
 			sp.mu.Unlock()
 			sp.dev.log.Debug("super peer", zap.String("url", sp.url), zap.Error(err))
-			backoff = min(max(2*backoff, 500*time.Millisecond), 10*time.Second)
+			backoff = min(max(2*backoff, sessionBackoffMin), sessionBackoffMax)
 			continue
 		}
 		backoff = 0
@@ -85,7 +85,7 @@ func (sp *superPeer) run() {
 		default:
 			sp.changed()
 		}
-		backoff = 500 * time.Millisecond
+		backoff = sessionRedial
 	}
 }
 
@@ -112,7 +112,7 @@ func (sp *superPeer) dial(only rendezvous.Transport) (_ *rendezvous.Session, tol
 		OnObserved:    func(a netip.AddrPort) { d.onObserved(sp, a) },
 		Logger:        d.log,
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(d.ctx, sessionDialTimeout)
 	defer cancel()
 	type result struct {
 		sess *rendezvous.Session
@@ -196,7 +196,7 @@ func (sp *superPeer) resolve() (string, error) {
 	}
 	port := u.Port()
 	if port == "" {
-		port = "443"
+		port = httpsPort
 	}
 	ips, err := net.DefaultResolver.LookupNetIP(sp.dev.ctx, "ip", u.Hostname())
 	if err != nil || len(ips) == 0 {
@@ -373,20 +373,13 @@ func (sp *superPeer) introduceWaiting() {
 	}
 }
 
-// introduceAgain's pace, below rendezvous.DefaultConnectRate and
-// DefaultConnectBurst.
-const (
-	introduceRate  = 8
-	introduceBurst = 10
-)
-
-// pingSuperPeers pings every super peer now, at most once a second: a
+// pingSuperPeers pings every super peer now, at most every superPeerPingEvery: a
 // direct path died, perhaps because this device's NAT rebound, and a
 // packet from the new mapping lets each super peer follow it at once
 // (onObserved) and send relayed traffic there.
 func (d *Device) pingSuperPeers() {
 	d.mu.Lock()
-	if time.Since(d.lastPinged) < time.Second {
+	if time.Since(d.lastPinged) < superPeerPingEvery {
 		d.mu.Unlock()
 		return
 	}
@@ -442,13 +435,6 @@ func (p *peerState) relayCost(sp *superPeer, sess *rendezvous.Session) time.Dura
 	}
 	return mine + theirs
 }
-
-// Hysteresis for moving a relay to a nearer super peer: the new one must
-// be this much better, relatively and absolutely.
-const (
-	relayMoveRatio  = 0.8
-	relayMoveMargin = 5 * time.Millisecond
-)
 
 // maintainRelay moves the peer's relay to a clearly nearer super peer as
 // latencies change. Only the device with the smaller peer ID decides, so
