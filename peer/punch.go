@@ -1,87 +1,181 @@
 package peer
 
 import (
-	"crypto/ed25519"
-	"encoding/binary"
-	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"time"
 
-	"github.com/netsody/superpeer/identity"
+	"go.uber.org/zap"
 )
 
-// Punch messages open and keep direct paths. They share the device's UDP
-// socket with QUIC: every QUIC version 1 packet has the fixed bit (0x40)
-// set in its first byte (RFC 9000 section 17), and a punch message starts
-// with 0x00, so the two never collide.
-//
-//	+------+-------------+----------+-------------+---------------+-----------+----------------+
-//	| 0x00 | "NSYP" (4)  | type (1) | sender (32) | receiver (32) | nonce (8) | signature (64) |
-//	+------+-------------+----------+-------------+---------------+-----------+----------------+
-//
-// type 1 is a ping, type 2 the pong that answers it, with the ping's nonce.
-// The signature is Ed25519 by the sender over
-//
-//	"netsody punch v1\x00" | type | sender | receiver | nonce
-//
-// so nobody can make a device believe that a path leads to a peer it does
-// not. A device answers a ping at the address it came from — a
-// peer-reflexive candidate, as in ICE (RFC 8445 section 7.3.1.3) — and a
-// pong at an address proves the path both ways.
-const (
-	punchMagic    = "\x00NSYP"
-	punchLen      = len(punchMagic) + 1 + 32 + 32 + 8 + ed25519.SignatureSize
-	punchPing     = 1
-	punchPong     = 2
-	punchSigLabel = "netsody punch v1\x00"
-)
-
-type punch struct {
-	typ              byte
-	sender, receiver identity.PeerID
-	nonce            uint64
+// addCandidates adds addresses to punch, local ones first, and starts
+// punching fast. An introduction (not a punch) counts as use of the peer.
+func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool) {
+	if p.dev.cfg.RelayOnly {
+		return
+	}
+	p.mu.Lock()
+	added := false
+	for _, a := range as {
+		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+		if !a.IsValid() || a.Port() == 0 || p.dev.sock.socketFor(a) == nil || slices.Contains(p.cands, a) {
+			continue
+		}
+		if len(p.cands) >= maxCandidates {
+			p.evictCandidateLocked()
+		}
+		p.cands = append(p.cands, a)
+		added = true
+	}
+	if !added && !introduced {
+		// A punch from a known address is no news, except to a device
+		// without a direct path: it pings back now (once per fast
+		// interval at most), not at its next tick.
+		wake := !p.direct.IsValid() && time.Since(p.wokenAt) >= p.dev.cfg.FastPunchInterval
+		if wake {
+			p.wokenAt = time.Now()
+		}
+		p.mu.Unlock()
+		if wake {
+			p.wakeUp()
+		}
+		return
+	}
+	p.fastUntil = time.Now().Add(p.dev.cfg.FastPunchFor)
+	if introduced {
+		p.lastUsed = time.Now()
+	}
+	start := !p.punching && !p.gone
+	p.punching = true
+	p.mu.Unlock()
+	if start {
+		p.dev.goRun(p.punchLoop)
+		return
+	}
+	p.wakeUp()
 }
 
-func isPunch(b []byte) bool { return len(b) == punchLen && string(b[:len(punchMagic)]) == punchMagic }
-
-func (p *punch) signed() []byte {
-	m := make([]byte, 0, len(punchSigLabel)+1+64+8)
-	m = append(m, punchSigLabel...)
-	m = append(m, p.typ)
-	m = append(m, p.sender[:]...)
-	m = append(m, p.receiver[:]...)
-	return binary.BigEndian.AppendUint64(m, p.nonce)
+// wakeUp makes the punch loop punch now.
+func (p *peerState) wakeUp() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
-// encode signs and encodes the message with the sender's identity.
-func (p *punch) encode(id *identity.Identity) []byte {
-	b := make([]byte, 0, punchLen)
-	b = append(b, punchMagic...)
-	b = append(b, p.typ)
-	b = append(b, p.sender[:]...)
-	b = append(b, p.receiver[:]...)
-	b = binary.BigEndian.AppendUint64(b, p.nonce)
-	return append(b, id.Sign(p.signed())...)
+// evictCandidateLocked drops the oldest candidate that is not the direct
+// path, making room for a newer one: addresses go stale as NATs rebind
+// and devices move.
+func (p *peerState) evictCandidateLocked() {
+	for i, c := range p.cands {
+		if c != p.direct {
+			p.cands = slices.Delete(p.cands, i, i+1)
+			return
+		}
+	}
 }
 
-var errBadPunch = errors.New("peer: bad punch message")
+// punchLoop pings every candidate, fast at first and then at the
+// keepalive interval, and drops a direct path that stops answering.
+func (p *peerState) punchLoop() {
+	cfg := &p.dev.cfg
+	for {
+		p.mu.Lock()
+		if p.gone {
+			p.mu.Unlock()
+			return
+		}
+		interval := cfg.PunchInterval
+		if time.Now().Before(p.fastUntil) {
+			interval = cfg.FastPunchInterval
+		}
+		if p.direct.IsValid() && time.Since(p.lastPong) > cfg.DirectTimeout {
+			p.dev.log.Debug("direct path lost", zap.String("peer", p.id.Short()), zap.Stringer("addr", p.direct))
+			p.dev.goRun(p.dev.pingSuperPeers)
+			p.direct = netip.AddrPort{}
+			p.fastUntil = time.Now().Add(cfg.FastPunchFor)
+			p.changedLocked()
+			if p.relay == nil {
+				p.dev.goRun(func() { p.dev.ensureRelay(p) })
+			}
+		}
+		targets := append([]netip.AddrPort(nil), p.cands...)
+		if p.direct.IsValid() {
+			targets = []netip.AddrPort{p.direct}
+		}
+		var msgs [][]byte
+		for _, to := range targets {
+			nonce := rand.Uint64()
+			if len(p.pings) >= maxPings {
+				for n := range p.pings {
+					delete(p.pings, n)
+					break
+				}
+			}
+			p.pings[nonce] = pingSent{to: to, at: time.Now()}
+			msgs = append(msgs, (&punch{typ: punchPing, sender: p.dev.id, receiver: p.id, nonce: nonce}).encode(p.dev.cfg.Identity))
+		}
+		p.mu.Unlock()
+		if !p.dev.cfg.blockDirect() {
+			for i, to := range targets {
+				p.dev.sock.writeUDP(msgs[i], to)
+			}
+		}
+		select {
+		case <-p.dev.closed:
+			return
+		case <-p.wake:
+		case <-time.After(interval):
+		}
+	}
+}
 
-// decodePunch checks a punch message's form and signature, and that it
-// is for me.
-func decodePunch(b []byte, me identity.PeerID) (punch, error) {
-	var p punch
-	if !isPunch(b) {
-		return p, errBadPunch
+// onPing answers a ping at the address it came from, and treats that
+// address as the peer's (a peer-reflexive candidate).
+func (p *peerState) onPing(pn punch, from netip.AddrPort) {
+	if p.dev.cfg.blockDirect() {
+		return
 	}
-	r := b[len(punchMagic):]
-	p.typ = r[0]
-	copy(p.sender[:], r[1:33])
-	copy(p.receiver[:], r[33:65])
-	p.nonce = binary.BigEndian.Uint64(r[65:73])
-	sig := r[73:]
-	if (p.typ != punchPing && p.typ != punchPong) || p.receiver != me || p.sender == me {
-		return p, errBadPunch
+	pong := (&punch{typ: punchPong, sender: p.dev.id, receiver: p.id, nonce: pn.nonce}).encode(p.dev.cfg.Identity)
+	p.dev.sock.writeUDP(pong, from)
+	p.dev.sock.mapDirect(from, p)
+	p.addCandidates([]netip.AddrPort{from}, false)
+}
+
+// onPong validates the path to the address the pong came from: it is the
+// one the peer's packets to this device use, so the one to send to.
+func (p *peerState) onPong(pn punch, from netip.AddrPort) {
+	if p.dev.cfg.blockDirect() {
+		return
 	}
-	if !ed25519.Verify(p.sender.PublicKey(), p.signed(), sig) {
-		return p, errBadPunch
+	p.mu.Lock()
+	sent, ok := p.pings[pn.nonce]
+	if !ok {
+		p.mu.Unlock()
+		return
 	}
-	return p, nil
+	delete(p.pings, pn.nonce)
+	rtt := time.Since(sent.at)
+	p.lastPong = time.Now()
+	if !p.direct.IsValid() || p.direct == from || rtt < p.directRTT/fasterDirect {
+		newPath := p.direct != from
+		p.direct = from
+		if newPath || p.directRTT == 0 {
+			p.directRTT = rtt
+		} else {
+			p.directRTT += (rtt - p.directRTT) / directRTTGain
+		}
+		p.flushLocked()
+	}
+	p.changedLocked()
+	p.mu.Unlock()
+	p.dev.sock.mapDirect(from, p)
+}
+
+// candidates returns the addresses the device punches towards the peer.
+func (p *peerState) candidates() []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.cands)
 }

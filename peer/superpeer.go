@@ -1,7 +1,6 @@
 package peer
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -399,93 +398,5 @@ func (sp *superPeer) close() {
 	sp.mu.Unlock()
 	if sess != nil {
 		sess.Close()
-	}
-}
-
-// bestSuperPeer picks the super peer with the lowest latency between
-// this device and peer through it: both legs, this device's RTT to it
-// plus the peer's as the super peer reported it (the device's own when
-// that is not known yet).
-func (d *Device) bestSuperPeer(p *peerState) (*superPeer, *rendezvous.Session) {
-	var (
-		best     *superPeer
-		bestSess *rendezvous.Session
-		bestRTT  time.Duration
-	)
-	for _, sp := range d.sps {
-		sess := sp.session()
-		if sess == nil {
-			continue
-		}
-		if rtt := p.relayCost(sp, sess); best == nil || rtt < bestRTT {
-			best, bestSess, bestRTT = sp, sess, rtt
-		}
-	}
-	return best, bestSess
-}
-
-// relayCost is the RTT between this device and p through a super peer:
-// both legs, the peer's as the super peer reported it (this device's own
-// when that is not known).
-func (p *peerState) relayCost(sp *superPeer, sess *rendezvous.Session) time.Duration {
-	mine := sess.RTT()
-	theirs := p.peerRTT(sp)
-	if theirs == 0 {
-		theirs = mine
-	}
-	return mine + theirs
-}
-
-// maintainRelay moves the peer's relay to a clearly nearer super peer as
-// latencies change. Only the device with the smaller peer ID decides, so
-// that the two never chase each other; the other follows (joinRelay).
-func (d *Device) maintainRelay(p *peerState) {
-	if bytes.Compare(d.id[:], p.id[:]) > 0 {
-		return
-	}
-	t := time.NewTicker(d.cfg.RelayCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.closed:
-			return
-		case <-t.C:
-		}
-		p.mu.Lock()
-		rp, direct, gone := p.relay, p.direct.IsValid(), p.gone
-		p.mu.Unlock()
-		if gone {
-			return
-		}
-		p.mu.Lock()
-		p.mu.Unlock()
-		if rp == nil || direct {
-			continue
-		}
-		// Fresh candidates from every super peer: the peer's RTT to each,
-		// and another round of punching while the connection is relayed.
-		for _, sp := range d.sps {
-			if sess := sp.session(); sess != nil {
-				ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayCheckInterval)
-				sess.Lookup(ctx, p.id)
-				cancel()
-			}
-		}
-		cur := rp.sp.session()
-		best, bestSess := d.bestSuperPeer(p)
-		if cur == nil || best == nil || best == rp.sp {
-			continue
-		}
-		now, better := p.relayCost(rp.sp, cur), p.relayCost(best, bestSess)
-		if better >= time.Duration(float64(now)*relayMoveRatio)-relayMoveMargin {
-			continue
-		}
-		d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("from", rp.sp.url), zap.String("to", best.url),
-			zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
-		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-		if _, err := bestSess.Introduce(ctx, p.id, true); err == nil {
-			d.dialRelay(ctx, p, best, bestSess)
-		}
-		cancel()
 	}
 }
