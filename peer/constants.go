@@ -100,8 +100,9 @@ const (
 	// comes back is used soon, one that stays away costs little.
 	relayRetryStep = 500 * time.Millisecond
 	relayRetryMax  = 5 * time.Second
-	// relayRetriesWhileDirect: once the path is direct, a relay that fails
-	// this many times is given up; the next lost direct path asks again.
+	// relayRetriesWhileDirect: once the path is direct, a relay that keeps
+	// failing is retried this many times, then given up; the next lost
+	// direct path asks again.
 	relayRetriesWhileDirect = 4
 
 	// Hysteresis for moving a relay to a nearer super peer: the new one

@@ -141,11 +141,13 @@ type Device struct {
 	ln   *quic.Listener
 	sps  []*superPeer
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	closed chan struct{}
-	wg     sync.WaitGroup
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closed    chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup // every goroutine of the device's (goRun)
 
+	// Lock order: mu before peerState.mu before sock.mu.
 	mu         sync.Mutex // guards peers and lastPinged
 	peers      map[identity.PeerID]*peerState
 	lastPinged time.Time // pingSuperPeers
@@ -361,9 +363,9 @@ func (d *Device) watchLocalAddrs() {
 		// registered with addresses taken just before they changed.
 		for _, sp := range d.sps {
 			sp.mu.Lock()
-			sess, told := sp.sess, sp.told
+			sess, announced := sp.sess, sp.announced
 			sp.mu.Unlock()
-			if sess == nil || slices.Equal(told, now) {
+			if sess == nil || slices.Equal(announced, now) {
 				continue
 			}
 			if err := sess.SetLocalAddrs(now); err != nil {
@@ -372,7 +374,7 @@ func (d *Device) watchLocalAddrs() {
 			}
 			sp.mu.Lock()
 			if sp.sess == sess {
-				sp.told = now
+				sp.announced = now
 			}
 			sp.mu.Unlock()
 		}
@@ -412,8 +414,8 @@ func (d *Device) onCandidates(sp *superPeer, c rendezvous.Candidates) {
 
 // handlePunch acts on a punch message from the socket.
 func (d *Device) handlePunch(b []byte, from netip.AddrPort) {
-	if d.cfg.RelayOnly {
-		return // a relay-only device takes no direct path, either way
+	if !d.takesDirectPaths() {
+		return
 	}
 	pn, err := decodePunch(b, d.id)
 	if err != nil {
@@ -568,38 +570,25 @@ func (d *Device) forgetIdlePeers() {
 		case <-t.C:
 		}
 		d.mu.Lock()
-		var idle []*peerState
 		for id, p := range d.peers {
-			p.mu.Lock()
-			if len(p.conns) == 0 && time.Since(p.lastUsed) > d.cfg.PeerIdleTimeout {
-				p.gone = true
-				idle = append(idle, p)
+			if p.forgetIfIdle(d.cfg.PeerIdleTimeout) {
 				delete(d.peers, id)
+				d.log.Debug("forgot idle peer", zap.String("peer", p.id.Short()))
 			}
-			p.mu.Unlock()
 		}
 		d.mu.Unlock()
-		for _, p := range idle {
-			d.sock.forget(p)
-			p.mu.Lock()
-			rp := p.relay
-			p.relay = nil
-			p.mu.Unlock()
-			if rp != nil {
-				rp.conn.Close()
-			}
-			d.log.Debug("forgot idle peer", zap.String("peer", p.id.Short()))
-		}
 	}
 }
 
-// Close ends every connection and session and closes the socket.
+// Close ends every connection and session and closes the socket. It may
+// be called more than once, and concurrently: every call returns once the
+// device is closed.
 func (d *Device) Close() error {
-	select {
-	case <-d.closed:
-		return nil
-	default:
-	}
+	d.closeOnce.Do(d.close)
+	return nil
+}
+
+func (d *Device) close() {
 	// Sessions first, while the socket still carries their close, so
 	// that the super peers forget this device at once.
 	for _, sp := range d.sps {
@@ -611,8 +600,8 @@ func (d *Device) Close() error {
 	d.mu.Lock()
 	for _, p := range d.peers {
 		p.mu.Lock()
-		if p.relay != nil {
-			p.relay.conn.Close()
+		if rp := p.paths.relay; rp != nil {
+			rp.conn.Close()
 		}
 		p.mu.Unlock()
 	}
@@ -620,5 +609,4 @@ func (d *Device) Close() error {
 	d.tr.Close()
 	d.sock.Close()
 	d.wg.Wait()
-	return nil
 }

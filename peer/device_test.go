@@ -263,8 +263,7 @@ func TestNewPathResendsTail(t *testing.T) {
 	oldPath, newPath := listen(), listen()
 	setDirect := func(c *net.UDPConn) {
 		p.mu.Lock()
-		p.direct = c.LocalAddr().(*net.UDPAddr).AddrPort()
-		p.changedLocked()
+		p.directValidatedLocked(c.LocalAddr().(*net.UDPAddr).AddrPort(), time.Millisecond)
 		p.mu.Unlock()
 	}
 	read := func(c *net.UDPConn, n int) []string {

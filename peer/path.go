@@ -1,5 +1,27 @@
 package peer
 
+// The path to a peer, and its transitions. The direct and relay paths are
+// assigned only by the transition methods below the diagram, each of
+// which ends in changedLocked, the one place that reports a change
+// (OnPathChange) and resends the tail over the new path.
+//
+//	             relayUpLocked              directValidatedLocked
+//	    none --------------------> relay ----------------------------> direct
+//	     |   <--------------------   |   <----------------------------   ^
+//	     |      relayDownLocked      |  directLostLocked (DirectTimeout) |
+//	     |                           +-> relay': relayUpLocked (a move)  |
+//	     +---------------------------------------------------------------+
+//	                         directValidatedLocked
+//
+//	    any state ---> forgotten: forgetLocked (PeerIdleTimeout without a connection)
+//
+// Direct wins over relay whenever both are up: the relay stays open
+// underneath, ready for the direct path to die. Who calls which
+// transition: a pong (onPong, punch.go) validates a direct address; the
+// punch loop finds it timed out (punchLoop); a relay session opens,
+// through a nearer super peer too (dialRelay, relay.go) or ends
+// (readRelay); the device forgets an idle peer (forgetIfIdle).
+
 import (
 	"fmt"
 	"net/netip"
@@ -41,61 +63,92 @@ func (p Path) String() string {
 	return string(p.Kind)
 }
 
-// peerState is everything the device knows about reaching one peer.
+// peerState is everything the device knows about reaching one peer, in
+// four parts by concern, as wireguard-go's Peer is.
+//
+// Lock order: Device.mu before peerState.mu before sock.mu. mu guards
+// every field of paths, punch, relayCtl and life: the parts group fields
+// by concern, not by lock, because a transition reads across them (a
+// pong settles a punch.pings entry and sets paths.direct at once).
+// superPeer.mu is never held together with any of these.
+//
+// The goroutines that act on a peer, and what stops each:
+//   - punchLoop (punch.go), from the first candidates: the peer is
+//     forgotten, or the device closes;
+//   - ensureRelay (relay.go), one at a time (relayCtl.dialing), when a
+//     connection starts, a direct path dies or a relay in use ends: a
+//     relay is up, the peer is forgotten, the device closes, or the path
+//     is direct and the relay keeps failing (relayWorthRetrying);
+//   - joinRelay (relay.go), when the peer opened a relay: one dial,
+//     bounded by RelayDialTimeout;
+//   - readRelay (relay.go), one per relay session: the session ends
+//     (closed when a newer relay replaces it, when the peer is forgotten,
+//     or when the device closes);
+//   - maintainRelay (relay.go), from the first relay, on the device that
+//     moves relays (movesRelay): the peer is forgotten, or the device
+//     closes;
+//   - track (below), one per end-to-end connection: the connection ends,
+//     or the device closes;
+//   - sendAllLocked's sender: its packets are written;
+//   - the device's re-introductions (superpeer.go) and super peer pings
+//     name the peer but are the super peers'.
+//
+// Every goroutine runs under Device.goRun, so Close waits for it.
 type peerState struct {
 	dev  *Device
 	id   identity.PeerID
 	virt netip.AddrPort
+	out  directWriter // the device's socket; a test's fake
 
-	mu        sync.Mutex // guards the following
-	cands     []netip.AddrPort
-	pings     map[uint64]pingSent
-	direct    netip.AddrPort // validated; zero if none
+	mu       sync.Mutex // guards paths, punch, relayCtl and life
+	paths    paths
+	punch    punching
+	relayCtl relayCtl
+	life     lifetime
+}
+
+// paths is how packets reach the peer, and what travels on them.
+type paths struct {
+	direct    netip.AddrPort // validated by a pong; zero if none. Only transitions assign it
 	directRTT time.Duration
-	lastPong  time.Time
-	relay     *relayPath
-	dialing   bool // a relay session is being opened
-	pending   [][]byte
-	tail      [tailLen][]byte // the last packets sent, tail[tailNext] the oldest
-	tailNext  int
-	punching  bool          // the punch loop runs
-	wake      chan struct{} // new candidates: punch now, not at the next tick
-	wokenAt   time.Time     // by a punch from a known address
-	fastUntil time.Time
-	last      Path // last reported path
-	peerRTTs  map[*superPeer]time.Duration
-	watching  bool                    // maintainRelay runs
-	conns     map[*quic.Conn]struct{} // open end-to-end connections
-	lastUsed  time.Time               // last introduction, or last connection's end
-	gone      bool                    // forgotten by the device; loops stop
+	lastPong  time.Time  // DirectTimeout counts from here
+	relay     *relayPath // nil if none. Only transitions assign it
+	last      Path       // last reported (changedLocked)
+	pending   [][]byte   // packets waiting for a first path, up to maxPending
+	tail      [tailLen][]byte
+	tailNext  int // tail[tailNext] is the oldest of the last packets sent
 }
 
-// isGone reports whether the device forgot the peer.
-func (p *peerState) isGone() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.gone
+// punching is the state of hole punching towards the peer (punch.go).
+type punching struct {
+	cands     []netip.AddrPort    // the addresses punched, up to maxCandidates
+	pings     map[uint64]pingSent // outstanding, by nonce, up to maxPings
+	loop      sync.Once           // starts punchLoop, with the first candidates
+	wake      chan struct{}       // new candidates: punch now, not at the next tick
+	wokenAt   time.Time           // by a punch from a known address
+	fastUntil time.Time           // punch every FastPunchInterval until then
 }
 
-// track counts an end-to-end connection until it ends.
-func (p *peerState) track(qc *quic.Conn) {
-	p.mu.Lock()
-	if p.conns == nil {
-		p.conns = make(map[*quic.Conn]struct{})
-	}
-	p.conns[qc] = struct{}{}
-	p.mu.Unlock()
-	p.dev.goRun(func() {
-		select {
-		case <-qc.Context().Done():
-		case <-p.dev.closed:
-		}
-		p.mu.Lock()
-		delete(p.conns, qc)
-		p.lastUsed = time.Now()
-		p.mu.Unlock()
-	})
+// relayCtl is the management of the peer's relay (relay.go).
+type relayCtl struct {
+	dialing  bool                         // ensureRelay runs
+	peerRTTs map[*superPeer]time.Duration // the peer's RTT to each, as it reported
+	maintain sync.Once                    // starts maintainRelay, with the first relay
 }
+
+// lifetime is what decides when the device forgets the peer.
+type lifetime struct {
+	conns    map[*quic.Conn]struct{} // open end-to-end connections
+	lastUsed time.Time               // last introduction, or last connection's end
+	gone     bool                    // forgotten by the device; loops stop
+}
+
+// directWriter sends a packet to a direct address.
+type directWriter interface {
+	writeUDP(b []byte, to netip.AddrPort) (int, error)
+}
+
+var _ directWriter = (*sock)(nil)
 
 type pingSent struct {
 	to netip.AddrPort
@@ -103,16 +156,80 @@ type pingSent struct {
 }
 
 func newPeerState(d *Device, id identity.PeerID) *peerState {
-	return &peerState{dev: d, id: id, virt: virtualAddr(id), pings: make(map[uint64]pingSent), wake: make(chan struct{}, 1), lastUsed: time.Now()}
+	p := &peerState{dev: d, id: id, virt: virtualAddr(id), out: d.sock}
+	p.punch.pings = make(map[uint64]pingSent)
+	p.punch.wake = make(chan struct{}, 1)
+	p.life.lastUsed = time.Now()
+	return p
 }
 
-// path returns the path in use.
+// The transitions. Each assigns paths.direct or paths.relay and ends in
+// changedLocked; nothing else assigns them.
+
+// directValidatedLocked takes addr as the direct path, a pong having come
+// from it after rtt: a new address starts its RTT afresh, the same one
+// smooths it.
+func (p *peerState) directValidatedLocked(addr netip.AddrPort, rtt time.Duration) {
+	if p.paths.direct == addr && p.paths.directRTT != 0 {
+		p.paths.directRTT += (rtt - p.paths.directRTT) / directRTTGain
+	} else {
+		p.paths.direct, p.paths.directRTT = addr, rtt
+	}
+	p.flushLocked()
+	p.changedLocked()
+}
+
+// directLostLocked drops the direct path, which has not answered for
+// DirectTimeout: the relay carries on, if there is one. Packets from the
+// address stop counting as the peer's until it answers again; a ping from
+// it maps it again (onPing).
+func (p *peerState) directLostLocked() {
+	p.dev.sock.unmapDirect(p.paths.direct, p)
+	p.paths.direct = netip.AddrPort{}
+	p.changedLocked()
+}
+
+// relayUpLocked takes rp as the relay path, and returns the relay it
+// replaces (a move to a nearer super peer), for the caller to close.
+func (p *peerState) relayUpLocked(rp *relayPath) (old *relayPath) {
+	old, p.paths.relay = p.paths.relay, rp
+	if !p.paths.direct.IsValid() {
+		p.flushLocked()
+	}
+	p.changedLocked()
+	return old
+}
+
+// relayDownLocked drops rp, whose session ended, and reports whether it
+// was the relay path (not one already replaced).
+func (p *peerState) relayDownLocked(rp *relayPath) (current bool) {
+	current = p.paths.relay == rp
+	if current {
+		p.paths.relay = nil
+	}
+	p.changedLocked()
+	return current
+}
+
+// forgetLocked forgets the peer: its loops stop, its paths go, and the
+// socket stops knowing its addresses. It returns the relay, for the
+// caller to close outside p.mu.
+func (p *peerState) forgetLocked() (relay *relayPath) {
+	p.life.gone = true
+	relay = p.paths.relay
+	p.paths.direct, p.paths.relay = netip.AddrPort{}, nil
+	p.dev.sock.forget(p)
+	p.changedLocked()
+	return relay
+}
+
+// pathLocked is the path in use: direct over relay.
 func (p *peerState) pathLocked() Path {
 	switch {
-	case p.direct.IsValid():
-		return Path{Kind: PathDirect, Addr: p.direct, RTT: p.directRTT}
-	case p.relay != nil:
-		return Path{Kind: PathRelay, SuperPeer: p.relay.sp.url, Transport: p.relay.tr}
+	case p.paths.direct.IsValid():
+		return Path{Kind: PathDirect, Addr: p.paths.direct, RTT: p.paths.directRTT}
+	case p.paths.relay != nil:
+		return Path{Kind: PathRelay, SuperPeer: p.paths.relay.sp.url, Transport: p.paths.relay.tr}
 	}
 	return Path{Kind: PathNone}
 }
@@ -123,14 +240,13 @@ func (p *peerState) path() Path {
 	return p.pathLocked()
 }
 
-// changedLocked reports a path change once.
+// changedLocked reports a path change once: an RTT alone is no change.
 func (p *peerState) changedLocked() {
-	now := p.pathLocked()
-	if now == p.last || (now.Kind == p.last.Kind && now.Addr == p.last.Addr && now.SuperPeer == p.last.SuperPeer) {
-		p.last = now
+	now, last := p.pathLocked(), p.paths.last
+	p.paths.last = now
+	if now.Kind == last.Kind && now.Addr == last.Addr && now.SuperPeer == last.SuperPeer {
 		return
 	}
-	p.last = now
 	if now.Kind != PathNone {
 		p.resendTailLocked()
 	}
@@ -145,19 +261,19 @@ func (p *peerState) changedLocked() {
 // it (bounded) until there is one.
 func (p *peerState) send(b []byte) {
 	p.mu.Lock()
-	direct, rp := p.direct, p.relay
+	direct, rp := p.paths.direct, p.paths.relay
 	if !direct.IsValid() && rp == nil {
-		if len(p.pending) < maxPending {
-			p.pending = append(p.pending, append([]byte(nil), b...))
+		if len(p.paths.pending) < maxPending {
+			p.paths.pending = append(p.paths.pending, append([]byte(nil), b...))
 		}
 		p.mu.Unlock()
 		return
 	}
-	p.tail[p.tailNext] = append(p.tail[p.tailNext][:0], b...)
-	p.tailNext = (p.tailNext + 1) % tailLen
+	p.paths.tail[p.paths.tailNext] = append(p.paths.tail[p.paths.tailNext][:0], b...)
+	p.paths.tailNext = (p.paths.tailNext + 1) % tailLen
 	p.mu.Unlock()
 	if direct.IsValid() {
-		p.dev.sock.writeUDP(b, direct)
+		p.out.writeUDP(b, direct)
 		return
 	}
 	rp.conn.WriteTo(b, nil)
@@ -175,7 +291,7 @@ func (p *peerState) send(b []byte) {
 func (p *peerState) resendTailLocked() {
 	var tail [][]byte
 	for i := range tailLen {
-		if b := p.tail[(p.tailNext+i)%tailLen]; len(b) > 0 {
+		if b := p.paths.tail[(p.paths.tailNext+i)%tailLen]; len(b) > 0 {
 			tail = append(tail, append([]byte(nil), b...))
 		}
 	}
@@ -184,8 +300,8 @@ func (p *peerState) resendTailLocked() {
 
 // flushLocked sends what waited for a path; the caller has just set one.
 func (p *peerState) flushLocked() {
-	pending := p.pending
-	p.pending = nil
+	pending := p.paths.pending
+	p.paths.pending = nil
 	p.sendAllLocked(pending)
 }
 
@@ -195,14 +311,62 @@ func (p *peerState) sendAllLocked(packets [][]byte) {
 	if len(packets) == 0 {
 		return
 	}
-	direct, rp := p.direct, p.relay
-	go func() {
+	direct, rp := p.paths.direct, p.paths.relay
+	p.dev.goRun(func() {
 		for _, b := range packets {
 			if direct.IsValid() {
-				p.dev.sock.writeUDP(b, direct)
+				p.out.writeUDP(b, direct)
 			} else if rp != nil {
 				rp.conn.WriteTo(b, nil)
 			}
 		}
-	}()
+	})
+}
+
+// isGone reports whether the device forgot the peer.
+func (p *peerState) isGone() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.life.gone
+}
+
+// inUseLocked reports whether an end-to-end connection to the peer is
+// open.
+func (p *peerState) inUseLocked() bool { return len(p.life.conns) > 0 && !p.life.gone }
+
+// track counts an end-to-end connection until it ends.
+func (p *peerState) track(qc *quic.Conn) {
+	p.mu.Lock()
+	if p.life.conns == nil {
+		p.life.conns = make(map[*quic.Conn]struct{})
+	}
+	p.life.conns[qc] = struct{}{}
+	p.mu.Unlock()
+	p.dev.goRun(func() {
+		select {
+		case <-qc.Context().Done():
+		case <-p.dev.closed:
+		}
+		p.mu.Lock()
+		delete(p.life.conns, qc)
+		p.life.lastUsed = time.Now()
+		p.mu.Unlock()
+	})
+}
+
+// forgetIfIdle forgets the peer when it has had no connection for idle,
+// and reports whether it did. The caller holds Device.mu and drops the
+// peer from Device.peers.
+func (p *peerState) forgetIfIdle(idle time.Duration) bool {
+	p.mu.Lock()
+	if len(p.life.conns) > 0 || time.Since(p.life.lastUsed) <= idle {
+		p.mu.Unlock()
+		return false
+	}
+	rp := p.forgetLocked()
+	p.mu.Unlock()
+	if rp != nil {
+		rp.conn.Close()
+	}
+	return true
 }

@@ -1,5 +1,11 @@
 package peer
 
+// Relay management: opening a relay session towards a peer through the
+// super peer nearest to both (ensureRelay), joining one the peer opened
+// (joinRelay), reading it (readRelay), and moving it to a clearly nearer
+// super peer as latencies change (maintainRelay). The relay path itself
+// is set and cleared by the transitions in path.go.
+
 import (
 	"bytes"
 	"context"
@@ -12,10 +18,29 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
+// relayPath is one relay session towards a peer.
 type relayPath struct {
 	conn net.PacketConn
 	sp   *superPeer
 	tr   rendezvous.Transport
+}
+
+// movesRelay reports whether this device decides where the relay to p
+// goes: only the device with the smaller peer ID moves it, so that the
+// two never chase each other; the other follows (joinRelay).
+func (d *Device) movesRelay(p *peerState) bool { return bytes.Compare(d.id[:], p.id[:]) < 0 }
+
+// relayWorthRetrying reports whether a relay that failed failures times
+// is tried again: always while the path is not direct; once it is, only
+// relayRetriesWhileDirect times, since the direct path carries the
+// connection, and losing it asks for a relay again.
+func relayWorthRetrying(failures int, now PathKind) bool {
+	return now != PathDirect || failures <= relayRetriesWhileDirect
+}
+
+// relayRetryDelay is the wait after the given number of failures.
+func relayRetryDelay(failures int) time.Duration {
+	return min(time.Duration(failures)*relayRetryStep, relayRetryMax)
 }
 
 // ensureRelay opens a relay session towards the peer through the super
@@ -24,18 +49,18 @@ type relayPath struct {
 // peer, whose device opens its side there (consent; joinRelay).
 func (d *Device) ensureRelay(p *peerState) {
 	p.mu.Lock()
-	if p.relay != nil || p.dialing {
+	if p.paths.relay != nil || p.relayCtl.dialing {
 		p.mu.Unlock()
 		return
 	}
-	p.dialing = true
+	p.relayCtl.dialing = true
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
-		p.dialing = false
+		p.relayCtl.dialing = false
 		p.mu.Unlock()
 	}()
-	for attempt := 0; !p.isGone(); attempt++ {
+	for failures := 1; !p.isGone(); failures++ {
 		sp, sess := d.bestSuperPeer(p)
 		if sess != nil {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
@@ -52,9 +77,9 @@ func (d *Device) ensureRelay(p *peerState) {
 		select {
 		case <-d.closed:
 			return
-		case <-time.After(min(time.Duration(attempt+1)*relayRetryStep, relayRetryMax)):
+		case <-time.After(relayRetryDelay(failures)):
 		}
-		if p.path().Kind == PathDirect && attempt >= relayRetriesWhileDirect-1 {
+		if !relayWorthRetrying(failures, p.path().Kind) {
 			return
 		}
 	}
@@ -75,7 +100,7 @@ func (d *Device) joinRelay(p *peerState, sp *superPeer) {
 }
 
 // dialRelay opens a relay session through sess and makes it the peer's
-// relay path.
+// relay path, closing the one it replaces.
 func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, sess *rendezvous.Session) error {
 	var conn net.PacketConn
 	var err error
@@ -89,14 +114,12 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 	}
 	rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport()}
 	p.mu.Lock()
-	old := p.relay
-	p.relay = rp
-	if !p.direct.IsValid() {
-		p.flushLocked()
+	if p.life.gone {
+		p.mu.Unlock()
+		conn.Close()
+		return nil
 	}
-	p.changedLocked()
-	watch := !p.watching
-	p.watching = true
+	old := p.relayUpLocked(rp)
 	p.mu.Unlock()
 	if old != nil {
 		old.conn.Close()
@@ -107,20 +130,16 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 		return nil
 	default:
 	}
-	if p.isGone() {
-		conn.Close()
-		return nil
-	}
-	if watch {
-		d.goRun(func() { d.maintainRelay(p) })
+	if d.movesRelay(p) {
+		p.relayCtl.maintain.Do(func() { d.goRun(func() { d.maintainRelay(p) }) })
 	}
 	d.goRun(func() { d.readRelay(p, rp) })
 	return nil
 }
 
 // readRelay hands what arrives over a relay session to QUIC as coming
-// from the peer's virtual address, until the session ends; then it opens
-// another.
+// from the peer's virtual address, until the session ends; then, if a
+// connection still needs it, it opens another.
 func (d *Device) readRelay(p *peerState, rp *relayPath) {
 	buf := make([]byte, maxUDPPayload)
 	from := net.UDPAddrFromAddrPort(p.virt)
@@ -133,12 +152,8 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 	}
 	rp.conn.Close()
 	p.mu.Lock()
-	current := p.relay == rp
-	if current {
-		p.relay = nil
-	}
-	p.changedLocked()
-	inUse := len(p.conns) > 0 && !p.gone
+	current := p.relayDownLocked(rp)
+	inUse := p.inUseLocked()
 	p.mu.Unlock()
 	select {
 	case <-d.closed:
@@ -153,24 +168,22 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 func (p *peerState) setPeerRTT(sp *superPeer, rtt time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.peerRTTs == nil {
-		p.peerRTTs = make(map[*superPeer]time.Duration)
+	if p.relayCtl.peerRTTs == nil {
+		p.relayCtl.peerRTTs = make(map[*superPeer]time.Duration)
 	}
 	if rtt > 0 {
-		p.peerRTTs[sp] = rtt
+		p.relayCtl.peerRTTs[sp] = rtt
 	}
 }
 
 func (p *peerState) peerRTT(sp *superPeer) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.peerRTTs[sp]
+	return p.relayCtl.peerRTTs[sp]
 }
 
 // bestSuperPeer picks the super peer with the lowest latency between
-// this device and peer through it: both legs, this device's RTT to it
-// plus the peer's as the super peer reported it (the device's own when
-// that is not known yet).
+// this device and peer through it (relayCost).
 func (d *Device) bestSuperPeer(p *peerState) (*superPeer, *rendezvous.Session) {
 	var (
 		best     *superPeer
@@ -201,13 +214,16 @@ func (p *peerState) relayCost(sp *superPeer, sess *rendezvous.Session) time.Dura
 	return mine + theirs
 }
 
+// worthMoving reports whether a relay costing better is worth leaving one
+// costing now for (the hysteresis in constants.go).
+func worthMoving(now, better time.Duration) bool {
+	return better < time.Duration(float64(now)*relayMoveRatio)-relayMoveMargin
+}
+
 // maintainRelay moves the peer's relay to a clearly nearer super peer as
-// latencies change. Only the device with the smaller peer ID decides, so
-// that the two never chase each other; the other follows (joinRelay).
+// latencies change, on the device that moves relays (movesRelay), until
+// the peer is forgotten or the device closes.
 func (d *Device) maintainRelay(p *peerState) {
-	if bytes.Compare(d.id[:], p.id[:]) > 0 {
-		return
-	}
 	t := time.NewTicker(d.cfg.RelayCheckInterval)
 	defer t.Stop()
 	for {
@@ -217,13 +233,11 @@ func (d *Device) maintainRelay(p *peerState) {
 		case <-t.C:
 		}
 		p.mu.Lock()
-		rp, direct, gone := p.relay, p.direct.IsValid(), p.gone
+		rp, direct, gone := p.paths.relay, p.paths.direct.IsValid(), p.life.gone
 		p.mu.Unlock()
 		if gone {
 			return
 		}
-		p.mu.Lock()
-		p.mu.Unlock()
 		if rp == nil || direct {
 			continue
 		}
@@ -242,7 +256,7 @@ func (d *Device) maintainRelay(p *peerState) {
 			continue
 		}
 		now, better := p.relayCost(rp.sp, cur), p.relayCost(best, bestSess)
-		if better >= time.Duration(float64(now)*relayMoveRatio)-relayMoveMargin {
+		if !worthMoving(now, better) {
 			continue
 		}
 		d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("from", rp.sp.url), zap.String("to", best.url),

@@ -33,8 +33,8 @@ type sock struct {
 	deadline time.Time
 	wake     chan struct{} // closed when the deadline changes
 
-	mu     sync.RWMutex // guards the following
-	byAddr map[netip.AddrPort]*peerState
+	mu     sync.RWMutex                  // guards the following; taken after peerState.mu
+	byAddr map[netip.AddrPort]*peerState // a peer's addresses that answered or pinged
 	byVirt map[netip.AddrPort]*peerState
 
 	dropped atomic.Uint64 // packets dropped because QUIC was not reading
@@ -253,6 +253,15 @@ func (s *sock) forget(p *peerState) {
 func (s *sock) mapDirect(addr netip.AddrPort, p *peerState) {
 	s.mu.Lock()
 	s.byAddr[addr] = p
+	s.mu.Unlock()
+}
+
+// unmapDirect stops packets from addr counting as p's.
+func (s *sock) unmapDirect(addr netip.AddrPort, p *peerState) {
+	s.mu.Lock()
+	if s.byAddr[addr] == p {
+		delete(s.byAddr, addr)
+	}
 	s.mu.Unlock()
 }
 

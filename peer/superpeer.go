@@ -18,19 +18,24 @@ import (
 )
 
 // superPeer keeps the device's session with one super peer: over HTTP/3,
-// falling back to HTTP/2 when HTTP/3 does not answer within H3HeadStart, and
-// again after it ends.
+// falling back to HTTP/2 when HTTP/3 does not answer within H3HeadStart,
+// and again after it ends. It also re-introduces the device to its peers
+// through that super peer (introduceAgain).
 type superPeer struct {
 	dev *Device
 	url string
 
-	mu       sync.Mutex // guards the following
-	sess     *rendezvous.Session
-	lastErr  error
-	ready    chan struct{} // closed while a session is up
-	closed   bool
-	told     []netip.AddrPort // the local addresses the session has
-	observed netip.AddrPort   // as the last HTTP/3 session saw it
+	mu        sync.Mutex // guards the following; taken alone
+	sess      *rendezvous.Session
+	lastErr   error
+	ready     chan struct{} // closed while a session is up
+	closed    bool
+	announced []netip.AddrPort // the local addresses the session has
+	// seenBy is the last HTTP/3 session: where it sees this device (its
+	// Observed) is where this super peer last saw it. Only HTTP/3 counts:
+	// an HTTP/2 session sees a TCP connection's address, which every new
+	// connection changes.
+	seenBy *rendezvous.Session
 
 	// Introductions again (introduceAgain): the peers waiting for one,
 	// whether a goroutine works through them, and its pace, below the
@@ -47,7 +52,7 @@ func (sp *superPeer) run() {
 			return
 		case <-time.After(backoff):
 		}
-		sess, told, err := sp.dial("")
+		sess, announced, err := sp.dial()
 		if err != nil {
 			sp.mu.Lock()
 			sp.lastErr = err
@@ -57,23 +62,11 @@ func (sp *superPeer) run() {
 			continue
 		}
 		backoff = 0
-		sp.mu.Lock()
-		if sp.closed {
-			sp.mu.Unlock()
+		if !sp.install(sess, announced) {
 			sess.Close()
 			return
 		}
-		sp.sess, sp.told, sp.lastErr = sess, told, nil
-		close(sp.ready)
-		moved := sp.followLocked(sess)
-		sp.mu.Unlock()
-		sp.changed()
-		if moved {
-			// A new session sees this device elsewhere than the one
-			// before: as after a rebinding, peers need to know.
-			sp.dev.introduceAgain(sp)
-		}
-		sp.awaitEnd(sess)
+		sess = sp.awaitEnd(sess)
 		sp.mu.Lock()
 		sp.sess, sp.lastErr = nil, sess.Err()
 		sp.ready = make(chan struct{})
@@ -88,102 +81,149 @@ func (sp *superPeer) run() {
 	}
 }
 
+// install makes sess the super peer's session, in place of the one there
+// is (if any), and reports it. A session that sees this device elsewhere
+// than the last HTTP/3 one did means that its NAT rebound: as then, its
+// peers are introduced again. It reports false, and installs nothing,
+// when the device is closing.
+func (sp *superPeer) install(sess *rendezvous.Session, announced []netip.AddrPort) bool {
+	sp.mu.Lock()
+	if sp.closed {
+		sp.mu.Unlock()
+		return false
+	}
+	if sp.sess == nil {
+		close(sp.ready)
+	}
+	sp.sess, sp.announced, sp.lastErr = sess, announced, nil
+	moved := false
+	if sess.Transport() == rendezvous.TransportH3 {
+		moved = sp.seenBy != nil && sp.seenBy.Observed().IsValid() && sp.seenBy.Observed() != sess.Observed()
+		sp.seenBy = sess
+	}
+	sp.mu.Unlock()
+	sp.changed()
+	if moved {
+		sp.dev.introduceAgain(sp)
+	}
+	return true
+}
+
 // dial opens a session over HTTP/3, racing HTTP/2 against it once HTTP/3
-// has had H3HeadStart to answer: the first to register wins, the other is
-// closed. A device whose UDP is blocked is registered over HTTP/2 a
-// moment after the head start, not after a timeout.
-func (sp *superPeer) dial(only rendezvous.Transport) (_ *rendezvous.Session, told []netip.AddrPort, _ error) {
-	d := sp.dev
-	addr, err := sp.resolve()
+// has had H3HeadStart to answer: the first to register wins. A device
+// whose UDP is blocked is registered over HTTP/2 a moment after the head
+// start, not after a timeout.
+func (sp *superPeer) dial() (*rendezvous.Session, []netip.AddrPort, error) {
+	cfg, err := sp.clientConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	told = d.localAddrs()
-	cfg := rendezvous.ClientConfig{
+	ctx, cancel := context.WithTimeout(sp.dev.ctx, sessionDialTimeout)
+	defer cancel()
+	sess, err := race(ctx, sp.dialer(cfg, rendezvous.TransportH3), sp.dialer(cfg, rendezvous.TransportH2), sp.dev.cfg.H3HeadStart)
+	return sess, cfg.LocalAddrs, err
+}
+
+// dialH3 opens a session over HTTP/3 alone.
+func (sp *superPeer) dialH3() (*rendezvous.Session, []netip.AddrPort, error) {
+	cfg, err := sp.clientConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(sp.dev.ctx, sessionDialTimeout)
+	defer cancel()
+	sess, err := sp.dialer(cfg, rendezvous.TransportH3)(ctx)
+	return sess, cfg.LocalAddrs, err
+}
+
+// clientConfig is a session's configuration, announcing the local
+// addresses there are now.
+func (sp *superPeer) clientConfig() (rendezvous.ClientConfig, error) {
+	d := sp.dev
+	addr, err := sp.resolve()
+	if err != nil {
+		return rendezvous.ClientConfig{}, err
+	}
+	return rendezvous.ClientConfig{
 		Identity:      d.cfg.Identity,
 		URL:           sp.url,
 		Addr:          addr,
 		QUICTransport: d.tr,
 		DialTCP:       d.cfg.DialTCP,
 		TLSConfig:     &tls.Config{RootCAs: d.cfg.RootCAs},
-		LocalAddrs:    told,
+		LocalAddrs:    d.localAddrs(),
 		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, c) },
 		OnObserved:    func(a netip.AddrPort) { d.onObserved(sp, a) },
 		Logger:        d.log,
+	}, nil
+}
+
+// dialer dials a session over one transport. A failure is the super
+// peer's last error at once, while no session is up: not only when the
+// other transport gives up too.
+func (sp *superPeer) dialer(cfg rendezvous.ClientConfig, tr rendezvous.Transport) func(context.Context) (*rendezvous.Session, error) {
+	cfg.Transport = tr
+	return func(ctx context.Context) (*rendezvous.Session, error) {
+		sess, err := rendezvous.Dial(ctx, cfg)
+		if err != nil {
+			sp.mu.Lock()
+			if sp.sess == nil {
+				sp.lastErr = err
+			}
+			sp.mu.Unlock()
+		}
+		return sess, err
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, sessionDialTimeout)
-	defer cancel()
+}
+
+// race runs first, and second alongside once first has failed or has had
+// headStart without an answer (happy eyeballs, RFC 8305, between
+// transports). The first session to be up wins; a loser that comes up
+// later is closed.
+func race(ctx context.Context, first, second func(context.Context) (*rendezvous.Session, error), headStart time.Duration) (*rendezvous.Session, error) {
 	type result struct {
 		sess *rendezvous.Session
 		err  error
 	}
 	results := make(chan result, 2)
-	start := func(tr rendezvous.Transport) {
-		c := cfg
-		c.Transport = tr
+	start := func(dial func(context.Context) (*rendezvous.Session, error)) {
 		go func() {
-			s, err := rendezvous.Dial(ctx, c)
+			s, err := dial(ctx)
 			results <- result{s, err}
 		}()
 	}
-	pending := 0
-	if only != rendezvous.TransportH2 {
-		start(rendezvous.TransportH3)
-		pending++
-	}
-	headStart := time.NewTimer(d.cfg.H3HeadStart)
-	defer headStart.Stop()
-	h2Started := only == rendezvous.TransportH3
-	if only == rendezvous.TransportH2 {
-		start(rendezvous.TransportH2)
-		pending, h2Started = 1, true
+	start(first)
+	running := 1
+	timer := time.NewTimer(headStart)
+	defer timer.Stop()
+	startSecond := func() {
+		if second != nil {
+			start(second)
+			second, running = nil, running+1
+		}
 	}
 	var errs []error
-	for pending > 0 {
+	for running > 0 {
 		select {
 		case r := <-results:
-			pending--
+			running--
 			if r.err == nil {
-				if pending > 0 { // the loser may still register: close it
+				if running > 0 { // the loser may still come up: close it
 					go func() {
 						if r := <-results; r.sess != nil {
 							r.sess.Close()
 						}
 					}()
 				}
-				return r.sess, told, nil
+				return r.sess, nil
 			}
 			errs = append(errs, r.err)
-			sp.mu.Lock()
-			if sp.sess == nil {
-				sp.lastErr = r.err // tell it now, not when the other attempt gives up
-			}
-			sp.mu.Unlock()
-			if !h2Started {
-				start(rendezvous.TransportH2)
-				pending, h2Started = pending+1, true
-			}
-		case <-headStart.C:
-			if !h2Started {
-				start(rendezvous.TransportH2)
-				pending, h2Started = pending+1, true
-			}
+			startSecond()
+		case <-timer.C:
+			startSecond()
 		}
 	}
-	return nil, nil, errors.Join(errs...)
-}
-
-// followLocked records where a new session sees this device, and reports
-// whether that is a move from where the last one saw it. Only HTTP/3
-// sessions count: an HTTP/2 session sees a TCP connection's address,
-// which every new connection changes.
-func (sp *superPeer) followLocked(sess *rendezvous.Session) (moved bool) {
-	if sess.Transport() != rendezvous.TransportH3 {
-		return false
-	}
-	before := sp.observed
-	sp.observed = sess.Observed()
-	return before.IsValid() && before != sp.observed
+	return nil, errors.Join(errs...)
 }
 
 // resolve finds the super peer's address in a family the device has a
@@ -243,8 +283,10 @@ func (sp *superPeer) wait(ctx context.Context) (*rendezvous.Session, error) {
 }
 
 // awaitEnd waits for the session to end. A session over HTTP/2 tries
-// HTTP/3 again every H3RetryInterval and gives way to it when it works.
-func (sp *superPeer) awaitEnd(sess *rendezvous.Session) {
+// HTTP/3 again every H3RetryInterval and gives way to it when it works:
+// the HTTP/3 session is then the super peer's, and the one awaited.
+// awaitEnd returns the session it awaited last.
+func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 	retry := time.NewTimer(sp.dev.cfg.H3RetryInterval)
 	defer retry.Stop()
 	for {
@@ -254,22 +296,18 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) {
 		}
 		select {
 		case <-sess.Done():
-			return
+			return sess
 		case <-sp.dev.closed:
-			return
+			return sess
 		case <-retryC:
 			retry.Reset(sp.dev.cfg.H3RetryInterval)
-			if h3, told, err := sp.dial(rendezvous.TransportH3); err == nil {
-				sp.mu.Lock()
-				sp.sess, sp.told = h3, told
-				moved := sp.followLocked(h3)
-				sp.mu.Unlock()
+			if h3, announced, err := sp.dialH3(); err == nil {
+				if !sp.install(h3, announced) {
+					h3.Close()
+					return sess
+				}
 				sess.Close() // relays on it move on their own
 				sess = h3
-				sp.changed()
-				if moved {
-					sp.dev.introduceAgain(sp)
-				}
 			}
 		}
 	}
@@ -292,9 +330,6 @@ func (sp *superPeer) changed() {
 // of a connection.
 func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
 	d.log.Info("super peer observes a new address", zap.String("url", sp.url), zap.Stringer("observed", a))
-	sp.mu.Lock()
-	sp.observed = a
-	sp.mu.Unlock()
 	sp.changed()
 	d.introduceAgain(sp)
 }
@@ -308,7 +343,7 @@ func (d *Device) introduceAgain(sps ...*superPeer) {
 	d.mu.Lock()
 	for _, p := range d.peers {
 		p.mu.Lock()
-		if len(p.conns) > 0 && !p.gone {
+		if p.inUseLocked() {
 			active = append(active, p)
 		}
 		p.mu.Unlock()
