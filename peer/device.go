@@ -263,6 +263,23 @@ func quicConfig() *quic.Config {
 	}
 }
 
+// every calls f every interval until the device closes or f returns
+// false.
+func (d *Device) every(interval time.Duration, f func() bool) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.closed:
+			return
+		case <-t.C:
+		}
+		if !f() {
+			return
+		}
+	}
+}
+
 func (d *Device) goRun(f func()) {
 	d.wg.Add(1)
 	go func() {
@@ -350,41 +367,18 @@ func (d *Device) localAddrs() []netip.AddrPort {
 // the same LAN, or was, punches the right addresses.
 func (d *Device) watchLocalAddrs() {
 	last := d.localAddrs()
-	t := time.NewTicker(d.cfg.AddrCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.closed:
-			return
-		case <-t.C:
-		}
+	d.every(d.cfg.AddrCheckInterval, func() bool {
 		now := d.localAddrs()
-		// Every session that has other addresses is told, also one that
-		// registered with addresses taken just before they changed.
 		for _, sp := range d.sps {
-			sp.mu.Lock()
-			sess, announced := sp.sess, sp.announced
-			sp.mu.Unlock()
-			if sess == nil || slices.Equal(announced, now) {
-				continue
-			}
-			if err := sess.SetLocalAddrs(now); err != nil {
-				d.log.Debug("announcing local addresses", zap.String("url", sp.url), zap.Error(err))
-				continue
-			}
-			sp.mu.Lock()
-			if sp.sess == sess {
-				sp.announced = now
-			}
-			sp.mu.Unlock()
+			sp.announce(now)
 		}
-		if slices.Equal(now, last) {
-			continue
+		if !slices.Equal(now, last) {
+			d.log.Info("local addresses changed", zap.Stringers("from", last), zap.Stringers("to", now))
+			last = now
+			d.introduceAgain(d.sps...)
 		}
-		d.log.Info("local addresses changed", zap.Stringers("from", last), zap.Stringers("to", now))
-		last = now
-		d.introduceAgain(d.sps...)
-	}
+		return true
+	})
 }
 
 // peer returns the state of a peer, making it if asked.
@@ -561,23 +555,17 @@ func (d *Device) Accept(ctx context.Context) (*Conn, error) {
 // forgetIdlePeers drops, now and then, the peers without a connection for
 // PeerIdleTimeout.
 func (d *Device) forgetIdlePeers() {
-	t := time.NewTicker(min(d.cfg.PeerIdleTimeout/4, forgetCheckMax))
-	defer t.Stop()
-	for {
-		select {
-		case <-d.closed:
-			return
-		case <-t.C:
-		}
+	d.every(min(d.cfg.PeerIdleTimeout/4, forgetCheckMax), func() bool {
 		d.mu.Lock()
+		defer d.mu.Unlock()
 		for id, p := range d.peers {
 			if p.forgetIfIdle(d.cfg.PeerIdleTimeout) {
 				delete(d.peers, id)
 				d.log.Debug("forgot idle peer", zap.String("peer", p.id.Short()))
 			}
 		}
-		d.mu.Unlock()
-	}
+		return true
+	})
 }
 
 // Close ends every connection and session and closes the socket. It may

@@ -224,47 +224,43 @@ func worthMoving(now, better time.Duration) bool {
 // latencies change, on the device that moves relays (movesRelay), until
 // the peer is forgotten or the device closes.
 func (d *Device) maintainRelay(p *peerState) {
-	t := time.NewTicker(d.cfg.RelayCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.closed:
-			return
-		case <-t.C:
-		}
+	d.every(d.cfg.RelayCheckInterval, func() bool {
 		p.mu.Lock()
 		rp, direct, gone := p.paths.relay, p.paths.direct.IsValid(), p.life.gone
 		p.mu.Unlock()
-		if gone {
-			return
+		if !gone && rp != nil && !direct {
+			d.moveRelay(p, rp)
 		}
-		if rp == nil || direct {
-			continue
+		return !gone
+	})
+}
+
+// moveRelay moves the relay rp to p to a clearly nearer super peer, if
+// there is one.
+func (d *Device) moveRelay(p *peerState, rp *relayPath) {
+	// Fresh candidates from every super peer: the peer's RTT to each,
+	// and another round of punching while the connection is relayed.
+	for _, sp := range d.sps {
+		if sess := sp.session(); sess != nil {
+			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayCheckInterval)
+			sess.Lookup(ctx, p.id)
+			cancel()
 		}
-		// Fresh candidates from every super peer: the peer's RTT to each,
-		// and another round of punching while the connection is relayed.
-		for _, sp := range d.sps {
-			if sess := sp.session(); sess != nil {
-				ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayCheckInterval)
-				sess.Lookup(ctx, p.id)
-				cancel()
-			}
-		}
-		cur := rp.sp.session()
-		best, bestSess := d.bestSuperPeer(p)
-		if cur == nil || best == nil || best == rp.sp {
-			continue
-		}
-		now, better := p.relayCost(rp.sp, cur), p.relayCost(best, bestSess)
-		if !worthMoving(now, better) {
-			continue
-		}
-		d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("from", rp.sp.url), zap.String("to", best.url),
-			zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
-		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-		if _, err := bestSess.Introduce(ctx, p.id, true); err == nil {
-			d.dialRelay(ctx, p, best, bestSess)
-		}
-		cancel()
+	}
+	cur := rp.sp.session()
+	best, bestSess := d.bestSuperPeer(p)
+	if cur == nil || best == nil || best == rp.sp {
+		return
+	}
+	now, better := p.relayCost(rp.sp, cur), p.relayCost(best, bestSess)
+	if !worthMoving(now, better) {
+		return
+	}
+	d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("from", rp.sp.url), zap.String("to", best.url),
+		zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+	defer cancel()
+	if _, err := bestSess.Introduce(ctx, p.id, true); err == nil {
+		d.dialRelay(ctx, p, best, bestSess)
 	}
 }

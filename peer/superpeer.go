@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,7 +53,7 @@ func (sp *superPeer) run() {
 			return
 		case <-time.After(backoff):
 		}
-		sess, announced, err := sp.dial()
+		sess, announced, err := sp.dial(sp.raceH3H2)
 		if err != nil {
 			sp.mu.Lock()
 			sp.lastErr = err
@@ -109,31 +110,30 @@ func (sp *superPeer) install(sess *rendezvous.Session, announced []netip.AddrPor
 	return true
 }
 
-// dial opens a session over HTTP/3, racing HTTP/2 against it once HTTP/3
-// has had H3HeadStart to answer: the first to register wins. A device
-// whose UDP is blocked is registered over HTTP/2 a moment after the head
-// start, not after a timeout.
-func (sp *superPeer) dial() (*rendezvous.Session, []netip.AddrPort, error) {
+// dial opens a session with connect, announcing the local addresses
+// there are now, which it returns.
+func (sp *superPeer) dial(connect func(context.Context, rendezvous.ClientConfig) (*rendezvous.Session, error)) (*rendezvous.Session, []netip.AddrPort, error) {
 	cfg, err := sp.clientConfig()
 	if err != nil {
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(sp.dev.ctx, sessionDialTimeout)
 	defer cancel()
-	sess, err := race(ctx, sp.dialer(cfg, rendezvous.TransportH3), sp.dialer(cfg, rendezvous.TransportH2), sp.dev.cfg.H3HeadStart)
+	sess, err := connect(ctx, cfg)
 	return sess, cfg.LocalAddrs, err
 }
 
-// dialH3 opens a session over HTTP/3 alone.
-func (sp *superPeer) dialH3() (*rendezvous.Session, []netip.AddrPort, error) {
-	cfg, err := sp.clientConfig()
-	if err != nil {
-		return nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(sp.dev.ctx, sessionDialTimeout)
-	defer cancel()
-	sess, err := sp.dialer(cfg, rendezvous.TransportH3)(ctx)
-	return sess, cfg.LocalAddrs, err
+// raceH3H2 connects over HTTP/3, racing HTTP/2 against it once HTTP/3
+// has had H3HeadStart to answer: the first to register wins. A device
+// whose UDP is blocked is registered over HTTP/2 a moment after the head
+// start, not after a timeout.
+func (sp *superPeer) raceH3H2(ctx context.Context, cfg rendezvous.ClientConfig) (*rendezvous.Session, error) {
+	return race(ctx, sp.dialer(cfg, rendezvous.TransportH3), sp.dialer(cfg, rendezvous.TransportH2), sp.dev.cfg.H3HeadStart)
+}
+
+// onlyH3 connects over HTTP/3 alone.
+func (sp *superPeer) onlyH3(ctx context.Context, cfg rendezvous.ClientConfig) (*rendezvous.Session, error) {
+	return sp.dialer(cfg, rendezvous.TransportH3)(ctx)
 }
 
 // clientConfig is a session's configuration, announcing the local
@@ -301,7 +301,7 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 			return sess
 		case <-retryC:
 			retry.Reset(sp.dev.cfg.H3RetryInterval)
-			if h3, announced, err := sp.dialH3(); err == nil {
+			if h3, announced, err := sp.dial(sp.onlyH3); err == nil {
 				if !sp.install(h3, announced) {
 					h3.Close()
 					return sess
@@ -311,6 +311,27 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 			}
 		}
 	}
+}
+
+// announce tells the session the device's local addresses, unless it
+// has them: also a session that registered with addresses taken just
+// before they changed.
+func (sp *superPeer) announce(addrs []netip.AddrPort) {
+	sp.mu.Lock()
+	sess, announced := sp.sess, sp.announced
+	sp.mu.Unlock()
+	if sess == nil || slices.Equal(announced, addrs) {
+		return
+	}
+	if err := sess.SetLocalAddrs(addrs); err != nil {
+		sp.dev.log.Debug("announcing local addresses", zap.String("url", sp.url), zap.Error(err))
+		return
+	}
+	sp.mu.Lock()
+	if sp.sess == sess {
+		sp.announced = addrs
+	}
+	sp.mu.Unlock()
 }
 
 // changed reports the super peer's status to Config.OnSuperPeer, in
