@@ -67,9 +67,10 @@ func (p Path) String() string {
 // four parts by concern, as wireguard-go's Peer is.
 //
 // Lock order: Device.mu before peerState.mu before sock.mu. mu guards
-// every field of paths, punch, relayCtl and life: the parts group fields
-// by concern, not by lock, because a transition reads across them (a
-// pong settles a punch.pings entry and sets paths.direct at once).
+// every field of paths, punch, relayCtl and life (but the sync.Onces and
+// the wake channel, safe on their own): the parts group fields by
+// concern, not by lock, because a transition reads across them (a pong
+// settles a punch.pings entry and sets paths.direct at once).
 // superPeer.mu is never held together with any of these.
 //
 // The goroutines that act on a peer, and what stops each:
@@ -100,7 +101,7 @@ type peerState struct {
 	virt netip.AddrPort
 	out  directWriter // the device's socket; a test's fake
 
-	mu       sync.Mutex // guards paths, punch, relayCtl and life
+	mu       sync.Mutex // guards paths, punch, relayCtl and life, but for their Onces and punch.wake
 	paths    paths
 	punch    punching
 	relayCtl relayCtl

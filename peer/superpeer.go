@@ -26,7 +26,9 @@ type superPeer struct {
 	dev *Device
 	url string
 
-	mu        sync.Mutex // guards the following; taken alone
+	// mu guards the following. No other lock of the device's is held
+	// with it; under it, only a session's own (Observed).
+	mu        sync.Mutex
 	sess      *rendezvous.Session
 	lastErr   error
 	ready     chan struct{} // closed while a session is up
