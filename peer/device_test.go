@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -324,4 +325,21 @@ func TestSettledDirectPathIsQuiet(t *testing.T) {
 		}
 	}
 	roundTrip(t, c, "still direct")
+}
+
+// Close may be called twice at once: both return, once, the device is
+// closed.
+func TestCloseTwiceAtOnce(t *testing.T) {
+	s, _ := superPeerServer(t)
+	d := newDevice(t, s)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { d.Close() })
+	}
+	wg.Wait()
+	select {
+	case <-d.closed:
+	default:
+		t.Fatal("not closed")
+	}
 }
