@@ -27,7 +27,8 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-// Config configures a Device. Zero durations take the defaults below.
+// Config configures a Device. Zero durations take the Default* constants
+// (constants.go).
 type Config struct {
 	// Identity is the device's key pair. Required.
 	Identity *identity.Identity
@@ -108,16 +109,16 @@ func (c Config) withDefaults() Config {
 			*d = v
 		}
 	}
-	def(&c.H3HeadStart, 500*time.Millisecond)
-	def(&c.H3RetryInterval, time.Minute)
-	def(&c.PunchInterval, time.Second)
-	def(&c.FastPunchInterval, 50*time.Millisecond)
-	def(&c.FastPunchFor, 3*time.Second)
-	def(&c.DirectTimeout, 3500*time.Millisecond)
-	def(&c.RelayDialTimeout, 15*time.Second)
-	def(&c.RelayCheckInterval, 10*time.Second)
-	def(&c.PeerIdleTimeout, time.Minute)
-	def(&c.AddrCheckInterval, 5*time.Second)
+	def(&c.H3HeadStart, DefaultH3HeadStart)
+	def(&c.H3RetryInterval, DefaultH3RetryInterval)
+	def(&c.PunchInterval, DefaultPunchInterval)
+	def(&c.FastPunchInterval, DefaultFastPunchInterval)
+	def(&c.FastPunchFor, DefaultFastPunchFor)
+	def(&c.DirectTimeout, DefaultDirectTimeout)
+	def(&c.RelayDialTimeout, DefaultRelayDialTimeout)
+	def(&c.RelayCheckInterval, DefaultRelayCheckInterval)
+	def(&c.PeerIdleTimeout, DefaultPeerIdleTimeout)
+	def(&c.AddrCheckInterval, DefaultAddrCheckInterval)
 	if c.ListenAddr == "" && c.ListenAddr6 == "" {
 		c.ListenAddr, c.ListenAddr6 = "0.0.0.0:0", "[::]:0?" // "?": only if the host has IPv6
 	}
@@ -140,11 +141,13 @@ type Device struct {
 	ln   *quic.Listener
 	sps  []*superPeer
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	closed chan struct{}
-	wg     sync.WaitGroup
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closed    chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup // every goroutine of the device's (goRun)
 
+	// Lock order: mu before peerState.mu before sock.mu.
 	mu         sync.Mutex // guards peers and lastPinged
 	peers      map[identity.PeerID]*peerState
 	lastPinged time.Time // pingSuperPeers
@@ -179,7 +182,7 @@ func New(cfg Config) (*Device, error) {
 		log:    cfg.Logger,
 		closed: make(chan struct{}),
 		peers:  make(map[identity.PeerID]*peerState),
-		events: make(chan func(), 256),
+		events: make(chan func(), eventQueue),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.sock = newSock(udps, d)
@@ -253,10 +256,27 @@ func listen(cfg Config) ([]*net.UDPConn, error) {
 // at QUIC's minimum size and path MTU discovery is off.
 func quicConfig() *quic.Config {
 	return &quic.Config{
-		InitialPacketSize:       1200,
+		InitialPacketSize:       quicPacketSize,
 		DisablePathMTUDiscovery: true,
-		KeepAlivePeriod:         10 * time.Second,
-		MaxIdleTimeout:          30 * time.Second,
+		KeepAlivePeriod:         quicKeepAlive,
+		MaxIdleTimeout:          quicIdleTimeout,
+	}
+}
+
+// every calls f every interval until the device closes or f returns
+// false.
+func (d *Device) every(interval time.Duration, f func() bool) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.closed:
+			return
+		case <-t.C:
+		}
+		if !f() {
+			return
+		}
 	}
 }
 
@@ -347,41 +367,18 @@ func (d *Device) localAddrs() []netip.AddrPort {
 // the same LAN, or was, punches the right addresses.
 func (d *Device) watchLocalAddrs() {
 	last := d.localAddrs()
-	t := time.NewTicker(d.cfg.AddrCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.closed:
-			return
-		case <-t.C:
-		}
+	d.every(d.cfg.AddrCheckInterval, func() bool {
 		now := d.localAddrs()
-		// Every session that has other addresses is told, also one that
-		// registered with addresses taken just before they changed.
 		for _, sp := range d.sps {
-			sp.mu.Lock()
-			sess, told := sp.sess, sp.told
-			sp.mu.Unlock()
-			if sess == nil || slices.Equal(told, now) {
-				continue
-			}
-			if err := sess.SetLocalAddrs(now); err != nil {
-				d.log.Debug("announcing local addresses", zap.String("url", sp.url), zap.Error(err))
-				continue
-			}
-			sp.mu.Lock()
-			if sp.sess == sess {
-				sp.told = now
-			}
-			sp.mu.Unlock()
+			sp.announce(now)
 		}
-		if slices.Equal(now, last) {
-			continue
+		if !slices.Equal(now, last) {
+			d.log.Info("local addresses changed", zap.Stringers("from", last), zap.Stringers("to", now))
+			last = now
+			d.introduceAgain(d.sps...)
 		}
-		d.log.Info("local addresses changed", zap.Stringers("from", last), zap.Stringers("to", now))
-		last = now
-		d.introduceAgain(d.sps...)
-	}
+		return true
+	})
 }
 
 // peer returns the state of a peer, making it if asked.
@@ -411,8 +408,8 @@ func (d *Device) onCandidates(sp *superPeer, c rendezvous.Candidates) {
 
 // handlePunch acts on a punch message from the socket.
 func (d *Device) handlePunch(b []byte, from netip.AddrPort) {
-	if d.cfg.RelayOnly {
-		return // a relay-only device takes no direct path, either way
+	if !d.takesDirectPaths() {
+		return
 	}
 	pn, err := decodePunch(b, d.id)
 	if err != nil {
@@ -558,47 +555,28 @@ func (d *Device) Accept(ctx context.Context) (*Conn, error) {
 // forgetIdlePeers drops, now and then, the peers without a connection for
 // PeerIdleTimeout.
 func (d *Device) forgetIdlePeers() {
-	t := time.NewTicker(min(d.cfg.PeerIdleTimeout/4, 5*time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-d.closed:
-			return
-		case <-t.C:
-		}
+	d.every(min(d.cfg.PeerIdleTimeout/4, forgetCheckMax), func() bool {
 		d.mu.Lock()
-		var idle []*peerState
+		defer d.mu.Unlock()
 		for id, p := range d.peers {
-			p.mu.Lock()
-			if len(p.conns) == 0 && time.Since(p.lastUsed) > d.cfg.PeerIdleTimeout {
-				p.gone = true
-				idle = append(idle, p)
+			if p.forgetIfIdle(d.cfg.PeerIdleTimeout) {
 				delete(d.peers, id)
+				d.log.Debug("forgot idle peer", zap.String("peer", p.id.Short()))
 			}
-			p.mu.Unlock()
 		}
-		d.mu.Unlock()
-		for _, p := range idle {
-			d.sock.forget(p)
-			p.mu.Lock()
-			rp := p.relay
-			p.relay = nil
-			p.mu.Unlock()
-			if rp != nil {
-				rp.conn.Close()
-			}
-			d.log.Debug("forgot idle peer", zap.String("peer", p.id.Short()))
-		}
-	}
+		return true
+	})
 }
 
-// Close ends every connection and session and closes the socket.
+// Close ends every connection and session and closes the socket. It may
+// be called more than once, and concurrently: every call returns once the
+// device is closed.
 func (d *Device) Close() error {
-	select {
-	case <-d.closed:
-		return nil
-	default:
-	}
+	d.closeOnce.Do(d.close)
+	return nil
+}
+
+func (d *Device) close() {
 	// Sessions first, while the socket still carries their close, so
 	// that the super peers forget this device at once.
 	for _, sp := range d.sps {
@@ -610,8 +588,8 @@ func (d *Device) Close() error {
 	d.mu.Lock()
 	for _, p := range d.peers {
 		p.mu.Lock()
-		if p.relay != nil {
-			p.relay.conn.Close()
+		if rp := p.paths.relay; rp != nil {
+			rp.conn.Close()
 		}
 		p.mu.Unlock()
 	}
@@ -619,5 +597,4 @@ func (d *Device) Close() error {
 	d.tr.Close()
 	d.sock.Close()
 	d.wg.Wait()
-	return nil
 }

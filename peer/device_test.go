@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -263,8 +264,7 @@ func TestNewPathResendsTail(t *testing.T) {
 	oldPath, newPath := listen(), listen()
 	setDirect := func(c *net.UDPConn) {
 		p.mu.Lock()
-		p.direct = c.LocalAddr().(*net.UDPAddr).AddrPort()
-		p.changedLocked()
+		p.directValidatedLocked(c.LocalAddr().(*net.UDPAddr).AddrPort(), time.Millisecond)
 		p.mu.Unlock()
 	}
 	read := func(c *net.UDPConn, n int) []string {
@@ -325,4 +325,21 @@ func TestSettledDirectPathIsQuiet(t *testing.T) {
 		}
 	}
 	roundTrip(t, c, "still direct")
+}
+
+// Close may be called twice at once: both return, once, the device is
+// closed.
+func TestCloseTwiceAtOnce(t *testing.T) {
+	s, _ := superPeerServer(t)
+	d := newDevice(t, s)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { d.Close() })
+	}
+	wg.Wait()
+	select {
+	case <-d.closed:
+	default:
+		t.Fatal("not closed")
+	}
 }

@@ -1,12 +1,30 @@
 package peer
 
+// The path to a peer, and its transitions. The direct and relay paths are
+// assigned only by the transition methods below the diagram, each of
+// which ends in changedLocked, the one place that reports a change
+// (OnPathChange) and resends the tail over the new path.
+//
+//	             relayUpLocked              directValidatedLocked
+//	    none --------------------> relay ----------------------------> direct
+//	     |   <--------------------   |   <----------------------------   ^
+//	     |      relayDownLocked      |  directLostLocked (DirectTimeout) |
+//	     |                           +-> relay': relayUpLocked (a move)  |
+//	     +---------------------------------------------------------------+
+//	                         directValidatedLocked
+//
+//	    any state ---> forgotten: forgetLocked (PeerIdleTimeout without a connection)
+//
+// Direct wins over relay whenever both are up: the relay stays open
+// underneath, ready for the direct path to die. Who calls which
+// transition: a pong (onPong, punch.go) validates a direct address; the
+// punch loop finds it timed out (punchLoop); a relay session opens,
+// through a nearer super peer too (dialRelay, relay.go) or ends
+// (readRelay); the device forgets an idle peer (forgetIfIdle).
+
 import (
-	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -14,7 +32,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
-	"github.com/netsody/superpeer/relay"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -46,110 +63,174 @@ func (p Path) String() string {
 	return string(p.Kind)
 }
 
-// Bounds on per-peer state.
-const (
-	maxCandidates = 32
-	maxPending    = 64 // packets held while a peer has no path
-	maxPings      = 64 // outstanding punch pings
-	tailLen       = 4  // last packets to a peer, resent over a new path
-)
-
-// peerState is everything the device knows about reaching one peer.
+// peerState is everything the device knows about reaching one peer, in
+// four parts by concern, as wireguard-go's Peer is.
+//
+// Lock order: Device.mu before peerState.mu before sock.mu. mu guards
+// every field of paths, punch, relayCtl and life (but the sync.Onces and
+// the wake channel, safe on their own): the parts group fields by
+// concern, not by lock, because a transition reads across them (a pong
+// settles a punch.pings entry and sets paths.direct at once).
+// superPeer.mu is never held together with any of these.
+//
+// The goroutines that act on a peer, and what stops each:
+//   - punchLoop (punch.go), from the first candidates: the peer is
+//     forgotten, or the device closes;
+//   - ensureRelay (relay.go), one at a time (relayCtl.dialing), when a
+//     connection starts, a direct path dies or a relay in use ends: a
+//     relay is up, the peer is forgotten, the device closes, or the path
+//     is direct and the relay keeps failing (relayWorthRetrying);
+//   - joinRelay (relay.go), when the peer opened a relay: one dial,
+//     bounded by RelayDialTimeout;
+//   - readRelay (relay.go), one per relay session: the session ends
+//     (closed when a newer relay replaces it, when the peer is forgotten,
+//     or when the device closes);
+//   - maintainRelay (relay.go), from the first relay, on the device that
+//     moves relays (movesRelay): the peer is forgotten, or the device
+//     closes;
+//   - track (below), one per end-to-end connection: the connection ends,
+//     or the device closes;
+//   - sendAllLocked's sender: its packets are written;
+//   - the device's re-introductions (superpeer.go) and super peer pings
+//     name the peer but are the super peers'.
+//
+// Every goroutine runs under Device.goRun, so Close waits for it.
 type peerState struct {
 	dev  *Device
 	id   identity.PeerID
 	virt netip.AddrPort
+	out  directWriter // the device's socket; a test's fake
 
-	mu        sync.Mutex // guards the following
-	cands     []netip.AddrPort
-	pings     map[uint64]pingSent
-	direct    netip.AddrPort // validated; zero if none
+	mu       sync.Mutex // guards paths, punch, relayCtl and life, but for their Onces and punch.wake
+	paths    paths
+	punch    punching
+	relayCtl relayCtl
+	life     lifetime
+}
+
+// paths is how packets reach the peer, and what travels on them.
+type paths struct {
+	direct    netip.AddrPort // validated by a pong; zero if none. Only transitions assign it
 	directRTT time.Duration
-	lastPong  time.Time
-	relay     *relayPath
-	dialing   bool // a relay session is being opened
-	pending   [][]byte
-	tail      [tailLen][]byte // the last packets sent, tail[tailNext] the oldest
-	tailNext  int
-	punching  bool          // the punch loop runs
-	wake      chan struct{} // new candidates: punch now, not at the next tick
-	wokenAt   time.Time     // by a punch from a known address
-	fastUntil time.Time
-	last      Path // last reported path
-	peerRTTs  map[*superPeer]time.Duration
-	watching  bool                    // maintainRelay runs
-	conns     map[*quic.Conn]struct{} // open end-to-end connections
-	lastUsed  time.Time               // last introduction, or last connection's end
-	gone      bool                    // forgotten by the device; loops stop
+	lastPong  time.Time  // DirectTimeout counts from here
+	relay     *relayPath // nil if none. Only transitions assign it
+	last      Path       // last reported (changedLocked)
+	pending   [][]byte   // packets waiting for a first path, up to maxPending
+	tail      [tailLen][]byte
+	tailNext  int // tail[tailNext] is the oldest of the last packets sent
 }
 
-// isGone reports whether the device forgot the peer.
-func (p *peerState) isGone() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.gone
+// punching is the state of hole punching towards the peer (punch.go).
+type punching struct {
+	cands     []netip.AddrPort    // the addresses punched, up to maxCandidates
+	pings     map[uint64]pingSent // outstanding, by nonce, up to maxPings
+	loop      sync.Once           // starts punchLoop, with the first candidates
+	wake      chan struct{}       // new candidates: punch now, not at the next tick
+	wokenAt   time.Time           // by a punch from a known address
+	fastUntil time.Time           // punch every FastPunchInterval until then
 }
 
-// track counts an end-to-end connection until it ends.
-func (p *peerState) track(qc *quic.Conn) {
-	p.mu.Lock()
-	if p.conns == nil {
-		p.conns = make(map[*quic.Conn]struct{})
-	}
-	p.conns[qc] = struct{}{}
-	p.mu.Unlock()
-	p.dev.goRun(func() {
-		select {
-		case <-qc.Context().Done():
-		case <-p.dev.closed:
-		}
-		p.mu.Lock()
-		delete(p.conns, qc)
-		p.lastUsed = time.Now()
-		p.mu.Unlock()
-	})
+// relayCtl is the management of the peer's relay (relay.go).
+type relayCtl struct {
+	dialing  bool                         // ensureRelay runs
+	peerRTTs map[*superPeer]time.Duration // the peer's RTT to each, as it reported
+	maintain sync.Once                    // starts maintainRelay, with the first relay
 }
 
-// setPeerRTT records the peer's RTT to a super peer, as it reported.
-func (p *peerState) setPeerRTT(sp *superPeer, rtt time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.peerRTTs == nil {
-		p.peerRTTs = make(map[*superPeer]time.Duration)
-	}
-	if rtt > 0 {
-		p.peerRTTs[sp] = rtt
-	}
+// lifetime is what decides when the device forgets the peer.
+type lifetime struct {
+	conns    map[*quic.Conn]struct{} // open end-to-end connections
+	lastUsed time.Time               // last introduction, or last connection's end
+	gone     bool                    // forgotten by the device; loops stop
 }
 
-func (p *peerState) peerRTT(sp *superPeer) time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.peerRTTs[sp]
+// directWriter sends a packet to a direct address.
+type directWriter interface {
+	writeUDP(b []byte, to netip.AddrPort) (int, error)
 }
+
+var _ directWriter = (*sock)(nil)
 
 type pingSent struct {
 	to netip.AddrPort
 	at time.Time
 }
 
-type relayPath struct {
-	conn net.PacketConn
-	sp   *superPeer
-	tr   rendezvous.Transport
-}
-
 func newPeerState(d *Device, id identity.PeerID) *peerState {
-	return &peerState{dev: d, id: id, virt: virtualAddr(id), pings: make(map[uint64]pingSent), wake: make(chan struct{}, 1), lastUsed: time.Now()}
+	p := &peerState{dev: d, id: id, virt: virtualAddr(id), out: d.sock}
+	p.punch.pings = make(map[uint64]pingSent)
+	p.punch.wake = make(chan struct{}, 1)
+	p.life.lastUsed = time.Now()
+	return p
 }
 
-// path returns the path in use.
+// The transitions. Each assigns paths.direct or paths.relay and ends in
+// changedLocked; nothing else assigns them.
+
+// directValidatedLocked takes addr as the direct path, a pong having come
+// from it after rtt: a new address starts its RTT afresh, the same one
+// smooths it.
+func (p *peerState) directValidatedLocked(addr netip.AddrPort, rtt time.Duration) {
+	if p.paths.direct == addr && p.paths.directRTT != 0 {
+		p.paths.directRTT += (rtt - p.paths.directRTT) / directRTTGain
+	} else {
+		p.paths.direct, p.paths.directRTT = addr, rtt
+	}
+	p.flushLocked()
+	p.changedLocked()
+}
+
+// directLostLocked drops the direct path, which has not answered for
+// DirectTimeout: the relay carries on, if there is one. Packets from the
+// address stop counting as the peer's until it answers again; a ping from
+// it maps it again (onPing).
+func (p *peerState) directLostLocked() {
+	p.dev.sock.unmapDirect(p.paths.direct, p)
+	p.paths.direct = netip.AddrPort{}
+	p.changedLocked()
+}
+
+// relayUpLocked takes rp as the relay path, and returns the relay it
+// replaces (a move to a nearer super peer), for the caller to close.
+func (p *peerState) relayUpLocked(rp *relayPath) (old *relayPath) {
+	old, p.paths.relay = p.paths.relay, rp
+	if !p.paths.direct.IsValid() {
+		p.flushLocked()
+	}
+	p.changedLocked()
+	return old
+}
+
+// relayDownLocked drops rp, whose session ended, and reports whether it
+// was the relay path (not one already replaced).
+func (p *peerState) relayDownLocked(rp *relayPath) (current bool) {
+	current = p.paths.relay == rp
+	if current {
+		p.paths.relay = nil
+	}
+	p.changedLocked()
+	return current
+}
+
+// forgetLocked forgets the peer: its loops stop, its paths go, and the
+// socket stops knowing its addresses. It returns the relay, for the
+// caller to close outside p.mu.
+func (p *peerState) forgetLocked() (relay *relayPath) {
+	p.life.gone = true
+	relay = p.paths.relay
+	p.paths.direct, p.paths.relay = netip.AddrPort{}, nil
+	p.dev.sock.forget(p)
+	p.changedLocked()
+	return relay
+}
+
+// pathLocked is the path in use: direct over relay.
 func (p *peerState) pathLocked() Path {
 	switch {
-	case p.direct.IsValid():
-		return Path{Kind: PathDirect, Addr: p.direct, RTT: p.directRTT}
-	case p.relay != nil:
-		return Path{Kind: PathRelay, SuperPeer: p.relay.sp.url, Transport: p.relay.tr}
+	case p.paths.direct.IsValid():
+		return Path{Kind: PathDirect, Addr: p.paths.direct, RTT: p.paths.directRTT}
+	case p.paths.relay != nil:
+		return Path{Kind: PathRelay, SuperPeer: p.paths.relay.sp.url, Transport: p.paths.relay.tr}
 	}
 	return Path{Kind: PathNone}
 }
@@ -160,14 +241,13 @@ func (p *peerState) path() Path {
 	return p.pathLocked()
 }
 
-// changedLocked reports a path change once.
+// changedLocked reports a path change once: an RTT alone is no change.
 func (p *peerState) changedLocked() {
-	now := p.pathLocked()
-	if now == p.last || (now.Kind == p.last.Kind && now.Addr == p.last.Addr && now.SuperPeer == p.last.SuperPeer) {
-		p.last = now
+	now, last := p.pathLocked(), p.paths.last
+	p.paths.last = now
+	if now.Kind == last.Kind && now.Addr == last.Addr && now.SuperPeer == last.SuperPeer {
 		return
 	}
-	p.last = now
 	if now.Kind != PathNone {
 		p.resendTailLocked()
 	}
@@ -182,19 +262,19 @@ func (p *peerState) changedLocked() {
 // it (bounded) until there is one.
 func (p *peerState) send(b []byte) {
 	p.mu.Lock()
-	direct, rp := p.direct, p.relay
+	direct, rp := p.paths.direct, p.paths.relay
 	if !direct.IsValid() && rp == nil {
-		if len(p.pending) < maxPending {
-			p.pending = append(p.pending, append([]byte(nil), b...))
+		if len(p.paths.pending) < maxPending {
+			p.paths.pending = append(p.paths.pending, append([]byte(nil), b...))
 		}
 		p.mu.Unlock()
 		return
 	}
-	p.tail[p.tailNext] = append(p.tail[p.tailNext][:0], b...)
-	p.tailNext = (p.tailNext + 1) % tailLen
+	p.paths.tail[p.paths.tailNext] = append(p.paths.tail[p.paths.tailNext][:0], b...)
+	p.paths.tailNext = (p.paths.tailNext + 1) % tailLen
 	p.mu.Unlock()
 	if direct.IsValid() {
-		p.dev.sock.writeUDP(b, direct)
+		p.out.writeUDP(b, direct)
 		return
 	}
 	rp.conn.WriteTo(b, nil)
@@ -212,7 +292,7 @@ func (p *peerState) send(b []byte) {
 func (p *peerState) resendTailLocked() {
 	var tail [][]byte
 	for i := range tailLen {
-		if b := p.tail[(p.tailNext+i)%tailLen]; len(b) > 0 {
+		if b := p.paths.tail[(p.paths.tailNext+i)%tailLen]; len(b) > 0 {
 			tail = append(tail, append([]byte(nil), b...))
 		}
 	}
@@ -221,8 +301,8 @@ func (p *peerState) resendTailLocked() {
 
 // flushLocked sends what waited for a path; the caller has just set one.
 func (p *peerState) flushLocked() {
-	pending := p.pending
-	p.pending = nil
+	pending := p.paths.pending
+	p.paths.pending = nil
 	p.sendAllLocked(pending)
 }
 
@@ -232,316 +312,62 @@ func (p *peerState) sendAllLocked(packets [][]byte) {
 	if len(packets) == 0 {
 		return
 	}
-	direct, rp := p.direct, p.relay
-	go func() {
+	direct, rp := p.paths.direct, p.paths.relay
+	p.dev.goRun(func() {
 		for _, b := range packets {
 			if direct.IsValid() {
-				p.dev.sock.writeUDP(b, direct)
+				p.out.writeUDP(b, direct)
 			} else if rp != nil {
 				rp.conn.WriteTo(b, nil)
 			}
 		}
-	}()
+	})
 }
 
-// addCandidates adds addresses to punch, local ones first, and starts
-// punching fast. An introduction (not a punch) counts as use of the peer.
-func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool) {
-	if p.dev.cfg.RelayOnly {
-		return
-	}
-	p.mu.Lock()
-	added := false
-	for _, a := range as {
-		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
-		if !a.IsValid() || a.Port() == 0 || p.dev.sock.socketFor(a) == nil || slices.Contains(p.cands, a) {
-			continue
-		}
-		if len(p.cands) >= maxCandidates {
-			p.evictCandidateLocked()
-		}
-		p.cands = append(p.cands, a)
-		added = true
-	}
-	if !added && !introduced {
-		// A punch from a known address is no news, except to a device
-		// without a direct path: it pings back now (once per fast
-		// interval at most), not at its next tick.
-		wake := !p.direct.IsValid() && time.Since(p.wokenAt) >= p.dev.cfg.FastPunchInterval
-		if wake {
-			p.wokenAt = time.Now()
-		}
-		p.mu.Unlock()
-		if wake {
-			p.wakeUp()
-		}
-		return
-	}
-	p.fastUntil = time.Now().Add(p.dev.cfg.FastPunchFor)
-	if introduced {
-		p.lastUsed = time.Now()
-	}
-	start := !p.punching && !p.gone
-	p.punching = true
-	p.mu.Unlock()
-	if start {
-		p.dev.goRun(p.punchLoop)
-		return
-	}
-	p.wakeUp()
-}
-
-// wakeUp makes the punch loop punch now.
-func (p *peerState) wakeUp() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-// evictCandidateLocked drops the oldest candidate that is not the direct
-// path, making room for a newer one: addresses go stale as NATs rebind
-// and devices move.
-func (p *peerState) evictCandidateLocked() {
-	for i, c := range p.cands {
-		if c != p.direct {
-			p.cands = slices.Delete(p.cands, i, i+1)
-			return
-		}
-	}
-}
-
-// punchLoop pings every candidate, fast at first and then at the
-// keepalive interval, and drops a direct path that stops answering.
-func (p *peerState) punchLoop() {
-	cfg := &p.dev.cfg
-	for {
-		p.mu.Lock()
-		if p.gone {
-			p.mu.Unlock()
-			return
-		}
-		interval := cfg.PunchInterval
-		if time.Now().Before(p.fastUntil) {
-			interval = cfg.FastPunchInterval
-		}
-		if p.direct.IsValid() && time.Since(p.lastPong) > cfg.DirectTimeout {
-			p.dev.log.Debug("direct path lost", zap.String("peer", p.id.Short()), zap.Stringer("addr", p.direct))
-			p.dev.goRun(p.dev.pingSuperPeers)
-			p.direct = netip.AddrPort{}
-			p.fastUntil = time.Now().Add(cfg.FastPunchFor)
-			p.changedLocked()
-			if p.relay == nil {
-				p.dev.goRun(func() { p.dev.ensureRelay(p) })
-			}
-		}
-		targets := append([]netip.AddrPort(nil), p.cands...)
-		if p.direct.IsValid() {
-			targets = []netip.AddrPort{p.direct}
-		}
-		var msgs [][]byte
-		for _, to := range targets {
-			nonce := rand.Uint64()
-			if len(p.pings) >= maxPings {
-				for n := range p.pings {
-					delete(p.pings, n)
-					break
-				}
-			}
-			p.pings[nonce] = pingSent{to: to, at: time.Now()}
-			msgs = append(msgs, (&punch{typ: punchPing, sender: p.dev.id, receiver: p.id, nonce: nonce}).encode(p.dev.cfg.Identity))
-		}
-		p.mu.Unlock()
-		if !p.dev.cfg.blockDirect() {
-			for i, to := range targets {
-				p.dev.sock.writeUDP(msgs[i], to)
-			}
-		}
-		select {
-		case <-p.dev.closed:
-			return
-		case <-p.wake:
-		case <-time.After(interval):
-		}
-	}
-}
-
-// onPing answers a ping at the address it came from, and treats that
-// address as the peer's (a peer-reflexive candidate).
-func (p *peerState) onPing(pn punch, from netip.AddrPort) {
-	if p.dev.cfg.blockDirect() {
-		return
-	}
-	pong := (&punch{typ: punchPong, sender: p.dev.id, receiver: p.id, nonce: pn.nonce}).encode(p.dev.cfg.Identity)
-	p.dev.sock.writeUDP(pong, from)
-	p.dev.sock.mapDirect(from, p)
-	p.addCandidates([]netip.AddrPort{from}, false)
-}
-
-// onPong validates the path to the address the pong came from: it is the
-// one the peer's packets to this device use, so the one to send to.
-func (p *peerState) onPong(pn punch, from netip.AddrPort) {
-	if p.dev.cfg.blockDirect() {
-		return
-	}
-	p.mu.Lock()
-	sent, ok := p.pings[pn.nonce]
-	if !ok {
-		p.mu.Unlock()
-		return
-	}
-	delete(p.pings, pn.nonce)
-	rtt := time.Since(sent.at)
-	p.lastPong = time.Now()
-	if !p.direct.IsValid() || p.direct == from || rtt < p.directRTT/2 {
-		newPath := p.direct != from
-		p.direct = from
-		if newPath || p.directRTT == 0 {
-			p.directRTT = rtt
-		} else {
-			p.directRTT += (rtt - p.directRTT) / 8
-		}
-		p.flushLocked()
-	}
-	p.changedLocked()
-	p.mu.Unlock()
-	p.dev.sock.mapDirect(from, p)
-}
-
-// ensureRelay opens a relay session towards the peer through the super
-// peer with the lowest latency between the two, unless one is open or
-// being opened: it tells that super peer (FlagRelay), which tells the
-// peer, whose device opens its side there (consent; joinRelay).
-func (d *Device) ensureRelay(p *peerState) {
-	p.mu.Lock()
-	if p.relay != nil || p.dialing {
-		p.mu.Unlock()
-		return
-	}
-	p.dialing = true
-	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		p.dialing = false
-		p.mu.Unlock()
-	}()
-	for attempt := 0; !p.isGone(); attempt++ {
-		sp, sess := d.bestSuperPeer(p)
-		if sess != nil {
-			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-			_, err := sess.Introduce(ctx, p.id, true)
-			if err == nil {
-				err = d.dialRelay(ctx, p, sp, sess)
-			}
-			cancel()
-			if err == nil {
-				return
-			}
-			d.log.Debug("relay", zap.String("peer", p.id.Short()), zap.Error(err))
-		}
-		select {
-		case <-d.closed:
-			return
-		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
-		}
-		if p.path().Kind == PathDirect && attempt > 3 {
-			return
-		}
-	}
-}
-
-// joinRelay opens this device's side of a relay that the peer opened
-// through sp.
-func (d *Device) joinRelay(p *peerState, sp *superPeer) {
-	sess := sp.session()
-	if sess == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-	defer cancel()
-	if err := d.dialRelay(ctx, p, sp, sess); err != nil {
-		d.log.Debug("joining relay", zap.String("peer", p.id.Short()), zap.Error(err))
-	}
-}
-
-// dialRelay opens a relay session through sess and makes it the peer's
-// relay path.
-func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, sess *rendezvous.Session) error {
-	var conn net.PacketConn
-	var err error
-	if sess.Transport() == rendezvous.TransportH3 {
-		conn, err = relay.DialH3(ctx, sess.HTTP3(), sess.Authority(), p.id)
-	} else {
-		conn, err = relay.DialH2(ctx, sess.HTTP2(), sess.Authority(), p.id)
-	}
-	if err != nil {
-		return err
-	}
-	rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport()}
-	p.mu.Lock()
-	old := p.relay
-	p.relay = rp
-	if !p.direct.IsValid() {
-		p.flushLocked()
-	}
-	p.changedLocked()
-	watch := !p.watching
-	p.watching = true
-	p.mu.Unlock()
-	if old != nil {
-		old.conn.Close()
-	}
-	select {
-	case <-d.closed: // Close may have gone over the relays already
-		conn.Close()
-		return nil
-	default:
-	}
-	if p.isGone() {
-		conn.Close()
-		return nil
-	}
-	if watch {
-		d.goRun(func() { d.maintainRelay(p) })
-	}
-	d.goRun(func() { d.readRelay(p, rp) })
-	return nil
-}
-
-// readRelay hands what arrives over a relay session to QUIC as coming
-// from the peer's virtual address, until the session ends; then it opens
-// another.
-func (d *Device) readRelay(p *peerState, rp *relayPath) {
-	buf := make([]byte, 64<<10)
-	from := net.UDPAddrFromAddrPort(p.virt)
-	for {
-		n, _, err := rp.conn.ReadFrom(buf)
-		if err != nil {
-			break
-		}
-		d.sock.deliver(packet{b: append([]byte(nil), buf[:n]...), from: from})
-	}
-	rp.conn.Close()
-	p.mu.Lock()
-	current := p.relay == rp
-	if current {
-		p.relay = nil
-	}
-	p.changedLocked()
-	inUse := len(p.conns) > 0 && !p.gone
-	p.mu.Unlock()
-	select {
-	case <-d.closed:
-	default:
-		if current && inUse {
-			d.ensureRelay(p) // through another super peer, if this one went away
-		}
-	}
-}
-
-// candidates returns the addresses the device punches towards the peer.
-func (p *peerState) candidates() []netip.AddrPort {
+// isGone reports whether the device forgot the peer.
+func (p *peerState) isGone() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return slices.Clone(p.cands)
+	return p.life.gone
+}
+
+// inUseLocked reports whether an end-to-end connection to the peer is
+// open.
+func (p *peerState) inUseLocked() bool { return len(p.life.conns) > 0 && !p.life.gone }
+
+// track counts an end-to-end connection until it ends.
+func (p *peerState) track(qc *quic.Conn) {
+	p.mu.Lock()
+	if p.life.conns == nil {
+		p.life.conns = make(map[*quic.Conn]struct{})
+	}
+	p.life.conns[qc] = struct{}{}
+	p.mu.Unlock()
+	p.dev.goRun(func() {
+		select {
+		case <-qc.Context().Done():
+		case <-p.dev.closed:
+		}
+		p.mu.Lock()
+		delete(p.life.conns, qc)
+		p.life.lastUsed = time.Now()
+		p.mu.Unlock()
+	})
+}
+
+// forgetIfIdle forgets the peer when it has had no connection for idle,
+// and reports whether it did. The caller holds Device.mu and drops the
+// peer from Device.peers.
+func (p *peerState) forgetIfIdle(idle time.Duration) bool {
+	p.mu.Lock()
+	if len(p.life.conns) > 0 || time.Since(p.life.lastUsed) <= idle {
+		p.mu.Unlock()
+		return false
+	}
+	rp := p.forgetLocked()
+	p.mu.Unlock()
+	if rp != nil {
+		rp.conn.Close()
+	}
+	return true
 }

@@ -1,87 +1,200 @@
 package peer
 
+// Hole punching: a peer's candidate addresses are pinged, fast after new
+// ones and then at the keepalive interval, and the address a pong comes
+// from becomes the direct path (directValidatedLocked, path.go). The
+// messages are in punchmsg.go.
+
 import (
-	"crypto/ed25519"
-	"encoding/binary"
-	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"time"
 
-	"github.com/netsody/superpeer/identity"
+	"go.uber.org/zap"
 )
 
-// Punch messages open and keep direct paths. They share the device's UDP
-// socket with QUIC: every QUIC version 1 packet has the fixed bit (0x40)
-// set in its first byte (RFC 9000 section 17), and a punch message starts
-// with 0x00, so the two never collide.
-//
-//	+------+-------------+----------+-------------+---------------+-----------+----------------+
-//	| 0x00 | "NSYP" (4)  | type (1) | sender (32) | receiver (32) | nonce (8) | signature (64) |
-//	+------+-------------+----------+-------------+---------------+-----------+----------------+
-//
-// type 1 is a ping, type 2 the pong that answers it, with the ping's nonce.
-// The signature is Ed25519 by the sender over
-//
-//	"netsody punch v1\x00" | type | sender | receiver | nonce
-//
-// so nobody can make a device believe that a path leads to a peer it does
-// not. A device answers a ping at the address it came from — a
-// peer-reflexive candidate, as in ICE (RFC 8445 section 7.3.1.3) — and a
-// pong at an address proves the path both ways.
-const (
-	punchMagic    = "\x00NSYP"
-	punchLen      = len(punchMagic) + 1 + 32 + 32 + 8 + ed25519.SignatureSize
-	punchPing     = 1
-	punchPong     = 2
-	punchSigLabel = "netsody punch v1\x00"
-)
+// takesDirectPaths reports whether the device punches and answers
+// punches: a relay-only device takes no direct path, either way.
+func (d *Device) takesDirectPaths() bool { return !d.cfg.RelayOnly }
 
-type punch struct {
-	typ              byte
-	sender, receiver identity.PeerID
-	nonce            uint64
+// addCandidates adds addresses to punch, local ones first, and starts
+// punching fast. An introduction (not a punch) counts as use of the peer.
+func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool) {
+	if !p.dev.takesDirectPaths() {
+		return
+	}
+	p.mu.Lock()
+	added := false
+	for _, a := range as {
+		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+		if !a.IsValid() || a.Port() == 0 || p.dev.sock.socketFor(a) == nil || slices.Contains(p.punch.cands, a) {
+			continue
+		}
+		if len(p.punch.cands) >= maxCandidates {
+			p.evictCandidateLocked()
+		}
+		p.punch.cands = append(p.punch.cands, a)
+		added = true
+	}
+	if !added && !introduced {
+		// A punch from a known address is no news, except to a device
+		// without a direct path: it pings back now (once per fast
+		// interval at most), not at its next tick.
+		wake := !p.paths.direct.IsValid() && time.Since(p.punch.wokenAt) >= p.dev.cfg.FastPunchInterval
+		if wake {
+			p.punch.wokenAt = time.Now()
+		}
+		p.mu.Unlock()
+		if wake {
+			p.wakeUp()
+		}
+		return
+	}
+	p.punch.fastUntil = time.Now().Add(p.dev.cfg.FastPunchFor)
+	if introduced {
+		p.life.lastUsed = time.Now()
+	}
+	p.mu.Unlock()
+	started := false
+	p.punch.loop.Do(func() { started = true; p.dev.goRun(p.punchLoop) })
+	if !started {
+		p.wakeUp()
+	}
 }
 
-func isPunch(b []byte) bool { return len(b) == punchLen && string(b[:len(punchMagic)]) == punchMagic }
-
-func (p *punch) signed() []byte {
-	m := make([]byte, 0, len(punchSigLabel)+1+64+8)
-	m = append(m, punchSigLabel...)
-	m = append(m, p.typ)
-	m = append(m, p.sender[:]...)
-	m = append(m, p.receiver[:]...)
-	return binary.BigEndian.AppendUint64(m, p.nonce)
+// wakeUp makes the punch loop punch now.
+func (p *peerState) wakeUp() {
+	select {
+	case p.punch.wake <- struct{}{}:
+	default:
+	}
 }
 
-// encode signs and encodes the message with the sender's identity.
-func (p *punch) encode(id *identity.Identity) []byte {
-	b := make([]byte, 0, punchLen)
-	b = append(b, punchMagic...)
-	b = append(b, p.typ)
-	b = append(b, p.sender[:]...)
-	b = append(b, p.receiver[:]...)
-	b = binary.BigEndian.AppendUint64(b, p.nonce)
-	return append(b, id.Sign(p.signed())...)
+// evictCandidateLocked drops the oldest candidate that is not the direct
+// path, making room for a newer one: addresses go stale as NATs rebind
+// and devices move.
+func (p *peerState) evictCandidateLocked() {
+	for i, c := range p.punch.cands {
+		if c != p.paths.direct {
+			p.punch.cands = slices.Delete(p.punch.cands, i, i+1)
+			return
+		}
+	}
 }
 
-var errBadPunch = errors.New("peer: bad punch message")
+// punchLoop pings every candidate, fast at first and then at the
+// keepalive interval, and drops a direct path that stops answering. It
+// runs until the peer is forgotten or the device closes.
+func (p *peerState) punchLoop() {
+	cfg := &p.dev.cfg
+	for {
+		p.mu.Lock()
+		if p.life.gone {
+			p.mu.Unlock()
+			return
+		}
+		if p.paths.direct.IsValid() && time.Since(p.paths.lastPong) > cfg.DirectTimeout {
+			p.dev.log.Debug("direct path lost", zap.String("peer", p.id.Short()), zap.Stringer("addr", p.paths.direct))
+			p.directLostLocked()
+			p.punch.fastUntil = time.Now().Add(cfg.FastPunchFor)
+			// Perhaps this device's NAT rebound: the super peers follow it.
+			p.dev.goRun(p.dev.pingSuperPeers)
+			if p.paths.relay == nil {
+				p.dev.goRun(func() { p.dev.ensureRelay(p) })
+			}
+		}
+		interval := cfg.PunchInterval
+		if time.Now().Before(p.punch.fastUntil) {
+			interval = cfg.FastPunchInterval
+		}
+		targets := p.pingTargetsLocked()
+		msgs := make([][]byte, len(targets))
+		for i, to := range targets {
+			msgs[i] = p.pingLocked(to)
+		}
+		p.mu.Unlock()
+		if !p.dev.cfg.blockDirect() {
+			for i, to := range targets {
+				p.out.writeUDP(msgs[i], to)
+			}
+		}
+		select {
+		case <-p.dev.closed:
+			return
+		case <-p.punch.wake:
+		case <-time.After(interval):
+		}
+	}
+}
 
-// decodePunch checks a punch message's form and signature, and that it
-// is for me.
-func decodePunch(b []byte, me identity.PeerID) (punch, error) {
-	var p punch
-	if !isPunch(b) {
-		return p, errBadPunch
+// pingTargetsLocked is where to ping: the direct path alone, once there
+// is one, and every candidate until then.
+func (p *peerState) pingTargetsLocked() []netip.AddrPort {
+	if p.paths.direct.IsValid() {
+		return []netip.AddrPort{p.paths.direct}
 	}
-	r := b[len(punchMagic):]
-	p.typ = r[0]
-	copy(p.sender[:], r[1:33])
-	copy(p.receiver[:], r[33:65])
-	p.nonce = binary.BigEndian.Uint64(r[65:73])
-	sig := r[73:]
-	if (p.typ != punchPing && p.typ != punchPong) || p.receiver != me || p.sender == me {
-		return p, errBadPunch
+	return slices.Clone(p.punch.cands)
+}
+
+// pingLocked makes a ping to an address and remembers it, forgetting
+// some other outstanding ping when there are maxPings.
+func (p *peerState) pingLocked(to netip.AddrPort) []byte {
+	nonce := rand.Uint64()
+	if len(p.punch.pings) >= maxPings {
+		for n := range p.punch.pings {
+			delete(p.punch.pings, n)
+			break
+		}
 	}
-	if !ed25519.Verify(p.sender.PublicKey(), p.signed(), sig) {
-		return p, errBadPunch
+	p.punch.pings[nonce] = pingSent{to: to, at: time.Now()}
+	return (&punch{typ: punchPing, sender: p.dev.id, receiver: p.id, nonce: nonce}).encode(p.dev.cfg.Identity)
+}
+
+// onPing answers a ping at the address it came from, and treats that
+// address as the peer's (a peer-reflexive candidate).
+func (p *peerState) onPing(pn punch, from netip.AddrPort) {
+	if p.dev.cfg.blockDirect() {
+		return
 	}
-	return p, nil
+	pong := (&punch{typ: punchPong, sender: p.dev.id, receiver: p.id, nonce: pn.nonce}).encode(p.dev.cfg.Identity)
+	p.out.writeUDP(pong, from)
+	p.dev.sock.mapDirect(from, p)
+	p.addCandidates([]netip.AddrPort{from}, false)
+}
+
+// onPong validates the path to the address the pong came from: it is the
+// one the peer's packets to this device use, so the one to send to.
+func (p *peerState) onPong(pn punch, from netip.AddrPort) {
+	if p.dev.cfg.blockDirect() {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sent, ok := p.punch.pings[pn.nonce]
+	if !ok {
+		return
+	}
+	delete(p.punch.pings, pn.nonce)
+	rtt := time.Since(sent.at)
+	p.paths.lastPong = time.Now()
+	p.dev.sock.mapDirect(from, p)
+	if p.takesDirectLocked(from, rtt) {
+		p.directValidatedLocked(from, rtt)
+	}
+}
+
+// takesDirectLocked reports whether a pong from addr after rtt makes addr
+// the direct path: when there is none, when it is the same, or when it is
+// clearly faster (fasterDirect) than the one there is.
+func (p *peerState) takesDirectLocked(addr netip.AddrPort, rtt time.Duration) bool {
+	d := p.paths.direct
+	return !d.IsValid() || d == addr || rtt < p.paths.directRTT/fasterDirect
+}
+
+// candidates returns the addresses the device punches towards the peer.
+func (p *peerState) candidates() []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.punch.cands)
 }

@@ -33,8 +33,8 @@ type sock struct {
 	deadline time.Time
 	wake     chan struct{} // closed when the deadline changes
 
-	mu     sync.RWMutex // guards the following
-	byAddr map[netip.AddrPort]*peerState
+	mu     sync.RWMutex                  // guards the following; taken after peerState.mu
+	byAddr map[netip.AddrPort]*peerState // a peer's addresses that answered or pinged
 	byVirt map[netip.AddrPort]*peerState
 
 	dropped atomic.Uint64 // packets dropped because QUIC was not reading
@@ -44,9 +44,6 @@ type packet struct {
 	b    []byte
 	from net.Addr
 }
-
-// inQueue bounds the packets waiting for QUIC.
-const inQueue = 1024
 
 func newSock(udps []*net.UDPConn, dev *Device) *sock {
 	s := &sock{
@@ -97,7 +94,7 @@ var errNoSocket = errors.New("peer: no socket of that address family")
 // device, packets from a peer's direct path to QUIC under the peer's
 // virtual address, everything else (super peers) to QUIC as it is.
 func (s *sock) readLoop(udp *net.UDPConn) {
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, maxUDPPayload)
 	for {
 		n, from, err := udp.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -256,6 +253,15 @@ func (s *sock) forget(p *peerState) {
 func (s *sock) mapDirect(addr netip.AddrPort, p *peerState) {
 	s.mu.Lock()
 	s.byAddr[addr] = p
+	s.mu.Unlock()
+}
+
+// unmapDirect stops packets from addr counting as p's.
+func (s *sock) unmapDirect(addr netip.AddrPort, p *peerState) {
+	s.mu.Lock()
+	if s.byAddr[addr] == p {
+		delete(s.byAddr, addr)
+	}
 	s.mu.Unlock()
 }
 

@@ -1,7 +1,6 @@
 package peer
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,19 +19,26 @@ import (
 )
 
 // superPeer keeps the device's session with one super peer: over HTTP/3,
-// falling back to HTTP/2 when HTTP/3 does not answer within H3Timeout, and
-// again after it ends.
+// falling back to HTTP/2 when HTTP/3 does not answer within H3HeadStart,
+// and again after it ends. It also re-introduces the device to its peers
+// through that super peer (introduceAgain).
 type superPeer struct {
 	dev *Device
 	url string
 
-	mu       sync.Mutex // guards the following
-	sess     *rendezvous.Session
-	lastErr  error
-	ready    chan struct{} // closed while a session is up
-	closed   bool
-	told     []netip.AddrPort // the local addresses the session has
-	observed netip.AddrPort   // as the last HTTP/3 session saw it
+	// mu guards the following. No other lock of the device's is held
+	// with it; under it, only a session's own (Observed).
+	mu        sync.Mutex
+	sess      *rendezvous.Session
+	lastErr   error
+	ready     chan struct{} // closed while a session is up
+	closed    bool
+	announced []netip.AddrPort // the local addresses the session has
+	// seenBy is the last HTTP/3 session: where it sees this device (its
+	// Observed) is where this super peer last saw it. Only HTTP/3 counts:
+	// an HTTP/2 session sees a TCP connection's address, which every new
+	// connection changes.
+	seenBy *rendezvous.Session
 
 	// Introductions again (introduceAgain): the peers waiting for one,
 	// whether a goroutine works through them, and its pace, below the
@@ -48,33 +55,21 @@ func (sp *superPeer) run() {
 			return
 		case <-time.After(backoff):
 		}
-		sess, told, err := sp.dial("")
+		sess, announced, err := sp.dial(sp.raceH3H2)
 		if err != nil {
 			sp.mu.Lock()
 			sp.lastErr = err
 			sp.mu.Unlock()
 			sp.dev.log.Debug("super peer", zap.String("url", sp.url), zap.Error(err))
-			backoff = min(max(2*backoff, 500*time.Millisecond), 10*time.Second)
+			backoff = min(max(2*backoff, sessionBackoffMin), sessionBackoffMax)
 			continue
 		}
 		backoff = 0
-		sp.mu.Lock()
-		if sp.closed {
-			sp.mu.Unlock()
+		if !sp.install(sess, announced) {
 			sess.Close()
 			return
 		}
-		sp.sess, sp.told, sp.lastErr = sess, told, nil
-		close(sp.ready)
-		moved := sp.followLocked(sess)
-		sp.mu.Unlock()
-		sp.changed()
-		if moved {
-			// A new session sees this device elsewhere than the one
-			// before: as after a rebinding, peers need to know.
-			sp.dev.introduceAgain(sp)
-		}
-		sp.awaitEnd(sess)
+		sess = sp.awaitEnd(sess)
 		sp.mu.Lock()
 		sp.sess, sp.lastErr = nil, sess.Err()
 		sp.ready = make(chan struct{})
@@ -85,106 +80,152 @@ func (sp *superPeer) run() {
 		default:
 			sp.changed()
 		}
-		backoff = 500 * time.Millisecond
+		backoff = sessionRedial
 	}
 }
 
-// dial opens a session over HTTP/3, racing HTTP/2 against it once HTTP/3
-// has had H3HeadStart to answer: the first to register wins, the other is
-// closed. A device whose UDP is blocked is registered over HTTP/2 a
-// moment after the head start, not after a timeout.
-func (sp *superPeer) dial(only rendezvous.Transport) (_ *rendezvous.Session, told []netip.AddrPort, _ error) {
-	d := sp.dev
-	addr, err := sp.resolve()
+// install makes sess the super peer's session, in place of the one there
+// is (if any), and reports it. A session that sees this device elsewhere
+// than the last HTTP/3 one did means that its NAT rebound: as then, its
+// peers are introduced again. It reports false, and installs nothing,
+// when the device is closing.
+func (sp *superPeer) install(sess *rendezvous.Session, announced []netip.AddrPort) bool {
+	sp.mu.Lock()
+	if sp.closed {
+		sp.mu.Unlock()
+		return false
+	}
+	if sp.sess == nil {
+		close(sp.ready)
+	}
+	sp.sess, sp.announced, sp.lastErr = sess, announced, nil
+	moved := false
+	if sess.Transport() == rendezvous.TransportH3 {
+		moved = sp.seenBy != nil && sp.seenBy.Observed().IsValid() && sp.seenBy.Observed() != sess.Observed()
+		sp.seenBy = sess
+	}
+	sp.mu.Unlock()
+	sp.changed()
+	if moved {
+		sp.dev.introduceAgain(sp)
+	}
+	return true
+}
+
+// dial opens a session with connect, announcing the local addresses
+// there are now, which it returns.
+func (sp *superPeer) dial(connect func(context.Context, rendezvous.ClientConfig) (*rendezvous.Session, error)) (*rendezvous.Session, []netip.AddrPort, error) {
+	cfg, err := sp.clientConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	told = d.localAddrs()
-	cfg := rendezvous.ClientConfig{
+	ctx, cancel := context.WithTimeout(sp.dev.ctx, sessionDialTimeout)
+	defer cancel()
+	sess, err := connect(ctx, cfg)
+	return sess, cfg.LocalAddrs, err
+}
+
+// raceH3H2 connects over HTTP/3, racing HTTP/2 against it once HTTP/3
+// has had H3HeadStart to answer: the first to register wins. A device
+// whose UDP is blocked is registered over HTTP/2 a moment after the head
+// start, not after a timeout.
+func (sp *superPeer) raceH3H2(ctx context.Context, cfg rendezvous.ClientConfig) (*rendezvous.Session, error) {
+	return race(ctx, sp.dialer(cfg, rendezvous.TransportH3), sp.dialer(cfg, rendezvous.TransportH2), sp.dev.cfg.H3HeadStart)
+}
+
+// onlyH3 connects over HTTP/3 alone.
+func (sp *superPeer) onlyH3(ctx context.Context, cfg rendezvous.ClientConfig) (*rendezvous.Session, error) {
+	return sp.dialer(cfg, rendezvous.TransportH3)(ctx)
+}
+
+// clientConfig is a session's configuration, announcing the local
+// addresses there are now.
+func (sp *superPeer) clientConfig() (rendezvous.ClientConfig, error) {
+	d := sp.dev
+	addr, err := sp.resolve()
+	if err != nil {
+		return rendezvous.ClientConfig{}, err
+	}
+	return rendezvous.ClientConfig{
 		Identity:      d.cfg.Identity,
 		URL:           sp.url,
 		Addr:          addr,
 		QUICTransport: d.tr,
 		DialTCP:       d.cfg.DialTCP,
 		TLSConfig:     &tls.Config{RootCAs: d.cfg.RootCAs},
-		LocalAddrs:    told,
+		LocalAddrs:    d.localAddrs(),
 		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, c) },
 		OnObserved:    func(a netip.AddrPort) { d.onObserved(sp, a) },
 		Logger:        d.log,
+	}, nil
+}
+
+// dialer dials a session over one transport. A failure is the super
+// peer's last error at once, while no session is up: not only when the
+// other transport gives up too.
+func (sp *superPeer) dialer(cfg rendezvous.ClientConfig, tr rendezvous.Transport) func(context.Context) (*rendezvous.Session, error) {
+	cfg.Transport = tr
+	return func(ctx context.Context) (*rendezvous.Session, error) {
+		sess, err := rendezvous.Dial(ctx, cfg)
+		if err != nil {
+			sp.mu.Lock()
+			if sp.sess == nil {
+				sp.lastErr = err
+			}
+			sp.mu.Unlock()
+		}
+		return sess, err
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
-	defer cancel()
+}
+
+// race runs first, and second alongside once first has failed or has had
+// headStart without an answer (happy eyeballs, RFC 8305, between
+// transports). The first session to be up wins; a loser that comes up
+// later is closed.
+func race(ctx context.Context, first, second func(context.Context) (*rendezvous.Session, error), headStart time.Duration) (*rendezvous.Session, error) {
 	type result struct {
 		sess *rendezvous.Session
 		err  error
 	}
 	results := make(chan result, 2)
-	start := func(tr rendezvous.Transport) {
-		c := cfg
-		c.Transport = tr
+	start := func(dial func(context.Context) (*rendezvous.Session, error)) {
 		go func() {
-			s, err := rendezvous.Dial(ctx, c)
+			s, err := dial(ctx)
 			results <- result{s, err}
 		}()
 	}
-	pending := 0
-	if only != rendezvous.TransportH2 {
-		start(rendezvous.TransportH3)
-		pending++
-	}
-	headStart := time.NewTimer(d.cfg.H3HeadStart)
-	defer headStart.Stop()
-	h2Started := only == rendezvous.TransportH3
-	if only == rendezvous.TransportH2 {
-		start(rendezvous.TransportH2)
-		pending, h2Started = 1, true
+	start(first)
+	running := 1
+	timer := time.NewTimer(headStart)
+	defer timer.Stop()
+	startSecond := func() {
+		if second != nil {
+			start(second)
+			second, running = nil, running+1
+		}
 	}
 	var errs []error
-	for pending > 0 {
+	for running > 0 {
 		select {
 		case r := <-results:
-			pending--
+			running--
 			if r.err == nil {
-				if pending > 0 { // the loser may still register: close it
+				if running > 0 { // the loser may still come up: close it
 					go func() {
 						if r := <-results; r.sess != nil {
 							r.sess.Close()
 						}
 					}()
 				}
-				return r.sess, told, nil
+				return r.sess, nil
 			}
 			errs = append(errs, r.err)
-			sp.mu.Lock()
-			if sp.sess == nil {
-				sp.lastErr = r.err // tell it now, not when the other attempt gives up
-			}
-			sp.mu.Unlock()
-			if !h2Started {
-				start(rendezvous.TransportH2)
-				pending, h2Started = pending+1, true
-			}
-		case <-headStart.C:
-			if !h2Started {
-				start(rendezvous.TransportH2)
-				pending, h2Started = pending+1, true
-			}
+			startSecond()
+		case <-timer.C:
+			startSecond()
 		}
 	}
-	return nil, nil, errors.Join(errs...)
-}
-
-// followLocked records where a new session sees this device, and reports
-// whether that is a move from where the last one saw it. Only HTTP/3
-// sessions count: an HTTP/2 session sees a TCP connection's address,
-// which every new connection changes.
-func (sp *superPeer) followLocked(sess *rendezvous.Session) (moved bool) {
-	if sess.Transport() != rendezvous.TransportH3 {
-		return false
-	}
-	before := sp.observed
-	sp.observed = sess.Observed()
-	return before.IsValid() && before != sp.observed
+	return nil, errors.Join(errs...)
 }
 
 // resolve finds the super peer's address in a family the device has a
@@ -196,7 +237,7 @@ func (sp *superPeer) resolve() (string, error) {
 	}
 	port := u.Port()
 	if port == "" {
-		port = "443"
+		port = httpsPort
 	}
 	ips, err := net.DefaultResolver.LookupNetIP(sp.dev.ctx, "ip", u.Hostname())
 	if err != nil || len(ips) == 0 {
@@ -244,8 +285,10 @@ func (sp *superPeer) wait(ctx context.Context) (*rendezvous.Session, error) {
 }
 
 // awaitEnd waits for the session to end. A session over HTTP/2 tries
-// HTTP/3 again every H3RetryInterval and gives way to it when it works.
-func (sp *superPeer) awaitEnd(sess *rendezvous.Session) {
+// HTTP/3 again every H3RetryInterval and gives way to it when it works:
+// the HTTP/3 session is then the super peer's, and the one awaited.
+// awaitEnd returns the session it awaited last.
+func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 	retry := time.NewTimer(sp.dev.cfg.H3RetryInterval)
 	defer retry.Stop()
 	for {
@@ -255,25 +298,42 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) {
 		}
 		select {
 		case <-sess.Done():
-			return
+			return sess
 		case <-sp.dev.closed:
-			return
+			return sess
 		case <-retryC:
 			retry.Reset(sp.dev.cfg.H3RetryInterval)
-			if h3, told, err := sp.dial(rendezvous.TransportH3); err == nil {
-				sp.mu.Lock()
-				sp.sess, sp.told = h3, told
-				moved := sp.followLocked(h3)
-				sp.mu.Unlock()
+			if h3, announced, err := sp.dial(sp.onlyH3); err == nil {
+				if !sp.install(h3, announced) {
+					h3.Close()
+					return sess
+				}
 				sess.Close() // relays on it move on their own
 				sess = h3
-				sp.changed()
-				if moved {
-					sp.dev.introduceAgain(sp)
-				}
 			}
 		}
 	}
+}
+
+// announce tells the session the device's local addresses, unless it
+// has them: also a session that registered with addresses taken just
+// before they changed.
+func (sp *superPeer) announce(addrs []netip.AddrPort) {
+	sp.mu.Lock()
+	sess, announced := sp.sess, sp.announced
+	sp.mu.Unlock()
+	if sess == nil || slices.Equal(announced, addrs) {
+		return
+	}
+	if err := sess.SetLocalAddrs(addrs); err != nil {
+		sp.dev.log.Debug("announcing local addresses", zap.String("url", sp.url), zap.Error(err))
+		return
+	}
+	sp.mu.Lock()
+	if sp.sess == sess {
+		sp.announced = addrs
+	}
+	sp.mu.Unlock()
 }
 
 // changed reports the super peer's status to Config.OnSuperPeer, in
@@ -293,9 +353,6 @@ func (sp *superPeer) changed() {
 // of a connection.
 func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
 	d.log.Info("super peer observes a new address", zap.String("url", sp.url), zap.Stringer("observed", a))
-	sp.mu.Lock()
-	sp.observed = a
-	sp.mu.Unlock()
 	sp.changed()
 	d.introduceAgain(sp)
 }
@@ -309,7 +366,7 @@ func (d *Device) introduceAgain(sps ...*superPeer) {
 	d.mu.Lock()
 	for _, p := range d.peers {
 		p.mu.Lock()
-		if len(p.conns) > 0 && !p.gone {
+		if p.inUseLocked() {
 			active = append(active, p)
 		}
 		p.mu.Unlock()
@@ -373,20 +430,13 @@ func (sp *superPeer) introduceWaiting() {
 	}
 }
 
-// introduceAgain's pace, below rendezvous.DefaultConnectRate and
-// DefaultConnectBurst.
-const (
-	introduceRate  = 8
-	introduceBurst = 10
-)
-
-// pingSuperPeers pings every super peer now, at most once a second: a
+// pingSuperPeers pings every super peer now, at most every superPeerPingEvery: a
 // direct path died, perhaps because this device's NAT rebound, and a
 // packet from the new mapping lets each super peer follow it at once
 // (onObserved) and send relayed traffic there.
 func (d *Device) pingSuperPeers() {
 	d.mu.Lock()
-	if time.Since(d.lastPinged) < time.Second {
+	if time.Since(d.lastPinged) < superPeerPingEvery {
 		d.mu.Unlock()
 		return
 	}
@@ -406,100 +456,5 @@ func (sp *superPeer) close() {
 	sp.mu.Unlock()
 	if sess != nil {
 		sess.Close()
-	}
-}
-
-// bestSuperPeer picks the super peer with the lowest latency between
-// this device and peer through it: both legs, this device's RTT to it
-// plus the peer's as the super peer reported it (the device's own when
-// that is not known yet).
-func (d *Device) bestSuperPeer(p *peerState) (*superPeer, *rendezvous.Session) {
-	var (
-		best     *superPeer
-		bestSess *rendezvous.Session
-		bestRTT  time.Duration
-	)
-	for _, sp := range d.sps {
-		sess := sp.session()
-		if sess == nil {
-			continue
-		}
-		if rtt := p.relayCost(sp, sess); best == nil || rtt < bestRTT {
-			best, bestSess, bestRTT = sp, sess, rtt
-		}
-	}
-	return best, bestSess
-}
-
-// relayCost is the RTT between this device and p through a super peer:
-// both legs, the peer's as the super peer reported it (this device's own
-// when that is not known).
-func (p *peerState) relayCost(sp *superPeer, sess *rendezvous.Session) time.Duration {
-	mine := sess.RTT()
-	theirs := p.peerRTT(sp)
-	if theirs == 0 {
-		theirs = mine
-	}
-	return mine + theirs
-}
-
-// Hysteresis for moving a relay to a nearer super peer: the new one must
-// be this much better, relatively and absolutely.
-const (
-	relayMoveRatio  = 0.8
-	relayMoveMargin = 5 * time.Millisecond
-)
-
-// maintainRelay moves the peer's relay to a clearly nearer super peer as
-// latencies change. Only the device with the smaller peer ID decides, so
-// that the two never chase each other; the other follows (joinRelay).
-func (d *Device) maintainRelay(p *peerState) {
-	if bytes.Compare(d.id[:], p.id[:]) > 0 {
-		return
-	}
-	t := time.NewTicker(d.cfg.RelayCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.closed:
-			return
-		case <-t.C:
-		}
-		p.mu.Lock()
-		rp, direct, gone := p.relay, p.direct.IsValid(), p.gone
-		p.mu.Unlock()
-		if gone {
-			return
-		}
-		p.mu.Lock()
-		p.mu.Unlock()
-		if rp == nil || direct {
-			continue
-		}
-		// Fresh candidates from every super peer: the peer's RTT to each,
-		// and another round of punching while the connection is relayed.
-		for _, sp := range d.sps {
-			if sess := sp.session(); sess != nil {
-				ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayCheckInterval)
-				sess.Lookup(ctx, p.id)
-				cancel()
-			}
-		}
-		cur := rp.sp.session()
-		best, bestSess := d.bestSuperPeer(p)
-		if cur == nil || best == nil || best == rp.sp {
-			continue
-		}
-		now, better := p.relayCost(rp.sp, cur), p.relayCost(best, bestSess)
-		if better >= time.Duration(float64(now)*relayMoveRatio)-relayMoveMargin {
-			continue
-		}
-		d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("from", rp.sp.url), zap.String("to", best.url),
-			zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
-		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-		if _, err := bestSess.Introduce(ctx, p.id, true); err == nil {
-			d.dialRelay(ctx, p, best, bestSess)
-		}
-		cancel()
 	}
 }

@@ -1,0 +1,126 @@
+package peer
+
+import "time"
+
+// Every number that shapes the device's behaviour, named once. The punch
+// message's layout is in punchmsg.go, with the wire format.
+
+/* Protocol values: fixed by an RFC, or relied on by the other end. */
+
+const (
+	// quicPacketSize is QUIC's minimum (RFC 9000 section 14.1): an
+	// end-to-end packet may ride inside a relay's datagram, so it must fit
+	// any path, and path MTU discovery stays off.
+	quicPacketSize = 1200
+	// quicKeepAlive keeps an idle end-to-end connection's NAT mappings and
+	// relay session alive; both ends send it.
+	quicKeepAlive = 10 * time.Second
+	// quicIdleTimeout ends an end-to-end connection whose peer is gone:
+	// three keepalives missed.
+	quicIdleTimeout = 30 * time.Second
+	// httpsPort is the port of a super peer URL without one (RFC 9110
+	// section 4.2.2).
+	httpsPort = "443"
+	// directRTTGain smooths a direct path's RTT as TCP does (RFC 6298
+	// section 2: alpha = 1/8).
+	directRTTGain = 8
+	// introduceRate and introduceBurst pace re-introductions, per super
+	// peer: below rendezvous.DefaultConnectRate and DefaultConnectBurst,
+	// which a super peer enforces.
+	introduceRate  = 8
+	introduceBurst = 10
+)
+
+/* Config defaults: what a zero Config field means (docs/DEVICE.md, "Defaults"). */
+
+const (
+	// DefaultH3HeadStart: a super peer that answers over HTTP/3 does so
+	// within a few RTTs; after this, HTTP/2 runs alongside.
+	DefaultH3HeadStart = 500 * time.Millisecond
+	// DefaultH3RetryInterval: a session over HTTP/2 tries HTTP/3 again this
+	// often, rarely enough to cost nothing while UDP stays blocked.
+	DefaultH3RetryInterval = time.Minute
+	// DefaultPunchInterval is a direct path's keepalive: often enough for
+	// DefaultDirectTimeout to notice a dead path within seconds, and far
+	// inside any NAT's mapping timeout.
+	DefaultPunchInterval = time.Second
+	// DefaultFastPunchInterval and DefaultFastPunchFor: new candidates are
+	// punched fast, so that a path opens while both NATs' mappings are
+	// fresh.
+	DefaultFastPunchInterval = 50 * time.Millisecond
+	DefaultFastPunchFor      = 3 * time.Second
+	// DefaultDirectTimeout: three keepalives lost and a half; then the
+	// relay carries the connection.
+	DefaultDirectTimeout = 3500 * time.Millisecond
+	// DefaultRelayDialTimeout bounds an introduction plus a relay session's
+	// setup over a slow network.
+	DefaultRelayDialTimeout = 15 * time.Second
+	// DefaultRelayCheckInterval: how often a relay is compared with nearer
+	// super peers; RTTs change slowly.
+	DefaultRelayCheckInterval = 10 * time.Second
+	// DefaultPeerIdleTimeout: a peer without connections is kept this long,
+	// in case the application reconnects.
+	DefaultPeerIdleTimeout = time.Minute
+	// DefaultAddrCheckInterval: how soon a changed network (a new DHCP
+	// lease, another Wi-Fi) is noticed, for the price of listing the
+	// interfaces.
+	DefaultAddrCheckInterval = 5 * time.Second
+)
+
+/* Implementation values. */
+
+const (
+	// Bounds on per-peer state.
+	maxCandidates = 32 // more than any device announces plus reflexive ones; the oldest goes
+	maxPending    = 64 // packets held while a peer has no path: a handshake's worth
+	maxPings      = 64 // outstanding punch pings: two rounds of maxCandidates
+	tailLen       = 4  // last packets to a peer, resent over a new path (resendTailLocked)
+
+	// fasterDirect: a pong from another address takes over the direct
+	// path when its RTT is under 1/fasterDirect of the current one, so
+	// that jitter does not flip between two addresses.
+	fasterDirect = 2
+
+	// maxUDPPayload is the largest UDP payload: any packet fits the
+	// buffer it is read into.
+	maxUDPPayload = 64 << 10
+	// inQueue bounds the packets waiting for QUIC; beyond it they are
+	// dropped, as a full socket buffer would.
+	inQueue = 1024
+	// eventQueue bounds the OnPathChange and OnSuperPeer calls waiting for
+	// a slow consumer; beyond it they are dropped.
+	eventQueue = 256
+
+	// forgetCheckMax caps how often idle peers are looked for: at most
+	// this long, and PeerIdleTimeout/4 when that is shorter.
+	forgetCheckMax = 5 * time.Second
+
+	// relayRetryStep and relayRetryMax: a relay that fails is tried again
+	// after one more step each time, up to the max: a super peer that
+	// comes back is used soon, one that stays away costs little.
+	relayRetryStep = 500 * time.Millisecond
+	relayRetryMax  = 5 * time.Second
+	// relayRetriesWhileDirect: once the path is direct, a relay that keeps
+	// failing is retried this many times, then given up; the next lost
+	// direct path asks again.
+	relayRetriesWhileDirect = 4
+
+	// Hysteresis for moving a relay to a nearer super peer: the new one
+	// must be this much better, relatively and absolutely, so that two
+	// similar super peers do not take turns.
+	relayMoveRatio  = 0.8
+	relayMoveMargin = 5 * time.Millisecond
+
+	// sessionBackoffMin and sessionBackoffMax: a super peer that does not
+	// answer is dialled again after a doubling wait, within these.
+	sessionBackoffMin = 500 * time.Millisecond
+	sessionBackoffMax = 10 * time.Second
+	// sessionRedial: after a session ends, the next dial waits this long,
+	// so that a super peer that ends every session is not hammered.
+	sessionRedial = 500 * time.Millisecond
+	// sessionDialTimeout bounds one dial of a super peer, both transports.
+	sessionDialTimeout = 10 * time.Second
+	// superPeerPingEvery: when direct paths die, super peers are pinged
+	// (to follow a rebound NAT) at most this often.
+	superPeerPingEvery = time.Second
+)

@@ -1,0 +1,266 @@
+package peer
+
+// Relay management: opening a relay session towards a peer through the
+// super peer nearest to both (ensureRelay), joining one the peer opened
+// (joinRelay), reading it (readRelay), and moving it to a clearly nearer
+// super peer as latencies change (maintainRelay). The relay path itself
+// is set and cleared by the transitions in path.go.
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/relay"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// relayPath is one relay session towards a peer.
+type relayPath struct {
+	conn net.PacketConn
+	sp   *superPeer
+	tr   rendezvous.Transport
+}
+
+// movesRelay reports whether this device decides where the relay to p
+// goes: only the device with the smaller peer ID moves it, so that the
+// two never chase each other; the other follows (joinRelay).
+func (d *Device) movesRelay(p *peerState) bool { return bytes.Compare(d.id[:], p.id[:]) < 0 }
+
+// relayWorthRetrying reports whether a relay that failed failures times
+// is tried again: always while the path is not direct; once it is, only
+// relayRetriesWhileDirect times, since the direct path carries the
+// connection, and losing it asks for a relay again.
+func relayWorthRetrying(failures int, now PathKind) bool {
+	return now != PathDirect || failures <= relayRetriesWhileDirect
+}
+
+// relayRetryDelay is the wait after the given number of failures.
+func relayRetryDelay(failures int) time.Duration {
+	return min(time.Duration(failures)*relayRetryStep, relayRetryMax)
+}
+
+// ensureRelay opens a relay session towards the peer through the super
+// peer with the lowest latency between the two, unless one is open or
+// being opened: it tells that super peer (FlagRelay), which tells the
+// peer, whose device opens its side there (consent; joinRelay).
+func (d *Device) ensureRelay(p *peerState) {
+	p.mu.Lock()
+	if p.paths.relay != nil || p.relayCtl.dialing {
+		p.mu.Unlock()
+		return
+	}
+	p.relayCtl.dialing = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.relayCtl.dialing = false
+		p.mu.Unlock()
+	}()
+	for failures := 1; !p.isGone(); failures++ {
+		sp, sess := d.bestSuperPeer(p)
+		if sess != nil {
+			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+			_, err := sess.Introduce(ctx, p.id, true)
+			if err == nil {
+				err = d.dialRelay(ctx, p, sp, sess)
+			}
+			cancel()
+			if err == nil {
+				return
+			}
+			d.log.Debug("relay", zap.String("peer", p.id.Short()), zap.Error(err))
+		}
+		select {
+		case <-d.closed:
+			return
+		case <-time.After(relayRetryDelay(failures)):
+		}
+		if !relayWorthRetrying(failures, p.path().Kind) {
+			return
+		}
+	}
+}
+
+// joinRelay opens this device's side of a relay that the peer opened
+// through sp.
+func (d *Device) joinRelay(p *peerState, sp *superPeer) {
+	sess := sp.session()
+	if sess == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+	defer cancel()
+	if err := d.dialRelay(ctx, p, sp, sess); err != nil {
+		d.log.Debug("joining relay", zap.String("peer", p.id.Short()), zap.Error(err))
+	}
+}
+
+// dialRelay opens a relay session through sess and makes it the peer's
+// relay path, closing the one it replaces.
+func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, sess *rendezvous.Session) error {
+	var conn net.PacketConn
+	var err error
+	if sess.Transport() == rendezvous.TransportH3 {
+		conn, err = relay.DialH3(ctx, sess.HTTP3(), sess.Authority(), p.id)
+	} else {
+		conn, err = relay.DialH2(ctx, sess.HTTP2(), sess.Authority(), p.id)
+	}
+	if err != nil {
+		return err
+	}
+	rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport()}
+	p.mu.Lock()
+	if p.life.gone {
+		p.mu.Unlock()
+		conn.Close()
+		return nil
+	}
+	old := p.relayUpLocked(rp)
+	p.mu.Unlock()
+	if old != nil {
+		old.conn.Close()
+	}
+	select {
+	case <-d.closed: // Close may have gone over the relays already
+		conn.Close()
+		return nil
+	default:
+	}
+	if d.movesRelay(p) {
+		p.relayCtl.maintain.Do(func() { d.goRun(func() { d.maintainRelay(p) }) })
+	}
+	d.goRun(func() { d.readRelay(p, rp) })
+	return nil
+}
+
+// readRelay hands what arrives over a relay session to QUIC as coming
+// from the peer's virtual address, until the session ends; then, if a
+// connection still needs it, it opens another.
+func (d *Device) readRelay(p *peerState, rp *relayPath) {
+	buf := make([]byte, maxUDPPayload)
+	from := net.UDPAddrFromAddrPort(p.virt)
+	for {
+		n, _, err := rp.conn.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		d.sock.deliver(packet{b: append([]byte(nil), buf[:n]...), from: from})
+	}
+	rp.conn.Close()
+	p.mu.Lock()
+	current := p.relayDownLocked(rp)
+	inUse := p.inUseLocked()
+	p.mu.Unlock()
+	select {
+	case <-d.closed:
+	default:
+		if current && inUse {
+			d.ensureRelay(p) // through another super peer, if this one went away
+		}
+	}
+}
+
+// setPeerRTT records the peer's RTT to a super peer, as it reported.
+func (p *peerState) setPeerRTT(sp *superPeer, rtt time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.relayCtl.peerRTTs == nil {
+		p.relayCtl.peerRTTs = make(map[*superPeer]time.Duration)
+	}
+	if rtt > 0 {
+		p.relayCtl.peerRTTs[sp] = rtt
+	}
+}
+
+func (p *peerState) peerRTT(sp *superPeer) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.relayCtl.peerRTTs[sp]
+}
+
+// bestSuperPeer picks the super peer with the lowest latency between
+// this device and peer through it (relayCost).
+func (d *Device) bestSuperPeer(p *peerState) (*superPeer, *rendezvous.Session) {
+	var (
+		best     *superPeer
+		bestSess *rendezvous.Session
+		bestRTT  time.Duration
+	)
+	for _, sp := range d.sps {
+		sess := sp.session()
+		if sess == nil {
+			continue
+		}
+		if rtt := p.relayCost(sp, sess); best == nil || rtt < bestRTT {
+			best, bestSess, bestRTT = sp, sess, rtt
+		}
+	}
+	return best, bestSess
+}
+
+// relayCost is the RTT between this device and p through a super peer:
+// both legs, the peer's as the super peer reported it (this device's own
+// when that is not known).
+func (p *peerState) relayCost(sp *superPeer, sess *rendezvous.Session) time.Duration {
+	mine := sess.RTT()
+	theirs := p.peerRTT(sp)
+	if theirs == 0 {
+		theirs = mine
+	}
+	return mine + theirs
+}
+
+// worthMoving reports whether a relay costing better is worth leaving one
+// costing now for (the hysteresis in constants.go).
+func worthMoving(now, better time.Duration) bool {
+	return better < time.Duration(float64(now)*relayMoveRatio)-relayMoveMargin
+}
+
+// maintainRelay moves the peer's relay to a clearly nearer super peer as
+// latencies change, on the device that moves relays (movesRelay), until
+// the peer is forgotten or the device closes.
+func (d *Device) maintainRelay(p *peerState) {
+	d.every(d.cfg.RelayCheckInterval, func() bool {
+		p.mu.Lock()
+		rp, direct, gone := p.paths.relay, p.paths.direct.IsValid(), p.life.gone
+		p.mu.Unlock()
+		if !gone && rp != nil && !direct {
+			d.moveRelay(p, rp)
+		}
+		return !gone
+	})
+}
+
+// moveRelay moves the relay rp to p to a clearly nearer super peer, if
+// there is one.
+func (d *Device) moveRelay(p *peerState, rp *relayPath) {
+	// Fresh candidates from every super peer: the peer's RTT to each,
+	// and another round of punching while the connection is relayed.
+	for _, sp := range d.sps {
+		if sess := sp.session(); sess != nil {
+			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayCheckInterval)
+			sess.Lookup(ctx, p.id)
+			cancel()
+		}
+	}
+	cur := rp.sp.session()
+	best, bestSess := d.bestSuperPeer(p)
+	if cur == nil || best == nil || best == rp.sp {
+		return
+	}
+	now, better := p.relayCost(rp.sp, cur), p.relayCost(best, bestSess)
+	if !worthMoving(now, better) {
+		return
+	}
+	d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("from", rp.sp.url), zap.String("to", best.url),
+		zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+	defer cancel()
+	if _, err := bestSess.Introduce(ctx, p.id, true); err == nil {
+		d.dialRelay(ctx, p, best, bestSess)
+	}
+}
