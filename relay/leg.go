@@ -34,18 +34,17 @@ const (
 func kindOf(r *http.Request) (legKind, *refusal) {
 	switch {
 	case r.ProtoMajor < 2:
-		return 0, &refusal{http.StatusHTTPVersionNotSupported, "http_request_error", "the relay needs HTTP/2 or HTTP/3"}
+		return 0, refuseHTTP1
 	case r.Method == http.MethodConnect && r.ProtoMajor == 3 && r.Proto == "connect-udp":
 		return kindDatagram, nil
 	case r.Method == http.MethodConnect && r.ProtoMajor == 2 && r.Header.Get(":protocol") == "connect-udp":
 		return kindCapsule, nil
 	case r.Method == http.MethodConnect:
-		return 0, &refusal{http.StatusNotImplemented, "http_request_error", "only the connect-udp protocol is relayed"}
+		return 0, refuseProtocol
 	case r.Method == http.MethodPost:
 		return kindCapsule, nil
 	}
-	return 0, &refusal{http.StatusMethodNotAllowed, "http_request_error",
-		"open a relay session with an extended CONNECT (connect-udp) or a streamed POST, not " + r.Method}
+	return 0, refuseMethod.with(r.Method)
 }
 
 // writeTimeout bounds one write to a capsule leg's device.

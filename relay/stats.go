@@ -63,7 +63,8 @@ func (s *Stats) drop(r DropReason) { s.dropped[r].Add(1) }
 // Dropped returns how many datagrams were dropped for reason r.
 func (s *Stats) Dropped(r DropReason) uint64 { return s.dropped[r].Load() }
 
-func (s *Stats) countRefusal(status int) {
+func (s *Stats) countRefusal(r *refusal) {
+	status := r.status
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.refusals == nil {
