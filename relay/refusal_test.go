@@ -124,3 +124,17 @@ func TestRefusalTable(t *testing.T) {
 		}
 	}
 }
+
+// Refusals are counted by refusal and reported by status, as the metrics
+// export them.
+func TestRefusedByStatus(t *testing.T) {
+	var s Stats
+	s.countRefusal(refuseNotHTTPS)
+	s.countRefusal(refuseNoRegistration)
+	s.countRefusal(refuseNotPeerID.with("hostname", "example.com"))
+	s.countRefusal(refusePairTimeout.with("peer", "10s"))
+	got := s.Refused()
+	if len(got) != 2 || got[403] != 3 || got[504] != 1 {
+		t.Fatalf("Refused() = %v, want 403: 3 and 504: 1", got)
+	}
+}
