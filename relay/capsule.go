@@ -84,11 +84,19 @@ func readDatagram(p *http3.CapsuleParser, buf []byte, max int) ([]byte, error) {
 	}
 }
 
-// appendCapsule appends a capsule to b.
-func appendCapsule(b []byte, t http3.CapsuleType, value []byte) []byte {
+// appendCapsule appends a capsule of type t whose value is the parts one
+// after the other, so that a caller need not join them first.
+func appendCapsule(b []byte, t http3.CapsuleType, parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
 	b = quicvarint.Append(b, uint64(t))
-	b = quicvarint.Append(b, uint64(len(value)))
-	return append(b, value...)
+	b = quicvarint.Append(b, uint64(n))
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
 }
 
 // closeCapsule encodes a CLOSE capsule.

@@ -189,10 +189,7 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (c *StreamConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = quicvarint.Append(c.wbuf[:0], uint64(CapsuleDatagram))
-	c.wbuf = quicvarint.Append(c.wbuf, uint64(len(p)+len(contextIDZero)))
-	c.wbuf = append(c.wbuf, contextIDZero...)
-	c.wbuf = append(c.wbuf, p...)
+	c.wbuf = appendCapsule(c.wbuf[:0], CapsuleDatagram, contextIDZero, p)
 	if _, err := c.pw.Write(c.wbuf); err != nil {
 		return 0, fmt.Errorf("relay: %w", err)
 	}

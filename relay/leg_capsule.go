@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/netsody/superpeer/internal/flushwrite"
 )
 
 // writeTimeout bounds one write to a capsule leg's device.
@@ -84,13 +86,7 @@ func (c *capsuleLeg) send() {
 }
 
 func (c *capsuleLeg) write(b []byte) error {
-	_ = c.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err := c.l.w.Write(b)
-	if err == nil {
-		err = c.rc.Flush()
-	}
-	_ = c.rc.SetWriteDeadline(time.Time{})
-	return err
+	return flushwrite.Write(c.l.w, c.rc, b, writeTimeout)
 }
 
 func (c *capsuleLeg) frame(d []byte) []byte { return appendCapsule(nil, CapsuleDatagram, d) }
