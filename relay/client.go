@@ -70,7 +70,7 @@ func refusedError(resp *http.Response) error {
 	}
 	if resp.Body != nil {
 		if e.Reason == "" {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRefusalBody))
 			e.Reason = strings.TrimSpace(strings.TrimPrefix(string(b), "netsody relay: "))
 		}
 		resp.Body.Close()
@@ -132,7 +132,7 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 	}
 	return &StreamConn{
 		body:   resp.Body,
-		parser: http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, 16<<10)),
+		parser: http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, capsuleReadBuffer)),
 		pw:     pw,
 		cancel: cancel,
 		remote: relayAddr(peer.String()),
@@ -169,7 +169,7 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
-		d, err := readDatagram(c.parser, c.buf, 1<<16)
+		d, err := readDatagram(c.parser, c.buf, maxStreamDatagram)
 		if errors.Is(err, errCapsuleTooLarge) {
 			continue
 		}

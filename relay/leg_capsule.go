@@ -5,15 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/netsody/superpeer/internal/flushwrite"
 )
-
-// writeTimeout bounds one write to a capsule leg's device.
-const writeTimeout = 10 * time.Second
 
 // capsuleLeg carries a leg's packets as DATAGRAM capsules (RFC 9297) in
 // the request and response bodies: an HTTP/2 extended CONNECT (RFC 8441)
@@ -35,7 +31,7 @@ func (c *capsuleLeg) open() error { return c.rc.Flush() }
 // through TCP.
 func (c *capsuleLeg) relay(other *leg) error {
 	l := c.l
-	p := http3.NewCapsuleParser(bufio.NewReaderSize(c.body, 16<<10))
+	p := http3.NewCapsuleParser(bufio.NewReaderSize(c.body, capsuleReadBuffer))
 	for {
 		d, err := readDatagram(p, nil, l.cfg.MaxDatagramSize)
 		if errors.Is(err, errCapsuleTooLarge) {
@@ -66,7 +62,7 @@ func (c *capsuleLeg) send() {
 		case b := <-l.out:
 			buf = append(buf[:0], b...)
 		drain:
-			for len(buf) < 64<<10 {
+			for len(buf) < maxCapsuleBatch {
 				select {
 				case b := <-l.out:
 					buf = append(buf, b...)
@@ -86,7 +82,7 @@ func (c *capsuleLeg) send() {
 }
 
 func (c *capsuleLeg) write(b []byte) error {
-	return flushwrite.Write(c.l.w, c.rc, b, writeTimeout)
+	return flushwrite.Write(c.l.w, c.rc, b, c.l.cfg.WriteTimeout)
 }
 
 func (c *capsuleLeg) frame(d []byte) []byte { return appendCapsule(nil, CapsuleDatagram, d) }

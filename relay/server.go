@@ -14,17 +14,7 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-// Defaults for Config's zero values.
-const (
-	DefaultPairTimeout          = 10 * time.Second
-	DefaultMaxSessionsPerDevice = 16
-	DefaultRate                 = 25_000_000 // bytes per second and leg: 200 Mbit/s
-	DefaultBurst                = 1 << 20    // bytes
-	DefaultMaxDatagramSize      = 1500       // bytes of HTTP datagram payload
-	DefaultQueueLen             = 512        // datagrams queued towards a leg
-)
-
-// Config tunes a Server.
+// Config tunes a Server. Zero values take the defaults in constants.go.
 type Config struct {
 	// Auth tells which device's registration a request's connection
 	// carries, and whether a target is registered; a relay session ends
@@ -33,6 +23,9 @@ type Config struct {
 	Auth Authenticator
 	// PairTimeout is how long a session waits for its counterpart.
 	PairTimeout time.Duration
+	// WriteTimeout ends a leg that carries capsules (HTTP/2, or a POST on
+	// HTTP/3) whose device does not take a write within this long.
+	WriteTimeout time.Duration
 	// MaxSessionsPerDevice caps a device's relay sessions, waiting or
 	// bridged; more get 429.
 	MaxSessionsPerDevice int
@@ -51,6 +44,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.PairTimeout <= 0 {
 		c.PairTimeout = DefaultPairTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.MaxSessionsPerDevice <= 0 {
 		c.MaxSessionsPerDevice = DefaultMaxSessionsPerDevice
@@ -76,7 +72,7 @@ func (c Config) withDefaults() Config {
 // Validate reports a configuration that cannot work. Zero values take
 // the defaults; negative ones are errors.
 func (c Config) Validate() error {
-	if c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 {
+	if c.PairTimeout < 0 || c.WriteTimeout < 0 || c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 {
 		return fmt.Errorf("relay options must not be negative")
 	}
 	c = c.withDefaults()
