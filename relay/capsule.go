@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unicode/utf8"
 
 	"github.com/quic-go/quic-go/http3"
 	"github.com/quic-go/quic-go/quicvarint"
@@ -31,7 +32,8 @@ const (
 	// range (RFC 9297 section 5.4), not of the reserved greasing form
 	// 0x29 * N + 0x17.
 	CapsuleClose http3.CapsuleType = 0x4e455453 // "NETS"
-	// maxCloseReason bounds a CLOSE capsule's value, in bytes.
+	// maxCloseReason bounds a CLOSE capsule's value, in bytes: a sentence
+	// for a person, not a log.
 	maxCloseReason = 256
 )
 
@@ -42,9 +44,9 @@ var errCapsuleTooLarge = errors.New("relay: datagram capsule over the size limit
 // readDatagram reads capsules until a DATAGRAM capsule and returns its
 // value in buf (reused when large enough). A CLOSE capsule's reason is
 // returned as a *ClosedError; other capsules are skipped. A DATAGRAM
-// over max bytes is discarded and reported as errCapsuleTooLarge, so the
+// over limit bytes is discarded and reported as errCapsuleTooLarge, so the
 // caller can count it and go on.
-func readDatagram(p *http3.CapsuleParser, buf []byte, max int) ([]byte, error) {
+func readDatagram(p *http3.CapsuleParser, buf []byte, limit int) ([]byte, error) {
 	for {
 		t, r, err := p.Next()
 		if err != nil {
@@ -53,7 +55,7 @@ func readDatagram(p *http3.CapsuleParser, buf []byte, max int) ([]byte, error) {
 		switch t {
 		case CapsuleDatagram:
 			n := r.Remaining()
-			if n > int64(max) {
+			if n > int64(limit) {
 				if err := r.Discard(); err != nil {
 					return nil, err
 				}
@@ -84,17 +86,30 @@ func readDatagram(p *http3.CapsuleParser, buf []byte, max int) ([]byte, error) {
 	}
 }
 
-// appendCapsule appends a capsule to b.
-func appendCapsule(b []byte, t http3.CapsuleType, value []byte) []byte {
+// appendCapsule appends a capsule of type t whose value is the parts one
+// after the other, so that a caller need not join them first.
+func appendCapsule(b []byte, t http3.CapsuleType, parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
 	b = quicvarint.Append(b, uint64(t))
-	b = quicvarint.Append(b, uint64(len(value)))
-	return append(b, value...)
+	b = quicvarint.Append(b, uint64(n))
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
 }
 
-// closeCapsule encodes a CLOSE capsule.
+// closeCapsule encodes a CLOSE capsule. A reason over maxCloseReason is
+// cut at a rune boundary, so that it stays UTF-8.
 func closeCapsule(reason string) []byte {
 	if len(reason) > maxCloseReason {
-		reason = reason[:maxCloseReason]
+		cut := maxCloseReason
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
 	}
 	return appendCapsule(nil, CapsuleClose, []byte(reason))
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/quic-go/quic-go/http3"
 )
@@ -33,6 +35,25 @@ func TestCapsules(t *testing.T) {
 	}
 	if _, err := readDatagram(p, d, 200); !errors.Is(err, io.EOF) {
 		t.Fatalf("end: %v", err)
+	}
+}
+
+// A long reason is cut to maxCloseReason bytes without splitting a rune.
+func TestCloseReasonCut(t *testing.T) {
+	for _, reason := range []string{
+		strings.Repeat("a", maxCloseReason-1) + "é",  // é's two bytes straddle the limit
+		strings.Repeat("€", maxCloseReason),          // three bytes a rune
+		strings.Repeat("a", maxCloseReason) + "tail", // ASCII: cut at the limit
+	} {
+		p := http3.NewCapsuleParser(bytes.NewReader(closeCapsule(reason)))
+		var closed *ClosedError
+		if _, err := readDatagram(p, nil, 0); !errors.As(err, &closed) {
+			t.Fatalf("close capsule: %v", err)
+		}
+		got := closed.Reason
+		if !utf8.ValidString(got) || len(got) > maxCloseReason || len(got) < maxCloseReason-3 || !strings.HasPrefix(reason, got) {
+			t.Errorf("reason of %d bytes cut to %d bytes %q", len(reason), len(got), got)
+		}
 	}
 }
 

@@ -70,7 +70,7 @@ func refusedError(resp *http.Response) error {
 	}
 	if resp.Body != nil {
 		if e.Reason == "" {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRefusalBody))
 			e.Reason = strings.TrimSpace(strings.TrimPrefix(string(b), "netsody relay: "))
 		}
 		resp.Body.Close()
@@ -82,9 +82,10 @@ func refusedError(resp *http.Response) error {
 }
 
 // DialH2 opens a relay session towards peer over an HTTP/2 connection (a
-// RoundTripper bound to one connection) on which this device registered, as a streamed POST carrying RFC 9297
-// DATAGRAM capsules: what works through any HTTP/2 server, Caddy as
-// shipped included. See DialH3 for the rest.
+// RoundTripper bound to one connection) on which this device registered,
+// as a streamed POST carrying RFC 9297 DATAGRAM capsules: what works
+// through any HTTP/2 server, Caddy as shipped included. See DialH3 for the
+// rest.
 func DialH2(ctx context.Context, cc http.RoundTripper, authority string, peer identity.PeerID) (*StreamConn, error) {
 	return dialStream(ctx, cc, authority, peer, false)
 }
@@ -132,7 +133,7 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 	}
 	return &StreamConn{
 		body:   resp.Body,
-		parser: http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, 16<<10)),
+		parser: http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, capsuleReadBuffer)),
 		pw:     pw,
 		cancel: cancel,
 		remote: relayAddr(peer.String()),
@@ -147,6 +148,11 @@ func (a relayAddr) String() string  { return string(a) }
 
 // StreamConn is a relay session over an HTTP/2 stream, as a
 // net.PacketConn whose every packet goes to and comes from the one peer.
+//
+// It has no deadlines: a read waits in the HTTP/2 response body, which
+// nothing but closing interrupts, so the Set*Deadline methods return
+// errors.ErrUnsupported. Close the conn to end a pending read. (masque-go's
+// Conn, over HTTP/3, can: QUIC datagrams are received with a context.)
 type StreamConn struct {
 	body   io.ReadCloser
 	parser *http3.CapsuleParser
@@ -169,7 +175,7 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
-		d, err := readDatagram(c.parser, c.buf, 1<<16)
+		d, err := readDatagram(c.parser, c.buf, maxStreamDatagram)
 		if errors.Is(err, errCapsuleTooLarge) {
 			continue
 		}
@@ -189,10 +195,7 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (c *StreamConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = quicvarint.Append(c.wbuf[:0], uint64(CapsuleDatagram))
-	c.wbuf = quicvarint.Append(c.wbuf, uint64(len(p)+len(contextIDZero)))
-	c.wbuf = append(c.wbuf, contextIDZero...)
-	c.wbuf = append(c.wbuf, p...)
+	c.wbuf = appendCapsule(c.wbuf[:0], CapsuleDatagram, contextIDZero, p)
 	if _, err := c.pw.Write(c.wbuf); err != nil {
 		return 0, fmt.Errorf("relay: %w", err)
 	}
@@ -212,7 +215,7 @@ func (c *StreamConn) Close() error {
 func (c *StreamConn) LocalAddr() net.Addr  { return relayAddr("local") }
 func (c *StreamConn) RemoteAddr() net.Addr { return c.remote }
 
-// Deadlines are not supported on relay streams; close the conn instead.
+// Deadlines are not supported (see StreamConn).
 func (c *StreamConn) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
 func (c *StreamConn) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
 func (c *StreamConn) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }

@@ -33,5 +33,7 @@
 // does the rest), excess HTTP/3 datagrams are dropped and counted.
 // Datagrams over Config.MaxDatagramSize are dropped and counted; the queue
 // towards each leg is bounded (Config.QueueLen) and drops, counted, when
-// full. Stats has every counter.
+// full. A device that does not take a write on a leg that carries
+// capsules within Config.WriteTimeout loses the session. Stats has every
+// counter; constants.go has every default and limit.
 package relay

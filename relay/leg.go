@@ -1,16 +1,13 @@
 package relay
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"sync"
-	"time"
 
-	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/time/rate"
 
@@ -18,7 +15,7 @@ import (
 	"github.com/netsody/superpeer/internal/h3stream"
 )
 
-// legKind is how a leg carries packets.
+// legKind is how a leg carries packets; newLeg picks its legIO by it.
 type legKind int
 
 const (
@@ -34,43 +31,55 @@ const (
 func kindOf(r *http.Request) (legKind, *refusal) {
 	switch {
 	case r.ProtoMajor < 2:
-		return 0, &refusal{http.StatusHTTPVersionNotSupported, "http_request_error", "the relay needs HTTP/2 or HTTP/3"}
+		return 0, refuseHTTP1
 	case r.Method == http.MethodConnect && r.ProtoMajor == 3 && r.Proto == "connect-udp":
 		return kindDatagram, nil
 	case r.Method == http.MethodConnect && r.ProtoMajor == 2 && r.Header.Get(":protocol") == "connect-udp":
 		return kindCapsule, nil
 	case r.Method == http.MethodConnect:
-		return 0, &refusal{http.StatusNotImplemented, "http_request_error", "only the connect-udp protocol is relayed"}
+		return 0, refuseProtocol
 	case r.Method == http.MethodPost:
 		return kindCapsule, nil
 	}
-	return 0, &refusal{http.StatusMethodNotAllowed, "http_request_error",
-		"open a relay session with an extended CONNECT (connect-udp) or a streamed POST, not " + r.Method}
+	return 0, refuseMethod.with(r.Method)
 }
 
-// writeTimeout bounds one write to a capsule leg's device.
-const writeTimeout = 10 * time.Second
+// legIO is how a leg's packets travel: QUIC datagrams beside an HTTP/3
+// request stream (datagramLeg), or DATAGRAM capsules in the request and
+// response bodies (capsuleLeg). rendezvous's stream and masque-go's
+// http3Stream abstract over their transports the same way.
+type legIO interface {
+	// open readies the transport once the device has its 200.
+	open() error
+	// relay delivers what the device sends to other until the leg ends.
+	relay(other *leg) error
+	// send writes the queue towards the device until the leg ends.
+	send()
+	// frame wraps a datagram payload for the queue towards the device.
+	frame(d []byte) []byte
+	// unblock makes a read pending in relay return. end calls it once,
+	// from any goroutine, possibly before open.
+	unblock()
+	// finish ends the response once relay and send have returned.
+	finish()
+}
 
 // leg is one device's half of a relay session. Its handler goroutine owns
 // the response; end, callable from anywhere, only signals it.
 type leg struct {
-	kind    legKind
+	io      legIO
 	peer    identity.PeerID // the device of this leg
 	target  identity.PeerID // the device it wants
 	unwatch func() bool     // stops ending the leg with its registration
 	cfg     *Config
 	stats   *Stats
 	w       http.ResponseWriter
-	rc      *http.ResponseController
-	body    io.ReadCloser
 	limiter *rate.Limiter
 	paired  chan *leg       // the counterpart, once
-	out     chan []byte     // capsule legs: capsules towards the device
+	out     chan []byte     // datagram payloads or capsules towards the device
 	ctx     context.Context // ends with the leg
 	cancel  context.CancelFunc
-
-	str   *http3.Stream // datagram legs, once answered
-	ready chan struct{} // closed once answered: deliver may be called
+	ready   chan struct{} // closed once answered: deliver may be called
 
 	endOnce sync.Once
 	done    chan struct{}
@@ -80,23 +89,27 @@ type leg struct {
 
 func newLeg(kind legKind, w http.ResponseWriter, r *http.Request, peer, target identity.PeerID, cfg *Config, stats *Stats) (*leg, error) {
 	l := &leg{
-		kind:    kind,
 		stats:   stats,
 		peer:    peer,
 		target:  target,
 		cfg:     cfg,
 		w:       w,
-		rc:      http.NewResponseController(w),
-		body:    r.Body,
 		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
 		paired:  make(chan *leg, 1),
+		out:     make(chan []byte, cfg.QueueLen),
 		ready:   make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(r.Context())
-	l.out = make(chan []byte, cfg.QueueLen)
-	if kind == kindDatagram && h3stream.Of(w) == nil {
-		return nil, errors.New("the HTTP/3 response writer cannot hand over its stream")
+	switch kind {
+	case kindDatagram:
+		hs := h3stream.Of(w)
+		if hs == nil {
+			return nil, errors.New("the HTTP/3 response writer cannot hand over its stream")
+		}
+		l.io = &datagramLeg{l: l, streamer: hs}
+	case kindCapsule:
+		l.io = &capsuleLeg{l: l, rc: http.NewResponseController(w), body: r.Body}
 	}
 	return l, nil
 }
@@ -109,9 +122,7 @@ func (l *leg) end(reason string) {
 		l.mu.Unlock()
 		close(l.done)
 		l.cancel()
-		if l.kind == kindCapsule {
-			l.body.Close() // unblocks the reader
-		}
+		l.io.unblock()
 	})
 }
 
@@ -122,44 +133,27 @@ func (l *leg) reason() string {
 }
 
 // run answers the device and relays what it sends to other until either
-// leg ends; then it tells its device why.
+// leg ends; then it tells both devices why.
 func (l *leg) run(other *leg) {
 	l.stats.Active.Add(1)
 	defer l.stats.Active.Add(-1)
 	l.w.Header().Set(http3.CapsuleProtocolHeader, "?1")
 	l.w.WriteHeader(http.StatusOK)
-	var err error
-	switch l.kind {
-	case kindDatagram:
-		l.str = h3stream.Of(l.w).HTTPStream()
-		senderOut := make(chan struct{})
-		go l.sendDatagrams(senderOut)
+	sent := make(chan struct{})
+	err := l.io.open()
+	if err == nil {
+		go func() { defer close(sent); l.io.send() }() // returns once l ends
 		close(l.ready)
 		if l.await(other) {
-			err = l.relayDatagrams(other)
+			err = l.io.relay(other)
 		}
-		l.end(reasonFor(err, "this device closed the session"))
-		<-senderOut
-	case kindCapsule:
-		if err = l.rc.Flush(); err == nil {
-			writerOut := make(chan struct{})
-			go l.writeCapsules(writerOut)
-			close(l.ready)
-			if l.await(other) {
-				err = l.relayCapsules(other)
-			}
-			l.end(reasonFor(err, "this device closed the session"))
-			<-writerOut
-		}
+	} else {
+		close(sent)
 	}
 	l.end(reasonFor(err, "this device closed the session"))
+	<-sent
 	other.end(fmt.Sprintf("peer %s ended the session: %s", l.peer.Short(), l.reason()))
-	if l.kind == kindDatagram {
-		// No CLOSE capsule here: HTTP/3 clients (masque-go's among them)
-		// learn the end from the stream, and would only log the capsule.
-		l.str.Close()
-		l.str.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
-	}
+	l.io.finish()
 }
 
 // await waits until other is answered, so that l may deliver to it.
@@ -180,59 +174,6 @@ func reasonFor(err error, eof string) string {
 	return err.Error()
 }
 
-// relayDatagrams forwards the device's QUIC datagrams until the leg ends;
-// a goroutine watches the request stream, whose end ends the session.
-func (l *leg) relayDatagrams(other *leg) error {
-	streamDone := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, l.str) // capsules, if any, are skipped
-		l.end(reasonFor(err, "this device closed the session"))
-		streamDone <- err
-	}()
-	defer func() { l.str.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError)); <-streamDone }()
-	max := l.cfg.MaxDatagramSize
-	for {
-		d, err := l.str.ReceiveDatagram(l.ctx)
-		if err != nil {
-			return err
-		}
-		if len(d) > max {
-			l.stats.drop(DropTooLarge)
-			continue
-		}
-		if !l.limiter.AllowN(time.Now(), len(d)) {
-			l.stats.drop(DropRateLimited)
-			continue
-		}
-		other.deliver(d)
-	}
-}
-
-// relayCapsules forwards the device's DATAGRAM capsules until the leg
-// ends. Waiting for the token bucket stops reading, which throttles the
-// device through TCP.
-func (l *leg) relayCapsules(other *leg) error {
-	p := http3.NewCapsuleParser(bufio.NewReaderSize(l.body, 16<<10))
-	for {
-		d, err := readDatagram(p, nil, l.cfg.MaxDatagramSize)
-		if errors.Is(err, errCapsuleTooLarge) {
-			l.stats.drop(DropTooLarge)
-			continue
-		}
-		var closed *ClosedError
-		if errors.As(err, &closed) {
-			return errors.New("this device closed the session: " + closed.Reason)
-		}
-		if err != nil {
-			return err
-		}
-		if err := l.limiter.WaitN(l.ctx, len(d)); err != nil {
-			return err
-		}
-		other.deliver(d) // d is the other leg's now: the next read gets a new buffer
-	}
-}
-
 // deliver queues one datagram payload for this leg's device, taking
 // ownership of d; it never blocks, so that the other leg keeps draining
 // its own queues (quic-go's hold only 32 datagrams a stream).
@@ -242,71 +183,11 @@ func (l *leg) deliver(d []byte) {
 		return
 	default:
 	}
-	item := d
-	if l.kind == kindCapsule {
-		item = appendCapsule(nil, CapsuleDatagram, d)
-	}
 	select {
-	case l.out <- item:
+	case l.out <- l.io.frame(d):
 		l.stats.Datagrams.Add(1)
 		l.stats.Bytes.Add(uint64(len(d)))
 	default:
 		l.stats.drop(DropQueueFull)
 	}
-}
-
-// sendDatagrams sends queued datagrams to a datagram leg's device until
-// the leg ends. SendDatagram blocks while the QUIC connection's own send
-// queue is full, which paces this loop to what the connection can carry.
-func (l *leg) sendDatagrams(out chan struct{}) {
-	defer close(out)
-	for {
-		select {
-		case d := <-l.out:
-			if err := l.str.SendDatagram(d); err != nil {
-				l.stats.drop(DropSendFailed)
-			}
-		case <-l.done:
-			return
-		}
-	}
-}
-
-// writeCapsules writes queued capsules to a capsule leg's device until
-// the leg ends, then the CLOSE capsule.
-func (l *leg) writeCapsules(out chan struct{}) {
-	defer close(out)
-	var buf []byte
-	for {
-		select {
-		case c := <-l.out:
-			buf = append(buf[:0], c...)
-		drain:
-			for len(buf) < 64<<10 {
-				select {
-				case c := <-l.out:
-					buf = append(buf, c...)
-				default:
-					break drain
-				}
-			}
-			if err := l.write(buf); err != nil {
-				l.end("writing to the device failed: " + err.Error())
-				return
-			}
-		case <-l.done:
-			l.write(closeCapsule(l.reason()))
-			return
-		}
-	}
-}
-
-func (l *leg) write(b []byte) error {
-	_ = l.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err := l.w.Write(b)
-	if err == nil {
-		err = l.rc.Flush()
-	}
-	_ = l.rc.SetWriteDeadline(time.Time{})
-	return err
 }

@@ -14,17 +14,7 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-// Defaults for Config's zero values.
-const (
-	DefaultPairTimeout          = 10 * time.Second
-	DefaultMaxSessionsPerDevice = 16
-	DefaultRate                 = 25_000_000 // bytes per second and leg: 200 Mbit/s
-	DefaultBurst                = 1 << 20    // bytes
-	DefaultMaxDatagramSize      = 1500       // bytes of HTTP datagram payload
-	DefaultQueueLen             = 512        // datagrams queued towards a leg
-)
-
-// Config tunes a Server.
+// Config tunes a Server. Zero values take the defaults in constants.go.
 type Config struct {
 	// Auth tells which device's registration a request's connection
 	// carries, and whether a target is registered; a relay session ends
@@ -33,6 +23,9 @@ type Config struct {
 	Auth Authenticator
 	// PairTimeout is how long a session waits for its counterpart.
 	PairTimeout time.Duration
+	// WriteTimeout ends a leg that carries capsules (HTTP/2, or a POST on
+	// HTTP/3) whose device does not take a write within this long.
+	WriteTimeout time.Duration
 	// MaxSessionsPerDevice caps a device's relay sessions, waiting or
 	// bridged; more get 429.
 	MaxSessionsPerDevice int
@@ -51,6 +44,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.PairTimeout <= 0 {
 		c.PairTimeout = DefaultPairTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.MaxSessionsPerDevice <= 0 {
 		c.MaxSessionsPerDevice = DefaultMaxSessionsPerDevice
@@ -76,7 +72,7 @@ func (c Config) withDefaults() Config {
 // Validate reports a configuration that cannot work. Zero values take
 // the defaults; negative ones are errors.
 func (c Config) Validate() error {
-	if c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 {
+	if c.PairTimeout < 0 || c.WriteTimeout < 0 || c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 {
 		return fmt.Errorf("relay options must not be negative")
 	}
 	c = c.withDefaults()
@@ -138,14 +134,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg := s.config()
 	l, ref := s.accept(w, r, cfg)
 	if ref != nil {
-		s.stats.countRefusal(ref.status)
+		s.stats.countRefusal(ref)
 		ref.write(w)
 		return
 	}
 	defer s.release(l)
 	other, ref := s.pair(r.Context(), l, cfg)
 	if ref != nil {
-		s.stats.countRefusal(ref.status)
+		s.stats.countRefusal(ref)
 		ref.write(w)
 		return
 	}
@@ -159,10 +155,10 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 		return nil, ref
 	}
 	if r.TLS == nil {
-		return nil, &refusal{http.StatusForbidden, "http_request_denied", "the relay needs HTTPS"}
+		return nil, refuseNotHTTPS
 	}
 	if !r.TLS.HandshakeComplete {
-		return nil, &refusal{http.StatusTooEarly, "http_request_denied", "a relay session cannot start in 0-RTT data; retry after the handshake"}
+		return nil, refuseTooEarly
 	}
 	target, ref := parseTarget(r.URL.Path)
 	if ref != nil {
@@ -170,29 +166,26 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	}
 	reg, ok := cfg.Auth.Authenticate(r)
 	if !ok {
-		return nil, &refusal{http.StatusForbidden, "http_request_denied",
-			"this connection has no registered device: register on the rendezvous session first, then relay on the same connection"}
+		return nil, refuseNoRegistration
 	}
 	peer := reg.PeerID()
 	if target == peer {
-		return nil, &refusal{http.StatusBadRequest, "http_request_error", "a device cannot relay to itself"}
+		return nil, refuseSelf
 	}
 	if !cfg.Auth.Registered(target) {
-		return nil, &refusal{http.StatusNotFound, "destination_not_found",
-			"no device with peer ID " + target.String() + " is registered at this super peer"}
+		return nil, refuseNotFound.with(target)
 	}
 	l, err := newLeg(kind, w, r, peer, target, cfg, &s.stats)
 	if err != nil {
-		return nil, &refusal{http.StatusInternalServerError, "proxy_internal_error", err.Error()}
+		return nil, refuseInternal.with(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, &refusal{http.StatusServiceUnavailable, "proxy_internal_error", "the super peer is shutting down"}
+		return nil, refuseShuttingDown
 	}
 	if s.byDevice[peer] >= cfg.MaxSessionsPerDevice {
-		return nil, &refusal{http.StatusTooManyRequests, "http_request_denied",
-			fmt.Sprintf("this device already has %d relay sessions, the most allowed", cfg.MaxSessionsPerDevice)}
+		return nil, refuseTooMany.with(cfg.MaxSessionsPerDevice)
 	}
 	s.byDevice[peer]++
 	s.legs[l] = struct{}{}
@@ -244,14 +237,13 @@ func (s *Server) pair(ctx context.Context, l *leg, cfg *Config) (*leg, *refusal)
 	default:
 	}
 	if reason := l.reason(); reason != "" {
-		return nil, &refusal{http.StatusConflict, "http_request_denied", reason}
+		return nil, refuseSuperseded.with(reason)
 	}
 	if ctx.Err() != nil {
-		return nil, &refusal{http.StatusBadRequest, "http_request_error", "the request ended while waiting"}
+		return nil, refuseCanceled
 	}
 	s.stats.PairTimeouts.Add(1)
-	return nil, &refusal{http.StatusGatewayTimeout, "connection_timeout",
-		fmt.Sprintf("peer %s did not open its side of the relay within %v; it must ask for this device too", l.target, cfg.PairTimeout)}
+	return nil, refusePairTimeout.with(l.target, cfg.PairTimeout)
 }
 
 // sessions returns how many relay sessions a device holds.

@@ -1,9 +1,6 @@
 package relay
 
-import (
-	"sync"
-	"sync/atomic"
-)
+import "sync/atomic"
 
 // DropReason says why the relay dropped a datagram; it labels metrics.
 type DropReason int
@@ -53,9 +50,7 @@ type Stats struct {
 	Datagrams    atomic.Uint64 // datagrams delivered
 	Bytes        atomic.Uint64 // payload bytes delivered
 	dropped      [numDropReasons]atomic.Uint64
-
-	mu       sync.Mutex
-	refusals map[int]uint64 // by HTTP status
+	refused      [len(refusals)]atomic.Uint64 // by refusal, as listed in refusals
 }
 
 func (s *Stats) drop(r DropReason) { s.dropped[r].Add(1) }
@@ -63,22 +58,16 @@ func (s *Stats) drop(r DropReason) { s.dropped[r].Add(1) }
 // Dropped returns how many datagrams were dropped for reason r.
 func (s *Stats) Dropped(r DropReason) uint64 { return s.dropped[r].Load() }
 
-func (s *Stats) countRefusal(status int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.refusals == nil {
-		s.refusals = make(map[int]uint64)
-	}
-	s.refusals[status]++
-}
+func (s *Stats) countRefusal(r *refusal) { s.refused[r.index()].Add(1) }
 
-// Refused returns how many requests were refused, by HTTP status.
+// Refused returns how many requests were refused, by HTTP status; a
+// status that was never answered is absent.
 func (s *Stats) Refused() map[int]uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := make(map[int]uint64, len(s.refusals))
-	for k, v := range s.refusals {
-		m[k] = v
+	m := make(map[int]uint64)
+	for i, r := range refusals {
+		if n := s.refused[i].Load(); n > 0 {
+			m[r.status] += n
+		}
 	}
 	return m
 }

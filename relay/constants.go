@@ -1,0 +1,50 @@
+package relay
+
+import "time"
+
+// Defaults for Config's zero values. docs/PROTOCOL.md's relay limits
+// table names each.
+const (
+	// DefaultPairTimeout: time for the target's device to hear of the
+	// request through the rendezvous and open its side over a slow path;
+	// a device that never consents frees the waiting slot soon after.
+	DefaultPairTimeout = 10 * time.Second
+	// DefaultWriteTimeout: a device that takes nothing for this long (its
+	// HTTP/2 leg's TCP window full) is gone or stuck; ending its leg frees
+	// the queue and the counterpart. The same as the rendezvous's.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultMaxSessionsPerDevice: a device relays to a handful of peers
+	// at once; more means a loop or abuse.
+	DefaultMaxSessionsPerDevice = 16
+	// DefaultRate, bytes per second and leg: 200 Mbit/s, more than a relayed
+	// path is expected to need, little enough that one pair cannot take a
+	// super peer's uplink.
+	DefaultRate = 25_000_000
+	// DefaultBurst, bytes: a full QUIC congestion window's flight passes at
+	// once.
+	DefaultBurst = 1 << 20
+	// DefaultMaxDatagramSize, bytes of HTTP datagram payload: an Ethernet
+	// MTU, above any QUIC packet a device sends (1200-1452 bytes plus the
+	// context ID).
+	DefaultMaxDatagramSize = 1500
+	// DefaultQueueLen, datagrams queued towards a leg: about 30 ms at the
+	// default rate, enough for a burst without a standing queue.
+	DefaultQueueLen = 512
+)
+
+// Implementation constants.
+const (
+	// capsuleReadBuffer, bytes, buffers a capsule stream's reads: several
+	// full-size DATAGRAM capsules per read from the HTTP body.
+	capsuleReadBuffer = 16 << 10
+	// maxCapsuleBatch, bytes: capsules queued together towards an HTTP/2
+	// leg go out in one write and flush up to this size, a few TLS records,
+	// so a busy leg does not flush per packet.
+	maxCapsuleBatch = 64 << 10
+	// maxStreamDatagram, bytes, bounds the DATAGRAM capsules a StreamConn
+	// reads: no UDP payload is larger.
+	maxStreamDatagram = 1 << 16
+	// maxRefusalBody, bytes, bounds how much of a refusal's body the client
+	// reads for its reason when there is no Proxy-Status details.
+	maxRefusalBody = 1 << 10
+)
