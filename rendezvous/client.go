@@ -156,7 +156,7 @@ func open(ctx context.Context, cfg ClientConfig) (*Session, error) {
 	}
 	hostport := u.Host
 	if u.Port() == "" {
-		hostport = net.JoinHostPort(u.Hostname(), "443")
+		hostport = net.JoinHostPort(u.Hostname(), defaultHTTPSPort)
 	}
 	if cfg.Addr != "" {
 		hostport = cfg.Addr
@@ -216,7 +216,7 @@ func (s *Session) openH3(ctx context.Context, hostport string, tlsConf *tls.Conf
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	conn, err := tr.Dial(ctx, raddr, tlsConf, &quic.Config{
 		EnableDatagrams: true,
-		KeepAlivePeriod: 10 * time.Second,
+		KeepAlivePeriod: quicKeepalivePeriod,
 	})
 	if err != nil {
 		return fmt.Errorf("rendezvous: QUIC to %s: %w", hostport, err)
@@ -354,7 +354,7 @@ func newSessionRequest(target *url.URL, body io.ReadCloser) *http.Request {
 // accept checks the response headers and takes the channel binding.
 func (s *Session) accept(resp *http.Response, cs *tls.ConnectionState) error {
 	if resp.StatusCode != http.StatusOK {
-		reason, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		reason, _ := io.ReadAll(io.LimitReader(resp.Body, maxRefusalReason))
 		resp.Body.Close()
 		return fmt.Errorf("rendezvous: super peer refused the session: %s: %s", resp.Status, strings.TrimSpace(string(reason)))
 	}

@@ -32,15 +32,9 @@ import (
 //
 // where family is 4 or 6; IPv4-mapped IPv6 addresses are sent as IPv4.
 // An address list is a count (1 byte, at most MaxAddrs) then the addresses.
-const (
-	frameHeaderLen = 3
-	// MaxPayload is the largest frame payload, in bytes.
-	MaxPayload = 1024
-	// MaxAddrs is the most local addresses a device may report.
-	MaxAddrs = 16
-	// MaxErrorMessage is the longest error text, in bytes.
-	MaxErrorMessage = 256
-)
+//
+// The limits (MaxPayload, MaxAddrs, MaxErrorMessage) are in constants.go.
+const frameHeaderLen = 3
 
 // FrameType identifies a message.
 type FrameType byte

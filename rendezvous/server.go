@@ -24,20 +24,7 @@ const Path = "/.well-known/netsody/v1/rendezvous"
 // ContentType marks the frame streams of a session.
 const ContentType = "application/x-netsody-rendezvous"
 
-// Defaults for Config's zero values.
-const (
-	DefaultKeepaliveInterval = 15 * time.Second
-	DefaultSessionTimeout    = 45 * time.Second
-	DefaultWriteTimeout      = 10 * time.Second
-	DefaultMaxSessions       = 100_000
-	DefaultConnectRate       = 10 // FrameConnect per second and session
-	DefaultConnectBurst      = 20
-	// maxQueuedFrames bounds a session's outbound queue; a device that lets
-	// it fill is ended with ErrCodeSlowReader.
-	maxQueuedFrames = 64
-)
-
-// Config tunes a Server. Zero values take the defaults above.
+// Config tunes a Server. Zero values take the defaults in constants.go.
 type Config struct {
 	// KeepaliveInterval is how often the super peer pings each device.
 	KeepaliveInterval time.Duration
@@ -231,7 +218,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	cfg := s.config()
 	if err := s.admit(cfg.MaxSessions); err != nil {
-		w.Header().Set("Retry-After", "30")
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterFull.Seconds())))
 		refuse(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}

@@ -283,15 +283,6 @@ func (s *session) resetTimerLocked(d time.Duration) {
 // remoteAddrer is the part of a *quic.Conn that a session follows.
 type remoteAddrer interface{ RemoteAddr() net.Addr }
 
-// Bounds on when a session looks at its connection's address again after
-// a frame from the device: QUIC moves a connection to a new address one
-// round trip after the first packet from there (path validation, RFC 9000
-// §9), and that packet may have carried the frame.
-const (
-	followMin = 250 * time.Millisecond
-	followRTT = 3 // round trips
-)
-
 // followRemote notices that the device's QUIC connection moved to another
 // address (its NAT rebound the mapping) and tells the device with
 // FrameObserved; later candidates carry the new address. afterFrame, from
