@@ -114,9 +114,9 @@ type Server struct {
 
 // Stats counts what the server did. Read it with Server.Stats.
 type Stats struct {
-	Registrations atomic.Uint64 // accepted FrameRegister
-	Connects      atomic.Uint64 // FrameConnect answered with candidates
-	Rebindings    atomic.Uint64 // devices seen at a new address
+	Registrations atomic.Uint64                // accepted FrameRegister
+	Connects      atomic.Uint64                // FrameConnect answered with candidates
+	Rebindings    atomic.Uint64                // devices seen at a new address
 	Refused       [numErrorCodes]atomic.Uint64 // by ErrorCode
 }
 
