@@ -45,11 +45,6 @@ type Session struct {
 	readOut chan struct{} // closed when the reading goroutine exits
 }
 
-type lookupResult struct {
-	c   Candidates
-	err error
-}
-
 // ErrSessionClosed is returned for operations on an ended session that
 // ended without another reason.
 var ErrSessionClosed = errors.New("rendezvous: session closed")
@@ -118,7 +113,7 @@ func (s *Session) register(ctx context.Context) error {
 func (s *Session) start() {
 	s.started = true
 	s.mu.Lock()
-	s.timer = time.AfterFunc(s.keepaliveInterval(), s.keepalive)
+	s.timer = time.AfterFunc(s.keepaliveInterval(), s.Ping)
 	s.mu.Unlock()
 	go s.read()
 }
@@ -132,8 +127,6 @@ func (s *Session) keepaliveInterval() time.Duration {
 	}
 	return DefaultKeepaliveInterval
 }
-
-func (s *Session) keepalive() { s.Ping() }
 
 // Ping pings the super peer now, which is also the next keepalive: an RTT
 // sample, and a packet from this device's current address. A device sends
@@ -193,7 +186,7 @@ func (s *Session) handle(f frame) error {
 		s.mu.Lock()
 		s.serverRTT = m.RTT
 		s.mu.Unlock()
-		// As in keepalive: the reader, not a failed write, says how the
+		// As in Ping: the reader, not a failed write, says how the
 		// session ended.
 		if err := s.writeFrame((&Pong{Nonce: m.Nonce}).frame()); err != nil {
 			s.log.Debug("pong", zap.Error(err))
@@ -229,16 +222,6 @@ func (s *Session) handle(f frame) error {
 	return nil
 }
 
-func (s *Session) resolve(peer identity.PeerID, r lookupResult) {
-	s.mu.Lock()
-	waiters := s.pending[peer]
-	delete(s.pending, peer)
-	s.mu.Unlock()
-	for _, ch := range waiters {
-		ch <- r // buffered
-	}
-}
-
 // end records why the session ended, once, and tears it down.
 func (s *Session) end(err error) {
 	s.mu.Lock()
@@ -269,50 +252,6 @@ func (s *Session) writeFrame(f []byte) error {
 		return fmt.Errorf("rendezvous: writing to %s: %w", s.cfg.URL, err)
 	}
 	return nil
-}
-
-// IntroduceOptions says how a device asks to be introduced.
-type IntroduceOptions struct {
-	// Relay says that this device will relay through this super peer
-	// (FlagRelay), so that the peer opens its side of the relay here.
-	Relay bool
-}
-
-// Introduce asks the super peer to introduce this device to peer, and
-// waits for peer's candidates or the refusal (an *Error with
-// ErrCodePeerNotFound, say). The peer receives this device's candidates
-// at the same moment.
-func (s *Session) Introduce(ctx context.Context, peer identity.PeerID, opts IntroduceOptions) (Candidates, error) {
-	ch := make(chan lookupResult, 1)
-	s.mu.Lock()
-	if s.err != nil {
-		err := s.err
-		s.mu.Unlock()
-		return Candidates{}, err
-	}
-	s.pending[peer] = append(s.pending[peer], ch)
-	s.mu.Unlock()
-	if err := s.writeFrame((&Connect{Peer: peer, Relay: opts.Relay}).frame()); err != nil {
-		return Candidates{}, err
-	}
-	select {
-	case r := <-ch:
-		return r.c, r.err
-	case <-ctx.Done():
-		s.mu.Lock()
-		ws := s.pending[peer]
-		for i, c := range ws {
-			if c == ch {
-				s.pending[peer] = append(ws[:i:i], ws[i+1:]...)
-				break
-			}
-		}
-		if len(s.pending[peer]) == 0 {
-			delete(s.pending, peer)
-		}
-		s.mu.Unlock()
-		return Candidates{}, ctx.Err()
-	}
 }
 
 // SetLocalAddrs replaces the local addresses the super peer hands out.

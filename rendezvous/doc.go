@@ -41,6 +41,6 @@
 // frame.go is the catalogue of frames and their payloads; wire.go their
 // encoding; constants.go every limit and default; session.go, outbox.go
 // and wakeups.go the server's side of a session; server.go the registry;
-// client.go the device's side, dial.go its transports; rtt.go the RTT
-// estimate both sides keep.
+// client.go the device's side, dial.go its transports, introduce.go its
+// introductions; rtt.go the RTT estimate both sides keep.
 package rendezvous
