@@ -388,7 +388,7 @@ func (s *Session) accept(resp *http.Response, cs *tls.ConnectionState) error {
 		return fmt.Errorf("rendezvous: %w", err)
 	}
 	s.binding = b
-	s.serverVersion = 1
+	s.serverVersion = protocolV1.Version
 	if v, err := strconv.ParseUint(resp.Header.Get(VersionHeader), 10, 64); err == nil {
 		s.serverVersion = v
 	}

@@ -54,7 +54,8 @@ func readFrame(r io.Reader, hdr *[frameHeaderLen]byte) (frame, error) {
 	return f, nil
 }
 
-// appendFrame prefixes payload with its frame header.
+// appendFrame writes a frame's header before its payload: encoders build
+// the payload whole first, so that its length is known.
 func appendFrame(b []byte, t FrameType, payload []byte) []byte {
 	b = append(b, byte(t))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(payload)))
