@@ -11,10 +11,12 @@
 //
 //	device                                   super peer
 //	POST /.well-known/netsody/v1/rendezvous  ──▶
-//	                                         ◀── 200 (headers flushed)
+//	                                         ◀── 200 (headers flushed, VersionHeader)
 //	FrameRegister (key, signature over the
-//	connection's channel binding)            ──▶
-//	                                         ◀── FrameRegistered (observed address)
+//	connection's channel binding, version
+//	and capabilities)                        ──▶
+//	                                         ◀── FrameRegistered (observed address,
+//	                                             version and capabilities)
 //	FramePing / FramePong, both ways, every keepalive interval
 //	FrameConnect (peer ID)                   ──▶
 //	                    FrameCandidates to both devices at once ◀──▶
@@ -26,4 +28,19 @@
 // device's registration authenticates its connection, so that later
 // requests on it (relay sessions) need no further proof: see
 // Server.Authenticate.
+//
+// # Versions
+//
+// Register and Registered carry each end's ProtocolVersion and
+// Capabilities; a frame or extension added later goes only to an end that
+// announced it, and extensions older decoders do not know are skipped (see
+// frame.go and docs/PROTOCOL.md, "Versions and compatibility").
+//
+// # Files
+//
+// frame.go is the catalogue of frames and their payloads; wire.go their
+// encoding; constants.go every limit and default; session.go, outbox.go
+// and wakeups.go the server's side of a session; server.go the registry;
+// client.go the device's side, dial.go its transports, introduce.go its
+// introductions; rtt.go the RTT estimate both sides keep.
 package rendezvous

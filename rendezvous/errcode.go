@@ -40,6 +40,13 @@ const (
 	// ErrCodeBadRequest: a well-formed request that cannot be served, such
 	// as connecting to oneself. The session goes on.
 	ErrCodeBadRequest ErrorCode = 13
+	// ErrCodeUpgradeRequired: the device's protocol version is below the
+	// oldest the super peer serves; the message names both.
+	ErrCodeUpgradeRequired ErrorCode = 14
+
+	// numErrorCodes is one more than the highest code, for tables indexed
+	// by code.
+	numErrorCodes = iota + 1
 )
 
 // Fatal reports whether the super peer ends the session after sending
@@ -80,6 +87,8 @@ func (c ErrorCode) String() string {
 		return "rate limited"
 	case ErrCodeBadRequest:
 		return "bad request"
+	case ErrCodeUpgradeRequired:
+		return "upgrade required"
 	}
 	return fmt.Sprintf("error %d", uint16(c))
 }

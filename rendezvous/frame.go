@@ -2,11 +2,10 @@ package rendezvous
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"time"
+	"unicode/utf8"
 
 	"github.com/netsody/superpeer/identity"
 )
@@ -19,10 +18,22 @@ import (
 //	+-----------+----------------------+---------------------+
 //
 // A payload is at most MaxPayload bytes; a longer one ends the session with
-// ErrCodeFrameTooLarge before its payload is read. Frames of an unknown
-// type are skipped, so that later versions can add messages. Multi-byte
-// integers are big-endian. Durations are unsigned microseconds or
-// milliseconds as stated; 0 means "unknown".
+// ErrCodeFrameTooLarge before its payload is read. Multi-byte integers are
+// big-endian. Durations are unsigned microseconds or milliseconds as
+// stated; 0 means "unknown". After its known fields, every payload but
+// FrameError may carry extensions, which a receiver that does not know them
+// skips (see wire.go).
+//
+// What a receiver does with a frame it cannot use:
+//
+//   - an unknown type is skipped, so that later versions can add frames
+//     (which they send only to a peer that announced them, see
+//     Capabilities);
+//   - a known type whose known fields do not decode, or that comes from
+//     the wrong end, is malformed: the super peer ends the session with
+//     ErrCodeMalformedFrame, and the device ends it too, since either
+//     end then no longer knows what the other meant;
+//   - unknown flag bits and unknown extensions are ignored.
 //
 // An address is encoded as
 //
@@ -32,15 +43,8 @@ import (
 //
 // where family is 4 or 6; IPv4-mapped IPv6 addresses are sent as IPv4.
 // An address list is a count (1 byte, at most MaxAddrs) then the addresses.
-const (
-	frameHeaderLen = 3
-	// MaxPayload is the largest frame payload, in bytes.
-	MaxPayload = 1024
-	// MaxAddrs is the most local addresses a device may report.
-	MaxAddrs = 16
-	// MaxErrorMessage is the longest error text, in bytes.
-	MaxErrorMessage = 256
-)
+//
+// The limits (MaxPayload, MaxAddrs, MaxErrorMessage) are in constants.go.
 
 // FrameType identifies a message.
 type FrameType byte
@@ -49,7 +53,8 @@ const (
 	// FrameRegister (device → super peer) is the first frame of a session
 	// and proves that the device holds the key it registers:
 	//
-	//	peerID (32) | signature (64) | proofOfWork (4, signed) | local addresses
+	//	peerID (32) | signature (64) | proofOfWork (4, signed) | local addresses |
+	//	extensions: version, capabilities (from version 2)
 	//
 	// The signature is Ed25519 over SignedRegistration: a fixed context,
 	// the connection's channel binding (see binding.go), the peer ID and
@@ -58,7 +63,8 @@ const (
 
 	// FrameRegistered (super peer → device) accepts a registration:
 	//
-	//	observed address | keepalive interval (4, ms) | session timeout (4, ms)
+	//	observed address | keepalive interval (4, ms) | session timeout (4, ms) |
+	//	extensions: version, capabilities (to a device of version 2 or later)
 	//
 	// The observed address is the device's address as the super peer sees
 	// it (its NAT mapping). The device should send some frame at least once
@@ -116,7 +122,7 @@ const (
 	// carry the new one. The device should re-introduce itself to the
 	// peers it is connected to, whose candidates for it are now stale.
 	// Only sessions over HTTP/3 can see a rebinding: a TCP connection does
-	// not survive one.
+	// not survive one. Sent only to a device that announced CapObserved.
 	FrameObserved FrameType = 0x09
 
 	// lastFrameType is the highest type this version knows.
@@ -157,12 +163,130 @@ func (t FrameType) String() string {
 	return fmt.Sprintf("unknown(0x%02x)", byte(t))
 }
 
+// ProtocolVersion is the version of the rendezvous protocol this package
+// speaks. It is bumped when what one end may send changes in a way the
+// other end must know before it decodes; an addition that an older end can
+// ignore is a capability instead. The path (/v1/) and the signature
+// context ("register v1") name the first version and stay. History:
+//
+//   - 1: frames 0x01 to 0x09. Nothing names the version on the wire: a
+//     register without extensions is version 1. Its decoders refuse bytes
+//     after a payload's known fields, so a version-1 end never gets an
+//     extension.
+//   - 2: every payload but FrameError may end in extensions that decoders
+//     skip; Register and Registered carry the version and Capabilities
+//     there; the super peer names its version in the VersionHeader of its
+//     200, so that a device registers as version 1 with an older one;
+//     FrameObserved goes only to devices with CapObserved.
+const ProtocolVersion = 2
+
+// extensionsVersion is the first version whose decoders skip extensions:
+// an end of an older version is sent none.
+const extensionsVersion = 2
+
+// MinProtocolVersion is the oldest device a super peer of this version
+// serves; an older one gets ErrCodeUpgradeRequired, which names both.
+const MinProtocolVersion = 1
+
+// VersionHeader, on the super peer's 200 to a session request, names its
+// ProtocolVersion. A device registers with extensions only when it is
+// there and 2 or more: an older super peer would refuse them.
+const VersionHeader = "Netsody-Rendezvous-Version"
+
+// Capabilities is a set of optional features that an end announces at
+// registration (Register, Registered); the other end uses one only if it
+// was announced. On the wire it is a varint: at most 62 bits. Unknown bits
+// are ignored.
+type Capabilities uint64
+
+const (
+	// CapObserved: the device handles FrameObserved; from the super
+	// peer, it sends FrameObserved.
+	CapObserved Capabilities = 1 << 0
+
+	// supportedCaps is what this package announces.
+	supportedCaps = CapObserved
+)
+
+// Has reports whether c holds every capability in x.
+func (c Capabilities) Has(x Capabilities) bool { return c&x == x }
+
+// Protocol is what an end announces of itself at registration.
+type Protocol struct {
+	Version      uint64 // ProtocolVersion; 1 when not sent
+	Capabilities Capabilities
+}
+
+// protocolV1 is what a register or registered without extensions says.
+var protocolV1 = Protocol{Version: 1}
+
+// ours is what this package announces.
+var ours = Protocol{Version: ProtocolVersion, Capabilities: supportedCaps}
+
+// Payloads. Each has frame, which encodes the whole frame, header
+// included, and decode, which decodes a payload.
+
+// message is a frame's payload.
+type message interface {
+	frame() []byte
+	decode(payload []byte) error
+}
+
+// decodeFrame decodes f's payload by its type: nil and no error for an
+// unknown type, which the receiver skips.
+func decodeFrame(f frame) (message, error) {
+	var m message
+	switch f.typ {
+	case FrameRegister:
+		m = new(Register)
+	case FrameRegistered:
+		m = new(Registered)
+	case FrameAddrs:
+		m = new(Addrs)
+	case FramePing:
+		m = new(Ping)
+	case FramePong:
+		m = new(Pong)
+	case FrameConnect:
+		m = new(Connect)
+	case FrameCandidates:
+		m = new(Candidates)
+	case FrameError:
+		m = new(Error)
+	case FrameObserved:
+		m = new(Observed)
+	default:
+		return nil, nil
+	}
+	return m, m.decode(f.payload)
+}
+
 // Register is FrameRegister's payload.
 type Register struct {
 	Peer        identity.PeerID
 	Signature   [64]byte
 	ProofOfWork int32
 	LocalAddrs  []netip.AddrPort
+	Protocol    // the device's
+}
+
+func (m *Register) frame() []byte {
+	p := make([]byte, 0, 32+64+4+1+len(m.LocalAddrs)*19)
+	p = append(p, m.Peer[:]...)
+	p = append(p, m.Signature[:]...)
+	p = binary.BigEndian.AppendUint32(p, uint32(m.ProofOfWork))
+	p = appendAddrs(p, m.LocalAddrs)
+	return appendFrame(nil, FrameRegister, m.Protocol.append(p))
+}
+
+func (m *Register) decode(b []byte) error {
+	d := decoder{t: FrameRegister, b: b}
+	m.Peer = d.peer()
+	copy(m.Signature[:], d.take(64))
+	m.ProofOfWork = int32(d.u32())
+	m.LocalAddrs = d.addrs()
+	m.Protocol.decodeExtensions(&d)
+	return d.err
 }
 
 // Registered is FrameRegistered's payload.
@@ -170,12 +294,94 @@ type Registered struct {
 	Observed          netip.AddrPort
 	KeepaliveInterval time.Duration
 	SessionTimeout    time.Duration
+	Protocol          // the super peer's
 }
 
-// Ping is FramePing's payload; FramePong carries only the nonce.
+func (m *Registered) frame() []byte {
+	p := appendAddr(nil, m.Observed)
+	p = binary.BigEndian.AppendUint32(p, millis(m.KeepaliveInterval))
+	p = binary.BigEndian.AppendUint32(p, millis(m.SessionTimeout))
+	return appendFrame(nil, FrameRegistered, m.Protocol.append(p))
+}
+
+func (m *Registered) decode(b []byte) error {
+	d := decoder{t: FrameRegistered, b: b}
+	m.Observed = d.addr()
+	m.KeepaliveInterval = time.Duration(d.u32()) * time.Millisecond
+	m.SessionTimeout = time.Duration(d.u32()) * time.Millisecond
+	m.Protocol.decodeExtensions(&d)
+	return d.err
+}
+
+// Addrs is FrameAddrs's payload.
+type Addrs struct {
+	LocalAddrs []netip.AddrPort
+}
+
+func (m *Addrs) frame() []byte {
+	return appendFrame(nil, FrameAddrs, appendAddrs(nil, m.LocalAddrs))
+}
+
+func (m *Addrs) decode(b []byte) error {
+	d := decoder{t: FrameAddrs, b: b}
+	m.LocalAddrs = d.addrs()
+	return d.done()
+}
+
+// Ping is FramePing's payload.
 type Ping struct {
 	Nonce uint64
 	RTT   time.Duration
+}
+
+func (m *Ping) frame() []byte {
+	p := binary.BigEndian.AppendUint64(nil, m.Nonce)
+	p = binary.BigEndian.AppendUint32(p, micros(m.RTT))
+	return appendFrame(nil, FramePing, p)
+}
+
+func (m *Ping) decode(b []byte) error {
+	d := decoder{t: FramePing, b: b}
+	m.Nonce = d.u64()
+	m.RTT = time.Duration(d.u32()) * time.Microsecond
+	return d.done()
+}
+
+// Pong is FramePong's payload: the ping's nonce, echoed.
+type Pong struct {
+	Nonce uint64
+}
+
+func (m *Pong) frame() []byte {
+	return appendFrame(nil, FramePong, binary.BigEndian.AppendUint64(nil, m.Nonce))
+}
+
+func (m *Pong) decode(b []byte) error {
+	d := decoder{t: FramePong, b: b}
+	m.Nonce = d.u64()
+	return d.done()
+}
+
+// Connect is FrameConnect's payload.
+type Connect struct {
+	Peer  identity.PeerID
+	Relay bool // the asking device relays through this super peer
+}
+
+func (m *Connect) frame() []byte {
+	p := append(make([]byte, 0, 33), m.Peer[:]...)
+	var flags byte
+	if m.Relay {
+		flags |= FlagRelay
+	}
+	return appendFrame(nil, FrameConnect, append(p, flags))
+}
+
+func (m *Connect) decode(b []byte) error {
+	d := decoder{t: FrameConnect, b: b}
+	m.Peer = d.peer()
+	m.Relay = d.u8()&FlagRelay != 0
+	return d.done()
 }
 
 // Candidates is FrameCandidates's payload: how to reach Peer.
@@ -200,270 +406,6 @@ func (c Candidates) All() []netip.AddrPort {
 	return all
 }
 
-// Error is FrameError's payload. It is also the error the client returns
-// for a refusal.
-type Error struct {
-	Code    ErrorCode
-	Peer    identity.PeerID // the peer the error is about, if any
-	Message string
-}
-
-func (e *Error) Error() string {
-	if e.Peer.IsZero() {
-		return fmt.Sprintf("rendezvous: %s: %s", e.Code, e.Message)
-	}
-	return fmt.Sprintf("rendezvous: %s (peer %s): %s", e.Code, e.Peer.Short(), e.Message)
-}
-
-// errMalformed is wrapped by every decoding error.
-var errMalformed = errors.New("malformed frame")
-
-func malformed(t FrameType, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", errMalformed, t, fmt.Sprintf(format, args...))
-}
-
-// frame is one decoded frame: its type and raw payload.
-type frame struct {
-	typ     FrameType
-	payload []byte
-}
-
-// errFrameTooLarge is returned by readFrame for a length over MaxPayload.
-var errFrameTooLarge = fmt.Errorf("frame payload over %d bytes", MaxPayload)
-
-// readFrame reads one frame. hdr is scratch space for the header, so that
-// an idle session holds no payload buffer.
-func readFrame(r io.Reader, hdr *[frameHeaderLen]byte) (frame, error) {
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return frame{}, err
-	}
-	n := int(binary.BigEndian.Uint16(hdr[1:]))
-	if n > MaxPayload {
-		return frame{typ: FrameType(hdr[0])}, errFrameTooLarge
-	}
-	f := frame{typ: FrameType(hdr[0]), payload: make([]byte, n)}
-	if _, err := io.ReadFull(r, f.payload); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return frame{}, err
-	}
-	return f, nil
-}
-
-// appendFrame appends a frame with the given type and payload to b.
-func appendFrame(b []byte, t FrameType, payload []byte) []byte {
-	b = append(b, byte(t))
-	b = binary.BigEndian.AppendUint16(b, uint16(len(payload)))
-	return append(b, payload...)
-}
-
-// decoder reads a payload field by field; the first failure sticks.
-type decoder struct {
-	t   FrameType
-	b   []byte
-	err error
-}
-
-func (d *decoder) take(n int) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if len(d.b) < n {
-		d.err = malformed(d.t, "payload ends early")
-		return nil
-	}
-	v := d.b[:n]
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) u8() byte {
-	if v := d.take(1); v != nil {
-		return v[0]
-	}
-	return 0
-}
-
-func (d *decoder) u16() uint16 {
-	if v := d.take(2); v != nil {
-		return binary.BigEndian.Uint16(v)
-	}
-	return 0
-}
-
-func (d *decoder) u32() uint32 {
-	if v := d.take(4); v != nil {
-		return binary.BigEndian.Uint32(v)
-	}
-	return 0
-}
-
-func (d *decoder) u64() uint64 {
-	if v := d.take(8); v != nil {
-		return binary.BigEndian.Uint64(v)
-	}
-	return 0
-}
-
-func (d *decoder) peer() (p identity.PeerID) {
-	copy(p[:], d.take(len(p)))
-	return p
-}
-
-func (d *decoder) addr() netip.AddrPort {
-	var ip netip.Addr
-	switch fam := d.u8(); fam {
-	case 4:
-		if b := d.take(4); b != nil {
-			ip = netip.AddrFrom4([4]byte(b))
-		}
-	case 6:
-		if b := d.take(16); b != nil {
-			ip = netip.AddrFrom16([16]byte(b))
-		}
-		if ip.Is4In6() {
-			d.fail("IPv4-mapped address sent as family 6")
-		}
-	default:
-		d.fail("unknown address family %d", fam)
-	}
-	port := d.u16()
-	if d.err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(ip, port)
-}
-
-func (d *decoder) addrs() []netip.AddrPort {
-	n := int(d.u8())
-	if n > MaxAddrs {
-		d.fail("%d addresses, at most %d allowed", n, MaxAddrs)
-	}
-	if d.err != nil || n == 0 {
-		return nil
-	}
-	as := make([]netip.AddrPort, 0, n)
-	for range n {
-		as = append(as, d.addr())
-	}
-	if d.err != nil {
-		return nil
-	}
-	return as
-}
-
-func (d *decoder) fail(format string, args ...any) {
-	if d.err == nil {
-		d.err = malformed(d.t, format, args...)
-	}
-}
-
-// done reports the first error, or trailing bytes.
-func (d *decoder) done() error {
-	if d.err == nil && len(d.b) > 0 {
-		d.err = malformed(d.t, "%d unexpected trailing bytes", len(d.b))
-	}
-	return d.err
-}
-
-func appendAddr(b []byte, a netip.AddrPort) []byte {
-	ip := a.Addr().Unmap()
-	if ip.Is4() {
-		b = append(b, 4)
-		b = append(b, ip.AsSlice()...)
-	} else {
-		b = append(b, 6)
-		s := ip.As16()
-		b = append(b, s[:]...)
-	}
-	return binary.BigEndian.AppendUint16(b, a.Port())
-}
-
-func appendAddrs(b []byte, as []netip.AddrPort) []byte {
-	b = append(b, byte(len(as)))
-	for _, a := range as {
-		b = appendAddr(b, a)
-	}
-	return b
-}
-
-// checkAddrs validates addresses a device reports before they are encoded.
-func checkAddrs(as []netip.AddrPort) error {
-	if len(as) > MaxAddrs {
-		return fmt.Errorf("rendezvous: %d local addresses, at most %d allowed", len(as), MaxAddrs)
-	}
-	for _, a := range as {
-		if !a.IsValid() || a.Port() == 0 || a.Addr().IsUnspecified() {
-			return fmt.Errorf("rendezvous: local address %v is not a usable address and port", a)
-		}
-	}
-	return nil
-}
-
-func micros(d time.Duration) uint32 {
-	us := d.Microseconds()
-	if us < 0 {
-		return 0
-	}
-	if us > 1<<32-1 {
-		return 1<<32 - 1
-	}
-	return uint32(us)
-}
-
-func millis(d time.Duration) uint32 {
-	ms := d.Milliseconds()
-	if ms < 0 {
-		return 0
-	}
-	if ms > 1<<32-1 {
-		return 1<<32 - 1
-	}
-	return uint32(ms)
-}
-
-// Encoders. Each returns a whole frame, header included.
-
-func (m *Register) frame() []byte {
-	p := make([]byte, 0, 32+64+4+1+len(m.LocalAddrs)*19)
-	p = append(p, m.Peer[:]...)
-	p = append(p, m.Signature[:]...)
-	p = binary.BigEndian.AppendUint32(p, uint32(m.ProofOfWork))
-	p = appendAddrs(p, m.LocalAddrs)
-	return appendFrame(nil, FrameRegister, p)
-}
-
-func (m *Registered) frame() []byte {
-	p := appendAddr(nil, m.Observed)
-	p = binary.BigEndian.AppendUint32(p, millis(m.KeepaliveInterval))
-	p = binary.BigEndian.AppendUint32(p, millis(m.SessionTimeout))
-	return appendFrame(nil, FrameRegistered, p)
-}
-
-func addrsFrame(as []netip.AddrPort) []byte {
-	return appendFrame(nil, FrameAddrs, appendAddrs(nil, as))
-}
-
-func (m *Ping) frame() []byte {
-	p := binary.BigEndian.AppendUint64(nil, m.Nonce)
-	p = binary.BigEndian.AppendUint32(p, micros(m.RTT))
-	return appendFrame(nil, FramePing, p)
-}
-
-func pongFrame(nonce uint64) []byte {
-	return appendFrame(nil, FramePong, binary.BigEndian.AppendUint64(nil, nonce))
-}
-
-func connectFrame(peer identity.PeerID, relay bool) []byte {
-	p := append(make([]byte, 0, 33), peer[:]...)
-	var flags byte
-	if relay {
-		flags |= FlagRelay
-	}
-	return appendFrame(nil, FrameConnect, append(p, flags))
-}
-
 func (m *Candidates) frame() []byte {
 	p := make([]byte, 0, 32+1+4+19+1+len(m.LocalAddrs)*19)
 	p = append(p, m.Peer[:]...)
@@ -481,67 +423,7 @@ func (m *Candidates) frame() []byte {
 	return appendFrame(nil, FrameCandidates, p)
 }
 
-func observedFrame(a netip.AddrPort) []byte {
-	return appendFrame(nil, FrameObserved, appendAddr(nil, a))
-}
-
-func (m *Error) frame() []byte {
-	msg := m.Message
-	if len(msg) > MaxErrorMessage {
-		msg = msg[:MaxErrorMessage]
-	}
-	p := binary.BigEndian.AppendUint16(nil, uint16(m.Code))
-	p = append(p, m.Peer[:]...)
-	p = append(p, msg...)
-	return appendFrame(nil, FrameError, p)
-}
-
-// Decoders. Each takes a payload and rejects trailing bytes.
-
-func decodeRegister(b []byte) (m Register, err error) {
-	d := decoder{t: FrameRegister, b: b}
-	m.Peer = d.peer()
-	copy(m.Signature[:], d.take(64))
-	m.ProofOfWork = int32(d.u32())
-	m.LocalAddrs = d.addrs()
-	return m, d.done()
-}
-
-func decodeRegistered(b []byte) (m Registered, err error) {
-	d := decoder{t: FrameRegistered, b: b}
-	m.Observed = d.addr()
-	m.KeepaliveInterval = time.Duration(d.u32()) * time.Millisecond
-	m.SessionTimeout = time.Duration(d.u32()) * time.Millisecond
-	return m, d.done()
-}
-
-func decodeAddrs(b []byte) ([]netip.AddrPort, error) {
-	d := decoder{t: FrameAddrs, b: b}
-	as := d.addrs()
-	return as, d.done()
-}
-
-func decodePing(b []byte) (m Ping, err error) {
-	d := decoder{t: FramePing, b: b}
-	m.Nonce = d.u64()
-	m.RTT = time.Duration(d.u32()) * time.Microsecond
-	return m, d.done()
-}
-
-func decodePong(b []byte) (uint64, error) {
-	d := decoder{t: FramePong, b: b}
-	n := d.u64()
-	return n, d.done()
-}
-
-func decodeConnect(b []byte) (peer identity.PeerID, relay bool, err error) {
-	d := decoder{t: FrameConnect, b: b}
-	peer = d.peer()
-	flags := d.u8()
-	return peer, flags&FlagRelay != 0, d.done()
-}
-
-func decodeCandidates(b []byte) (m Candidates, err error) {
+func (m *Candidates) decode(b []byte) error {
 	d := decoder{t: FrameCandidates, b: b}
 	m.Peer = d.peer()
 	flags := d.u8()
@@ -550,22 +432,64 @@ func decodeCandidates(b []byte) (m Candidates, err error) {
 	m.PeerRTT = time.Duration(d.u32()) * time.Microsecond
 	m.Observed = d.addr()
 	m.LocalAddrs = d.addrs()
-	return m, d.done()
+	return d.done()
 }
 
-func decodeObserved(b []byte) (netip.AddrPort, error) {
+// Observed is FrameObserved's payload.
+type Observed struct {
+	Addr netip.AddrPort
+}
+
+func (m *Observed) frame() []byte {
+	return appendFrame(nil, FrameObserved, appendAddr(nil, m.Addr))
+}
+
+func (m *Observed) decode(b []byte) error {
 	d := decoder{t: FrameObserved, b: b}
-	a := d.addr()
-	return a, d.done()
+	m.Addr = d.addr()
+	return d.done()
 }
 
-func decodeError(b []byte) (m Error, err error) {
+// Error is FrameError's payload. It is also the error the client returns
+// for a refusal.
+type Error struct {
+	Code    ErrorCode
+	Peer    identity.PeerID // the peer the error is about, if any
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Peer.IsZero() {
+		return fmt.Sprintf("rendezvous: %s: %s", e.Code, e.Message)
+	}
+	return fmt.Sprintf("rendezvous: %s (peer %s): %s", e.Code, e.Peer.Short(), e.Message)
+}
+
+func (m *Error) frame() []byte {
+	msg := m.Message
+	if len(msg) > MaxErrorMessage {
+		// Cut at a character boundary: back over at most the
+		// continuation bytes of one UTF-8 sequence.
+		cut := MaxErrorMessage
+		for i := 1; i < utf8.UTFMax && cut > 0 && !utf8.RuneStart(msg[cut]); i++ {
+			cut--
+		}
+		msg = msg[:cut]
+	}
+	p := binary.BigEndian.AppendUint16(nil, uint16(m.Code))
+	p = append(p, m.Peer[:]...)
+	p = append(p, msg...)
+	return appendFrame(nil, FrameError, p)
+}
+
+// decode takes the message as the rest of the payload: FrameError has no
+// extension area.
+func (m *Error) decode(b []byte) error {
 	d := decoder{t: FrameError, b: b}
 	m.Code = ErrorCode(d.u16())
 	m.Peer = d.peer()
 	if d.err == nil {
 		m.Message = string(d.b)
-		d.b = nil
 	}
-	return m, d.done()
+	return d.err
 }

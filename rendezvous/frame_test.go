@@ -5,72 +5,74 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/netsody/superpeer/identity"
 )
 
-func sampleFrames() [][]byte {
+func sampleMessages() []message {
 	peer := identity.PeerID{1, 2, 3}
 	addrs := []netip.AddrPort{
 		netip.MustParseAddrPort("192.0.2.1:443"),
 		netip.MustParseAddrPort("[2001:db8::1]:8443"),
 	}
-	return [][]byte{
-		(&Register{Peer: peer, ProofOfWork: -5, LocalAddrs: addrs}).frame(),
-		(&Registered{Observed: addrs[1], KeepaliveInterval: 15 * time.Second, SessionTimeout: 45 * time.Second}).frame(),
-		addrsFrame(addrs),
-		(&Ping{Nonce: 9, RTT: 1500 * time.Microsecond}).frame(),
-		pongFrame(9),
-		connectFrame(peer, true),
-		(&Candidates{Peer: peer, Initiator: true, Relay: true, PeerRTT: time.Millisecond, Observed: addrs[0], LocalAddrs: addrs}).frame(),
-		(&Error{Code: ErrCodePeerNotFound, Peer: peer, Message: "no"}).frame(),
-		observedFrame(addrs[1]),
+	return []message{
+		&Register{Peer: peer, ProofOfWork: -5, LocalAddrs: addrs, Protocol: ours},
+		&Register{Peer: peer, LocalAddrs: addrs, Protocol: protocolV1},
+		&Registered{Observed: addrs[1], KeepaliveInterval: 15 * time.Second, SessionTimeout: 45 * time.Second, Protocol: ours},
+		&Registered{Observed: addrs[0], Protocol: protocolV1},
+		&Addrs{LocalAddrs: addrs},
+		&Ping{Nonce: 9, RTT: 1500 * time.Microsecond},
+		&Pong{Nonce: 9},
+		&Connect{Peer: peer, Relay: true},
+		&Candidates{Peer: peer, Initiator: true, Relay: true, PeerRTT: time.Millisecond, Observed: addrs[0], LocalAddrs: addrs},
+		&Error{Code: ErrCodePeerNotFound, Peer: peer, Message: "no"},
+		&Observed{Addr: addrs[1]},
 	}
+}
+
+func sampleFrames() [][]byte {
+	var fs [][]byte
+	for _, m := range sampleMessages() {
+		fs = append(fs, m.frame())
+	}
+	// A newer sender's extensions, which this version skips.
+	fs = append(fs, withExt((&Ping{Nonce: 1}).frame(), 0x3f, []byte("later")))
+	return fs
+}
+
+// withExt appends an extension to a frame's payload, as a later version
+// would.
+func withExt(f []byte, typ uint64, v []byte) []byte {
+	p := append([]byte(nil), f[frameHeaderLen:]...)
+	p = quicvarint.Append(p, typ)
+	p = quicvarint.Append(p, uint64(len(v)))
+	return appendFrame(nil, FrameType(f[0]), append(p, v...))
 }
 
 // decodeAny decodes one frame's payload by its type and re-encodes it.
 func decodeAny(f frame) ([]byte, error) {
-	switch f.typ {
-	case FrameRegister:
-		m, err := decodeRegister(f.payload)
-		return m.frame(), err
-	case FrameRegistered:
-		m, err := decodeRegistered(f.payload)
-		return m.frame(), err
-	case FrameAddrs:
-		m, err := decodeAddrs(f.payload)
-		return addrsFrame(m), err
-	case FramePing:
-		m, err := decodePing(f.payload)
-		return m.frame(), err
-	case FramePong:
-		m, err := decodePong(f.payload)
-		return pongFrame(m), err
-	case FrameConnect:
-		m, relay, err := decodeConnect(f.payload)
-		return connectFrame(m, relay), err
-	case FrameCandidates:
-		m, err := decodeCandidates(f.payload)
-		return m.frame(), err
-	case FrameError:
-		m, err := decodeError(f.payload)
-		return m.frame(), err
-	case FrameObserved:
-		m, err := decodeObserved(f.payload)
-		return observedFrame(m), err
+	m, err := decodeFrame(f)
+	if m == nil {
+		return nil, errors.New("unknown type")
 	}
-	return nil, errors.New("unknown type")
+	return m.frame(), err
 }
 
 func TestFrameRoundTrip(t *testing.T) {
-	for _, want := range sampleFrames() {
+	types := map[FrameType]bool{}
+	for _, want := range sampleFrames()[:len(sampleMessages())] {
 		var hdr [frameHeaderLen]byte
 		f, err := readFrame(bytes.NewReader(want), &hdr)
 		if err != nil {
 			t.Fatal(err)
 		}
+		types[f.typ] = true
 		got, err := decodeAny(f)
 		if err != nil {
 			t.Fatalf("%s: %v", f.typ, err)
@@ -79,22 +81,56 @@ func TestFrameRoundTrip(t *testing.T) {
 			t.Errorf("%s: round trip\n got %x\nwant %x", f.typ, got, want)
 		}
 	}
+	for typ := FrameType(1); typ <= lastFrameType; typ++ {
+		if !types[typ] {
+			t.Errorf("no sample of %s", typ)
+		}
+	}
+}
+
+// Extensions a later version adds are skipped, in every payload that has
+// an extension area; known ones are taken.
+func TestExtensionsSkipped(t *testing.T) {
+	for _, m := range sampleMessages() {
+		if _, ok := m.(*Error); ok {
+			continue // its message runs to the end
+		}
+		f := withExt(m.frame(), 0x3f, []byte("later"))
+		got, err := decodeFrame(frame{typ: FrameType(f[0]), payload: f[frameHeaderLen:]})
+		if err != nil {
+			t.Fatalf("%T with an unknown extension: %v", m, err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Errorf("%T with an unknown extension:\n got %+v\nwant %+v", m, got, m)
+		}
+	}
+	var r Register
+	f := (&Register{Protocol: Protocol{Version: 7, Capabilities: 1<<40 | CapObserved}}).frame()
+	if err := r.decode(f[frameHeaderLen:]); err != nil || r.Version != 7 || !r.Capabilities.Has(CapObserved) {
+		t.Fatalf("a newer device's register: %+v, %v", r.Protocol, err)
+	}
+	if err := r.decode((&Register{}).frame()[frameHeaderLen:]); err != nil || r.Protocol != protocolV1 {
+		t.Fatalf("a register without extensions is version 1: %+v, %v", r.Protocol, err)
+	}
 }
 
 func TestDecodeErrors(t *testing.T) {
+	reg := (&Register{}).frame()[frameHeaderLen:]
 	for _, tc := range []struct {
 		name string
-		dec  func([]byte) error
+		m    message
 		in   []byte
 	}{
-		{"short register", func(b []byte) error { _, err := decodeRegister(b); return err }, make([]byte, 50)},
-		{"trailing pong", func(b []byte) error { _, err := decodePong(b); return err }, make([]byte, 9)},
-		{"bad family", func(b []byte) error { _, err := decodeAddrs(b); return err }, []byte{1, 5, 1, 2, 3, 4, 0, 1}},
-		{"mapped v6", func(b []byte) error { _, err := decodeAddrs(b); return err },
-			append([]byte{1, 6}, append(netip.MustParseAddr("::ffff:1.2.3.4").AsSlice(), 0, 1)...)},
-		{"too many addrs", func(b []byte) error { _, err := decodeAddrs(b); return err }, []byte{MaxAddrs + 1}},
+		{"short register", &Register{}, make([]byte, 50)},
+		{"truncated extension", &Pong{}, make([]byte, 9)},
+		{"extension longer than the payload", &Pong{}, append(make([]byte, 8), 0x3f, 5, 1)},
+		{"repeated known extension", &Register{}, append(append(append([]byte(nil), reg...), 1, 1, 2), 1, 1, 2)},
+		{"known extension too long", &Register{}, append(append([]byte(nil), reg...), 1, 2, 2, 0)},
+		{"bad family", &Addrs{}, []byte{1, 5, 1, 2, 3, 4, 0, 1}},
+		{"mapped v6", &Addrs{}, append([]byte{1, 6}, append(netip.MustParseAddr("::ffff:1.2.3.4").AsSlice(), 0, 1)...)},
+		{"too many addrs", &Addrs{}, []byte{MaxAddrs + 1}},
 	} {
-		if err := tc.dec(tc.in); !errors.Is(err, errMalformed) {
+		if err := tc.m.decode(tc.in); !errors.Is(err, errMalformed) {
 			t.Errorf("%s: err = %v, want malformed", tc.name, err)
 		}
 	}
@@ -109,6 +145,30 @@ func TestMappedAddressesSentAsIPv4(t *testing.T) {
 	d := decoder{b: b}
 	if a := d.addr(); d.done() != nil || a != netip.MustParseAddrPort("192.0.2.9:7") {
 		t.Fatalf("got %v, %v", a, d.err)
+	}
+}
+
+// A long error message is cut to MaxErrorMessage at a character boundary.
+func TestErrorMessageCut(t *testing.T) {
+	msg := strings.Repeat("a", MaxErrorMessage-1) + "é and more" // é straddles the limit
+	var got Error
+	if err := got.decode((&Error{Message: msg}).frame()[frameHeaderLen:]); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Message) > MaxErrorMessage || !utf8.ValidString(got.Message) || !strings.HasPrefix(msg, got.Message) {
+		t.Fatalf("cut to %d bytes, valid UTF-8 %v", len(got.Message), utf8.ValidString(got.Message))
+	}
+}
+
+// Every error code has a name, and numErrorCodes sizes tables by code.
+func TestErrorCodesNamed(t *testing.T) {
+	for c := ErrorCode(1); c < numErrorCodes; c++ {
+		if strings.HasPrefix(c.String(), "error ") {
+			t.Errorf("code %d has no name", c)
+		}
+	}
+	if c := ErrorCode(numErrorCodes); !strings.HasPrefix(c.String(), "error ") {
+		t.Errorf("numErrorCodes is %d, but code %d is %q", numErrorCodes, c, c)
 	}
 }
 

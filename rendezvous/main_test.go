@@ -111,14 +111,14 @@ func nextFrame(t testing.TB, s *Session) (frame, error) {
 	ch := make(chan res, 1)
 	go func() {
 		var hdr [frameHeaderLen]byte
-		f, err := readFrame(s.body, &hdr)
+		f, err := readFrame(s.tr, &hdr)
 		ch <- res{f, err}
 	}()
 	select {
 	case r := <-ch:
 		return r.f, r.err
 	case <-time.After(5 * time.Second):
-		s.body.Close()
+		s.tr.closeRead()
 		<-ch
 		t.Fatal("no frame within 5s")
 		return frame{}, nil
@@ -137,8 +137,8 @@ func wantError(t testing.TB, s *Session, code ErrorCode) {
 		if f.typ != FrameError {
 			continue
 		}
-		m, err := decodeError(f.payload)
-		if err != nil {
+		var m Error
+		if err := m.decode(f.payload); err != nil {
 			t.Fatal(err)
 		}
 		if m.Code != code {

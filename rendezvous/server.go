@@ -24,20 +24,7 @@ const Path = "/.well-known/netsody/v1/rendezvous"
 // ContentType marks the frame streams of a session.
 const ContentType = "application/x-netsody-rendezvous"
 
-// Defaults for Config's zero values.
-const (
-	DefaultKeepaliveInterval = 15 * time.Second
-	DefaultSessionTimeout    = 45 * time.Second
-	DefaultWriteTimeout      = 10 * time.Second
-	DefaultMaxSessions       = 100_000
-	DefaultConnectRate       = 10 // FrameConnect per second and session
-	DefaultConnectBurst      = 20
-	// maxQueuedFrames bounds a session's outbound queue; a device that lets
-	// it fill is ended with ErrCodeSlowReader.
-	maxQueuedFrames = 64
-)
-
-// Config tunes a Server. Zero values take the defaults above.
+// Config tunes a Server. Zero values take the defaults in constants.go.
 type Config struct {
 	// KeepaliveInterval is how often the super peer pings each device.
 	KeepaliveInterval time.Duration
@@ -58,6 +45,18 @@ type Config struct {
 	Admit func(peer identity.PeerID, proofOfWork int32) error
 	// Logger receives the server's logs; nil discards them.
 	Logger *zap.Logger
+
+	// lowestVersion, if set, replaces MinProtocolVersion: tests refuse
+	// older devices with it.
+	lowestVersion uint64
+}
+
+// minVersion is the oldest protocol version the server serves.
+func (c *Config) minVersion() uint64 {
+	if c.lowestVersion != 0 {
+		return c.lowestVersion
+	}
+	return MinProtocolVersion
 }
 
 func (c Config) withDefaults() Config {
@@ -115,10 +114,10 @@ type Server struct {
 
 // Stats counts what the server did. Read it with Server.Stats.
 type Stats struct {
-	Registrations atomic.Uint64 // accepted FrameRegister
-	Connects      atomic.Uint64 // FrameConnect answered with candidates
-	Rebindings    atomic.Uint64 // devices seen at a new address (FrameObserved sent)
-	Refused       [ErrCodeBadRequest + 1]atomic.Uint64
+	Registrations atomic.Uint64                // accepted FrameRegister
+	Connects      atomic.Uint64                // FrameConnect answered with candidates
+	Rebindings    atomic.Uint64                // devices seen at a new address
+	Refused       [numErrorCodes]atomic.Uint64 // by ErrorCode
 }
 
 // NewServer returns a Server with the given configuration.
@@ -169,7 +168,7 @@ func (s *Server) Authenticate(r *http.Request) (*Registration, bool) {
 	}
 	// A request (a relay session being opened, say) is a packet from the
 	// device too: the connection may be moving to a new address.
-	sess.followRemote(true)
+	sess.heardFrom()
 	return sess.reg, true
 }
 
@@ -231,16 +230,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	cfg := s.config()
 	if err := s.admit(cfg.MaxSessions); err != nil {
-		w.Header().Set("Retry-After", "30")
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterFull.Seconds())))
 		refuse(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", ContentType)
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set(VersionHeader, strconv.Itoa(ProtocolVersion))
 	w.WriteHeader(http.StatusOK)
 	sess := newSession(s, r, binding, remote)
 	st := h3stream.Of(w)
-	if st != nil && r.ProtoMajor == 3 {
+	takeover := st != nil && r.ProtoMajor == 3
+	if takeover {
 		// Take the stream over and let the handler chain return: an idle
 		// HTTP/3 device then holds no server goroutine or request state.
 		sess.str = &h3Stream{st.HTTPStream()}
@@ -255,7 +256,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sess.str.finish() // closed meanwhile
 		return
 	}
-	if st != nil && r.ProtoMajor == 3 {
+	if takeover {
 		go func() {
 			defer s.remove(sess)
 			sess.run()
@@ -320,7 +321,7 @@ func (s *Server) register(sess *session) {
 	s.byBinding[sess.binding] = sess
 	s.mu.Unlock()
 	if old != nil && old != sess {
-		old.kill(&Error{Code: ErrCodeReplaced, Message: "a newer session registered this peer ID"})
+		old.end(&Error{Code: ErrCodeReplaced, Message: "a newer session registered this peer ID"})
 	}
 }
 
@@ -342,7 +343,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	for _, sess := range all {
-		sess.kill(&Error{Code: ErrCodeShuttingDown, Message: "the super peer is shutting down"})
+		sess.end(&Error{Code: ErrCodeShuttingDown, Message: "the super peer is shutting down"})
 	}
 	s.handlers.Wait()
 	return nil

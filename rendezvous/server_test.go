@@ -60,7 +60,7 @@ func TestRegisterAndLookup(t *testing.T) {
 						continue
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					got, err := a.s.Lookup(ctx, b.s.cfg.Identity.PeerID())
+					got, err := a.s.Introduce(ctx, b.s.cfg.Identity.PeerID(), IntroduceOptions{})
 					cancel()
 					if err != nil {
 						t.Fatalf("%d→%d: %v", i, j, err)
@@ -93,7 +93,7 @@ func TestLookupNotFound(t *testing.T) {
 	for _, tr := range transports {
 		s := ts.dial(t, tr, newIdentity(t))
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.Lookup(ctx, newIdentity(t).PeerID())
+		_, err := s.Introduce(ctx, newIdentity(t).PeerID(), IntroduceOptions{})
 		cancel()
 		var e *Error
 		if !errors.As(err, &e) || e.Code != ErrCodePeerNotFound {
@@ -101,7 +101,7 @@ func TestLookupNotFound(t *testing.T) {
 		}
 		// The session goes on.
 		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = s.Lookup(ctx, s.cfg.Identity.PeerID())
+		_, err = s.Introduce(ctx, s.cfg.Identity.PeerID(), IntroduceOptions{})
 		cancel()
 		if !errors.As(err, &e) || e.Code != ErrCodeBadRequest {
 			t.Fatalf("%s: self lookup err = %v, want bad request", tr, err)
@@ -214,7 +214,7 @@ func TestRebinding(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			c, err := b.Lookup(ctx, idA.PeerID())
+			c, err := b.Introduce(ctx, idA.PeerID(), IntroduceOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -352,7 +352,7 @@ func TestRefusals(t *testing.T) {
 			})
 			t.Run("lookup before registration", func(t *testing.T) {
 				s := ts.openRaw(t, tr, newIdentity(t))
-				if err := s.writeFrame(connectFrame(newIdentity(t).PeerID(), false)); err != nil {
+				if err := s.writeFrame((&Connect{Peer: newIdentity(t).PeerID()}).frame()); err != nil {
 					t.Fatal(err)
 				}
 				wantError(t, s, ErrCodeNotRegistered)
@@ -429,7 +429,7 @@ func TestAdmissionAndRateLimit(t *testing.T) {
 	s := ts.dial(t, TransportH3, id)
 	other := newIdentity(t).PeerID()
 	for i := range 3 {
-		_, err := s.Lookup(ctx, other)
+		_, err := s.Introduce(ctx, other, IntroduceOptions{})
 		want := ErrCodePeerNotFound
 		if i == 2 {
 			want = ErrCodeRateLimited

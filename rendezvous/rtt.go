@@ -1,0 +1,39 @@
+package rendezvous
+
+import "time"
+
+// rttEstimator measures a session's round-trip time from its own pings:
+// the super peer's of the device, and the device's of the super peer.
+// Its owner's mutex guards it.
+type rttEstimator struct {
+	nonce uint64        // of the last ping sent
+	sent  time.Time     // when it went; zero once answered
+	srtt  time.Duration // smoothed; 0 before the first sample
+}
+
+// ping returns the next ping to send at now; it carries the smoothed RTT
+// so far, for the other end.
+func (r *rttEstimator) ping(now time.Time) Ping {
+	r.nonce++
+	r.sent = now
+	return Ping{Nonce: r.nonce, RTT: r.srtt}
+}
+
+// pong takes the answer to the last ping; an answer to an older one, or a
+// second answer, is no sample.
+func (r *rttEstimator) pong(nonce uint64, now time.Time) {
+	if nonce == r.nonce && !r.sent.IsZero() {
+		r.add(now.Sub(r.sent))
+		r.sent = time.Time{}
+	}
+}
+
+// add folds a sample in, as TCP does (RFC 6298, α = 1/8).
+func (r *rttEstimator) add(sample time.Duration) { r.srtt = smooth(r.srtt, sample) }
+
+func smooth(srtt, sample time.Duration) time.Duration {
+	if srtt == 0 {
+		return sample
+	}
+	return srtt + (sample-srtt)/8
+}
