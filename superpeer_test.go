@@ -82,4 +82,3 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
-

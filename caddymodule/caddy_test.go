@@ -167,7 +167,7 @@ func lookup(t *testing.T, a, b *device) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got, err := a.s.Lookup(ctx, b.id.PeerID())
+	got, err := a.s.Introduce(ctx, b.id.PeerID(), rendezvous.IntroduceOptions{})
 	if err != nil {
 		t.Fatalf("lookup %s→%s: %v", a.s.Transport(), b.s.Transport(), err)
 	}
@@ -222,7 +222,7 @@ func TestSuperPeerBesideWebsite(t *testing.T) {
 	d := register(t, c, "127.0.0.1", rendezvous.TransportH3)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := d.s.Lookup(ctx, newIdentity(t).PeerID())
+	_, err := d.s.Introduce(ctx, newIdentity(t).PeerID(), rendezvous.IntroduceOptions{})
 	var e *rendezvous.Error
 	if !errors.As(err, &e) || e.Code != rendezvous.ErrCodePeerNotFound {
 		t.Fatalf("unknown peer: %v", err)

@@ -485,7 +485,7 @@ func (d *Device) introduce(ctx context.Context, peer identity.PeerID) error {
 	results := make(chan error, len(sessions))
 	for _, sess := range sessions {
 		go func() {
-			_, err := sess.Lookup(ctx, peer)
+			_, err := sess.Introduce(ctx, peer, rendezvous.IntroduceOptions{})
 			if err != nil {
 				err = fmt.Errorf("%s: %w", sess.Authority(), err)
 			}

@@ -64,7 +64,7 @@ func (d *Device) ensureRelay(p *peerState) {
 		sp, sess := d.bestSuperPeer(p)
 		if sess != nil {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-			_, err := sess.Introduce(ctx, p.id, true)
+			_, err := sess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{Relay: true})
 			if err == nil {
 				err = d.dialRelay(ctx, p, sp, sess)
 			}
@@ -243,7 +243,7 @@ func (d *Device) moveRelay(p *peerState, rp *relayPath) {
 	for _, sp := range d.sps {
 		if sess := sp.session(); sess != nil {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayCheckInterval)
-			sess.Lookup(ctx, p.id)
+			sess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{})
 			cancel()
 		}
 	}
@@ -260,7 +260,7 @@ func (d *Device) moveRelay(p *peerState, rp *relayPath) {
 		zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
 	defer cancel()
-	if _, err := bestSess.Introduce(ctx, p.id, true); err == nil {
+	if _, err := bestSess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{Relay: true}); err == nil {
 		d.dialRelay(ctx, p, best, bestSess)
 	}
 }

@@ -423,7 +423,7 @@ func (sp *superPeer) introduceWaiting() {
 		d.goRun(func() {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
 			defer cancel()
-			if _, err := sess.Lookup(ctx, p.id); err != nil {
+			if _, err := sess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{}); err != nil {
 				d.log.Debug("introducing again", zap.String("peer", p.id.Short()), zap.String("url", sp.url), zap.Error(err))
 			}
 		})

@@ -33,15 +33,7 @@ type httpStream struct {
 func (s *httpStream) Read(b []byte) (int, error) { return s.body.Read(b) }
 
 func (s *httpStream) write(b []byte, timeout time.Duration) error {
-	// A write deadline on HTTP/2 is a timer that resets the stream even
-	// with no write in flight, so it is set around each write only.
-	_ = s.rc.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := s.w.Write(b)
-	if err == nil {
-		err = s.rc.Flush()
-	}
-	_ = s.rc.SetWriteDeadline(time.Time{})
-	return err
+	return flushwrite.Write(s.w, s.rc, b, timeout)
 }
 
 func (s *httpStream) closeRead() { s.body.Close() }
