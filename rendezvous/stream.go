@@ -7,6 +7,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/netsody/superpeer/internal/flushwrite"
 )
 
 // stream is a session's two frame streams: the request body in, the
