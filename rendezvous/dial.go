@@ -290,10 +290,12 @@ func (s *Session) openH2(ctx context.Context, hostport string, tlsConf *tls.Conf
 			t.close()
 		}
 	}()
-	t.cc, err = s.dialH2(ctx, dial, hostport, tlsConf)
+	// A failed dial returns a typed nil, which t.close must not see.
+	cc, err := s.dialH2(ctx, dial, hostport, tlsConf)
 	if err != nil {
 		return fmt.Errorf("rendezvous: HTTP/2 to %s: %w", hostport, err)
 	}
+	t.cc = cc
 	pr, pw := io.Pipe()
 	t.pw = pw
 	// The request lives as long as the session, not as long as ctx.

@@ -509,3 +509,23 @@ func mustRequest(t testing.TB, method, url string) *http.Request {
 	}
 	return req
 }
+
+// A super peer that cannot be reached is an error for the device, over
+// either transport, never a crash.
+func TestDialUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens on TCP there now, and nothing on UDP
+	for _, tr := range transports {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		s, err := Dial(ctx, ClientConfig{Identity: newIdentity(t), URL: "https://" + addr, Transport: tr})
+		cancel()
+		if err == nil {
+			s.Close()
+			t.Fatalf("%s: Dial to %s succeeded", tr, addr)
+		}
+	}
+}
