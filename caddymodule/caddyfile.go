@@ -112,9 +112,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // unmarshalBlock parses the options block of the directive or global
 // option named directive.
 func (o *Options) unmarshalBlock(d *caddyfile.Dispenser, directive string) error {
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch opt := d.Val(); opt {
+	return eachOption(d, func(opt string) (err error) {
+		switch opt {
 		case "keepalive_interval":
 			o.KeepaliveInterval, err = durationArg(d)
 		case "session_timeout":
@@ -136,17 +135,13 @@ func (o *Options) unmarshalBlock(d *caddyfile.Dispenser, directive string) error
 		default:
 			err = d.Errf("unknown %s option %q", directive, opt)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (r *RelayOptions) unmarshalBlock(d *caddyfile.Dispenser, directive string) error {
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch opt := d.Val(); opt {
+	return eachOption(d, func(opt string) (err error) {
+		switch opt {
 		case "pair_timeout":
 			r.PairTimeout, err = durationArg(d)
 		case "max_sessions_per_device":
@@ -164,7 +159,15 @@ func (r *RelayOptions) unmarshalBlock(d *caddyfile.Dispenser, directive string) 
 		default:
 			err = d.Errf("unknown %s relay option %q", directive, opt)
 		}
-		if err != nil {
+		return err
+	})
+}
+
+// eachOption calls parse with every option of the block d is at, until
+// one fails.
+func eachOption(d *caddyfile.Dispenser, parse func(opt string) error) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := parse(d.Val()); err != nil {
 			return err
 		}
 	}
@@ -208,13 +211,17 @@ func countArg(d *caddyfile.Dispenser) (int, error) {
 	return n, nil
 }
 
+// maxSize bounds sizes in bytes: a larger one is a typo, and this one
+// still fits in an int on 64-bit platforms.
+const maxSize = 1 << 40
+
 func sizeArg(d *caddyfile.Dispenser) (int, error) {
 	opt := d.Val()
 	if !d.NextArg() {
 		return 0, d.ArgErr()
 	}
 	n, err := humanize.ParseBytes(d.Val())
-	if err != nil || n == 0 || n > 1<<40 {
+	if err != nil || n == 0 || n > maxSize {
 		return 0, d.Errf("%s must be a positive size in bytes such as 1500, 64KiB or 25MB, got %q", opt, d.Val())
 	}
 	if d.NextArg() {
