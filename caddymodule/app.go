@@ -39,8 +39,8 @@ func init() {
 
 // App is the netsody app: the process's super peer and its options, and
 // HTTP/3 with datagrams for every server that holds a netsody_superpeer
-// handler. It needs no configuration of its own: the handler loads it.
-// Caddy starts and stops it with the config.
+// handler. The handler loads it, so it needs an entry in the config only
+// for options set there. Caddy starts and stops it with the config.
 type App struct {
 	// Options set here (the Caddyfile's global netsody option) apply to
 	// every netsody_superpeer handler, as if each had set them; a handler

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/netsody/superpeer"
 )
 
 // Validation errors name the options a user writes.
@@ -95,5 +97,26 @@ func TestCaddyfileConflicts(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s\nerr = %v\nwant it to contain %q", tc.in, err, tc.want)
 		}
+	}
+}
+
+// The newest started config's options apply: a reload that fails after
+// the netsody app started gives the running config's back, and the old
+// config's stop after a good reload changes nothing.
+func TestPooledSuperPeerConfigs(t *testing.T) {
+	p := &pooledSuperPeer{Server: superpeer.New(superpeer.Config{})}
+	defer p.Close()
+	running, failed, next := &superpeer.Config{}, &superpeer.Config{}, &superpeer.Config{}
+	newest := func() *superpeer.Config { return p.configs[len(p.configs)-1] }
+	p.apply(running)
+	p.apply(failed)
+	p.withdraw(failed)
+	if newest() != running {
+		t.Error("after a failed reload, the running config's options do not apply")
+	}
+	p.apply(next)
+	p.withdraw(running)
+	if newest() != next || len(p.configs) != 1 {
+		t.Errorf("after a good reload: %d configs, newest is the new one: %v", len(p.configs), newest() == next)
 	}
 }
