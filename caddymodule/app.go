@@ -1,56 +1,61 @@
 // Package caddymodule adapts the Netsody super peer to Caddy v2: the
-// http.handlers.netsody_superpeer handler (Caddyfile directive
-// netsody_superpeer) and the netsody app it pulls in, which serves
-// HTTP/3 with datagrams on the site's own UDP port. It holds no protocol
-// logic: that is in the rendezvous and relay packages.
+// netsody app, which owns the process's super peer (package superpeer) and
+// its options, and the http.handlers.netsody_superpeer handler (Caddyfile
+// directive netsody_superpeer), which routes a site's requests to it. It
+// holds no protocol logic: that is in the superpeer, rendezvous and relay
+// packages.
+//
+// One super peer serves the whole process, as the pki app's CA serves
+// every acme_server handler: its options are the app's, merged from the
+// global netsody option and every handler's options (docs/CONFIG.md). It
+// lives in a caddy.UsagePool, so that a config reload keeps its sessions.
 //
 // Caddy's own HTTP/3 listener cannot enable HTTP datagrams, which MASQUE
-// needs, so the handler takes HTTP/3 over for the server it sits in: it
-// removes "h3" from that server's protocols while the server is
-// provisioned, and the app serves HTTP/3 on the same addresses with a
+// needs, so the handler has the app take HTTP/3 over for the server it
+// sits in: the app removes "h3" from that server's protocols while the
+// server is provisioned, and serves HTTP/3 on the same addresses with a
 // quic-go endpoint of its own that keeps Caddy's protections (handshake
 // rate limiting with source-address validation, Caddy's TLS policies and
 // ECH keys) and hands every request to the Caddy server, so that the
 // whole route chain, other sites included, still runs. Endpoints live in
-// a caddy.UsagePool, so a config reload keeps the UDP socket and every
-// QUIC connection.
+// a caddy.UsagePool too, so a reload keeps the UDP socket and every QUIC
+// connection.
 package caddymodule
 
 import (
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer"
 )
 
 func init() {
 	caddy.RegisterModule(new(App))
-	caddy.RegisterModule(Handler{})
 }
 
-// App is the netsody app. It needs no configuration: the
-// netsody_superpeer handler loads it and tells it which servers' HTTP/3 to
-// take over. Caddy starts and stops it with the config.
+// App is the netsody app: the process's super peer and its options, and
+// HTTP/3 with datagrams for every server that holds a netsody_superpeer
+// handler. The handler loads it, so it needs an entry in the config only
+// for options set there. Caddy starts and stops it with the config.
 type App struct {
-	ctx    caddy.Context
-	logger *zap.Logger
+	// Options set here (the Caddyfile's global netsody option) apply to
+	// every netsody_superpeer handler, as if each had set them; a handler
+	// may set the others.
+	Options
 
-	mu        sync.Mutex // guards the following
+	ctx       caddy.Context
+	logger    *zap.Logger
+	superPeer *pooledSuperPeer
+
+	mu        sync.Mutex        // guards the following
+	options   optionSet         // the app's and every handler's, merged
+	applied   *superpeer.Config // by Start, until Stop
 	takeovers []*takeover
-	started   []*registration
-	onExit    []func() // run first when the process is exiting
-}
-
-// takeover is a Caddy server whose HTTP/3 this app serves, with the listen
-// addresses that wanted HTTP/3.
-type takeover struct {
-	srv   *caddyhttp.Server
-	addrs []string
+	joined    []*registration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -61,151 +66,152 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the app.
+// superPeers holds the process's super peer, kept across reloads with its
+// sessions: a new config's app joins it before the old one leaves.
+var superPeers = caddy.NewUsagePool()
+
+const superPeerKey = "superpeer"
+
+// pooledSuperPeer is the super peer in the pool, with the configuration
+// of every started config that uses it. The newest applies: after a
+// reload, the new config's; after a reload that failed once this app had
+// started, the running config's again.
+type pooledSuperPeer struct {
+	*superpeer.Server
+
+	mu      sync.Mutex // guards configs
+	configs []*superpeer.Config
+}
+
+// apply makes cfg the super peer's configuration.
+func (p *pooledSuperPeer) apply(cfg *superpeer.Config) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.configs = append(p.configs, cfg)
+	p.SetConfig(*cfg)
+}
+
+// withdraw removes cfg; if it was the newest, the one before applies.
+func (p *pooledSuperPeer) withdraw(cfg *superpeer.Config) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := slices.Index(p.configs, cfg)
+	if i < 0 {
+		return
+	}
+	newest := i == len(p.configs)-1
+	p.configs = slices.Delete(p.configs, i, i+1)
+	if newest && len(p.configs) > 0 {
+		p.SetConfig(*p.configs[len(p.configs)-1])
+	}
+}
+
+// Destruct implements caddy.Destructor: the last config out ends every
+// session.
+func (p *pooledSuperPeer) Destruct() error { return p.Close() }
+
+// Provision joins the process's super peer, or starts it with the app's
+// own options if this is the first config; Start applies the merged ones.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
-	return nil
-}
-
-// takeOver makes the app serve HTTP/3 for srv: it records which of srv's
-// listen addresses want HTTP/3 and removes "h3" from srv's protocols, so
-// that Caddy opens no QUIC listener of its own there. It must run while srv
-// is being provisioned (a handler's Provision), after the http app has
-// defaulted srv.Protocols. A server whose user turned HTTP/3 off keeps it
-// off. Calling it again for the same server does nothing.
-func (a *App) takeOver(srv *caddyhttp.Server) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, t := range a.takeovers {
-		if t.srv == srv {
-			return
-		}
-	}
-	t := &takeover{srv: srv}
-	for i, addr := range srv.Listen {
-		protos := srv.Protocols
-		if i < len(srv.ListenProtocols) && srv.ListenProtocols[i] != nil {
-			protos = srv.ListenProtocols[i]
-		}
-		if slices.Contains(protos, "h3") {
-			t.addrs = append(t.addrs, addr)
-		}
-	}
-	srv.Protocols = withoutH3(srv.Protocols)
-	for i := range srv.ListenProtocols {
-		if srv.ListenProtocols[i] != nil {
-			srv.ListenProtocols[i] = withoutH3(srv.ListenProtocols[i])
-		}
-	}
-	a.takeovers = append(a.takeovers, t)
-}
-
-func withoutH3(protos []string) []string {
-	return slices.DeleteFunc(slices.Clone(protos), func(p string) bool { return p == "h3" })
-}
-
-// Start opens (or joins, across a reload) an HTTP/3 endpoint on every UDP
-// address the taken-over servers listen on, and makes this config's
-// servers the ones they serve.
-func (a *App) Start() error {
-	httpAppIface, err := a.ctx.App("http")
+	a.options.add(a.Options, "the netsody app") // the first, so no conflict
+	val, _, err := superPeers.LoadOrNew(superPeerKey, func() (caddy.Destructor, error) {
+		return &pooledSuperPeer{Server: superpeer.New(a.Options.superPeerConfig(a.logger))}, nil
+	})
 	if err != nil {
-		return fmt.Errorf("netsody: loading the http app: %w", err)
+		return err
 	}
-	httpPort := httpAppIface.(*caddyhttp.App).HTTPPort
-	if httpPort == 0 {
-		httpPort = caddyhttp.DefaultHTTPPort
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, t := range a.takeovers {
-		if len(t.srv.TLSConnPolicies) == 0 {
-			continue // no TLS, no HTTP/3
-		}
-		tlsCfg := t.srv.TLSConnPolicies.TLSConfig(a.ctx)
-		for _, addr := range t.addrs {
-			na, err := caddy.ParseNetworkAddress(addr)
-			if err != nil {
-				a.stopLocked()
-				return fmt.Errorf("netsody: parsing listen address %q: %w", addr, err)
-			}
-			if na.IsUnixNetwork() || na.IsFdNetwork() {
-				continue
-			}
-			switch na.Network {
-			case "tcp", "tcp4", "tcp6":
-				na.Network = "udp" + na.Network[3:]
-			default:
-				continue // a plugin network: not ours to guess
-			}
-			for off := uint(0); off < na.PortRangeSize(); off++ {
-				if int(na.StartPort+off) == httpPort {
-					continue // the plain-HTTP port never serves TLS
-				}
-				reg, err := joinEndpoint(a.ctx, a.logger, na, off, t.srv, tlsCfg)
-				if err != nil {
-					a.stopLocked()
-					return err
-				}
-				a.started = append(a.started, reg)
-			}
-		}
+	a.superPeer = val.(*pooledSuperPeer)
+	if err := registerMetrics(ctx.GetMetricsRegistry(), a.superPeer.Server); err != nil {
+		return fmt.Errorf("netsody: registering metrics: %w", err)
 	}
 	return nil
 }
 
-// Stop leaves every endpoint this config joined; the last config to leave
-// one closes it.
+// Validate checks the app's own options; Start checks them merged with
+// the handlers'.
+func (a *App) Validate() error {
+	if err := a.Options.validate(); err != nil {
+		return fmt.Errorf("netsody: %w", err)
+	}
+	return nil
+}
+
+// addOptions merges a handler's options, set at where, into this
+// config's; a conflict is an error that names the options.
+func (a *App) addOptions(o Options, where string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.options.add(o, where)
+}
+
+// withAppOptions returns o with the app's own options added; a conflict
+// keeps the app's value (addOptions reports it).
+func (a *App) withAppOptions(o Options) Options {
+	var s optionSet
+	s.add(a.Options, "")
+	s.add(o, "")
+	return s.Options
+}
+
+// Start checks the merged options, opens (or joins) the HTTP/3 endpoints,
+// and then applies the options to the super peer: a config that fails to
+// load leaves the running one's options in place.
+func (a *App) Start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.options.validate(); err != nil {
+		return fmt.Errorf("netsody: %w", err)
+	}
+	if err := a.joinEndpointsLocked(); err != nil {
+		return err
+	}
+	cfg := a.options.superPeerConfig(a.logger)
+	a.applied = &cfg
+	a.superPeer.apply(a.applied)
+	return nil
+}
+
+// Stop leaves the endpoints and withdraws this config's options. When
+// Caddy exits, it first ends every session with a reason, so that HTTP/3
+// shutdown need not wait for them.
 func (a *App) Stop() error {
+	a.endSessionsAtExit()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.applied != nil {
+		a.superPeer.withdraw(a.applied)
+		a.applied = nil
+	}
+	return a.leaveEndpointsLocked()
+}
+
+// endSessionsAtExit ends every session if Caddy is exiting: Caddy's HTTP/2
+// servers and the app's HTTP/3 endpoints wait for every stream to end, a
+// session never does on its own, and which of them stops first is up to
+// Caddy.
+func (a *App) endSessionsAtExit() {
 	if caddy.Exiting() {
-		// End sessions with a reason before HTTP/3 shutdown waits for them.
-		for _, f := range a.onExit {
-			f()
-		}
+		a.superPeer.Close()
 	}
-	return a.stopLocked()
 }
 
-// atExit registers f to run when the app stops because Caddy exits.
-func (a *App) atExit(f func()) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.onExit = append(a.onExit, f)
-}
-
-func (a *App) stopLocked() error {
-	var firstErr error
-	for _, reg := range a.started {
-		if err := reg.leave(); err != nil && firstErr == nil {
-			firstErr = err
-		}
+// Cleanup leaves the process's super peer; the last config out closes it.
+// Safe after a failed Provision.
+func (a *App) Cleanup() error {
+	if a.superPeer == nil {
+		return nil
 	}
-	a.started = nil
-	return firstErr
-}
-
-// servesH3 reports whether the app serves HTTP/3 on the UDP port of the
-// TCP address a request arrived at, so that the handler can advertise it.
-func (a *App) servesH3(local net.Addr) (port string, ok bool) {
-	tcp, isTCP := local.(*net.TCPAddr)
-	if !isTCP {
-		return "", false
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, reg := range a.started {
-		if reg.ep.port == tcp.Port {
-			return strconv.Itoa(tcp.Port), true
-		}
-	}
-	return "", false
+	_, err := superPeers.Delete(superPeerKey)
+	return err
 }
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+	_ caddy.Destructor   = (*pooledSuperPeer)(nil)
 )

@@ -130,6 +130,16 @@ type device struct {
 
 func register(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Transport, mod ...func(*rendezvous.ClientConfig)) *device {
 	t.Helper()
+	d, err := tryRegister(t, c, host, tr, mod...)
+	if err != nil {
+		t.Fatalf("register over %s via %s: %v", tr, host, err)
+	}
+	return d
+}
+
+// tryRegister is register for a registration that may be refused.
+func tryRegister(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Transport, mod ...func(*rendezvous.ClientConfig)) (*device, error) {
+	t.Helper()
 	d := &device{id: newIdentity(t), cands: make(chan rendezvous.Candidates, 16)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -147,11 +157,11 @@ func register(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Trans
 	}
 	s, err := rendezvous.Dial(ctx, cfg)
 	if err != nil {
-		t.Fatalf("register over %s via %s: %v", tr, host, err)
+		return nil, err
 	}
 	t.Cleanup(func() { s.Close() })
 	d.s = s
-	return d
+	return d, nil
 }
 
 func newIdentity(t *testing.T) *identity.Identity {
@@ -231,39 +241,6 @@ func TestSuperPeerBesideWebsite(t *testing.T) {
 	status, body, _ := get(t, c, "127.0.0.1", "h2", rendezvous.Path)
 	if status != http.StatusMethodNotAllowed || !strings.Contains(body, "POST") {
 		t.Errorf("GET %s: %d %q", rendezvous.Path, status, body)
-	}
-}
-
-// `caddy reload` with a changed Caddyfile keeps the UDP socket, the
-// website and every registered session.
-func TestReloadKeepsSessions(t *testing.T) {
-	c := startSite(t, "before")
-	var devs []*device
-	for _, tr := range []rendezvous.Transport{rendezvous.TransportH3, rendezvous.TransportH2} {
-		devs = append(devs, register(t, c, "127.0.0.1", tr))
-	}
-	lookup(t, devs[0], devs[1])
-
-	for i, changed := range []string{
-		testcaddy.Global + "\nlocalhost {\n\tnetsody_superpeer {\n\t\tconnect_rate 50 100\n\t}\n\theader X-Reloaded yes\n\troot * {DIR}/site\n\tfile_server\n}\n",
-		siteCaddyfile,
-	} {
-		content := "after reload " + strconv.Itoa(i)
-		writeSite(t, c, content)
-		c.Reload(t, changed)
-		checkWebsite(t, c, content)
-		for _, d := range devs {
-			if err := d.s.Err(); err != nil {
-				t.Fatalf("reload %d: %s session ended: %v", i, d.s.Transport(), err)
-			}
-		}
-		// Old sessions still work, with each other and with new ones.
-		lookup(t, devs[0], devs[1])
-		lookup(t, devs[1], devs[0])
-		fresh := register(t, c, "127.0.0.1", rendezvous.TransportH3)
-		lookup(t, fresh, devs[0])
-		lookup(t, devs[1], fresh)
-		fresh.s.Close()
 	}
 }
 

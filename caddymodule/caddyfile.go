@@ -1,11 +1,14 @@
 package caddymodule
 
 import (
+	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -16,12 +19,64 @@ func init() {
 	// Before header, encode and everything that wraps responses: the super
 	// peer's streams must reach the client unbuffered.
 	httpcaddyfile.RegisterDirectiveOrder("netsody_superpeer", httpcaddyfile.Before, "header")
+	httpcaddyfile.RegisterGlobalOption("netsody", parseGlobalOption)
 }
 
+// adaptedOptionsKey is where, in the adapter's state (which all site
+// blocks share), the options of the global netsody option and of every
+// netsody_superpeer directive adapted so far are kept, so that a conflict
+// is refused at adapt time, naming both places.
+const adaptedOptionsKey = "netsody_superpeer.options"
+
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	h.Next()
+	where := fmt.Sprintf("%s:%d", h.File(), h.Line())
+	h.Reset()
 	var sp Handler
-	err := sp.UnmarshalCaddyfile(h.Dispenser)
-	return &sp, err
+	if err := sp.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	adapted, _ := h.State[adaptedOptionsKey].(*optionSet)
+	if adapted == nil {
+		adapted = new(optionSet)
+		if global, ok := h.Option("netsody").(httpcaddyfile.App); ok {
+			var app App
+			if err := json.Unmarshal(global.Value, &app); err != nil {
+				return nil, err
+			}
+			adapted.add(app.Options, "the global netsody option")
+		}
+		h.State[adaptedOptionsKey] = adapted
+	}
+	if err := adapted.add(sp.Options, where); err != nil {
+		return nil, err
+	}
+	return &sp, nil
+}
+
+// parseGlobalOption parses the global netsody option: the netsody app's
+// options, which apply to every netsody_superpeer handler. Its block is
+// the same as the directive's:
+//
+//	{
+//		netsody {
+//			keepalive_interval <duration>
+//			...
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	d.Next() // the option's name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	if existing != nil {
+		return nil, d.Err("the netsody global option may appear only once")
+	}
+	var app App
+	if err := app.Options.unmarshalBlock(d, "netsody"); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "netsody", Value: caddyconfig.JSON(&app, nil)}, nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -45,106 +100,100 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // Sizes take units (1500, 64KiB, 25MB); rate is per second.
 //
 // Every option is optional; a bare netsody_superpeer is a working super
-// peer.
+// peer. Options are process-wide (see Options).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive's name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	for d.NextBlock(0) {
-		switch opt := d.Val(); opt {
-		case "keepalive_interval", "session_timeout", "write_timeout":
-			dur, err := durationArg(d)
-			if err != nil {
-				return err
-			}
-			switch opt {
-			case "keepalive_interval":
-				h.KeepaliveInterval = dur
-			case "session_timeout":
-				h.SessionTimeout = dur
-			default:
-				h.WriteTimeout = dur
-			}
+	return h.Options.unmarshalBlock(d, "netsody_superpeer")
+}
+
+// unmarshalBlock parses the options block of the directive or global
+// option named directive.
+func (o *Options) unmarshalBlock(d *caddyfile.Dispenser, directive string) error {
+	return eachOption(d, func(opt string) (err error) {
+		switch opt {
+		case "keepalive_interval":
+			o.KeepaliveInterval, err = durationArg(d)
+		case "session_timeout":
+			o.SessionTimeout, err = durationArg(d)
+		case "write_timeout":
+			o.WriteTimeout, err = durationArg(d)
 		case "max_sessions":
-			n, err := countArg(d)
-			if err != nil {
-				return err
-			}
-			h.MaxSessions = n
+			o.MaxSessions, err = countArg(d)
 		case "connect_rate":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			r, err := strconv.ParseFloat(d.Val(), 64)
-			if err != nil || r <= 0 {
-				return d.Errf("connect_rate must be a positive number of requests per second, got %q", d.Val())
-			}
-			h.ConnectRate = r
-			if d.NextArg() {
-				b, err := strconv.Atoi(d.Val())
-				if err != nil || b <= 0 {
-					return d.Errf("connect_rate burst must be a positive whole number, got %q", d.Val())
-				}
-				h.ConnectBurst = b
-			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
+			o.ConnectRate, o.ConnectBurst, err = connectRateArgs(d)
 		case "relay":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			if h.Relay == nil {
-				h.Relay = &RelayConfig{}
+			if o.Relay == nil {
+				o.Relay = &RelayOptions{}
 			}
-			if err := h.Relay.unmarshalCaddyfile(d); err != nil {
-				return err
-			}
+			err = o.Relay.unmarshalBlock(d, directive)
 		default:
-			return d.Errf("unknown netsody_superpeer option %q", opt)
+			err = d.Errf("unknown %s option %q", directive, opt)
+		}
+		return err
+	})
+}
+
+func (r *RelayOptions) unmarshalBlock(d *caddyfile.Dispenser, directive string) error {
+	return eachOption(d, func(opt string) (err error) {
+		switch opt {
+		case "pair_timeout":
+			r.PairTimeout, err = durationArg(d)
+		case "max_sessions_per_device":
+			r.MaxSessionsPerDevice, err = countArg(d)
+		case "rate":
+			var n int
+			n, err = sizeArg(d)
+			r.Rate = float64(n)
+		case "burst":
+			r.Burst, err = sizeArg(d)
+		case "max_datagram_size":
+			r.MaxDatagramSize, err = sizeArg(d)
+		case "queue_len":
+			r.QueueLen, err = countArg(d)
+		default:
+			err = d.Errf("unknown %s relay option %q", directive, opt)
+		}
+		return err
+	})
+}
+
+// eachOption calls parse with every option of the block d is at, until
+// one fails.
+func eachOption(d *caddyfile.Dispenser, parse func(opt string) error) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := parse(d.Val()); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (r *RelayConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch opt := d.Val(); opt {
-		case "pair_timeout":
-			dur, err := durationArg(d)
-			if err != nil {
-				return err
-			}
-			r.PairTimeout = dur
-		case "max_sessions_per_device", "queue_len":
-			n, err := countArg(d)
-			if err != nil {
-				return err
-			}
-			if opt == "queue_len" {
-				r.QueueLen = n
-			} else {
-				r.MaxSessionsPerDevice = n
-			}
-		case "rate", "burst", "max_datagram_size":
-			n, err := sizeArg(d)
-			if err != nil {
-				return err
-			}
-			switch opt {
-			case "rate":
-				r.Rate = float64(n)
-			case "burst":
-				r.Burst = n
-			default:
-				r.MaxDatagramSize = n
-			}
-		default:
-			return d.Errf("unknown netsody_superpeer relay option %q", opt)
+// connectRateArgs parses `connect_rate <per_second> [<burst>]`; the burst
+// is 0 (the default) when absent.
+func connectRateArgs(d *caddyfile.Dispenser) (rate float64, burst int, err error) {
+	if !d.NextArg() {
+		return 0, 0, d.ArgErr()
+	}
+	rate, err = strconv.ParseFloat(d.Val(), 64)
+	if err != nil || rate <= 0 {
+		return 0, 0, d.Errf("connect_rate must be a positive number of requests per second, got %q", d.Val())
+	}
+	if d.NextArg() {
+		burst, err = strconv.Atoi(d.Val())
+		if err != nil || burst <= 0 {
+			return 0, 0, d.Errf("connect_rate burst must be a positive whole number, got %q", d.Val())
 		}
 	}
-	return nil
+	if d.NextArg() {
+		return 0, 0, d.ArgErr()
+	}
+	return rate, burst, nil
 }
 
 func countArg(d *caddyfile.Dispenser) (int, error) {
@@ -162,13 +211,17 @@ func countArg(d *caddyfile.Dispenser) (int, error) {
 	return n, nil
 }
 
+// maxSize bounds sizes in bytes: a larger one is a typo, and this one
+// still fits in an int on 64-bit platforms.
+const maxSize = 1 << 40
+
 func sizeArg(d *caddyfile.Dispenser) (int, error) {
 	opt := d.Val()
 	if !d.NextArg() {
 		return 0, d.ArgErr()
 	}
 	n, err := humanize.ParseBytes(d.Val())
-	if err != nil || n == 0 || n > 1<<40 {
+	if err != nil || n == 0 || n > maxSize {
 		return 0, d.Errf("%s must be a positive size in bytes such as 1500, 64KiB or 25MB, got %q", opt, d.Val())
 	}
 	if d.NextArg() {

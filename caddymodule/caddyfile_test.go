@@ -86,17 +86,3 @@ func TestCaddyfileErrors(t *testing.T) {
 		}
 	}
 }
-
-func TestValidate(t *testing.T) {
-	h := Handler{KeepaliveInterval: caddyDuration("30s"), SessionTimeout: caddyDuration("20s")}
-	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "must be longer than the keepalive interval") {
-		t.Errorf("err = %v", err)
-	}
-	if err := (&Handler{}).Validate(); err != nil {
-		t.Errorf("defaults: %v", err)
-	}
-	h = Handler{Relay: &RelayConfig{Burst: 1000, MaxDatagramSize: 1500}}
-	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "must be at least the maximum datagram size") {
-		t.Errorf("burst below datagram size: err = %v", err)
-	}
-}

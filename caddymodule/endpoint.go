@@ -17,7 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
-	"github.com/netsody/superpeer/rendezvous"
+	"github.com/netsody/superpeer"
 )
 
 // endpoints holds one HTTP/3 endpoint per UDP address, across config
@@ -131,7 +131,7 @@ func openEndpoint(ctx caddy.Context, logger *zap.Logger, key string, na caddy.Ne
 	ep.h3 = &http3.Server{
 		Handler:         ep,
 		EnableDatagrams: true,
-		ConnContext:     rendezvous.ConnContext, // sessions follow NAT rebindings
+		ConnContext:     superpeer.ConnContext, // sessions follow NAT rebindings
 		MaxHeaderBytes:  srv.MaxHeaderBytes,
 		IdleTimeout:     time.Duration(srv.IdleTimeout),
 	}
@@ -211,3 +211,6 @@ func (ep *endpoint) Destruct() error {
 	ep.logger.Info("stopped serving HTTP/3", zap.String("address", ep.key))
 	return err
 }
+
+// Interface guards
+var _ caddy.Destructor = (*endpoint)(nil)

@@ -174,13 +174,23 @@ func (c *Caddy) RootCAFile() string {
 // Reload loads a new Caddyfile with `caddy reload`, as an operator would.
 func (c *Caddy) Reload(t testing.TB, caddyfile string) {
 	t.Helper()
+	if err := c.TryReload(t, caddyfile); err != nil {
+		t.Fatalf("%v\n%s", err, c.Logs())
+	}
+}
+
+// TryReload is Reload for a config that may be refused: it returns the
+// error `caddy reload` printed.
+func (c *Caddy) TryReload(t testing.TB, caddyfile string) error {
+	t.Helper()
 	path := c.WriteCaddyfile(t, "Caddyfile.reload", caddyfile)
 	cmd := exec.Command(c.Bin, "reload", "--config", path, "--adapter", "caddyfile", "--address", c.Admin, "--force")
 	cmd.Dir = c.Dir
 	cmd.Env = c.cmd.Env
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("caddy reload: %v\n%s\n%s", err, out, c.Logs())
+		return fmt.Errorf("caddy reload: %v\n%s", err, out)
 	}
+	return nil
 }
 
 // Stop ends Caddy as `caddy stop` does (through the admin API) and waits

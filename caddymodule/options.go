@@ -1,0 +1,175 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer"
+	"github.com/netsody/superpeer/relay"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// Options are the super peer's options. One super peer serves the whole
+// process, so they are process-wide: the netsody app merges its own (the
+// global netsody option) with those of every netsody_superpeer handler.
+// An option set in one place applies everywhere; two places that set it
+// to different values are an error. JSON names are the Caddyfile's.
+type Options struct {
+	// KeepaliveInterval is how often the super peer pings each device.
+	// Default: rendezvous.DefaultKeepaliveInterval (15s).
+	KeepaliveInterval caddy.Duration `json:"keepalive_interval,omitempty"`
+	// SessionTimeout ends the session of a device from which nothing has
+	// arrived for this long. It must be longer than keepalive_interval.
+	// Default: rendezvous.DefaultSessionTimeout (45s).
+	SessionTimeout caddy.Duration `json:"session_timeout,omitempty"`
+	// WriteTimeout ends the session of a device that does not take a frame
+	// within this long. Default: rendezvous.DefaultWriteTimeout (10s).
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+	// MaxSessions caps concurrent device sessions; more get 503.
+	// Default: rendezvous.DefaultMaxSessions (100000).
+	MaxSessions int `json:"max_sessions,omitempty"`
+	// ConnectRate is how many connect requests per second each device may
+	// make (a token bucket). Default: rendezvous.DefaultConnectRate (10).
+	ConnectRate float64 `json:"connect_rate,omitempty"`
+	// ConnectBurst is the token bucket's size for connect requests.
+	// Default: rendezvous.DefaultConnectBurst (20).
+	ConnectBurst int `json:"connect_burst,omitempty"`
+	// Relay configures relaying between devices that cannot connect
+	// directly. Its defaults are a working relay.
+	Relay *RelayOptions `json:"relay,omitempty"`
+}
+
+// RelayOptions configure the relay.
+type RelayOptions struct {
+	// PairTimeout is how long a device's relay session waits for its
+	// peer's session towards it (consent).
+	// Default: relay.DefaultPairTimeout (10s).
+	PairTimeout caddy.Duration `json:"pair_timeout,omitempty"`
+	// MaxSessionsPerDevice caps each device's relay sessions, waiting or
+	// bridged; more get 429. Default: relay.DefaultMaxSessionsPerDevice (16).
+	MaxSessionsPerDevice int `json:"max_sessions_per_device,omitempty"`
+	// Rate is each relay leg's sustained rate, in bytes per second, a
+	// token bucket: HTTP/2 legs are throttled, excess HTTP/3 datagrams are
+	// dropped. Default: relay.DefaultRate (25000000, 200 Mbit/s).
+	Rate float64 `json:"rate,omitempty"`
+	// Burst is the token bucket's size in bytes; at least
+	// max_datagram_size. Default: relay.DefaultBurst (1048576).
+	Burst int `json:"burst,omitempty"`
+	// MaxDatagramSize is the largest HTTP datagram payload relayed, in
+	// bytes; larger ones are dropped and counted.
+	// Default: relay.DefaultMaxDatagramSize (1500).
+	MaxDatagramSize int `json:"max_datagram_size,omitempty"`
+	// QueueLen bounds the datagrams queued towards each leg; more are
+	// dropped and counted. Default: relay.DefaultQueueLen (512).
+	QueueLen int `json:"queue_len,omitempty"`
+}
+
+// superPeerConfig is the super peer's configuration for these options.
+func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
+	r := o.Relay
+	if r == nil {
+		r = &RelayOptions{}
+	}
+	return superpeer.Config{
+		Rendezvous: rendezvous.Config{
+			KeepaliveInterval: time.Duration(o.KeepaliveInterval),
+			SessionTimeout:    time.Duration(o.SessionTimeout),
+			WriteTimeout:      time.Duration(o.WriteTimeout),
+			MaxSessions:       o.MaxSessions,
+			ConnectRate:       o.ConnectRate,
+			ConnectBurst:      o.ConnectBurst,
+			Logger:            logger.Named("rendezvous"),
+		},
+		Relay: relay.Config{
+			PairTimeout:          time.Duration(r.PairTimeout),
+			MaxSessionsPerDevice: r.MaxSessionsPerDevice,
+			Rate:                 r.Rate,
+			Burst:                r.Burst,
+			MaxDatagramSize:      r.MaxDatagramSize,
+			QueueLen:             r.QueueLen,
+			Logger:               logger.Named("relay"),
+		},
+	}
+}
+
+// optionNames turns the packages' words for options into the names a
+// Caddy user writes, so that an error says which option to fix.
+var optionNames = strings.NewReplacer(
+	"keepalive interval", "keepalive_interval",
+	"session timeout", "session_timeout",
+	"max sessions", "max_sessions",
+	"connect rate", "connect_rate",
+	"connect burst", "connect_burst",
+	"maximum datagram size", "max_datagram_size",
+)
+
+// validate reports options that cannot work, in the Caddyfile's terms.
+func (o Options) validate() error {
+	if err := o.superPeerConfig(zap.NewNop()).Validate(); err != nil {
+		return errors.New(optionNames.Replace(err.Error()))
+	}
+	return nil
+}
+
+// optionSet merges Options from several places, remembering where each
+// option was set so that a conflict names both places.
+type optionSet struct {
+	Options
+	setAt map[string]string // option name -> where it was set
+}
+
+// add merges o, set at where, into s: an option o sets and s does not is
+// taken; one both set to different values is a conflict, and add returns
+// an error that names every such option with both values and places.
+func (s *optionSet) add(o Options, where string) error {
+	if s.setAt == nil {
+		s.setAt = make(map[string]string)
+	}
+	var conflicts []string
+	var merge func(dst, src reflect.Value, prefix string)
+	merge = func(dst, src reflect.Value, prefix string) {
+		for i := range src.NumField() {
+			name := prefix + strings.Split(src.Type().Field(i).Tag.Get("json"), ",")[0]
+			d, v := dst.Field(i), src.Field(i)
+			switch {
+			case v.IsZero(): // unset here
+			case v.Kind() == reflect.Pointer: // a nested block: merge its options
+				if d.IsNil() {
+					d.Set(reflect.New(v.Type().Elem()))
+				}
+				merge(d.Elem(), v.Elem(), name+".")
+			case d.IsZero():
+				d.Set(v)
+				s.setAt[name] = where
+			case !d.Equal(v):
+				conflicts = append(conflicts, fmt.Sprintf("%s is %s in %s but %s in %s",
+					name, showOption(d), s.setAt[name], showOption(v), where))
+			}
+		}
+	}
+	merge(reflect.ValueOf(&s.Options).Elem(), reflect.ValueOf(o), "")
+	if len(conflicts) > 0 {
+		return fmt.Errorf("netsody_superpeer options are process-wide (one super peer serves every site), so each must have one value: %s",
+			strings.Join(conflicts, "; "))
+	}
+	return nil
+}
+
+// showOption writes an option's value as a Caddyfile would.
+func showOption(v reflect.Value) string {
+	switch x := v.Interface().(type) {
+	case caddy.Duration:
+		return time.Duration(x).String()
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	default:
+		return fmt.Sprint(x)
+	}
+}
