@@ -54,6 +54,7 @@ func (sp *superPeer) run() {
 			sp.lastErr = err
 			sp.mu.Unlock()
 			sp.dev.log.Debug("super peer", zap.String("url", sp.url), zap.Error(err))
+			sp.changed()
 			backoff = min(max(2*backoff, 500*time.Millisecond), 10*time.Second)
 			continue
 		}
@@ -156,10 +157,14 @@ func (sp *superPeer) dial(only rendezvous.Transport) (_ *rendezvous.Session, tol
 			}
 			errs = append(errs, r.err)
 			sp.mu.Lock()
-			if sp.sess == nil {
+			down := sp.sess == nil
+			if down {
 				sp.lastErr = r.err // tell it now, not when the other attempt gives up
 			}
 			sp.mu.Unlock()
+			if down {
+				sp.changed()
+			}
 			if !h2Started {
 				start(rendezvous.TransportH2)
 				pending, h2Started = pending+1, true
@@ -276,13 +281,9 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) {
 	}
 }
 
-// changed reports the super peer's status to Config.OnSuperPeer, in
-// order with other events.
+// changed publishes the super peer's status, in order with other events.
 func (sp *superPeer) changed() {
-	if f := sp.dev.cfg.OnSuperPeer; f != nil {
-		st := sp.status()
-		sp.dev.event(func() { f(st) })
-	}
+	sp.dev.publish(SuperPeerEvent{Status: sp.status()})
 }
 
 // onObserved runs when a super peer sees this device at a new address:
