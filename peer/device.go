@@ -93,10 +93,10 @@ type Config struct {
 	// loses intermediate paths rather than holding the device.
 	OnPathChange func(identity.PeerID, Path)
 	// OnSuperPeer, if set, is called when a session with a super peer
-	// comes up, ends or changes transport, and when the super peer sees
-	// this device at a new address (its NAT rebound), with the super
-	// peer's status then; on the same goroutine as OnPathChange, in order
-	// with its calls.
+	// comes up, ends or changes transport, when the super peer sees this
+	// device at a new address (its NAT rebound), and when an attempt to
+	// reach it fails, with the super peer's status then; on the same
+	// goroutine as OnPathChange, in order with its calls.
 	OnSuperPeer func(SuperPeerStatus)
 	// Logger receives the device's logs; nil discards them.
 	Logger *zap.Logger
