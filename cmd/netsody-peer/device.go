@@ -71,9 +71,9 @@ type device struct {
 }
 
 // open loads the identity, starts the device and, with --status, the
-// status server. Path changes to the peer reportFor are reported on
-// stderr; if reportFor is zero (listen), those to every peer and the
-// changes of every super peer.
+// status server. Once the caller starts d.report, path changes to the
+// peer reportFor are reported on stderr; if reportFor is zero (listen),
+// those to every peer and the changes of every super peer.
 func (f *deviceFlags) open(reportFor identity.PeerID) (*device, error) {
 	id, err := identity.Load(f.identity)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -109,7 +109,7 @@ func (f *deviceFlags) open(reportFor identity.PeerID) (*device, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev := &device{Device: d, report: startReporter(d, reportFor)}
+	dev := &device{Device: d, report: newReporter(d, reportFor)}
 	if f.status != "" {
 		if dev.status, err = serveStatus(f.status, d); err != nil {
 			dev.Close()
@@ -183,6 +183,7 @@ func (f *deviceFlags) connectTo(ctx context.Context, cmd string, pos []string) (
 	if err != nil {
 		return nil, nil, err
 	}
+	d.report.start()
 	c, err := d.dial(ctx, to, f.timeout)
 	if err != nil {
 		d.Close()

@@ -42,6 +42,7 @@ func runListen(ctx context.Context, args []string) error {
 	}
 	defer d.Close()
 	fmt.Fprintf(os.Stderr, "listening as %s\n", d.PeerID())
+	d.report.start()
 
 	srv := &server{echo: *echo, out: &lockedWriter{w: os.Stdout}, conns: make(map[*peer.Conn]struct{})}
 	defer srv.shutdown()

@@ -13,12 +13,12 @@ import (
 // say: the path to one peer (connect, bench: "path: ..."), or the path to
 // every peer and each super peer's state changes (listen). A super peer
 // that the device keeps failing to reach is reported once, not at each
-// retry. The reporter's goroutine reads the device's events from start
-// to Close.
+// retry. It watches the device's events from newReporter on; its
+// goroutine prints them from start to Close.
 type reporter struct {
 	only identity.PeerID // if not zero, report this peer alone
 	w    *peer.Watcher
-	stop context.CancelFunc
+	stop context.CancelFunc // nil before start
 	done chan struct{}
 
 	// Owned by the goroutine: what was printed last.
@@ -32,22 +32,29 @@ type superPeerSeen struct {
 	transport, observed string
 }
 
-func startReporter(d *peer.Device, only identity.PeerID) *reporter {
-	ctx, stop := context.WithCancel(context.Background())
-	r := &reporter{
+func newReporter(d *peer.Device, only identity.PeerID) *reporter {
+	return &reporter{
 		only:       only,
 		w:          d.Watch(),
-		stop:       stop,
 		done:       make(chan struct{}),
 		paths:      make(map[identity.PeerID]string),
 		superPeers: make(map[string]superPeerSeen),
 	}
-	go r.run(ctx)
-	return r
 }
 
-// Close prints what happened before it and stops.
+// start prints, from now on, the events since newReporter.
+func (r *reporter) start() {
+	var ctx context.Context
+	ctx, r.stop = context.WithCancel(context.Background())
+	go r.run(ctx)
+}
+
+// Close prints what happened before it, and stops.
 func (r *reporter) Close() {
+	if r.stop == nil {
+		r.w.Close()
+		return
+	}
 	r.stop()
 	<-r.done
 }
