@@ -14,13 +14,14 @@ import (
 // (PathEvent), or a super peer's session did (SuperPeerEvent). Any number
 // of Watchers see them, each in the order they happened. Publishing never
 // waits for a reader: each Watcher holds up to maxUnread events, and for a
-// reader that falls further behind the events of each peer and super peer
-// coalesce to the latest, so it loses intermediate states, never the
-// latest (unless more than maxUnread distinct ones changed meanwhile). Watchers own no goroutine: a reader
-// calls Next, and Close (or the device's) ends the watch.
+// reader that falls further behind, the events of each peer and super
+// peer coalesce to the latest, so it loses intermediate states, never the
+// latest (unless more than maxUnread distinct ones changed meanwhile).
+// Watchers own no goroutine: a reader calls Next, and Close (or the
+// device's) ends the watch.
 //
-// Config.OnPathChange and Config.OnSuperPeer are served by one Watcher of
-// the device's own, read by deliverEvents.
+// Config.OnPathChange and Config.OnSuperPeer are served by a Watcher of
+// the device's own, read by the goroutine startCallbacks starts.
 
 // maxUnread bounds the events a Watcher holds for a reader that falls
 // behind: far more than a device produces in a burst (a path change per
