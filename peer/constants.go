@@ -84,12 +84,14 @@ const (
 	// maxUDPPayload is the largest UDP payload: any packet fits the
 	// buffer it is read into.
 	maxUDPPayload = 64 << 10
+	// maxUnread bounds the events a Watcher holds for a reader that
+	// falls behind: far more than a device produces in a burst (a path
+	// change per peer, a status per super peer), small enough to cost
+	// nothing.
+	maxUnread = 256
 	// inQueue bounds the packets waiting for QUIC; beyond it they are
 	// dropped, as a full socket buffer would.
 	inQueue = 1024
-	// eventQueue bounds the OnPathChange and OnSuperPeer calls waiting for
-	// a slow consumer; beyond it they are dropped.
-	eventQueue = 256
 
 	// forgetCheckMax caps how often idle peers are looked for: at most
 	// this long, and PeerIdleTimeout/4 when that is shorter.

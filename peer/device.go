@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +44,11 @@ type Config struct {
 	// ListenAddr6 is the address of a second socket, of the other family
 	// than ListenAddr's.
 	ListenAddr6 string
+	// ListenAddr6Optional lets New go on with ListenAddr's socket alone
+	// when ListenAddr6 cannot be opened (a host without IPv6). The
+	// default, with neither address set, is "0.0.0.0:0" and, optionally,
+	// "[::]:0".
+	ListenAddr6Optional bool
 	// DialTCP dials super peers for the HTTP/2 fallback; nil uses
 	// net.Dialer. (A test lab passes one that dials from the device's
 	// network namespace.)
@@ -86,22 +90,24 @@ type Config struct {
 	AddrCheckInterval time.Duration
 	// OnPathChange, if set, is called when the path to a peer changes.
 	// Calls come on one goroutine of the device's, in the order of the
-	// changes; a slow consumer loses calls rather than holding the device.
+	// changes, as a Watcher's events do (Device.Watch): a slow consumer
+	// loses intermediate paths rather than holding the device.
 	OnPathChange func(identity.PeerID, Path)
 	// OnSuperPeer, if set, is called when a session with a super peer
-	// comes up, ends or changes transport, and when the super peer sees
-	// this device at a new address (its NAT rebound), with the super
-	// peer's status then; on the same goroutine as OnPathChange, in order
-	// with its calls.
+	// comes up, ends or changes transport, when the super peer sees this
+	// device at a new address (its NAT rebound), and when an attempt to
+	// reach it fails, with the super peer's status then; on the same
+	// goroutine as OnPathChange, in order with its calls.
 	OnSuperPeer func(SuperPeerStatus)
-	// BlockDirect, if set and true, drops all punch traffic: a test's
-	// way to cut direct paths.
-	BlockDirect func() bool
 	// Logger receives the device's logs; nil discards them.
 	Logger *zap.Logger
+
+	// cutDirect, if set and true, drops all punch traffic: the package's
+	// tests' way to cut direct paths.
+	cutDirect func() bool
 }
 
-func (c *Config) blockDirect() bool { return c.BlockDirect != nil && c.BlockDirect() }
+func (c *Config) blockDirect() bool { return c.cutDirect != nil && c.cutDirect() }
 
 func (c Config) withDefaults() Config {
 	def := func(d *time.Duration, v time.Duration) {
@@ -120,7 +126,7 @@ func (c Config) withDefaults() Config {
 	def(&c.PeerIdleTimeout, DefaultPeerIdleTimeout)
 	def(&c.AddrCheckInterval, DefaultAddrCheckInterval)
 	if c.ListenAddr == "" && c.ListenAddr6 == "" {
-		c.ListenAddr, c.ListenAddr6 = "0.0.0.0:0", "[::]:0?" // "?": only if the host has IPv6
+		c.ListenAddr, c.ListenAddr6, c.ListenAddr6Optional = "0.0.0.0:0", "[::]:0", true
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -152,7 +158,7 @@ type Device struct {
 	peers      map[identity.PeerID]*peerState
 	lastPinged time.Time // pingSuperPeers
 
-	events chan func() // OnPathChange and OnSuperPeer calls, in order
+	events hub // the Watchers of the device's events (events.go)
 }
 
 // New opens the device's socket and starts its sessions with every super
@@ -182,7 +188,6 @@ func New(cfg Config) (*Device, error) {
 		log:    cfg.Logger,
 		closed: make(chan struct{}),
 		peers:  make(map[identity.PeerID]*peerState),
-		events: make(chan func(), eventQueue),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.sock = newSock(udps, d)
@@ -199,7 +204,7 @@ func New(cfg Config) (*Device, error) {
 	for _, u := range cfg.SuperPeers {
 		d.sps = append(d.sps, &superPeer{dev: d, url: u, ready: make(chan struct{}), pace: rate.NewLimiter(introduceRate, introduceBurst)})
 	}
-	d.goRun(d.deliverEvents)
+	d.startCallbacks()
 	d.goRun(d.forgetIdlePeers)
 	d.goRun(d.watchLocalAddrs)
 	for _, sp := range d.sps {
@@ -216,9 +221,8 @@ func listen(cfg Config) ([]*net.UDPConn, error) {
 			u.Close()
 		}
 	}
-	for _, addr := range []string{cfg.ListenAddr, cfg.ListenAddr6} {
-		optional := strings.HasSuffix(addr, "?")
-		addr = strings.TrimSuffix(addr, "?")
+	for i, addr := range []string{cfg.ListenAddr, cfg.ListenAddr6} {
+		optional := i == 1 && cfg.ListenAddr6Optional
 		if addr == "" {
 			continue
 		}
@@ -286,29 +290,6 @@ func (d *Device) goRun(f func()) {
 		defer d.wg.Done()
 		f()
 	}()
-}
-
-// deliverEvents calls OnPathChange and OnSuperPeer in the order the
-// changes happened.
-func (d *Device) deliverEvents() {
-	for {
-		select {
-		case f := <-d.events:
-			f()
-		case <-d.closed:
-			return
-		}
-	}
-}
-
-// event queues a call for deliverEvents; a consumer too slow to keep up
-// loses events rather than holding the device up.
-func (d *Device) event(f func()) {
-	select {
-	case d.events <- f:
-	default:
-		d.log.Debug("event dropped: OnPathChange or OnSuperPeer is slow")
-	}
 }
 
 // PeerID is the device's own peer ID.

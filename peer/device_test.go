@@ -52,7 +52,7 @@ func TestSwitchMidTransfer(t *testing.T) {
 	var block atomic.Bool
 	block.Store(true)
 	cut := func(c *Config) {
-		c.BlockDirect = block.Load
+		c.cutDirect = block.Load
 		c.DirectTimeout = 1500 * time.Millisecond
 		c.PunchInterval = 300 * time.Millisecond
 	}
@@ -301,11 +301,11 @@ func TestNewPathResendsTail(t *testing.T) {
 // (1 s), not faster: a punch from a known address is no news.
 func TestSettledDirectPathIsQuiet(t *testing.T) {
 	s, _ := superPeerServer(t)
-	var calls [2]atomic.Int64 // BlockDirect is asked once per punch sent or handled
+	var calls [2]atomic.Int64 // cutDirect is asked once per punch sent or handled
 	counting := func(i int) func(*Config) {
 		return func(c *Config) {
 			c.FastPunchFor = 300 * time.Millisecond
-			c.BlockDirect = func() bool { calls[i].Add(1); return false }
+			c.cutDirect = func() bool { calls[i].Add(1); return false }
 		}
 	}
 	a, b := newDevice(t, s, counting(0)), newDevice(t, s, counting(1))

@@ -251,10 +251,7 @@ func (p *peerState) changedLocked() {
 	if now.Kind != PathNone {
 		p.resendTailLocked()
 	}
-	if f := p.dev.cfg.OnPathChange; f != nil {
-		id := p.id
-		p.dev.event(func() { f(id, now) })
-	}
+	p.dev.publish(PathEvent{Peer: p.id, Path: now})
 	p.dev.log.Debug("path", zap.String("peer", p.id.Short()), zap.Stringer("path", now))
 }
 

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"slices"
@@ -50,7 +51,7 @@ func (w *fakeWriter) take() []string {
 }
 
 // offlineDevice is a device without sockets or super peers: enough for
-// a peerState's transitions. Its events wait in d.events.
+// a peerState's transitions.
 func offlineDevice(t *testing.T) *Device {
 	t.Helper()
 	self, err := identity.Generate()
@@ -58,7 +59,7 @@ func offlineDevice(t *testing.T) *Device {
 		t.Fatal(err)
 	}
 	d := &Device{cfg: Config{Identity: self}, id: self.PeerID(), log: zap.NewNop(), closed: make(chan struct{}),
-		peers: make(map[identity.PeerID]*peerState), events: make(chan func(), eventQueue)}
+		peers: make(map[identity.PeerID]*peerState)}
 	d.sock = newSock(nil, d)
 	return d
 }
@@ -67,9 +68,11 @@ func offlineDevice(t *testing.T) *Device {
 // each change of path once, in order, and nothing else; the socket knows
 // the peer's direct address only while it is one.
 func TestPathTransitions(t *testing.T) {
-	var events []string
 	d := offlineDevice(t)
-	d.cfg.OnPathChange = func(_ identity.PeerID, p Path) { events = append(events, p.String()) }
+	w := d.Watch()
+	defer w.Close()
+	published, cancel := context.WithCancel(context.Background())
+	cancel() // Next returns what was published, then ends
 	other, err := identity.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -141,10 +144,14 @@ func TestPathTransitions(t *testing.T) {
 		}, []string{"none"}, nil},
 	}
 	for _, st := range steps {
-		events = nil
 		st.do()
-		for len(d.events) > 0 { // deliverEvents, in order
-			(<-d.events)()
+		var events []string
+		for {
+			ev, err := w.Next(published)
+			if err != nil {
+				break
+			}
+			events = append(events, ev.(PathEvent).Path.String())
 		}
 		if !slices.Equal(events, st.events) {
 			t.Errorf("%s: reported %q, want %q", st.name, events, st.events)

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Status is a device's view of its super peers and peers: what the
-// super_peers metric reports, and "am I relayed or direct?".
+// Status is a device's view of its super peers and peers: "which super
+// peers do I reach?", and "am I relayed or direct?". Its JSON is what
+// netsody-peer serves on /status.
 type Status struct {
 	PeerID     string            `json:"peer_id"`
 	LocalAddr  string            `json:"local_addr"` // the first socket's
@@ -17,11 +18,12 @@ type Status struct {
 	Peers      []PeerStatus      `json:"peers"`
 }
 
-// SuperPeerStatus is one entry of the super_peers metric.
+// SuperPeerStatus is the state of the device's session with one super
+// peer.
 type SuperPeerStatus struct {
 	URL       string  `json:"url"`
 	Connected bool    `json:"connected"`
-	RTTMillis float64 `json:"rtt_ms"`              // smoothed, 0 before the first keepalive
+	RTTMillis float64 `json:"rtt_ms"`              // smoothed, from the registration on
 	Family    string  `json:"family,omitempty"`    // "ipv4" or "ipv6"
 	Transport string  `json:"transport,omitempty"` // "h3" or "h2"
 	Observed  string  `json:"observed,omitempty"`  // this device's address as the super peer sees it
@@ -30,17 +32,17 @@ type SuperPeerStatus struct {
 
 // PeerStatus is the current path to one peer.
 type PeerStatus struct {
-	PeerID    string  `json:"peer_id"`
-	Path      string  `json:"path"`                 // "direct", "relay" or "none"
-	Addr      string  `json:"addr,omitempty"`       // the direct address
-	SuperPeer string  `json:"super_peer,omitempty"` // the relaying super peer
-	Transport string  `json:"transport,omitempty"`  // the relay leg's transport
-	RTTMillis float64 `json:"rtt_ms,omitempty"`     // of the direct path
+	PeerID    string   `json:"peer_id"`
+	Path      PathKind `json:"path"`                 // "direct", "relay" or "none"
+	Addr      string   `json:"addr,omitempty"`       // the direct address
+	SuperPeer string   `json:"super_peer,omitempty"` // the relaying super peer
+	Transport string   `json:"transport,omitempty"`  // the relay leg's transport
+	RTTMillis float64  `json:"rtt_ms,omitempty"`     // of the direct path
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// status is the super peer's entry of the super_peers metric.
+// status is the super peer's entry of Status.SuperPeers.
 func (sp *superPeer) status() SuperPeerStatus {
 	s := SuperPeerStatus{URL: sp.url}
 	sp.mu.Lock()
@@ -81,7 +83,7 @@ func (d *Device) Status() Status {
 	d.mu.Unlock()
 	for _, p := range peers {
 		path := p.path()
-		ps := PeerStatus{PeerID: p.id.String(), Path: string(path.Kind), SuperPeer: path.SuperPeer, Transport: string(path.Transport), RTTMillis: millis(path.RTT)}
+		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RTTMillis: millis(path.RTT)}
 		if path.Addr.IsValid() {
 			ps.Addr = path.Addr.String()
 		}

@@ -61,6 +61,7 @@ func (sp *superPeer) run() {
 			sp.lastErr = err
 			sp.mu.Unlock()
 			sp.dev.log.Debug("super peer", zap.String("url", sp.url), zap.Error(err))
+			sp.changed()
 			backoff = min(max(2*backoff, sessionBackoffMin), sessionBackoffMax)
 			continue
 		}
@@ -169,10 +170,14 @@ func (sp *superPeer) dialer(cfg rendezvous.ClientConfig, tr rendezvous.Transport
 		sess, err := rendezvous.Dial(ctx, cfg)
 		if err != nil {
 			sp.mu.Lock()
-			if sp.sess == nil {
+			down := sp.sess == nil
+			if down {
 				sp.lastErr = err
 			}
 			sp.mu.Unlock()
+			if down {
+				sp.changed()
+			}
 		}
 		return sess, err
 	}
@@ -336,13 +341,9 @@ func (sp *superPeer) announce(addrs []netip.AddrPort) {
 	sp.mu.Unlock()
 }
 
-// changed reports the super peer's status to Config.OnSuperPeer, in
-// order with other events.
+// changed publishes the super peer's status, in order with other events.
 func (sp *superPeer) changed() {
-	if f := sp.dev.cfg.OnSuperPeer; f != nil {
-		st := sp.status()
-		sp.dev.event(func() { f(st) })
-	}
+	sp.dev.publish(SuperPeerEvent{Status: sp.status()})
 }
 
 // onObserved runs when a super peer sees this device at a new address:

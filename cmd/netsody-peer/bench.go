@@ -63,11 +63,11 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	defer d.Close()
 	defer c.CloseWithError(0, "")
-	if !df.relayOnly && !settle(ctx, c) {
+	if !df.relayOnly && !settle(ctx, d.Device, c) {
 		fmt.Fprintf(os.Stderr, "bench: no direct path after %v; measuring %s\n", settleFor, c.Path())
 	}
 
-	b := &bench{conn: c, duration: *duration, firstEcho: make(chan struct{})}
+	b := &bench{conn: c, duration: *duration, firstEcho: make(chan struct{}), errc: make(chan error, 3)}
 	res, err := b.run(ctx)
 	if err != nil {
 		return streamError(ctx, c.Peer(), err)
@@ -77,22 +77,24 @@ func runBench(ctx context.Context, args []string) error {
 }
 
 // settle waits, a bounded time, for a direct path.
-func settle(ctx context.Context, c *peer.Conn) bool {
+func settle(ctx context.Context, d *peer.Device, c *peer.Conn) bool {
 	ctx, cancel := context.WithTimeout(ctx, settleFor)
 	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
+	w := d.Watch()
+	defer w.Close()
 	for c.Path().Kind != peer.PathDirect {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
+		if _, err := w.Next(ctx); err != nil {
 			return false
 		}
 	}
 	return true
 }
 
-// bench is one measurement run.
+// bench is one measurement run. It goes through two phases: idlePhase,
+// the ping stream alone, until 1/idleShare of the run has passed and the
+// peer echoes; then loadPhase, with the bulk stream too, until the end.
+// Either ends early when the run does (--duration, a signal, an error),
+// and summarize makes the result.
 type bench struct {
 	conn     *peer.Conn
 	duration time.Duration
@@ -100,6 +102,18 @@ type bench struct {
 	echoed    atomic.Int64  // bulk bytes that came back
 	loaded    atomic.Bool   // the bulk stream runs
 	firstEcho chan struct{} // closed when the first ping comes back
+	errc      chan error    // the streams' goroutines' errors
+
+	// Owned by run's goroutine.
+	start       time.Time
+	loadStart   time.Time // zero before loadPhase
+	tick        *time.Ticker
+	end         *time.Timer
+	lastTick    time.Time
+	lastBytes   int64
+	path        string // at the start
+	pathChanged bool
+	interrupted bool
 
 	mu     sync.Mutex // guards the following
 	idle   []time.Duration
@@ -145,14 +159,13 @@ func (b *bench) run(ctx context.Context) (benchResult, error) {
 	var (
 		stopped atomic.Bool
 		wg      sync.WaitGroup
-		errc    = make(chan error, 3)
 	)
 	do := func(f func() error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := f(); err != nil && !stopped.Load() {
-				errc <- err
+				b.errc <- err
 			}
 		}()
 	}
@@ -165,66 +178,102 @@ func (b *bench) run(ctx context.Context) (benchResult, error) {
 		wg.Wait()
 	}()
 
-	start := time.Now()
-	res := benchResult{path: b.conn.Path().String()}
-	idleFor := min(b.duration/idleShare, idleMax)
-	loadAt := time.NewTimer(idleFor)
-	defer loadAt.Stop()
-	end := time.NewTimer(b.duration)
-	defer end.Stop()
-	tick := time.NewTicker(progressInt)
-	defer tick.Stop()
-	var (
-		loadDue   bool // the idle part is over
-		echoing   bool // the peer echoes: bulk bytes will not end up on its stdout
-		firstEcho = b.firstEcho
-		loadStart time.Time
-		lastTick  = start
-		lastBytes int64
-	)
+	b.start, b.lastTick, b.path = time.Now(), time.Now(), b.conn.Path().String()
+	b.end = time.NewTimer(b.duration)
+	defer b.end.Stop()
+	b.tick = time.NewTicker(progressInt)
+	defer b.tick.Stop()
 	do(func() error { return b.ping(ping) })
-loop:
-	for {
-		if loadDue && echoing && loadStart.IsZero() {
-			loadStart = time.Now()
-			b.loaded.Store(true)
+	on, err := b.idlePhase(ctx)
+	if err != nil {
+		return benchResult{}, err
+	}
+	if on {
+		if err := b.loadPhase(ctx, func() {
 			do(func() error { return b.send(bulk) })
 			do(func() error { return b.receive(bulk) })
-		}
-		select {
-		case <-loadAt.C:
-			loadDue = true
-		case <-firstEcho:
-			echoing, firstEcho = true, nil
-		case now := <-tick.C:
-			n := b.echoed.Load()
-			rate := -1.0 // idle
-			from := lastTick
-			if loadStart.After(from) {
-				from = loadStart
-			}
-			if !loadStart.IsZero() && now.Sub(from) > progressInt/10 {
-				rate = float64(n-lastBytes) * 8 / now.Sub(from).Seconds() / 1e6
-			}
-			b.progress(now.Sub(start), rate)
-			lastTick, lastBytes = now, n
-			res.pathChanged = res.pathChanged || b.conn.Path().String() != res.path
-		case err := <-errc:
+		}); err != nil {
 			return benchResult{}, err
-		case <-end.C:
-			break loop
-		case <-ctx.Done():
-			res.interrupted = true
-			break loop
 		}
 	}
-	now := time.Now()
-	res.elapsed = now.Sub(start)
-	if !echoing && !res.interrupted {
-		return benchResult{}, fmt.Errorf("no echo in %v: is the peer running 'listen --echo'?", b.duration)
+	return b.summarize()
+}
+
+// idlePhase measures the idle path: it waits for 1/idleShare of the run
+// (at most idleMax), and for the first ping to come back, so that a peer
+// that does not echo does not get the bulk bytes on its stdout. It
+// reports whether the run goes on.
+func (b *bench) idlePhase(ctx context.Context) (bool, error) {
+	idle, cancel := context.WithTimeout(context.Background(), min(b.duration/idleShare, idleMax))
+	defer cancel()
+	for _, c := range []<-chan struct{}{idle.Done(), b.firstEcho} {
+		if on, err := b.await(ctx, c); !on || err != nil {
+			return false, err
+		}
 	}
-	if !loadStart.IsZero() {
-		res.mbits = float64(b.echoed.Load()) * 8 / now.Sub(loadStart).Seconds() / 1e6
+	return true, nil
+}
+
+// loadPhase starts the bulk stream and measures until the run ends.
+func (b *bench) loadPhase(ctx context.Context, startBulk func()) error {
+	b.loadStart = time.Now()
+	b.loaded.Store(true)
+	startBulk()
+	_, err := b.await(ctx, nil)
+	return err
+}
+
+// await waits for c, printing progress meanwhile. It returns false when
+// the run ends first (its duration is up, or ctx is done), and the error
+// of a stream that failed.
+func (b *bench) await(ctx context.Context, c <-chan struct{}) (bool, error) {
+	for {
+		select {
+		case <-c:
+			return true, nil
+		case now := <-b.tick.C:
+			b.onTick(now)
+		case err := <-b.errc:
+			return false, err
+		case <-b.end.C:
+			return false, nil
+		case <-ctx.Done():
+			b.interrupted = true
+			return false, nil
+		}
+	}
+}
+
+// onTick prints a progress line: the throughput since the last tick, or
+// since the load began.
+func (b *bench) onTick(now time.Time) {
+	n := b.echoed.Load()
+	rate := -1.0 // idle
+	from := b.lastTick
+	if b.loadStart.After(from) {
+		from = b.loadStart
+	}
+	if !b.loadStart.IsZero() && now.Sub(from) > progressInt/10 {
+		rate = float64(n-b.lastBytes) * 8 / now.Sub(from).Seconds() / 1e6
+	}
+	b.progress(now.Sub(b.start), rate)
+	b.lastTick, b.lastBytes = now, n
+	b.pathChanged = b.pathChanged || b.conn.Path().String() != b.path
+}
+
+// summarize makes the result of the run that just ended.
+func (b *bench) summarize() (benchResult, error) {
+	now := time.Now()
+	res := benchResult{path: b.path, pathChanged: b.pathChanged, elapsed: now.Sub(b.start), interrupted: b.interrupted}
+	select {
+	case <-b.firstEcho:
+	default:
+		if !res.interrupted {
+			return benchResult{}, fmt.Errorf("no echo in %v: is the peer running 'listen --echo'?", b.duration)
+		}
+	}
+	if !b.loadStart.IsZero() {
+		res.mbits = float64(b.echoed.Load()) * 8 / now.Sub(b.loadStart).Seconds() / 1e6
 	}
 	b.mu.Lock()
 	res.idle, res.load = b.idle, b.load

@@ -11,7 +11,6 @@ import (
 	stdlog "log"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -67,13 +66,14 @@ func (f *deviceFlags) check() error {
 // device is a running device and what the command line adds to it.
 type device struct {
 	*peer.Device
-	paths  *pathReporter
+	report *reporter
 	status *statusServer // nil without --status
 }
 
 // open loads the identity, starts the device and, with --status, the
-// status server. Path changes to the peer reportFor are reported on
-// stderr; to every peer if reportFor is zero.
+// status server. Once the caller starts d.report, path changes to the
+// peer reportFor are reported on stderr; if reportFor is zero (listen),
+// those to every peer and the changes of every super peer.
 func (f *deviceFlags) open(reportFor identity.PeerID) (*device, error) {
 	id, err := identity.Load(f.identity)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -98,21 +98,18 @@ func (f *deviceFlags) open(reportFor identity.PeerID) (*device, error) {
 		// type it does not know. Quiet means quiet; --verbose shows them.
 		stdlog.SetOutput(io.Discard)
 	}
-	paths := newPathReporter(reportFor)
 	d, err := peer.New(peer.Config{
-		Identity:     id,
-		SuperPeers:   f.superPeers,
-		RootCAs:      roots,
-		ListenAddr:   f.listen,
-		RelayOnly:    f.relayOnly,
-		OnPathChange: paths.changed,
-		Logger:       log,
+		Identity:   id,
+		SuperPeers: f.superPeers,
+		RootCAs:    roots,
+		ListenAddr: f.listen,
+		RelayOnly:  f.relayOnly,
+		Logger:     log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	paths.start(d)
-	dev := &device{Device: d, paths: paths}
+	dev := &device{Device: d, report: newReporter(d, reportFor)}
 	if f.status != "" {
 		if dev.status, err = serveStatus(f.status, d); err != nil {
 			dev.Close()
@@ -123,14 +120,13 @@ func (f *deviceFlags) open(reportFor identity.PeerID) (*device, error) {
 	return dev, nil
 }
 
-// Close stops the status server, the path reports and the device. The
-// reports stop first: paths that end because the device closes are not
-// news.
+// Close stops the status server, the reports and the device. The reports
+// stop first: paths that end because the device closes are not news.
 func (d *device) Close() error {
 	if d.status != nil {
 		d.status.Close()
 	}
-	d.paths.stop()
+	d.report.Close()
 	return d.Device.Close()
 }
 
@@ -176,8 +172,8 @@ func parsePeerID(cmd string, pos []string) (identity.PeerID, error) {
 }
 
 // connectTo is what connect and bench share: parse PEERID, open the
-// device, connect within the timeout, and start reporting path changes.
-// The caller closes both.
+// device (which reports the path to the peer), and connect within the
+// timeout. The caller closes both.
 func (f *deviceFlags) connectTo(ctx context.Context, cmd string, pos []string) (*device, *peer.Conn, error) {
 	to, err := parsePeerID(cmd, pos)
 	if err != nil {
@@ -187,12 +183,12 @@ func (f *deviceFlags) connectTo(ctx context.Context, cmd string, pos []string) (
 	if err != nil {
 		return nil, nil, err
 	}
+	d.report.start()
 	c, err := d.dial(ctx, to, f.timeout)
 	if err != nil {
 		d.Close()
 		return nil, nil, err
 	}
-	d.paths.report()
 	return d, c, nil
 }
 
@@ -216,173 +212,27 @@ func (d *device) dial(ctx context.Context, to identity.PeerID, timeout time.Dura
 	return nil, err
 }
 
-// waitSuperPeer waits until a session with any super peer is up.
+// waitSuperPeer waits until a session with any super peer is up, and
+// says, if none comes up within timeout, why for each.
 func (d *device) waitSuperPeer(ctx context.Context, timeout time.Duration) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		st := d.Status()
-		for _, sp := range st.SuperPeers {
-			if sp.Connected {
-				return nil
-			}
-		}
-		select {
-		case <-tick.C:
-			continue
-		case <-ctx.Done():
-		}
-		if ctx.Err() == context.Canceled {
-			return errInterrupted
-		}
-		var why []string
-		for _, sp := range st.SuperPeers {
-			reason := sp.Error
-			if reason == "" {
-				reason = "no answer"
-			}
-			why = append(why, sp.URL+": "+reason)
-		}
-		what := "super peer"
-		if len(why) > 1 {
-			what = "any super peer"
-		}
-		return fmt.Errorf("cannot reach %s within %v: %s", what, timeout, strings.Join(why, "; "))
+	err := d.WaitSuperPeer(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() == context.Canceled:
+		return errInterrupted
 	}
-}
-
-// watchSuperPeers reports on stderr when a super peer cannot be reached,
-// when it is reached, and when it sees the device at a new address (the
-// NAT rebound): once each time its state changes, however often the
-// device retries in between. It returns when ctx is done.
-func (d *device) watchSuperPeers(ctx context.Context) {
-	up := make(map[string]bool)
-	type view struct{ transport, seenAs string }
-	seen := make(map[string]view)
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		for _, sp := range d.Status().SuperPeers {
-			was, known := up[sp.URL]
-			switch {
-			case sp.Connected && (!known || !was):
-				fmt.Fprintf(os.Stderr, "super peer %s: connected over %s (%s), seen as %s\n", sp.URL, sp.Transport, sp.Family, sp.Observed)
-				up[sp.URL], seen[sp.URL] = true, view{sp.Transport, sp.Observed}
-			case sp.Connected && sp.Transport != seen[sp.URL].transport:
-				fmt.Fprintf(os.Stderr, "super peer %s: now over %s, seen as %s\n", sp.URL, sp.Transport, sp.Observed)
-				seen[sp.URL] = view{sp.Transport, sp.Observed}
-			case sp.Connected && sp.Observed != seen[sp.URL].seenAs:
-				fmt.Fprintf(os.Stderr, "super peer %s: now sees this device as %s (its NAT mapping changed)\n", sp.URL, sp.Observed)
-				seen[sp.URL] = view{sp.Transport, sp.Observed}
-			case !sp.Connected && sp.Error != "" && (!known || was):
-				what := "cannot reach"
-				if was {
-					what = "lost"
-				}
-				fmt.Fprintf(os.Stderr, "netsody-peer: %s super peer %s: %s; still trying\n", what, sp.URL, oneLine(sp.Error))
-				up[sp.URL] = false
-			}
+	var why []string
+	for _, sp := range d.Status().SuperPeers {
+		reason := sp.Error
+		if reason == "" {
+			reason = "no answer"
 		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return
-		}
+		why = append(why, sp.URL+": "+reason)
 	}
-}
-
-// pathReporter prints a line on stderr when the path to a peer changes.
-//
-// The device calls OnPathChange on a new goroutine for each change, so
-// two quick changes may arrive in either order. The reporter therefore
-// takes a call only as a hint and prints the path the device's status
-// shows at that moment, if it differs from the last one printed.
-type pathReporter struct {
-	only   identity.PeerID // if not zero, report this peer alone, as "path: ..."
-	dev    *peer.Device
-	kick   chan struct{}
-	done   chan struct{}
-	exited chan struct{}
-
-	mu   sync.Mutex // guards last
-	last map[string]string
-}
-
-func newPathReporter(only identity.PeerID) *pathReporter {
-	return &pathReporter{
-		only:   only,
-		kick:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		exited: make(chan struct{}),
-		last:   make(map[string]string),
+	what := "super peer"
+	if len(why) > 1 {
+		what = "any super peer"
 	}
-}
-
-// changed is the device's OnPathChange.
-func (r *pathReporter) changed(identity.PeerID, peer.Path) {
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (r *pathReporter) start(d *peer.Device) {
-	r.dev = d
-	go func() {
-		defer close(r.exited)
-		for {
-			select {
-			case <-r.kick:
-				r.report()
-			case <-r.done:
-				return
-			}
-		}
-	}()
-}
-
-func (r *pathReporter) stop() {
-	close(r.done)
-	<-r.exited
-}
-
-// report prints every path that changed since the last report.
-func (r *pathReporter) report() {
-	r.mu.Lock() // held across Status, so that reports come out in order
-	defer r.mu.Unlock()
-	st := r.dev.Status()
-	for _, p := range st.Peers {
-		if !r.only.IsZero() && p.PeerID != r.only.String() {
-			continue
-		}
-		now, was := pathString(p), r.last[p.PeerID]
-		if now == was || (was == "" && p.Path == string(peer.PathNone)) {
-			continue
-		}
-		r.last[p.PeerID] = now
-		if r.only.IsZero() {
-			fmt.Fprintf(os.Stderr, "peer %s: path %s\n", shortID(p.PeerID), now)
-		} else {
-			fmt.Fprintf(os.Stderr, "path: %s\n", now)
-		}
-	}
-}
-
-// pathString writes a path as peer.Path's String does.
-func pathString(p peer.PeerStatus) string {
-	switch peer.PathKind(p.Path) {
-	case peer.PathDirect:
-		return "direct " + p.Addr
-	case peer.PathRelay:
-		return fmt.Sprintf("relay via %s (%s)", p.SuperPeer, p.Transport)
-	}
-	return p.Path
-}
-
-// shortID is a peer ID's short form, as identity.PeerID.Short.
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return id
+	return fmt.Errorf("cannot reach %s within %v: %s", what, timeout, strings.Join(why, "; "))
 }

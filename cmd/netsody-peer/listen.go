@@ -42,14 +42,7 @@ func runListen(ctx context.Context, args []string) error {
 	}
 	defer d.Close()
 	fmt.Fprintf(os.Stderr, "listening as %s\n", d.PeerID())
-
-	ctx, cancel := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		d.watchSuperPeers(ctx)
-	}()
-	defer func() { cancel(); <-watched }()
+	d.report.start()
 
 	srv := &server{echo: *echo, out: &lockedWriter{w: os.Stdout}, conns: make(map[*peer.Conn]struct{})}
 	defer srv.shutdown()

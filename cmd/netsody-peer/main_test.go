@@ -212,7 +212,7 @@ func TestStatus(t *testing.T) {
 	metrics := get("/metrics")
 	for _, want := range []string{
 		`netsody_peer_super_peer_up{url="` + sp.URL + `"} 1`,
-		`netsody_peer_path{path="` + st.Peers[0].Path + `",peer="` + connector + `"} 1`,
+		`netsody_peer_path{path="` + string(st.Peers[0].Path) + `",peer="` + connector + `"} 1`,
 		`netsody_peer_path{path="none",peer="` + connector + `"} 0`,
 	} {
 		if !strings.Contains(metrics, want) {

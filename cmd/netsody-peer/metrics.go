@@ -15,7 +15,7 @@ var (
 		[]string{"url"}, nil)
 	superPeerRTTDesc = prometheus.NewDesc(
 		"netsody_peer_super_peer_rtt_seconds",
-		"Smoothed round-trip time of the session with the super peer, from its keepalives; absent before the first.",
+		"Smoothed round-trip time of the session with the super peer, from its registration and keepalives.",
 		[]string{"url", "family", "transport"}, nil)
 	pathDesc = prometheus.NewDesc(
 		"netsody_peer_path",
@@ -52,9 +52,9 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, p := range st.Peers {
 		for _, k := range pathKinds {
-			ch <- prometheus.MustNewConstMetric(pathDesc, prometheus.GaugeValue, boolValue(p.Path == string(k)), p.PeerID, string(k))
+			ch <- prometheus.MustNewConstMetric(pathDesc, prometheus.GaugeValue, boolValue(p.Path == k), p.PeerID, string(k))
 		}
-		if p.Path == string(peer.PathDirect) && p.RTTMillis > 0 {
+		if p.Path == peer.PathDirect && p.RTTMillis > 0 {
 			ch <- prometheus.MustNewConstMetric(peerRTTDesc, prometheus.GaugeValue, p.RTTMillis/1e3, p.PeerID)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/peer"
 )
 
@@ -155,13 +156,17 @@ func printStatus(w io.Writer, st peer.Status) error {
 	fmt.Fprintln(tw, "PEER\tPATH\tVIA\tRTT")
 	for _, p := range st.Peers {
 		via := "-"
-		switch peer.PathKind(p.Path) {
+		switch p.Path {
 		case peer.PathDirect:
 			via = p.Addr
 		case peer.PathRelay:
 			via = fmt.Sprintf("%s (%s)", p.SuperPeer, p.Transport)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", shortID(p.PeerID), p.Path, via, fmtMillis(p.RTTMillis))
+		id := p.PeerID
+		if pid, err := identity.ParsePeerID(id); err == nil {
+			id = pid.Short()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", id, p.Path, via, fmtMillis(p.RTTMillis))
 	}
 	return tw.Flush()
 }

@@ -378,7 +378,7 @@ func watchPath(ctx context.Context, dev *peer.Device, peerID string, t0 time.Tim
 			cur := e2ePath{Kind: string(peer.PathNone)}
 			for _, ps := range dev.Status().Peers {
 				if ps.PeerID == peerID {
-					cur = e2ePath{Kind: ps.Path, Addr: ps.Addr, SuperPeer: ps.SuperPeer, Transport: ps.Transport}
+					cur = e2ePath{Kind: string(ps.Path), Addr: ps.Addr, SuperPeer: ps.SuperPeer, Transport: ps.Transport}
 				}
 			}
 			if cur != last {
