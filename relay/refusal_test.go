@@ -4,10 +4,12 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/netsody/superpeer/internal/doctable"
 )
 
 // refusalNames returns the names of the refusals in the refusals list, in
@@ -47,28 +49,28 @@ func isIdent(e ast.Expr, name string) bool {
 
 // markdownTable returns the rows of the table in a markdown file whose
 // header row is header, as cells without their backticks.
-func markdownTable(t *testing.T, path, header string) [][]string {
+func markdownTable(t *testing.T, path string, header ...string) [][]string {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	tables, err := doctable.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(b), header+"\n")
-	if !ok {
-		t.Fatalf("%s has no table headed %q", path, header)
-	}
-	var rows [][]string
-	for _, line := range strings.Split(rest, "\n")[1:] { // after the |---| line
-		if !strings.HasPrefix(line, "|") {
-			break
+	for _, tb := range tables {
+		if !slices.Equal(tb.Header, header) {
+			continue
 		}
-		var row []string
-		for _, cell := range strings.Split(strings.Trim(line, "|"), "|") {
-			row = append(row, strings.Trim(strings.TrimSpace(cell), "`"))
+		var rows [][]string
+		for _, r := range tb.Rows {
+			row := make([]string, len(r.Cells))
+			for i, c := range r.Cells {
+				row[i] = strings.Trim(c, "`")
+			}
+			rows = append(rows, row)
 		}
-		rows = append(rows, row)
+		return rows
 	}
-	return rows
+	t.Fatalf("%s has no table headed %q", path, header)
+	return nil
 }
 
 // The refusal table in docs/PROTOCOL.md names every refusal in
@@ -103,7 +105,7 @@ func TestRefusalTable(t *testing.T) {
 		}
 	}
 	documented := make(map[string]bool)
-	for _, row := range markdownTable(t, "../docs/PROTOCOL.md", "| refusal | status | Proxy-Status error | when |") {
+	for _, row := range markdownTable(t, "../docs/PROTOCOL.md", "refusal", "status", "Proxy-Status error", "when") {
 		name := row[0]
 		r := byName[name]
 		if r == nil {

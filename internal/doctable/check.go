@@ -12,7 +12,8 @@ import (
 )
 
 // Check holds the tables of the Markdown files to the code. A table takes
-// part if it has a "constant" column and a "value" or "default" column.
+// part if it has a column whose header ends in "constant" and a "value"
+// or "default" column.
 // Every row whose constant cell names a key of want, such as
 // "`rendezvous.DefaultKeepaliveInterval`", must state that constant's
 // value; every key must have a row; and a row that names a constant with
@@ -32,7 +33,7 @@ func Check(t testing.TB, prefix string, want map[string]any, files ...string) {
 			t.Fatal(err)
 		}
 		for _, tb := range tables {
-			nameCol, valueCol := tb.Col("constant"), tb.Col("value")
+			nameCol, valueCol := tb.colEnding("constant"), tb.Col("value")
 			if valueCol < 0 {
 				valueCol = tb.Col("default")
 			}

@@ -34,6 +34,15 @@ func (t Table) Col(name string) int {
 	return -1
 }
 
+func (t Table) colEnding(suffix string) int {
+	for i, h := range t.Header {
+		if strings.HasSuffix(strings.ToLower(h), suffix) {
+			return i
+		}
+	}
+	return -1
+}
+
 // Read returns every table in the Markdown file at path.
 func Read(path string) ([]Table, error) {
 	f, err := os.Open(path)

@@ -1,0 +1,39 @@
+package peer
+
+import (
+	"testing"
+
+	"github.com/netsody/superpeer/internal/doctable"
+)
+
+// docs/DEVICE.md's tables of defaults and limits state what the code does.
+func TestDocsTables(t *testing.T) {
+	doctable.Check(t, "peer.", map[string]any{
+		"peer.DefaultH3HeadStart":        DefaultH3HeadStart,
+		"peer.DefaultH3RetryInterval":    DefaultH3RetryInterval,
+		"peer.DefaultFastPunchInterval":  DefaultFastPunchInterval,
+		"peer.DefaultFastPunchFor":       DefaultFastPunchFor,
+		"peer.DefaultPunchInterval":      DefaultPunchInterval,
+		"peer.DefaultDirectTimeout":      DefaultDirectTimeout,
+		"peer.DefaultRelayDialTimeout":   DefaultRelayDialTimeout,
+		"peer.DefaultRelayCheckInterval": DefaultRelayCheckInterval,
+		"peer.DefaultPeerIdleTimeout":    DefaultPeerIdleTimeout,
+		"peer.DefaultAddrCheckInterval":  DefaultAddrCheckInterval,
+		"peer.quicPacketSize":            quicPacketSize,
+		"peer.quicKeepAlive":             quicKeepAlive,
+		"peer.quicIdleTimeout":           quicIdleTimeout,
+		"peer.maxCandidates":             maxCandidates,
+		"peer.maxPending":                maxPending,
+		"peer.maxPings":                  maxPings,
+		"peer.tailLen":                   tailLen,
+		"peer.introduceRate":             introduceRate,
+		"peer.maxUnread":                 maxUnread,
+		"peer.relayMoveRatio":            relayMoveRatio,
+		"peer.relayMoveMargin":           relayMoveMargin,
+		"peer.relayRetriesWhileDirect":   relayRetriesWhileDirect,
+		"peer.sessionBackoffMin":         sessionBackoffMin,
+		"peer.sessionBackoffMax":         sessionBackoffMax,
+		"peer.sessionDialTimeout":        sessionDialTimeout,
+		"peer.superPeerPingEvery":        superPeerPingEvery,
+	}, "../docs/DEVICE.md")
+}

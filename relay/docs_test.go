@@ -1,0 +1,21 @@
+package relay
+
+import (
+	"testing"
+
+	"github.com/netsody/superpeer/internal/doctable"
+)
+
+// The relay's limits in docs/PROTOCOL.md and its options in
+// docs/CONFIG.md state what the code does.
+func TestDocsTables(t *testing.T) {
+	doctable.Check(t, "relay.", map[string]any{
+		"relay.DefaultPairTimeout":          DefaultPairTimeout,
+		"relay.DefaultWriteTimeout":         DefaultWriteTimeout,
+		"relay.DefaultMaxSessionsPerDevice": DefaultMaxSessionsPerDevice,
+		"relay.DefaultRate":                 DefaultRate,
+		"relay.DefaultBurst":                DefaultBurst,
+		"relay.DefaultMaxDatagramSize":      DefaultMaxDatagramSize,
+		"relay.DefaultQueueLen":             DefaultQueueLen,
+	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
+}

@@ -1,0 +1,28 @@
+package rendezvous
+
+import (
+	"testing"
+
+	"github.com/netsody/superpeer/internal/doctable"
+)
+
+// The tables of limits and defaults in docs/PROTOCOL.md and
+// docs/CONFIG.md state what the code does.
+func TestDocsTables(t *testing.T) {
+	doctable.Check(t, "rendezvous.", map[string]any{
+		"rendezvous.MaxPayload":               MaxPayload,
+		"rendezvous.MaxAddrs":                 MaxAddrs,
+		"rendezvous.MaxErrorMessage":          MaxErrorMessage,
+		"rendezvous.DefaultKeepaliveInterval": DefaultKeepaliveInterval,
+		"rendezvous.DefaultSessionTimeout":    DefaultSessionTimeout,
+		"rendezvous.DefaultWriteTimeout":      DefaultWriteTimeout,
+		"rendezvous.DefaultMaxSessions":       DefaultMaxSessions,
+		"rendezvous.DefaultConnectRate":       DefaultConnectRate,
+		"rendezvous.DefaultConnectBurst":      DefaultConnectBurst,
+		"rendezvous.maxQueuedFrames":          maxQueuedFrames,
+		"rendezvous.followMin":                followMin,
+		"rendezvous.retryAfterFull":           retryAfterFull,
+		"rendezvous.quicKeepalivePeriod":      quicKeepalivePeriod,
+		"rendezvous.maxRefusalReason":         maxRefusalReason,
+	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
+}
