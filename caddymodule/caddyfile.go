@@ -89,6 +89,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		connect_rate       <per_second> [<burst>]
 //		relay {
 //			pair_timeout            <duration>
+//			write_timeout           <duration>
 //			max_sessions_per_device <count>
 //			rate                    <bytes_per_second>
 //			burst                   <bytes>
@@ -144,6 +145,8 @@ func (r *RelayOptions) unmarshalBlock(d *caddyfile.Dispenser, directive string) 
 		switch opt {
 		case "pair_timeout":
 			r.PairTimeout, err = durationArg(d)
+		case "write_timeout":
+			r.WriteTimeout, err = durationArg(d)
 		case "max_sessions_per_device":
 			r.MaxSessionsPerDevice, err = countArg(d)
 		case "rate":

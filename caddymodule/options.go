@@ -52,6 +52,10 @@ type RelayOptions struct {
 	// peer's session towards it (consent).
 	// Default: relay.DefaultPairTimeout (10s).
 	PairTimeout caddy.Duration `json:"pair_timeout,omitempty"`
+	// WriteTimeout ends a relay session whose device does not take
+	// relayed capsules (HTTP/2, or a POST over HTTP/3) within this long.
+	// Default: relay.DefaultWriteTimeout (10s).
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 	// MaxSessionsPerDevice caps each device's relay sessions, waiting or
 	// bridged; more get 429. Default: relay.DefaultMaxSessionsPerDevice (16).
 	MaxSessionsPerDevice int `json:"max_sessions_per_device,omitempty"`
@@ -89,6 +93,7 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 		},
 		Relay: relay.Config{
 			PairTimeout:          time.Duration(r.PairTimeout),
+			WriteTimeout:         time.Duration(r.WriteTimeout),
 			MaxSessionsPerDevice: r.MaxSessionsPerDevice,
 			Rate:                 r.Rate,
 			Burst:                r.Burst,
