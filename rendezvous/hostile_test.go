@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"testing"
+	"time"
 
 	"github.com/quic-go/quic-go/quicvarint"
 )
@@ -34,5 +35,41 @@ func TestExtensionAreaAllocatesNothing(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { _ = rm.decode(reg) }); n > 1 {
 		t.Errorf("skipping the unknown extensions of a register: %.0f allocations", n)
+	}
+}
+
+// A session that never registers expires like a silent one, even if it
+// sends frames of unknown types: otherwise a stranger holds a place under
+// MaxSessions, and a reader, for as long as its connection lives.
+func TestUnregisteredSessionExpires(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{KeepaliveInterval: 50 * time.Millisecond, SessionTimeout: 200 * time.Millisecond})
+	for _, tr := range transports {
+		s := ts.openRaw(t, tr, newIdentity(t))
+		stop := make(chan struct{})
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			for {
+				if s.writeFrame(appendFrame(nil, 0x7f, nil)) != nil {
+					return
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		wantError(t, s, ErrCodeExpired)
+		close(stop)
+		<-sent
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, all := ts.rv.Sessions(); all == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the expired sessions are still counted after 5s")
+		}
 	}
 }
