@@ -25,7 +25,7 @@ const (
 	// ErrCodeReplaced: a newer session registered the same peer ID.
 	ErrCodeReplaced ErrorCode = 7
 	// ErrCodeExpired: nothing arrived from the device within the session
-	// timeout.
+	// timeout, or it did not register within it.
 	ErrCodeExpired ErrorCode = 8
 	// ErrCodeRefused: admission refused the peer ID.
 	ErrCodeRefused ErrorCode = 9
