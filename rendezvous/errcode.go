@@ -34,8 +34,8 @@ const (
 	ErrCodeSlowReader ErrorCode = 10
 	// ErrCodeShuttingDown: the super peer is stopping.
 	ErrCodeShuttingDown ErrorCode = 11
-	// ErrCodeRateLimited: too many FrameConnect; retry later. The session
-	// goes on.
+	// ErrCodeRateLimited: too many FrameConnect, or the peer is not taking
+	// its frames; retry later. The session goes on.
 	ErrCodeRateLimited ErrorCode = 12
 	// ErrCodeBadRequest: a well-formed request that cannot be served, such
 	// as connecting to oneself. The session goes on.

@@ -1,8 +1,15 @@
 package rendezvous
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/quic-go/quic-go/quicvarint"
 )
@@ -71,5 +78,73 @@ func TestUnregisteredSessionExpires(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the expired sessions are still counted after 5s")
 		}
+	}
+}
+
+// blockedStream is a device whose writes stall (a slow link) until
+// released.
+type blockedStream struct {
+	release chan struct{}
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func (b *blockedStream) Read([]byte) (int, error) { <-b.closed; return 0, io.EOF }
+func (b *blockedStream) write([]byte, time.Duration) error {
+	select {
+	case <-b.release:
+		return nil
+	case <-b.closed:
+		return io.ErrClosedPipe
+	}
+}
+func (b *blockedStream) closeRead() { b.once.Do(func() { close(b.closed) }) }
+func (b *blockedStream) finish()    {}
+
+var fakes int // numbers the fake sessions' bindings
+
+// fakeRegistered is a registered session on srv over str, as handleRegister
+// leaves it, without the network.
+func fakeRegistered(t *testing.T, srv *Server, str stream) *session {
+	fakes++
+	r := httptest.NewRequest(http.MethodPost, Path, nil)
+	r.ProtoMajor = 2
+	s := newSession(srv, r, Binding{byte(fakes)}, netip.MustParseAddrPort("192.0.2.1:1"))
+	s.str = str
+	s.peer, s.registered, s.proto = newIdentity(t).PeerID(), true, ours
+	s.reg = newRegistration(s.peer)
+	s.limiter = rate.NewLimiter(rate.Limit(srv.config().ConnectRate), srv.config().ConnectBurst)
+	srv.register(s)
+	return s
+}
+
+// Strangers who know a device's peer ID cannot end its session: while a
+// write to it stalls for a moment, their introductions (each within its
+// own rate limit) are refused to them rather than overflowing its queue.
+func TestStrangersCannotOverflowADevice(t *testing.T) {
+	srv := NewServer(Config{})
+	victimStr := &blockedStream{release: make(chan struct{}), closed: make(chan struct{})}
+	victim := fakeRegistered(t, srv, victimStr)
+	victim.send((&Pong{}).frame()) // the writer now stalls on this
+	var strangers []*session
+	for range 2 * maxQueuedFrames / DefaultConnectBurst {
+		st := &blockedStream{release: make(chan struct{}), closed: make(chan struct{})}
+		close(st.release)
+		stranger := fakeRegistered(t, srv, st)
+		strangers = append(strangers, stranger)
+		for range DefaultConnectBurst {
+			stranger.handleConnect(&Connect{Peer: victim.peer})
+		}
+	}
+	victim.mu.Lock()
+	ended := victim.ended
+	victim.mu.Unlock()
+	close(victimStr.release)
+	for _, s := range append(strangers, victim) {
+		s.end(&Error{Code: ErrCodeShuttingDown})
+		s.out.wait()
+	}
+	if ended != nil {
+		t.Fatalf("strangers' introductions ended the device's session: %s", ended.Code)
 	}
 }

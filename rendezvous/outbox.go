@@ -36,6 +36,22 @@ func (o *outbox) send(f []byte) bool {
 	return true
 }
 
+// offer queues f, a frame another device caused, if the queue holds
+// fewer than maxOfferedFrames; it reports false, and drops f, if not.
+// What others send thus never fills the queue and ends the session.
+func (o *outbox) offer(f []byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return true
+	}
+	if len(o.queue) >= maxOfferedFrames {
+		return false
+	}
+	o.enqueueLocked(f)
+	return true
+}
+
 // close queues final, if any, as the last frame and drops any later one.
 // It reports whether this call closed the outbox.
 func (o *outbox) close(final []byte) bool {

@@ -222,8 +222,12 @@ func (s *session) handleConnect(m *Connect) {
 	mine, theirs := s.candidates(), other.candidates()
 	theirs.Initiator = true
 	mine.Relay, theirs.Relay = m.Relay, m.Relay
+	if !other.out.offer(mine.frame()) {
+		s.srv.stats.Refused[ErrCodeRateLimited].Add(1)
+		s.send((&Error{Code: ErrCodeRateLimited, Peer: m.Peer, Message: "the peer is not taking its frames now; retry later"}).frame())
+		return
+	}
 	s.send(theirs.frame())
-	other.send(mine.frame())
 	s.srv.stats.Connects.Add(1)
 }
 
