@@ -47,4 +47,8 @@ const (
 	// maxRefusalBody, bytes, bounds how much of a refusal's body the client
 	// reads for its reason when there is no Proxy-Status details.
 	maxRefusalBody = 1 << 10
+	// maxEchoed, bytes, is how much of a request's own text (its target,
+	// its method) a refusal quotes back: enough to recognise it, never
+	// more than a stranger sent.
+	maxEchoed = 64
 )

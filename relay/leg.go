@@ -41,7 +41,7 @@ func kindOf(r *http.Request) (legKind, *refusal) {
 	case r.Method == http.MethodPost:
 		return kindCapsule, nil
 	}
-	return 0, refuseMethod.with(r.Method)
+	return 0, refuseMethod.with(echoed(r.Method))
 }
 
 // legIO is how a leg's packets travel: QUIC datagrams beside an HTTP/3

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 
 	"github.com/dunglas/httpsfv"
 )
@@ -38,7 +39,7 @@ var (
 	refuseHTTP1    = &refusal{status: http.StatusHTTPVersionNotSupported, errType: errRequest, details: "the relay needs HTTP/2 or HTTP/3"}
 	refuseProtocol = &refusal{status: http.StatusNotImplemented, errType: errRequest, details: "only the connect-udp protocol is relayed"}
 	refuseMethod   = &refusal{status: http.StatusMethodNotAllowed, errType: errRequest,
-		details: "open a relay session with an extended CONNECT (connect-udp) or a streamed POST, not %s"}
+		details: "open a relay session with an extended CONNECT (connect-udp) or a streamed POST, not %s"} // %s: echoed
 	refuseNotHTTPS = &refusal{status: http.StatusForbidden, errType: errDenied, details: "the relay needs HTTPS"}
 	// RFC 8470: a request in 0-RTT data may be a replay.
 	refuseTooEarly = &refusal{status: http.StatusTooEarly, errType: errDenied,
@@ -50,7 +51,7 @@ var (
 		details: "the path must be " + PathPrefix + "{peer ID}/{port}/"}
 	// Not an open proxy: the target is an address or a hostname.
 	refuseNotPeerID = &refusal{status: http.StatusForbidden, errType: errDenied,
-		details: "this relay forwards only to registered peer IDs (64 hex digits), not to the %s %q"}
+		details: "this relay forwards only to registered peer IDs (64 hex digits), not to the %s %s"} // the last %s: echoed
 
 	// Who asks, for whom.
 	refuseNoRegistration = &refusal{status: http.StatusForbidden, errType: errDenied,
@@ -88,6 +89,19 @@ var refusals = [...]*refusal{
 // with returns a copy of r whose details are r's format filled in.
 func (r *refusal) with(args ...any) *refusal {
 	return &refusal{status: r.status, errType: r.errType, details: fmt.Sprintf(r.details, args...), of: r}
+}
+
+// echoed quotes a request's own text (its target, its method) for a
+// refusal's details, cut to maxEchoed bytes: the details go out twice
+// (Proxy-Status and body), and quoted whole a stranger's long path would
+// come back several times larger. Quoted as ASCII, since a Structured
+// Field string holds no other, and Proxy-Status would be left out.
+func echoed(s string) string {
+	q := strconv.QuoteToASCII(s)
+	if len(q) <= maxEchoed {
+		return q
+	}
+	return q[:maxEchoed-len(`..."`)] + `..."`
 }
 
 // index is r's place in refusals.

@@ -45,7 +45,7 @@ func parseTarget(path string) (identity.PeerID, *refusal) {
 		if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil || strings.Contains(host, "%3A") || strings.Contains(host, ":") {
 			what = "IP address"
 		}
-		return identity.PeerID{}, refuseNotPeerID.with(what, host)
+		return identity.PeerID{}, refuseNotPeerID.with(what, echoed(host))
 	}
 	return peer, nil
 }

@@ -47,6 +47,10 @@ const (
 	// maxQueuedFrames bounds a session's outbound queue; a device that lets
 	// it fill is ended with ErrCodeSlowReader rather than held in memory.
 	maxQueuedFrames = 64
+	// maxOfferedFrames is the part of that queue that frames other devices
+	// cause (their introductions) may fill: the rest is the device's own,
+	// so that strangers who know its peer ID cannot end its session.
+	maxOfferedFrames = maxQueuedFrames / 2
 	// followMin and followRTT bound when a session looks at its
 	// connection's address again after a frame from the device: QUIC moves
 	// a connection to a new address one round trip after the first packet

@@ -25,7 +25,7 @@ const (
 	// ErrCodeReplaced: a newer session registered the same peer ID.
 	ErrCodeReplaced ErrorCode = 7
 	// ErrCodeExpired: nothing arrived from the device within the session
-	// timeout.
+	// timeout, or it did not register within it.
 	ErrCodeExpired ErrorCode = 8
 	// ErrCodeRefused: admission refused the peer ID.
 	ErrCodeRefused ErrorCode = 9
@@ -34,8 +34,8 @@ const (
 	ErrCodeSlowReader ErrorCode = 10
 	// ErrCodeShuttingDown: the super peer is stopping.
 	ErrCodeShuttingDown ErrorCode = 11
-	// ErrCodeRateLimited: too many FrameConnect; retry later. The session
-	// goes on.
+	// ErrCodeRateLimited: too many FrameConnect, or the peer is not taking
+	// its frames; retry later. The session goes on.
 	ErrCodeRateLimited ErrorCode = 12
 	// ErrCodeBadRequest: a well-formed request that cannot be served, such
 	// as connecting to oneself. The session goes on.

@@ -23,13 +23,21 @@ type outbox struct {
 // send queues f for the device. It reports false when the queue holds
 // maxQueuedFrames already: the device does not read. After close, f is
 // dropped.
-func (o *outbox) send(f []byte) bool {
+func (o *outbox) send(f []byte) bool { return o.push(f, maxQueuedFrames) }
+
+// offer queues f, a frame another device caused, if the queue holds
+// fewer than maxOfferedFrames; it reports false, and drops f, if not.
+// What others send thus never fills the queue and ends the session.
+func (o *outbox) offer(f []byte) bool { return o.push(f, maxOfferedFrames) }
+
+// push queues f unless the queue holds limit frames already.
+func (o *outbox) push(f []byte, limit int) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return true
 	}
-	if len(o.queue) >= maxQueuedFrames {
+	if len(o.queue) >= limit {
 		return false
 	}
 	o.enqueueLocked(f)

@@ -81,6 +81,12 @@ func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *s
 // waits for the outbox to deliver what is queued (a final FrameError,
 // say).
 func (s *session) run() {
+	// The wakeups start at registration; until then this one ends a
+	// session that does not register, which would otherwise hold a
+	// reader and a place under MaxSessions for as long as its
+	// connection lives.
+	deadline := time.AfterFunc(s.srv.config().SessionTimeout, s.registerDeadline)
+	defer deadline.Stop()
 	var hdr [frameHeaderLen]byte
 	for {
 		f, err := readFrame(s.str, &hdr)
@@ -216,8 +222,12 @@ func (s *session) handleConnect(m *Connect) {
 	mine, theirs := s.candidates(), other.candidates()
 	theirs.Initiator = true
 	mine.Relay, theirs.Relay = m.Relay, m.Relay
+	if !other.out.offer(mine.frame()) {
+		s.srv.stats.Refused[ErrCodeRateLimited].Add(1)
+		s.send((&Error{Code: ErrCodeRateLimited, Peer: m.Peer, Message: "the peer is not taking its frames now; retry later"}).frame())
+		return
+	}
 	s.send(theirs.frame())
-	other.send(mine.frame())
 	s.srv.stats.Connects.Add(1)
 }
 
@@ -254,6 +264,17 @@ func (s *session) keepalive() {
 
 // remoteAddrer is the part of a *quic.Conn that a session follows.
 type remoteAddrer interface{ RemoteAddr() net.Addr }
+
+// registerDeadline ends a session that has not registered within the
+// session timeout; the wakeups timer, made at registration, says it has.
+func (s *session) registerDeadline() {
+	s.mu.Lock()
+	registered := s.wake.timer != nil
+	s.mu.Unlock()
+	if !registered {
+		s.end(&Error{Code: ErrCodeExpired, Message: "no " + FrameRegister.String() + " within " + s.srv.config().SessionTimeout.String()})
+	}
+}
 
 // heardFrom is called after a frame from the device, or another request
 // on its connection: a packet that may have begun moving the connection

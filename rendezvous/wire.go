@@ -202,6 +202,10 @@ const (
 // known returns false for a type it does not know, which is skipped.
 func (d *decoder) extensions(known func(typ uint64, v *decoder) bool) {
 	var seen uint64 // known types below 64 already taken, to refuse repeats
+	// One decoder for every value, made when known needs it: a decoder
+	// handed to a func value escapes, and one per extension would make
+	// every skipped extension an allocation.
+	var v *decoder
 	for d.err == nil && len(d.b) > 0 {
 		typ := d.varint()
 		n := d.varint()
@@ -211,8 +215,15 @@ func (d *decoder) extensions(known func(typ uint64, v *decoder) bool) {
 		if d.err != nil {
 			return
 		}
-		v := &decoder{t: d.t, b: d.take(int(n))}
-		if known == nil || !known(typ, v) {
+		value := d.take(int(n))
+		if known == nil {
+			continue
+		}
+		if v == nil {
+			v = new(decoder)
+		}
+		*v = decoder{t: d.t, b: value}
+		if !known(typ, v) {
 			continue
 		}
 		if typ < 64 {

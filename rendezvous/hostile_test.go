@@ -1,0 +1,150 @@
+package rendezvous
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/quic-go/quic-go/quicvarint"
+)
+
+// A payload full of empty unknown extensions, the most a frame can hold,
+// is skipped without an allocation per extension: the extension area
+// costs a hostile device's frames no garbage on the super peer.
+func TestExtensionAreaAllocatesNothing(t *testing.T) {
+	ping := (&Ping{Nonce: 1}).frame()[frameHeaderLen:]
+	reg := (&Register{Protocol: ours}).frame()[frameHeaderLen:]
+	fill := func(p []byte) []byte {
+		p = append([]byte(nil), p...)
+		for len(p)+2 <= MaxPayload {
+			p = quicvarint.Append(p, 0x3f)
+			p = append(p, 0)
+		}
+		return p
+	}
+	ping, reg = fill(ping), fill(reg)
+	var pm Ping
+	if err := pm.decode(ping); err != nil {
+		t.Fatal(err)
+	}
+	var rm Register
+	if err := rm.decode(reg); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = pm.decode(ping) }); n > 0 {
+		t.Errorf("skipping %d extensions of a ping: %.0f allocations", (len(ping)-12)/2, n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = rm.decode(reg) }); n > 1 {
+		t.Errorf("skipping the unknown extensions of a register: %.0f allocations", n)
+	}
+}
+
+// A session that never registers expires like a silent one, even if it
+// sends frames of unknown types: otherwise a stranger holds a place under
+// MaxSessions, and a reader, for as long as its connection lives.
+func TestUnregisteredSessionExpires(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{KeepaliveInterval: 50 * time.Millisecond, SessionTimeout: 200 * time.Millisecond})
+	for _, tr := range transports {
+		s := ts.openRaw(t, tr, newIdentity(t))
+		stop := make(chan struct{})
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			for {
+				if s.writeFrame(appendFrame(nil, 0x7f, nil)) != nil {
+					return
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		wantError(t, s, ErrCodeExpired)
+		close(stop)
+		<-sent
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, all := ts.rv.Sessions(); all == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the expired sessions are still counted after 5s")
+		}
+	}
+}
+
+// blockedStream is a device whose writes stall (a slow link) until
+// released.
+type blockedStream struct {
+	release chan struct{}
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func (b *blockedStream) Read([]byte) (int, error) { <-b.closed; return 0, io.EOF }
+func (b *blockedStream) write([]byte, time.Duration) error {
+	select {
+	case <-b.release:
+		return nil
+	case <-b.closed:
+		return io.ErrClosedPipe
+	}
+}
+func (b *blockedStream) closeRead() { b.once.Do(func() { close(b.closed) }) }
+func (b *blockedStream) finish()    {}
+
+var fakes int // numbers the fake sessions' bindings
+
+// fakeRegistered is a registered session on srv over str, as handleRegister
+// leaves it, without the network.
+func fakeRegistered(t *testing.T, srv *Server, str stream) *session {
+	fakes++
+	r := httptest.NewRequest(http.MethodPost, Path, nil)
+	r.ProtoMajor = 2
+	s := newSession(srv, r, Binding{byte(fakes)}, netip.MustParseAddrPort("192.0.2.1:1"))
+	s.str = str
+	s.peer, s.registered, s.proto = newIdentity(t).PeerID(), true, ours
+	s.reg = newRegistration(s.peer)
+	s.limiter = rate.NewLimiter(rate.Limit(srv.config().ConnectRate), srv.config().ConnectBurst)
+	srv.register(s)
+	return s
+}
+
+// Strangers who know a device's peer ID cannot end its session: while a
+// write to it stalls for a moment, their introductions (each within its
+// own rate limit) are refused to them rather than overflowing its queue.
+func TestStrangersCannotOverflowADevice(t *testing.T) {
+	srv := NewServer(Config{})
+	victimStr := &blockedStream{release: make(chan struct{}), closed: make(chan struct{})}
+	victim := fakeRegistered(t, srv, victimStr)
+	victim.send((&Pong{}).frame()) // the writer now stalls on this
+	var strangers []*session
+	for range 2 * maxQueuedFrames / DefaultConnectBurst {
+		st := &blockedStream{release: make(chan struct{}), closed: make(chan struct{})}
+		close(st.release)
+		stranger := fakeRegistered(t, srv, st)
+		strangers = append(strangers, stranger)
+		for range DefaultConnectBurst {
+			stranger.handleConnect(&Connect{Peer: victim.peer})
+		}
+	}
+	victim.mu.Lock()
+	ended := victim.ended
+	victim.mu.Unlock()
+	close(victimStr.release)
+	for _, s := range append(strangers, victim) {
+		s.end(&Error{Code: ErrCodeShuttingDown})
+		s.out.wait()
+	}
+	if ended != nil {
+		t.Fatalf("strangers' introductions ended the device's session: %s", ended.Code)
+	}
+}
