@@ -10,10 +10,15 @@
 //
 //	sp := superpeer.New(superpeer.Config{})
 //	defer sp.Close()
-//	go http.ListenAndServeTLS(":443", certFile, keyFile, sp)
+//	h2 := &http.Server{Addr: ":443", Handler: sp, ReadHeaderTimeout: 10 * time.Second}
+//	go h2.ListenAndServeTLS(certFile, keyFile)
 //	h3 := &http3.Server{Addr: ":443", Handler: sp, EnableDatagrams: true,
 //		ConnContext: superpeer.ConnContext}
 //	log.Fatal(h3.ListenAndServeTLS(certFile, keyFile))
+//
+// (A server exposed to the internet bounds what a stranger may hold
+// before the super peer sees a request: ReadHeaderTimeout here; the
+// super peer bounds the rest.)
 //
 // It answers only its own paths (rendezvous.Path and relay.PathPrefix,
 // see Handles) and 404 elsewhere; mount it beside a website with

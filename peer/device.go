@@ -1,8 +1,3 @@
-// Package peer is the device side of Netsody's super peers: one UDP
-// socket for every super peer session and every direct path, registration
-// with every configured super peer, hole punching, relay fallback, and
-// the switch between relay and direct paths without breaking the
-// end-to-end QUIC connection.
 package peer
 
 import (

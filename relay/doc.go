@@ -36,4 +36,14 @@
 // full. A device that does not take a write on a leg that carries
 // capsules within Config.WriteTimeout loses the session. Stats has every
 // counter; constants.go has every default and limit.
+//
+// # API stability
+//
+// Before 1.0 the API may change between minor versions; every change is
+// listed in docs/CHANGELOG.md with what replaces it. Within a minor
+// version, the exported names and their documented behaviour hold, and a
+// zero Config field takes the Default* constant it names; the values of
+// those constants and of the unexported limits may be tuned at any time
+// (docs/PROTOCOL.md lists them). The wire protocol is versioned apart
+// from the Go API (rendezvous, Versions).
 package relay

@@ -43,4 +43,14 @@
 // and wakeups.go the server's side of a session; server.go the registry;
 // client.go the device's side, dial.go its transports, introduce.go its
 // introductions; rtt.go the RTT estimate both sides keep.
+//
+// # API stability
+//
+// Before 1.0 the API may change between minor versions; every change is
+// listed in docs/CHANGELOG.md with what replaces it. Within a minor
+// version, the exported names and their documented behaviour hold, and a
+// zero Config field takes the Default* constant it names; the values of
+// those constants and of the unexported limits may be tuned at any time
+// (docs/PROTOCOL.md lists them). The wire protocol is versioned apart
+// from the Go API (see Versions).
 package rendezvous

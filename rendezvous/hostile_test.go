@@ -148,3 +148,22 @@ func TestStrangersCannotOverflowADevice(t *testing.T) {
 		t.Fatalf("strangers' introductions ended the device's session: %s", ended.Code)
 	}
 }
+
+// A session that is ending — replaced, say, while its last frame cannot
+// drain to a stalled device — no longer authenticates its connection, so
+// no relay session can start on a registration that is over.
+func TestEndingSessionAuthenticatesNothing(t *testing.T) {
+	srv := NewServer(Config{})
+	str := &blockedStream{release: make(chan struct{}), closed: make(chan struct{})}
+	s := fakeRegistered(t, srv, str)
+	s.send((&Pong{}).frame()) // the writer now stalls on this
+	if srv.registered(s.binding) != s {
+		t.Fatal("a live registered session does not authenticate its connection")
+	}
+	s.end(&Error{Code: ErrCodeReplaced})
+	if srv.registered(s.binding) != nil {
+		t.Error("an ending session still authenticates its connection")
+	}
+	close(str.release)
+	s.out.wait()
+}

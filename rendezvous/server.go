@@ -160,9 +160,7 @@ func (s *Server) Authenticate(r *http.Request) (*Registration, bool) {
 	if err != nil {
 		return nil, false
 	}
-	s.mu.Lock()
-	sess := s.byBinding[b]
-	s.mu.Unlock()
+	sess := s.registered(b)
 	if sess == nil {
 		return nil, false
 	}
@@ -170,6 +168,19 @@ func (s *Server) Authenticate(r *http.Request) (*Registration, bool) {
 	// device too: the connection may be moving to a new address.
 	sess.heardFrom()
 	return sess.reg, true
+}
+
+// registered returns the session registered on the connection with
+// binding b, unless it is ending: a session that was replaced or expired
+// vouches for nothing while its last frame drains.
+func (s *Server) registered(b Binding) *session {
+	s.mu.Lock()
+	sess := s.byBinding[b]
+	s.mu.Unlock()
+	if sess == nil || !sess.live() {
+		return nil
+	}
+	return sess
 }
 
 // connKey is the request context key of the device's QUIC connection.

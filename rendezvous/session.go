@@ -370,6 +370,13 @@ func (s *session) end(e *Error) {
 	s.str.closeRead()
 }
 
+// live reports whether the session has not begun to end.
+func (s *session) live() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended == nil
+}
+
 // endReason says why the session ended, for the relay's devices.
 func (s *session) endReason() string {
 	s.mu.Lock()
