@@ -40,17 +40,68 @@ const (
 	// DefaultConnectBurst lets a device that starts connect to its peers at
 	// once.
 	DefaultConnectBurst = 20
+	// DefaultIntroductionRate is introductions per second for one target
+	// device, from all askers together: more than the peers of an honest
+	// device ask for, few enough that strangers cannot flood it.
+	DefaultIntroductionRate = 20
+	// DefaultIntroductionBurst lets that many peers reach a device at
+	// once: the part of its queue that others may fill (maxOfferedFrames).
+	DefaultIntroductionBurst = maxOfferedFrames
+	// DefaultAddrsRate is FrameAddrs per second and session: a device
+	// announces its addresses when its interfaces change, not more.
+	DefaultAddrsRate = 1
+	// DefaultAddrsBurst lets a device whose interfaces flap announce each
+	// change.
+	DefaultAddrsBurst = 5
+	// DefaultRegisterTimeout ends a session that has not registered this
+	// long after its request arrived: an honest device registers within a
+	// round trip, and a stranger must not hold a session longer.
+	DefaultRegisterTimeout = 10 * time.Second
+	// DefaultMaxUnregisteredPerPrefix caps the sessions from one source
+	// prefix (maxPrefixBits) that have not registered yet: devices behind
+	// one NAT register within a round trip each, so 64 at once keeps up
+	// with DefaultPrefixSessionRate, while one host cannot fill
+	// MaxSessions.
+	DefaultMaxUnregisteredPerPrefix = 64
+	// DefaultPrefixSessionRate and DefaultPrefixSessionBurst are the token
+	// bucket of new sessions per source prefix. After a restart, 10,000
+	// devices behind one carrier-grade NAT re-register within a minute:
+	// 4,000 at once (the burst) + 60 s × 100/s = 10,000. A full bucket
+	// refills in 40 s.
+	DefaultPrefixSessionRate  = 100
+	DefaultPrefixSessionBurst = 4000
 )
 
 // Implementation values.
 const (
-	// maxQueuedFrames bounds a session's outbound queue; a device that lets
-	// it fill is ended with ErrCodeSlowReader rather than held in memory.
+	// maxQueuedFrames and maxQueuedBytes bound a session's outbound queue
+	// (the batch being written holds as much again): 64 of the largest
+	// frames a device asks for (candidates with 16 IPv6 addresses, 364
+	// bytes) would take 23 KiB, so bytes bind first with long frames.
+	// When it is full, the device's own frames wait; only a write that
+	// times out ends the session.
 	maxQueuedFrames = 64
-	// maxOfferedFrames is the part of that queue that frames other devices
-	// cause (their introductions) may fill: the rest is the device's own,
-	// so that strangers who know its peer ID cannot end its session.
+	maxQueuedBytes  = 16 << 10
+	// maxOfferedFrames and maxOfferedBytes are the part of that queue that
+	// frames other devices cause (their introductions) may fill: the rest
+	// is the device's own, so that strangers who know its peer ID cannot
+	// crowd it out. Beyond it, introductions are dropped.
 	maxOfferedFrames = maxQueuedFrames / 2
+	maxOfferedBytes  = maxQueuedBytes / 2
+	// prefixBits4 and prefixBits6 are the source prefix that per-prefix
+	// limits count: one IPv4 address (a host, or a NAT), one IPv6 /64 (a
+	// subnet, which one host may hold whole).
+	prefixBits4 = 32
+	prefixBits6 = 64
+	// maxPrefixes caps the per-prefix table, about 150 bytes an entry (20
+	// MiB at most): more than DefaultMaxSessions, so that a restart storm
+	// of that many devices from distinct addresses fits. At the cap,
+	// entries with no unregistered session are dropped; new prefixes are
+	// refused only if none is.
+	maxPrefixes = 1 << 17
+	// prefixSweepEvery is how often a full per-prefix table may be swept:
+	// a sweep reads every entry.
+	prefixSweepEvery = time.Second
 	// followMin and followRTT bound when a session looks at its
 	// connection's address again after a frame from the device: QUIC moves
 	// a connection to a new address one round trip after the first packet
@@ -62,6 +113,10 @@ const (
 	// long enough for sessions to end, short enough for a device to
 	// return soon.
 	retryAfterFull = 30 * time.Second
+	// retryAfterPrefix is the Retry-After of a 429 for a source prefix at
+	// its limits: its unregistered sessions register or end within
+	// DefaultRegisterTimeout.
+	retryAfterPrefix = 10 * time.Second
 	// quicKeepalivePeriod keeps the client's QUIC connection, and so its
 	// NAT mapping, alive between rendezvous keepalives.
 	quicKeepalivePeriod = 10 * time.Second

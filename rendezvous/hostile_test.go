@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/quic-go/quic-go/quicvarint"
 )
 
@@ -45,13 +43,17 @@ func TestExtensionAreaAllocatesNothing(t *testing.T) {
 	}
 }
 
-// A session that never registers expires like a silent one, even if it
-// sends frames of unknown types: otherwise a stranger holds a place under
-// MaxSessions, and a reader, for as long as its connection lives.
+// A session that never registers ends at the register timeout, counted
+// from its request, even if it sends frames of unknown types and the
+// session timeout is longer: otherwise a stranger holds a place under
+// MaxSessions and its prefix's limit, and a reader, for as long as its
+// connection lives.
 func TestUnregisteredSessionExpires(t *testing.T) {
-	ts := newTestServer(t, "127.0.0.1", Config{KeepaliveInterval: 50 * time.Millisecond, SessionTimeout: 200 * time.Millisecond})
+	const deadline = 300 * time.Millisecond
+	ts := newTestServer(t, "127.0.0.1", Config{RegisterTimeout: deadline})
 	for _, tr := range transports {
 		s := ts.openRaw(t, tr, newIdentity(t))
+		start := time.Now()
 		stop := make(chan struct{})
 		sent := make(chan struct{})
 		go func() {
@@ -68,15 +70,27 @@ func TestUnregisteredSessionExpires(t *testing.T) {
 			}
 		}()
 		wantError(t, s, ErrCodeExpired)
+		if took := time.Since(start); took < deadline || took > deadline+2*time.Second {
+			t.Errorf("%s: an unregistered session ended after %v, want %v", tr, took, deadline)
+		}
 		close(stop)
 		<-sent
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, all := ts.rv.Sessions(); all == 0 {
-			break
-		}
+	waitFor(t, "the expired sessions to go", func() bool { _, all := ts.rv.Sessions(); return all == 0 })
+	if n := ts.rv.Stats().RegisterTimeouts.Load(); n != uint64(len(transports)) {
+		t.Errorf("%d register timeouts counted, want %d", n, len(transports))
+	}
+	if n := ts.rv.prefixes.len(); n != 0 {
+		t.Errorf("%d per-prefix entries left after the sessions ended", n)
+	}
+}
+
+// waitFor polls cond until it holds, for at most 5s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the expired sessions are still counted after 5s")
+			t.Fatalf("waited 5s for %s", what)
 		}
 	}
 }
@@ -111,9 +125,7 @@ func fakeRegistered(t *testing.T, srv *Server, str stream) *session {
 	r.ProtoMajor = 2
 	s := newSession(srv, r, Binding{byte(fakes)}, netip.MustParseAddrPort("192.0.2.1:1"))
 	s.str = str
-	s.peer, s.registered, s.proto = newIdentity(t).PeerID(), true, ours
-	s.reg = newRegistration(s.peer)
-	s.limiter = rate.NewLimiter(rate.Limit(srv.config().ConnectRate), srv.config().ConnectBurst)
+	s.become(newIdentity(t).PeerID(), ours, srv.config())
 	srv.register(s)
 	return s
 }

@@ -1,11 +1,21 @@
 package rendezvous
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/netsody/superpeer/identity"
+)
 
 // outbox holds the frames a session sends its device, and writes them on a
 // goroutine that exists only while there is something to write: an idle
 // session then costs no writer goroutine (internal/bench measures it),
 // where derp keeps a send loop per client.
+//
+// The queue is bounded in frames and in bytes (maxQueuedFrames,
+// maxQueuedBytes). What fills it never ends the session: the device's own
+// frames wait for room, frames that other devices cause are dropped or
+// coalesced, and only a write that fails — times out, because the device
+// stopped reading — ends it.
 type outbox struct {
 	// write writes a batch of frames to the device, within a deadline.
 	write func(b []byte) error
@@ -15,33 +25,79 @@ type outbox struct {
 
 	mu      sync.Mutex // guards the following
 	queue   [][]byte
-	writing bool          // a writer goroutine runs
-	closed  bool          // nothing more is queued
-	out     chan struct{} // closed when the last writer started exits
+	bytes   int                     // in queue
+	offered int                     // frames in queue that others caused
+	obytes  int                     // their bytes
+	byAsker map[identity.PeerID]int // where in queue each asker's offered frame is
+	room    chan struct{}           // closed when the writer takes the queue, or on close
+	writing bool                    // a writer goroutine runs
+	closed  bool                    // nothing more is queued
+	out     chan struct{}           // closed when the last writer started exits
 }
 
-// send queues f for the device. It reports false when the queue holds
-// maxQueuedFrames already: the device does not read. After close, f is
-// dropped.
-func (o *outbox) send(f []byte) bool { return o.push(f, maxQueuedFrames) }
+// offerResult says what became of an offered frame.
+type offerResult int
 
-// offer queues f, a frame another device caused, if the queue holds
-// fewer than maxOfferedFrames; it reports false, and drops f, if not.
-// What others send thus never fills the queue and ends the session.
-func (o *outbox) offer(f []byte) bool { return o.push(f, maxOfferedFrames) }
+const (
+	offerQueued    offerResult = iota
+	offerCoalesced             // it replaced the asker's earlier frame, not yet written
+	offerDropped               // the part of the queue others may fill is full
+)
 
-// push queues f unless the queue holds limit frames already.
-func (o *outbox) push(f []byte, limit int) bool {
+// send queues f, one of the device's own frames, waiting while the queue
+// is full: the writer makes room, or fails (within the write timeout)
+// and closes the outbox. It must not be called with a lock held. After
+// close, f is dropped.
+func (o *outbox) send(f []byte) {
+	for {
+		o.mu.Lock()
+		if o.closed {
+			o.mu.Unlock()
+			return
+		}
+		if len(o.queue) < maxQueuedFrames && o.bytes+len(f) <= maxQueuedBytes {
+			o.enqueueLocked(f)
+			o.mu.Unlock()
+			return
+		}
+		if o.room == nil {
+			o.room = make(chan struct{})
+		}
+		room := o.room
+		o.mu.Unlock()
+		<-room
+	}
+}
+
+// offer queues f, a frame the device asker caused, within the part of the
+// queue that others may fill (maxOfferedFrames, maxOfferedBytes); so what
+// others send can neither end the session nor crowd out its own frames.
+// An asker has at most one frame waiting: a later one replaces it, since
+// it carries the asker's newer candidates.
+func (o *outbox) offer(asker identity.PeerID, f []byte) offerResult {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
-		return true
+		return offerQueued
 	}
-	if len(o.queue) >= limit {
-		return false
+	if i, ok := o.byAsker[asker]; ok {
+		o.bytes += len(f) - len(o.queue[i])
+		o.obytes += len(f) - len(o.queue[i])
+		o.queue[i] = f
+		return offerCoalesced
 	}
+	if o.offered >= maxOfferedFrames || o.obytes+len(f) > maxOfferedBytes ||
+		len(o.queue) >= maxQueuedFrames || o.bytes+len(f) > maxQueuedBytes {
+		return offerDropped
+	}
+	if o.byAsker == nil {
+		o.byAsker = make(map[identity.PeerID]int)
+	}
+	o.byAsker[asker] = len(o.queue)
+	o.offered++
+	o.obytes += len(f)
 	o.enqueueLocked(f)
-	return true
+	return offerQueued
 }
 
 // close queues final, if any, as the last frame and drops any later one.
@@ -56,6 +112,7 @@ func (o *outbox) close(final []byte) bool {
 		o.enqueueLocked(final)
 	}
 	o.closed = true
+	o.makeRoomLocked()
 	return true
 }
 
@@ -70,12 +127,37 @@ func (o *outbox) wait() {
 	}
 }
 
+// queued returns the frames and bytes waiting, for tests.
+func (o *outbox) queued() (frames, bytes int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.queue), o.bytes
+}
+
 func (o *outbox) enqueueLocked(f []byte) {
 	o.queue = append(o.queue, f)
+	o.bytes += len(f)
 	if !o.writing {
 		o.writing = true
 		o.out = make(chan struct{})
 		go o.run(o.out)
+	}
+}
+
+// takeLocked empties the queue into a batch for the writer.
+func (o *outbox) takeLocked() [][]byte {
+	batch := o.queue
+	o.queue, o.bytes, o.offered, o.obytes = nil, 0, 0, 0
+	clear(o.byAsker)
+	o.makeRoomLocked()
+	return batch
+}
+
+// makeRoomLocked wakes the senders waiting for room.
+func (o *outbox) makeRoomLocked() {
+	if o.room != nil {
+		close(o.room)
+		o.room = nil
 	}
 }
 
@@ -91,8 +173,7 @@ func (o *outbox) run(out chan struct{}) {
 			o.mu.Unlock()
 			return
 		}
-		batch := o.queue
-		o.queue = nil
+		batch := o.takeLocked()
 		o.mu.Unlock()
 		buf = buf[:0]
 		for _, f := range batch {
@@ -100,7 +181,8 @@ func (o *outbox) run(out chan struct{}) {
 		}
 		if err := o.write(buf); err != nil {
 			o.mu.Lock()
-			o.closed, o.writing, o.queue = true, false, nil
+			o.closed, o.writing = true, false
+			o.takeLocked()
 			o.mu.Unlock()
 			o.failed()
 			return

@@ -40,6 +40,26 @@ type Config struct {
 	// bucket); excess gets ErrCodeRateLimited.
 	ConnectRate  float64
 	ConnectBurst int
+	// IntroductionRate and IntroductionBurst bound the introductions to
+	// one device, from all askers together (a token bucket per device);
+	// an asker over it gets ErrCodeRateLimited.
+	IntroductionRate  float64
+	IntroductionBurst int
+	// AddrsRate and AddrsBurst bound FrameAddrs per session (a token
+	// bucket); excess is ignored and answered with ErrCodeRateLimited.
+	AddrsRate  float64
+	AddrsBurst int
+	// RegisterTimeout ends a session that has not registered this long
+	// after its request arrived.
+	RegisterTimeout time.Duration
+	// MaxUnregisteredPerPrefix caps the sessions from one source prefix
+	// (an IPv4 address, an IPv6 /64) that have not registered yet; more
+	// get 429.
+	MaxUnregisteredPerPrefix int
+	// PrefixSessionRate and PrefixSessionBurst bound new sessions per
+	// source prefix (a token bucket); more get 429.
+	PrefixSessionRate  float64
+	PrefixSessionBurst int
 	// Admit, if set, decides whether a peer ID may register; an error
 	// refuses it with ErrCodeRefused and the error's text.
 	Admit func(peer identity.PeerID, proofOfWork int32) error
@@ -78,6 +98,30 @@ func (c Config) withDefaults() Config {
 	if c.ConnectBurst <= 0 {
 		c.ConnectBurst = DefaultConnectBurst
 	}
+	if c.IntroductionRate <= 0 {
+		c.IntroductionRate = DefaultIntroductionRate
+	}
+	if c.IntroductionBurst <= 0 {
+		c.IntroductionBurst = DefaultIntroductionBurst
+	}
+	if c.AddrsRate <= 0 {
+		c.AddrsRate = DefaultAddrsRate
+	}
+	if c.AddrsBurst <= 0 {
+		c.AddrsBurst = DefaultAddrsBurst
+	}
+	if c.RegisterTimeout <= 0 {
+		c.RegisterTimeout = DefaultRegisterTimeout
+	}
+	if c.MaxUnregisteredPerPrefix <= 0 {
+		c.MaxUnregisteredPerPrefix = DefaultMaxUnregisteredPerPrefix
+	}
+	if c.PrefixSessionRate <= 0 {
+		c.PrefixSessionRate = DefaultPrefixSessionRate
+	}
+	if c.PrefixSessionBurst <= 0 {
+		c.PrefixSessionBurst = DefaultPrefixSessionBurst
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -89,6 +133,12 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	if c.MaxSessions < 0 || c.ConnectRate < 0 || c.ConnectBurst < 0 {
 		return fmt.Errorf("max sessions, connect rate and connect burst must not be negative")
+	}
+	if c.IntroductionRate < 0 || c.IntroductionBurst < 0 || c.AddrsRate < 0 || c.AddrsBurst < 0 {
+		return fmt.Errorf("introduction rate, introduction burst, addrs rate and addrs burst must not be negative")
+	}
+	if c.RegisterTimeout < 0 || c.MaxUnregisteredPerPrefix < 0 || c.PrefixSessionRate < 0 || c.PrefixSessionBurst < 0 {
+		return fmt.Errorf("register timeout, max unregistered per prefix, prefix session rate and prefix session burst must not be negative")
 	}
 	c = c.withDefaults()
 	if c.SessionTimeout <= c.KeepaliveInterval {
@@ -105,8 +155,11 @@ type Server struct {
 	mu        sync.Mutex // guards the following
 	sessions  map[*session]struct{}
 	byPeer    map[identity.PeerID]*session
-	byBinding map[Binding]*session
+	byBinding map[Binding]*session // registered sessions
+	onConn    map[Binding]*session // every session, from admission
 	closed    bool
+
+	prefixes prefixTable
 
 	handlers sync.WaitGroup // running ServeHTTP calls
 	stats    Stats
@@ -118,6 +171,20 @@ type Stats struct {
 	Connects      atomic.Uint64                // FrameConnect answered with candidates
 	Rebindings    atomic.Uint64                // devices seen at a new address
 	Refused       [numErrorCodes]atomic.Uint64 // by ErrorCode
+
+	// Introductions a device did not get: over its IntroductionRate, or
+	// with the part of its queue that others may fill full. The asker
+	// gets ErrCodeRateLimited.
+	IntroductionsLimited atomic.Uint64
+	IntroductionsDropped atomic.Uint64
+	// IntroductionsCoalesced counts introductions that replaced the same
+	// asker's earlier one, still queued.
+	IntroductionsCoalesced atomic.Uint64
+
+	SessionsRefused  [numSessionRefusals]atomic.Uint64 // by SessionRefusal
+	RegisterTimeouts atomic.Uint64                     // sessions ended for not registering in time
+	AddrsLimited     atomic.Uint64                     // FrameAddrs over AddrsRate, ignored
+	AddrsDropped     atomic.Uint64                     // announced addresses of a class never handed out
 }
 
 // NewServer returns a Server with the given configuration.
@@ -126,6 +193,7 @@ func NewServer(cfg Config) *Server {
 		sessions:  make(map[*session]struct{}),
 		byPeer:    make(map[identity.PeerID]*session),
 		byBinding: make(map[Binding]*session),
+		onConn:    make(map[Binding]*session),
 	}
 	s.SetConfig(cfg)
 	return s
@@ -186,6 +254,19 @@ func (s *Server) registered(b Binding) *session {
 // connKey is the request context key of the device's QUIC connection.
 type connKey struct{}
 
+// registeredHookKey is the request context key of OnRegistered's func.
+type registeredHookKey struct{}
+
+// OnRegistered returns a copy of ctx with which the Server calls f when
+// the session on a request with that context registers: on the session's
+// reader, before it answers, while nothing is written to the device. A
+// front end whose idle timeouts the session outlives (Caddy's) keeps them
+// until then, so that they bound a session that never registers, and
+// lifts them in f.
+func OnRegistered(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, registeredHookKey{}, f)
+}
+
 // ConnContext is an http3.Server.ConnContext for a server that carries
 // rendezvous sessions: it lets a session follow its device's QUIC
 // connection to a new address when the device's NAT rebinds, and tell the
@@ -239,17 +320,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	cfg := s.config()
-	if err := s.admit(cfg.MaxSessions); err != nil {
-		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterFull.Seconds())))
-		refuse(w, http.StatusServiceUnavailable, err.Error())
+	sess := newSession(s, r, binding, remote)
+	if ref := s.admit(sess); ref != nil {
+		s.stats.SessionsRefused[ref.why].Add(1)
+		if ref.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(ref.retryAfter.Seconds())))
+		}
+		refuse(w, ref.why.status(), ref.msg)
 		return
 	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			s.unadmit(sess)
+		}
+	}()
 	w.Header().Set("Content-Type", ContentType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set(VersionHeader, strconv.Itoa(ProtocolVersion))
 	w.WriteHeader(http.StatusOK)
-	sess := newSession(s, r, binding, remote)
 	st := h3stream.Of(w)
 	takeover := st != nil && r.ProtoMajor == 3
 	if takeover {
@@ -267,6 +356,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sess.str.finish() // closed meanwhile
 		return
 	}
+	admitted = true // remove undoes admit from here
 	if takeover {
 		go func() {
 			defer s.remove(sess)
@@ -280,19 +370,53 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 var errClosed = errors.New("rendezvous: server closed")
 
-// admit refuses a new session when the server is closed or full. The
-// limit is checked before the session is answered and so may be passed
-// by the few sessions answered at the same moment.
-func (s *Server) admit(max int) error {
+// admit refuses a new session when the server is closed or full, its
+// connection carries a session, or its source prefix is at its limits;
+// otherwise it holds the session's places on the connection and in its
+// prefix until unadmit or remove. MaxSessions is checked before the
+// session is answered and so may be passed by the few sessions answered
+// at the same moment.
+func (s *Server) admit(sess *session) *refusal {
+	cfg := s.config()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return errClosed
+		return &refusal{why: RefusedFull, msg: errClosed.Error()}
 	}
-	if len(s.sessions) >= max {
-		return fmt.Errorf("the super peer is at its limit of %d sessions; retry later or use another super peer", max)
+	if len(s.sessions) >= cfg.MaxSessions {
+		return &refusal{why: RefusedFull, retryAfter: retryAfterFull, msg: fmt.Sprintf(
+			"the super peer is at its limit of %d sessions; retry later or use another super peer", cfg.MaxSessions)}
 	}
+	if s.onConn[sess.binding] != nil {
+		return &refusal{why: RefusedConnectionBusy, msg: "this connection carries a rendezvous session already; " +
+			"a registration is bound to its connection, so open a new connection for another session"}
+	}
+	if ref := s.prefixes.take(sess.prefix, time.Now(), cfg); ref != nil {
+		return ref
+	}
+	sess.holdsPrefix = true
+	s.onConn[sess.binding] = sess
 	return nil
+}
+
+// unadmit gives back what admit held for a session that did not start.
+func (s *Server) unadmit(sess *session) {
+	s.mu.Lock()
+	if s.onConn[sess.binding] == sess {
+		delete(s.onConn, sess.binding)
+	}
+	s.mu.Unlock()
+	s.releasePrefix(sess)
+}
+
+// releasePrefix gives back the session's place among its prefix's
+// unregistered sessions, once: at registration, or when it ends. Only the
+// session's reader calls it (or ServeHTTP before the reader starts).
+func (s *Server) releasePrefix(sess *session) {
+	if sess.holdsPrefix {
+		sess.holdsPrefix = false
+		s.prefixes.release(sess.prefix, time.Now(), s.config())
+	}
 }
 
 // add makes a session known (to Close, among others); false if the
@@ -309,6 +433,7 @@ func (s *Server) add(sess *session) bool {
 }
 
 func (s *Server) remove(sess *session) {
+	s.unadmit(sess)
 	s.mu.Lock()
 	delete(s.sessions, sess)
 	if s.byPeer[sess.peer] == sess {

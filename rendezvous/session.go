@@ -35,6 +35,11 @@ type session struct {
 	transport string       // "h2" or "h3"
 	log       *zap.Logger
 	out       outbox
+	prefix    netip.Prefix // the source prefix, for per-prefix limits
+	// holdsPrefix: the session counts among its prefix's unregistered
+	// sessions. Only the reader (or ServeHTTP before it) touches it.
+	holdsPrefix  bool
+	onRegistered func() // from OnRegistered, if set
 
 	// Set once by the reader in handleRegister, then read-only. Other
 	// goroutines read them only after one of two edges that follow the
@@ -46,7 +51,9 @@ type session struct {
 	registered bool
 	reg        *Registration // ended by Server.remove
 	proto      Protocol      // what the device announced
-	limiter    *rate.Limiter
+	limiter    *rate.Limiter // the device's FrameConnect
+	intros     *rate.Limiter // introductions to the device, from others
+	addrsLimit *rate.Limiter // the device's FrameAddrs
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame from the device
 
@@ -66,13 +73,22 @@ func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *s
 		remote:    remote,
 		transport: "h2",
 		log:       s.config().Logger,
+		prefix:    sourcePrefix(remote.Addr()),
 	}
+	sess.onRegistered, _ = r.Context().Value(registeredHookKey{}).(func())
 	if r.ProtoMajor == 3 {
 		sess.transport = "h3"
 		sess.conn, _ = r.Context().Value(connKey{}).(remoteAddrer)
 	}
 	sess.out.write = func(b []byte) error { return sess.str.write(b, s.config().WriteTimeout) }
-	sess.out.failed = func() { sess.str.closeRead() } // unblocks the reader
+	sess.out.failed = func() {
+		sess.mu.Lock()
+		if sess.ended == nil {
+			sess.ended = &Error{Code: ErrCodeSlowReader, Message: "the device did not take a frame within the write timeout"}
+		}
+		sess.mu.Unlock()
+		sess.str.closeRead() // unblocks the reader
+	}
 	sess.lastRecv.Store(time.Now().UnixNano())
 	return sess
 }
@@ -83,9 +99,10 @@ func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *s
 func (s *session) run() {
 	// The wakeups start at registration; until then this one ends a
 	// session that does not register, which would otherwise hold a
-	// reader and a place under MaxSessions for as long as its
-	// connection lives.
-	deadline := time.AfterFunc(s.srv.config().SessionTimeout, s.registerDeadline)
+	// reader and a place under MaxSessions and its prefix's limit for as
+	// long as its connection lives. It counts from the request, not from
+	// the last frame: frames of unknown types do not extend it.
+	deadline := time.AfterFunc(s.srv.config().RegisterTimeout, s.registerDeadline)
 	defer deadline.Stop()
 	var hdr [frameHeaderLen]byte
 	for {
@@ -133,8 +150,14 @@ func (s *session) handle(f frame) *Error {
 		if err := checkAddrs(m.LocalAddrs); err != nil {
 			return &Error{Code: ErrCodeMalformedFrame, Message: err.Error()}
 		}
+		if !s.addrsLimit.Allow() {
+			s.srv.stats.AddrsLimited.Add(1)
+			s.send((&Error{Code: ErrCodeRateLimited, Message: "too many addrs announcements; these addresses are ignored, announce them again later"}).frame())
+			return nil
+		}
+		local := s.handOut(m.LocalAddrs)
 		s.mu.Lock()
-		s.local = m.LocalAddrs
+		s.local = local
 		s.mu.Unlock()
 	case *Ping:
 		s.mu.Lock()
@@ -176,12 +199,17 @@ func (s *session) handleRegister(m *Register) *Error {
 			return &Error{Code: ErrCodeRefused, Peer: m.Peer, Message: err.Error()}
 		}
 	}
-	s.peer, s.registered, s.proto = m.Peer, true, m.Protocol
-	s.reg = newRegistration(m.Peer)
-	s.limiter = rate.NewLimiter(rate.Limit(cfg.ConnectRate), cfg.ConnectBurst)
+	s.become(m.Peer, m.Protocol, cfg)
+	local := s.handOut(m.LocalAddrs)
 	s.mu.Lock()
-	s.local = m.LocalAddrs
+	s.local = local
 	s.mu.Unlock()
+	s.srv.releasePrefix(s)
+	if s.onRegistered != nil {
+		// Nothing has been written yet, so no writer runs: the hook may
+		// change what the writes go through.
+		s.onRegistered()
+	}
 	s.srv.register(s)
 	s.srv.stats.Registrations.Add(1)
 	observed := s.observed()
@@ -199,6 +227,15 @@ func (s *session) handleRegister(m *Register) *Error {
 	s.mu.Unlock()
 	s.log.Debug("registered", zap.String("peer", m.Peer.Short()), zap.Stringer("observed", observed), zap.String("transport", s.transport), zap.Uint64("version", m.Version))
 	return nil
+}
+
+// become sets what a registration gives the session.
+func (s *session) become(peer identity.PeerID, proto Protocol, cfg *Config) {
+	s.peer, s.registered, s.proto = peer, true, proto
+	s.reg = newRegistration(peer)
+	s.limiter = rate.NewLimiter(rate.Limit(cfg.ConnectRate), cfg.ConnectBurst)
+	s.intros = rate.NewLimiter(rate.Limit(cfg.IntroductionRate), cfg.IntroductionBurst)
+	s.addrsLimit = rate.NewLimiter(rate.Limit(cfg.AddrsRate), cfg.AddrsBurst)
 }
 
 // handleConnect sends both devices each other's candidates, back to back,
@@ -219,13 +256,23 @@ func (s *session) handleConnect(m *Connect) {
 		s.send((&Error{Code: ErrCodePeerNotFound, Peer: m.Peer, Message: "no device with this peer ID is registered at this super peer"}).frame())
 		return
 	}
+	if !other.intros.Allow() {
+		s.srv.stats.IntroductionsLimited.Add(1)
+		s.srv.stats.Refused[ErrCodeRateLimited].Add(1)
+		s.send((&Error{Code: ErrCodeRateLimited, Peer: m.Peer, Message: "the peer is asked for by too many devices now; retry in a moment"}).frame())
+		return
+	}
 	mine, theirs := s.candidates(), other.candidates()
 	theirs.Initiator = true
 	mine.Relay, theirs.Relay = m.Relay, m.Relay
-	if !other.out.offer(mine.frame()) {
+	switch other.out.offer(s.peer, mine.frame()) {
+	case offerDropped:
+		s.srv.stats.IntroductionsDropped.Add(1)
 		s.srv.stats.Refused[ErrCodeRateLimited].Add(1)
-		s.send((&Error{Code: ErrCodeRateLimited, Peer: m.Peer, Message: "the peer is not taking its frames now; retry later"}).frame())
+		s.send((&Error{Code: ErrCodeRateLimited, Peer: m.Peer, Message: "the peer is not taking its frames now; retry in a moment"}).frame())
 		return
+	case offerCoalesced:
+		s.srv.stats.IntroductionsCoalesced.Add(1)
 	}
 	s.send(theirs.frame())
 	s.srv.stats.Connects.Add(1)
@@ -266,13 +313,14 @@ func (s *session) keepalive() {
 type remoteAddrer interface{ RemoteAddr() net.Addr }
 
 // registerDeadline ends a session that has not registered within the
-// session timeout; the wakeups timer, made at registration, says it has.
+// register timeout; the wakeups timer, made at registration, says it has.
 func (s *session) registerDeadline() {
 	s.mu.Lock()
 	registered := s.wake.timer != nil
 	s.mu.Unlock()
 	if !registered {
-		s.end(&Error{Code: ErrCodeExpired, Message: "no " + FrameRegister.String() + " within " + s.srv.config().SessionTimeout.String()})
+		s.srv.stats.RegisterTimeouts.Add(1)
+		s.end(&Error{Code: ErrCodeExpired, Message: "no " + FrameRegister.String() + " within " + s.srv.config().RegisterTimeout.String()})
 	}
 }
 
@@ -341,13 +389,9 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ap.IsValid()
 }
 
-// send queues a frame for the device. A device that lets its queue fill
-// is ended.
-func (s *session) send(f []byte) {
-	if !s.out.send(f) {
-		s.end(&Error{Code: ErrCodeSlowReader, Message: "the device does not read its frames"})
-	}
-}
+// send queues a frame for the device, waiting while its queue is full
+// (see outbox.send). It must not be called with s.mu held.
+func (s *session) send(f []byte) { s.out.send(f) }
 
 // endFromReader ends the session with e, which is sent to the device
 // first. Only the reader calls it: the reader then returns by itself.
