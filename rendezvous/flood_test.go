@@ -206,3 +206,43 @@ func (b *timeoutStream) write(_ []byte, timeout time.Duration) error {
 }
 func (b *timeoutStream) closeRead() { b.once.Do(func() { close(b.closed) }) }
 func (b *timeoutStream) finish()    {}
+
+// The super peer hands out no announced address of a class that would aim
+// other devices' punches somewhere else: multicast, broadcast, and
+// loopback unless the device itself came over loopback; and it bounds
+// how often a device announces, with a refusal that does not end the
+// session.
+func TestAnnouncedAddrs(t *testing.T) {
+	srv := NewServer(Config{})
+	str := &blockedStream{release: make(chan struct{}), closed: make(chan struct{})}
+	close(str.release)
+	s := fakeRegistered(t, srv, str) // reaches the super peer from 192.0.2.1
+	defer func() { s.end(&Error{Code: ErrCodeShuttingDown}); s.out.wait() }()
+	announce := func(as ...string) *Error {
+		var m Addrs
+		for _, a := range as {
+			m.LocalAddrs = append(m.LocalAddrs, netip.MustParseAddrPort(a))
+		}
+		return s.handle(frame{typ: FrameAddrs, payload: m.frame()[frameHeaderLen:]})
+	}
+	if e := announce("224.0.0.1:5", "255.255.255.255:5", "127.0.0.1:5", "[::1]:5", "[ff02::1]:5", "192.0.2.7:5", "10.0.0.2:5"); e != nil {
+		t.Fatal(e)
+	}
+	if got := s.candidates().LocalAddrs; fmt.Sprint(got) != "[192.0.2.7:5 10.0.0.2:5]" {
+		t.Errorf("handed out %v", got)
+	}
+	if n := srv.Stats().AddrsDropped.Load(); n != 5 {
+		t.Errorf("%d addresses counted as dropped, want 5", n)
+	}
+	if handedOut(netip.MustParseAddrPort("127.0.0.1:5"), true) != true {
+		t.Error("loopback refused to a device on loopback")
+	}
+	for range DefaultAddrsBurst + 3 {
+		if e := announce("192.0.2.8:5"); e != nil {
+			t.Fatalf("announcing too often ended the session: %v", e)
+		}
+	}
+	if n := srv.Stats().AddrsLimited.Load(); n < 2 {
+		t.Errorf("%d announcements over the rate, want at least 2", n)
+	}
+}
