@@ -341,6 +341,74 @@ localhost {
 	}
 }
 
+// Until a session registers, Caddy's idle timeouts (1s here) apply to it
+// on HTTP/2: a session that sends nothing is cut by them long before the
+// register timeout (30s here), while a registered device, as quiet, is
+// not. A host's unregistered sessions stop at max_unregistered_per_prefix,
+// and the refusal is counted.
+func TestIdleTimeoutsCutUnregisteredSessions(t *testing.T) {
+	global := strings.Replace(testcaddy.Global, "skip_install_trust",
+		"skip_install_trust\n\tservers {\n\t\ttimeouts {\n\t\t\tread_body_idle 1s\n\t\t\twrite_idle 1s\n\t\t}\n\t}", 1)
+	c := testcaddy.Start(t, global+`
+localhost {
+	netsody_superpeer {
+		register_timeout 30s
+		max_unregistered_per_prefix 2
+	}
+	respond "x"
+}
+`)
+	dev := register(t, c, "127.0.0.1", rendezvous.TransportH2)
+	start := time.Now()
+	cut := make(chan time.Duration, 2)
+	for range 2 {
+		body := openUnregistered(t, c, http.StatusOK)
+		go func() {
+			io.Copy(io.Discard, body)
+			cut <- time.Since(start)
+		}()
+	}
+	openUnregistered(t, c, http.StatusTooManyRequests)
+	for range 2 {
+		select {
+		case took := <-cut:
+			t.Logf("an unregistered HTTP/2 session was cut after %v", took.Round(time.Millisecond))
+		case <-time.After(10 * time.Second):
+			t.Fatal("an unregistered HTTP/2 session outlived Caddy's idle timeouts by 9s")
+		}
+	}
+	time.Sleep(time.Until(start.Add(2 * time.Second))) // two idle timeouts for the device
+	if err := dev.s.Err(); err != nil {
+		t.Fatalf("a registered device, as quiet, was cut: %v", err)
+	}
+	if m := relayMetrics(t, c); m[`netsody_superpeer_sessions_refused_total{reason="prefix_unregistered"}`] != 1 {
+		t.Errorf("the per-prefix refusal is not counted: %v", m)
+	}
+}
+
+// openUnregistered opens a rendezvous session over HTTP/2, on a connection
+// of its own, that sends nothing, and checks the status; it returns the
+// response body, closed when the test ends.
+func openUnregistered(t *testing.T, c *testcaddy.Caddy, want int) io.Reader {
+	t.Helper()
+	var p http.Protocols
+	p.SetHTTP2(true)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.Roots, ServerName: "localhost"}, Protocols: &p}
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, "https://127.0.0.1:"+strconv.Itoa(c.Port)+rendezvous.Path, pr)
+	req.Host = "localhost"
+	req.Header.Set("Content-Type", rendezvous.ContentType)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pw.Close(); resp.Body.Close(); tr.CloseIdleConnections() })
+	if resp.StatusCode != want {
+		t.Fatalf("an unregistered session: %s, want %d", resp.Status, want)
+	}
+	return resp.Body
+}
+
 // A registration in 0-RTT data is refused with 425 through Caddy too. A
 // relay holds back the client's packets after its first flight (the
 // ClientHello and 0-RTT data), as they would be when an attacker replays

@@ -87,6 +87,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		write_timeout      <duration>
 //		max_sessions       <count>
 //		connect_rate       <per_second> [<burst>]
+//		register_timeout   <duration>
+//		max_unregistered_per_prefix <count>
+//		prefix_session_rate <per_second> [<burst>]
 //		relay {
 //			pair_timeout            <duration>
 //			write_timeout           <duration>
@@ -123,8 +126,16 @@ func (o *Options) unmarshalBlock(d *caddyfile.Dispenser, directive string) error
 			o.WriteTimeout, err = durationArg(d)
 		case "max_sessions":
 			o.MaxSessions, err = countArg(d)
-		case "connect_rate":
-			o.ConnectRate, o.ConnectBurst, err = connectRateArgs(d)
+		case "connect_rate", "prefix_session_rate":
+			rate, burst := &o.ConnectRate, &o.ConnectBurst
+			if opt == "prefix_session_rate" {
+				rate, burst = &o.PrefixSessionRate, &o.PrefixSessionBurst
+			}
+			*rate, *burst, err = rateArgs(d)
+		case "register_timeout":
+			o.RegisterTimeout, err = durationArg(d)
+		case "max_unregistered_per_prefix":
+			o.MaxUnregisteredPerPrefix, err = countArg(d)
 		case "relay":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -177,20 +188,21 @@ func eachOption(d *caddyfile.Dispenser, parse func(opt string) error) error {
 	return nil
 }
 
-// connectRateArgs parses `connect_rate <per_second> [<burst>]`; the burst
-// is 0 (the default) when absent.
-func connectRateArgs(d *caddyfile.Dispenser) (rate float64, burst int, err error) {
+// rateArgs parses `<option> <per_second> [<burst>]` (connect_rate,
+// prefix_session_rate); the burst is 0 (the default) when absent.
+func rateArgs(d *caddyfile.Dispenser) (rate float64, burst int, err error) {
+	opt := d.Val()
 	if !d.NextArg() {
 		return 0, 0, d.ArgErr()
 	}
 	rate, err = strconv.ParseFloat(d.Val(), 64)
 	if err != nil || rate <= 0 {
-		return 0, 0, d.Errf("connect_rate must be a positive number of requests per second, got %q", d.Val())
+		return 0, 0, d.Errf("%s must be a positive number of requests per second, got %q", opt, d.Val())
 	}
 	if d.NextArg() {
 		burst, err = strconv.Atoi(d.Val())
 		if err != nil || burst <= 0 {
-			return 0, 0, d.Errf("connect_rate burst must be a positive whole number, got %q", d.Val())
+			return 0, 0, d.Errf("%s burst must be a positive whole number, got %q", opt, d.Val())
 		}
 	}
 	if d.NextArg() {

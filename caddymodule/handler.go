@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/netsody/superpeer"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 func init() {
@@ -85,15 +87,55 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !superpeer.Handles(r.URL.Path) {
 		return next.ServeHTTP(w, r)
 	}
-	rd, wr := caddyhttp.IdleTimeoutsFromContext(r.Context())
-	if rd != nil {
-		defer rd.Override(longLived, 0)()
-	}
-	if wr != nil {
-		defer wr.Override(longLived, 0, 0)()
+	lift, restore := liftIdleTimeouts(r)
+	defer restore()
+	if r.URL.Path == rendezvous.Path {
+		// Caddy's idle timeouts bound a session until it registers: a
+		// stranger's session that sends nothing is cut by them.
+		r = r.WithContext(rendezvous.OnRegistered(r.Context(), lift))
+	} else {
+		// A relay request is served on a registered connection only.
+		lift()
 	}
 	h.app.superPeer.ServeHTTP(w, r)
 	return nil
+}
+
+// liftIdleTimeouts returns lift, which lifts Caddy's idle timeouts on r
+// (to longLived) while the handler runs, and restore, which the handler
+// calls when it returns. A lift after that does nothing: an HTTP/3
+// session taken over from the server outlives its handler and Caddy's
+// request state.
+func liftIdleTimeouts(r *http.Request) (lift, restore func()) {
+	rd, wr := caddyhttp.IdleTimeoutsFromContext(r.Context())
+	var (
+		mu    sync.Mutex
+		done  bool
+		undos []func()
+	)
+	lift = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if done || undos != nil {
+			return
+		}
+		undos = []func(){}
+		if rd != nil {
+			undos = append(undos, rd.Override(longLived, 0))
+		}
+		if wr != nil {
+			undos = append(undos, wr.Override(longLived, 0, 0))
+		}
+	}
+	restore = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		done = true
+		for _, undo := range undos {
+			undo()
+		}
+	}
+	return lift, restore
 }
 
 // Interface guards

@@ -25,6 +25,12 @@ var (
 	descConnects      = prometheus.NewDesc(ns+"_connects_total", "Connect requests answered with candidates to both devices.", nil, nil)
 	descRebindings    = prometheus.NewDesc(ns+"_rebindings_total", "Devices seen at a new address on their QUIC connection (a NAT rebinding), and told so.", nil, nil)
 	descRvRefused     = prometheus.NewDesc(ns+"_rendezvous_refused_total", "Rendezvous requests refused, by error.", []string{"error"}, nil)
+	descSessRefused   = prometheus.NewDesc(ns+"_sessions_refused_total", "Session requests refused before the session began, by reason.", []string{"reason"}, nil)
+	descRegTimeouts   = prometheus.NewDesc(ns+"_register_timeouts_total", "Sessions ended for not registering within register_timeout.", nil, nil)
+	descIntroRefused  = prometheus.NewDesc(ns+"_introductions_refused_total", "Introductions a device did not get, by reason; the asker was told to retry.", []string{"reason"}, nil)
+	descIntroCoalesce = prometheus.NewDesc(ns+"_introductions_coalesced_total", "Introductions that replaced the same asker's earlier one, still queued.", nil, nil)
+	descAddrsLimited  = prometheus.NewDesc(ns+"_addrs_rate_limited_total", "Address announcements over the rate, ignored.", nil, nil)
+	descAddrsDropped  = prometheus.NewDesc(ns+"_addrs_dropped_total", "Announced addresses of a class never handed out (multicast, broadcast, another machine's loopback).", nil, nil)
 	descRelayActive   = prometheus.NewDesc(ns+"_relay_legs", "Relay legs bridged now (two per relayed session).", nil, nil)
 	descRelayPaired   = prometheus.NewDesc(ns+"_relay_paired_total", "Relay sessions bridged after both devices consented.", nil, nil)
 	descRelayTimeouts = prometheus.NewDesc(ns+"_relay_pair_timeouts_total", "Relay sessions whose counterpart never came.", nil, nil)
@@ -42,6 +48,7 @@ var refusalCodes = []rendezvous.ErrorCode{
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDevices, descSessions, descRegistrations, descConnects, descRebindings, descRvRefused,
+		descSessRefused, descRegTimeouts, descIntroRefused, descIntroCoalesce, descAddrsLimited, descAddrsDropped,
 		descRelayActive, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
 		ch <- d
 	}
@@ -58,6 +65,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, code := range refusalCodes {
 		ch <- prometheus.MustNewConstMetric(descRvRefused, prometheus.CounterValue, float64(rs.Refused[code].Load()), code.String())
 	}
+	for _, why := range rendezvous.SessionRefusals() {
+		ch <- prometheus.MustNewConstMetric(descSessRefused, prometheus.CounterValue, float64(rs.SessionsRefused[why].Load()), why.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descRegTimeouts, prometheus.CounterValue, float64(rs.RegisterTimeouts.Load()))
+	ch <- prometheus.MustNewConstMetric(descIntroRefused, prometheus.CounterValue, float64(rs.IntroductionsLimited.Load()), "target_rate_limited")
+	ch <- prometheus.MustNewConstMetric(descIntroRefused, prometheus.CounterValue, float64(rs.IntroductionsDropped.Load()), "queue_full")
+	ch <- prometheus.MustNewConstMetric(descIntroCoalesce, prometheus.CounterValue, float64(rs.IntroductionsCoalesced.Load()))
+	ch <- prometheus.MustNewConstMetric(descAddrsLimited, prometheus.CounterValue, float64(rs.AddrsLimited.Load()))
+	ch <- prometheus.MustNewConstMetric(descAddrsDropped, prometheus.CounterValue, float64(rs.AddrsDropped.Load()))
 	ls := c.sp.Relay().Stats()
 	ch <- prometheus.MustNewConstMetric(descRelayActive, prometheus.GaugeValue, float64(ls.Active.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayPaired, prometheus.CounterValue, float64(ls.Paired.Load()))

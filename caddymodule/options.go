@@ -41,6 +41,22 @@ type Options struct {
 	// ConnectBurst is the token bucket's size for connect requests.
 	// Default: rendezvous.DefaultConnectBurst (20).
 	ConnectBurst int `json:"connect_burst,omitempty"`
+	// RegisterTimeout ends a session that has not registered this long
+	// after its request arrived; until then Caddy's idle timeouts apply
+	// to it too (HTTP/2). Default: rendezvous.DefaultRegisterTimeout (10s).
+	RegisterTimeout caddy.Duration `json:"register_timeout,omitempty"`
+	// MaxUnregisteredPerPrefix caps the sessions from one source prefix
+	// (an IPv4 address, an IPv6 /64) that have not registered yet; more
+	// get 429. Default: rendezvous.DefaultMaxUnregisteredPerPrefix (64).
+	MaxUnregisteredPerPrefix int `json:"max_unregistered_per_prefix,omitempty"`
+	// PrefixSessionRate is how many new sessions per second one source
+	// prefix may open (a token bucket); more get 429.
+	// Default: rendezvous.DefaultPrefixSessionRate (100).
+	PrefixSessionRate float64 `json:"prefix_session_rate,omitempty"`
+	// PrefixSessionBurst is that token bucket's size: enough for the
+	// devices behind one carrier-grade NAT to return after a restart.
+	// Default: rendezvous.DefaultPrefixSessionBurst (4000).
+	PrefixSessionBurst int `json:"prefix_session_burst,omitempty"`
 	// Relay configures relaying between devices that cannot connect
 	// directly. Its defaults are a working relay.
 	Relay *RelayOptions `json:"relay,omitempty"`
@@ -89,7 +105,12 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			MaxSessions:       o.MaxSessions,
 			ConnectRate:       o.ConnectRate,
 			ConnectBurst:      o.ConnectBurst,
+			RegisterTimeout:   time.Duration(o.RegisterTimeout),
 			Logger:            logger.Named("rendezvous"),
+
+			MaxUnregisteredPerPrefix: o.MaxUnregisteredPerPrefix,
+			PrefixSessionRate:        o.PrefixSessionRate,
+			PrefixSessionBurst:       o.PrefixSessionBurst,
 		},
 		Relay: relay.Config{
 			PairTimeout:          time.Duration(r.PairTimeout),
@@ -112,6 +133,10 @@ var optionNames = strings.NewReplacer(
 	"max sessions", "max_sessions",
 	"connect rate", "connect_rate",
 	"connect burst", "connect_burst",
+	"register timeout", "register_timeout",
+	"max unregistered per prefix", "max_unregistered_per_prefix",
+	"prefix session rate", "prefix_session_rate",
+	"prefix session burst", "prefix_session_burst",
 	"maximum datagram size", "max_datagram_size",
 )
 

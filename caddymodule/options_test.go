@@ -35,6 +35,7 @@ func TestValidate(t *testing.T) {
 var allOptions = Options{
 	KeepaliveInterval: caddyDuration("20s"), SessionTimeout: caddyDuration("1m"), WriteTimeout: caddyDuration("5s"),
 	MaxSessions: 5000, ConnectRate: 2.5, ConnectBurst: 10,
+	RegisterTimeout: caddyDuration("5s"), MaxUnregisteredPerPrefix: 16, PrefixSessionRate: 50, PrefixSessionBurst: 2000,
 	Relay: &RelayOptions{PairTimeout: caddyDuration("5s"), MaxSessionsPerDevice: 8, Rate: 12.5e6, Burst: 1 << 18, MaxDatagramSize: 1400, QueueLen: 128},
 }
 
@@ -49,7 +50,9 @@ func TestOptionsMerge(t *testing.T) {
 	}
 	if got, want := s.Options, allOptions; got.KeepaliveInterval != want.KeepaliveInterval || *got.Relay != *want.Relay ||
 		got.MaxSessions != want.MaxSessions || got.ConnectRate != want.ConnectRate || got.ConnectBurst != want.ConnectBurst ||
-		got.SessionTimeout != want.SessionTimeout || got.WriteTimeout != want.WriteTimeout {
+		got.SessionTimeout != want.SessionTimeout || got.WriteTimeout != want.WriteTimeout || got.RegisterTimeout != want.RegisterTimeout ||
+		got.MaxUnregisteredPerPrefix != want.MaxUnregisteredPerPrefix || got.PrefixSessionRate != want.PrefixSessionRate ||
+		got.PrefixSessionBurst != want.PrefixSessionBurst {
 		t.Errorf("merged %+v (relay %+v), want %+v", got, *got.Relay, want)
 	}
 	// Options from two places make the whole.

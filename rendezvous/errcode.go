@@ -29,13 +29,14 @@ const (
 	ErrCodeExpired ErrorCode = 8
 	// ErrCodeRefused: admission refused the peer ID.
 	ErrCodeRefused ErrorCode = 9
-	// ErrCodeSlowReader: the device did not read its frames, so its queue
-	// overflowed or a write stalled.
+	// ErrCodeSlowReader: the device did not read its frames: a write to
+	// it did not complete within the write timeout.
 	ErrCodeSlowReader ErrorCode = 10
 	// ErrCodeShuttingDown: the super peer is stopping.
 	ErrCodeShuttingDown ErrorCode = 11
-	// ErrCodeRateLimited: too many FrameConnect, or the peer is not taking
-	// its frames; retry later. The session goes on.
+	// ErrCodeRateLimited: too many FrameConnect or FrameAddrs, or the
+	// peer cannot take an introduction now; retry later. The session
+	// goes on.
 	ErrCodeRateLimited ErrorCode = 12
 	// ErrCodeBadRequest: a well-formed request that cannot be served, such
 	// as connecting to oneself. The session goes on.
