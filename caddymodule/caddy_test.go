@@ -308,12 +308,15 @@ func TestStopEndsSessions(t *testing.T) {
 	}
 }
 
+// shortIdleGlobal is the global options with Caddy's idle timeouts cut
+// to 1s.
+var shortIdleGlobal = strings.Replace(testcaddy.Global, "skip_install_trust",
+	"skip_install_trust\n\tservers {\n\t\ttimeouts {\n\t\t\tread_body_idle 1s\n\t\t\twrite_idle 1s\n\t\t}\n\t}", 1)
+
 // Caddy's idle timeouts (cut to 1s here; 1m by default) do not cut
 // sessions that are quiet for longer: the handler lifts them.
 func TestIdleTimeoutsDoNotCutSessions(t *testing.T) {
-	global := strings.Replace(testcaddy.Global, "skip_install_trust",
-		"skip_install_trust\n\tservers {\n\t\ttimeouts {\n\t\t\tread_body_idle 1s\n\t\t\twrite_idle 1s\n\t\t}\n\t}", 1)
-	c := testcaddy.Start(t, global+`
+	c := testcaddy.Start(t, shortIdleGlobal+`
 localhost {
 	netsody_superpeer {
 		keepalive_interval 20s
@@ -347,9 +350,7 @@ localhost {
 // not. A host's unregistered sessions stop at max_unregistered_per_prefix,
 // and the refusal is counted.
 func TestIdleTimeoutsCutUnregisteredSessions(t *testing.T) {
-	global := strings.Replace(testcaddy.Global, "skip_install_trust",
-		"skip_install_trust\n\tservers {\n\t\ttimeouts {\n\t\t\tread_body_idle 1s\n\t\t\twrite_idle 1s\n\t\t}\n\t}", 1)
-	c := testcaddy.Start(t, global+`
+	c := testcaddy.Start(t, shortIdleGlobal+`
 localhost {
 	netsody_superpeer {
 		register_timeout 30s
