@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/h3stream"
@@ -23,129 +22,6 @@ const Path = "/.well-known/netsody/v1/rendezvous"
 
 // ContentType marks the frame streams of a session.
 const ContentType = "application/x-netsody-rendezvous"
-
-// Config tunes a Server. Zero values take the defaults in constants.go.
-type Config struct {
-	// KeepaliveInterval is how often the super peer pings each device.
-	KeepaliveInterval time.Duration
-	// SessionTimeout ends a session from which nothing has arrived for
-	// this long. It must be longer than KeepaliveInterval.
-	SessionTimeout time.Duration
-	// WriteTimeout ends a session whose device does not take a frame
-	// within this long.
-	WriteTimeout time.Duration
-	// MaxSessions caps concurrent sessions; more get 503.
-	MaxSessions int
-	// ConnectRate and ConnectBurst bound FrameConnect per session (a token
-	// bucket); excess gets ErrCodeRateLimited.
-	ConnectRate  float64
-	ConnectBurst int
-	// IntroductionRate and IntroductionBurst bound the introductions to
-	// one device, from all askers together (a token bucket per device);
-	// an asker over it gets ErrCodeRateLimited.
-	IntroductionRate  float64
-	IntroductionBurst int
-	// AddrsRate and AddrsBurst bound FrameAddrs per session (a token
-	// bucket); excess is ignored and answered with ErrCodeRateLimited.
-	AddrsRate  float64
-	AddrsBurst int
-	// RegisterTimeout ends a session that has not registered this long
-	// after its request arrived.
-	RegisterTimeout time.Duration
-	// MaxUnregisteredPerPrefix caps the sessions from one source prefix
-	// (an IPv4 address, an IPv6 /64) that have not registered yet; more
-	// get 429.
-	MaxUnregisteredPerPrefix int
-	// PrefixSessionRate and PrefixSessionBurst bound new sessions per
-	// source prefix (a token bucket); more get 429.
-	PrefixSessionRate  float64
-	PrefixSessionBurst int
-	// Admit, if set, decides whether a peer ID may register; an error
-	// refuses it with ErrCodeRefused and the error's text.
-	Admit func(peer identity.PeerID, proofOfWork int32) error
-	// Logger receives the server's logs; nil discards them.
-	Logger *zap.Logger
-
-	// lowestVersion, if set, replaces MinProtocolVersion: tests refuse
-	// older devices with it.
-	lowestVersion uint64
-}
-
-// minVersion is the oldest protocol version the server serves.
-func (c *Config) minVersion() uint64 {
-	if c.lowestVersion != 0 {
-		return c.lowestVersion
-	}
-	return MinProtocolVersion
-}
-
-func (c Config) withDefaults() Config {
-	if c.KeepaliveInterval <= 0 {
-		c.KeepaliveInterval = DefaultKeepaliveInterval
-	}
-	if c.SessionTimeout <= 0 {
-		c.SessionTimeout = DefaultSessionTimeout
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.MaxSessions <= 0 {
-		c.MaxSessions = DefaultMaxSessions
-	}
-	if c.ConnectRate <= 0 {
-		c.ConnectRate = DefaultConnectRate
-	}
-	if c.ConnectBurst <= 0 {
-		c.ConnectBurst = DefaultConnectBurst
-	}
-	if c.IntroductionRate <= 0 {
-		c.IntroductionRate = DefaultIntroductionRate
-	}
-	if c.IntroductionBurst <= 0 {
-		c.IntroductionBurst = DefaultIntroductionBurst
-	}
-	if c.AddrsRate <= 0 {
-		c.AddrsRate = DefaultAddrsRate
-	}
-	if c.AddrsBurst <= 0 {
-		c.AddrsBurst = DefaultAddrsBurst
-	}
-	if c.RegisterTimeout <= 0 {
-		c.RegisterTimeout = DefaultRegisterTimeout
-	}
-	if c.MaxUnregisteredPerPrefix <= 0 {
-		c.MaxUnregisteredPerPrefix = DefaultMaxUnregisteredPerPrefix
-	}
-	if c.PrefixSessionRate <= 0 {
-		c.PrefixSessionRate = DefaultPrefixSessionRate
-	}
-	if c.PrefixSessionBurst <= 0 {
-		c.PrefixSessionBurst = DefaultPrefixSessionBurst
-	}
-	if c.Logger == nil {
-		c.Logger = zap.NewNop()
-	}
-	return c
-}
-
-// Validate reports a configuration that cannot work. Zero values take
-// the defaults; negative ones are errors.
-func (c Config) Validate() error {
-	if c.MaxSessions < 0 || c.ConnectRate < 0 || c.ConnectBurst < 0 {
-		return fmt.Errorf("max sessions, connect rate and connect burst must not be negative")
-	}
-	if c.IntroductionRate < 0 || c.IntroductionBurst < 0 || c.AddrsRate < 0 || c.AddrsBurst < 0 {
-		return fmt.Errorf("introduction rate, introduction burst, addrs rate and addrs burst must not be negative")
-	}
-	if c.RegisterTimeout < 0 || c.MaxUnregisteredPerPrefix < 0 || c.PrefixSessionRate < 0 || c.PrefixSessionBurst < 0 {
-		return fmt.Errorf("register timeout, max unregistered per prefix, prefix session rate and prefix session burst must not be negative")
-	}
-	c = c.withDefaults()
-	if c.SessionTimeout <= c.KeepaliveInterval {
-		return fmt.Errorf("session timeout %v must be longer than the keepalive interval %v", c.SessionTimeout, c.KeepaliveInterval)
-	}
-	return nil
-}
 
 // Server is the super peer's side of the rendezvous protocol. Mount it at
 // Path on an HTTP/2 and an HTTP/3 server; it serves nothing else.
