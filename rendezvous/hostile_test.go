@@ -52,8 +52,9 @@ func TestUnregisteredSessionExpires(t *testing.T) {
 	const deadline = 300 * time.Millisecond
 	ts := newTestServer(t, "127.0.0.1", Config{RegisterTimeout: deadline})
 	for _, tr := range transports {
-		s := ts.openRaw(t, tr, newIdentity(t))
+		// The deadline runs from the request's arrival, within openRaw.
 		start := time.Now()
+		s := ts.openRaw(t, tr, newIdentity(t))
 		stop := make(chan struct{})
 		sent := make(chan struct{})
 		go func() {
