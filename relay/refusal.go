@@ -52,6 +52,8 @@ var (
 	// Not an open proxy: the target is an address or a hostname.
 	refuseNotPeerID = &refusal{status: http.StatusForbidden, errType: errDenied,
 		details: "this relay forwards only to registered peer IDs (64 hex digits), not to the %s %s"} // the last %s: echoed
+	// 64 hex digits that are no Ed25519 public key (identity.PeerID.Validate).
+	refuseNotKey = &refusal{status: http.StatusForbidden, errType: errDenied, details: "the target is no peer ID: %v"}
 
 	// Who asks, for whom.
 	refuseNoRegistration = &refusal{status: http.StatusForbidden, errType: errDenied,
@@ -80,7 +82,7 @@ var (
 // Stats.refused.
 var refusals = [...]*refusal{
 	refuseHTTP1, refuseProtocol, refuseMethod, refuseNotHTTPS, refuseTooEarly,
-	refuseNotRelayPath, refuseBadPath, refuseNotPeerID,
+	refuseNotRelayPath, refuseBadPath, refuseNotPeerID, refuseNotKey,
 	refuseNoRegistration, refuseSelf, refuseNotFound,
 	refuseInternal, refuseShuttingDown, refuseTooMany,
 	refuseSuperseded, refuseCanceled, refusePairTimeout,
