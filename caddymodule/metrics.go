@@ -26,6 +26,7 @@ var (
 	descRebindings    = prometheus.NewDesc(ns+"_rebindings_total", "Devices seen at a new address on their QUIC connection (a NAT rebinding), and told so.", nil, nil)
 	descRvRefused     = prometheus.NewDesc(ns+"_rendezvous_refused_total", "Rendezvous requests refused, by error.", []string{"error"}, nil)
 	descRelayActive   = prometheus.NewDesc(ns+"_relay_legs", "Relay legs bridged now (two per relayed session).", nil, nil)
+	descRelayWaiting  = prometheus.NewDesc(ns+"_relay_waiting", "Relay legs waiting for their counterpart now.", nil, nil)
 	descRelayPaired   = prometheus.NewDesc(ns+"_relay_paired_total", "Relay sessions bridged after both devices consented.", nil, nil)
 	descRelayTimeouts = prometheus.NewDesc(ns+"_relay_pair_timeouts_total", "Relay sessions whose counterpart never came.", nil, nil)
 	descRelayDgrams   = prometheus.NewDesc(ns+"_relay_datagrams_total", "Datagrams relayed.", nil, nil)
@@ -42,7 +43,7 @@ var refusalCodes = []rendezvous.ErrorCode{
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDevices, descSessions, descRegistrations, descConnects, descRebindings, descRvRefused,
-		descRelayActive, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
+		descRelayActive, descRelayWaiting, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
 		ch <- d
 	}
 }
@@ -60,6 +61,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ls := c.sp.Relay().Stats()
 	ch <- prometheus.MustNewConstMetric(descRelayActive, prometheus.GaugeValue, float64(ls.Active.Load()))
+	ch <- prometheus.MustNewConstMetric(descRelayWaiting, prometheus.GaugeValue, float64(ls.Waiting.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayPaired, prometheus.CounterValue, float64(ls.Paired.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayTimeouts, prometheus.CounterValue, float64(ls.PairTimeouts.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayDgrams, prometheus.CounterValue, float64(ls.Datagrams.Load()))

@@ -67,6 +67,12 @@ var (
 	refuseShuttingDown = &refusal{status: http.StatusServiceUnavailable, errType: errInternal, details: "the super peer is shutting down"}
 	refuseTooMany      = &refusal{status: http.StatusTooManyRequests, errType: errDenied,
 		details: "this device already has %d relay sessions, the most allowed"}
+	refuseTooManyWaiting = &refusal{status: http.StatusTooManyRequests, errType: errDenied,
+		details: "this device already has %d relay sessions waiting for their counterparts, the most allowed"}
+	refuseBusy = &refusal{status: http.StatusServiceUnavailable, errType: errInternal,
+		details: "the super peer already holds %d relay sessions waiting for their counterparts; retry later"}
+	refuseRegistrationEnded = &refusal{status: http.StatusForbidden, errType: errDenied,
+		details: "the registration on this connection ended: %s"}
 
 	// Waiting for the counterpart (consent).
 	// refuseSuperseded: the waiting leg was ended before it was paired; the
@@ -84,7 +90,7 @@ var refusals = [...]*refusal{
 	refuseHTTP1, refuseProtocol, refuseMethod, refuseNotHTTPS, refuseTooEarly,
 	refuseNotRelayPath, refuseBadPath, refuseNotPeerID, refuseNotKey,
 	refuseNoRegistration, refuseSelf, refuseNotFound,
-	refuseInternal, refuseShuttingDown, refuseTooMany,
+	refuseInternal, refuseShuttingDown, refuseTooMany, refuseTooManyWaiting, refuseBusy, refuseRegistrationEnded,
 	refuseSuperseded, refuseCanceled, refusePairTimeout,
 }
 
