@@ -317,9 +317,15 @@ func (s *Server) pair(ctx context.Context, l *leg, cfg *Config) (*leg, *refusal)
 	return nil, refusePairTimeout.with(l.target, cfg.PairTimeout)
 }
 
-// testHook, when a test sets it, is called at the points where two
+// testHookFn, when a test sets it, is called at the points where two
 // legs' goroutines race, so that the test can force an order.
-var testHook = func(point string) {}
+var testHookFn atomic.Pointer[func(point string)]
+
+func testHook(point string) {
+	if f := testHookFn.Load(); f != nil {
+		(*f)(point)
+	}
+}
 
 // sessions returns how many relay sessions a device holds.
 func (s *Server) sessions(peer identity.PeerID) int {
