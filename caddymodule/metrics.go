@@ -32,6 +32,7 @@ var (
 	descAddrsLimited  = prometheus.NewDesc(ns+"_addrs_rate_limited_total", "Address announcements over the rate, ignored.", nil, nil)
 	descAddrsDropped  = prometheus.NewDesc(ns+"_addrs_dropped_total", "Announced addresses of a class never handed out (multicast, broadcast, another machine's loopback).", nil, nil)
 	descRelayActive   = prometheus.NewDesc(ns+"_relay_legs", "Relay legs bridged now (two per relayed session).", nil, nil)
+	descRelayWaiting  = prometheus.NewDesc(ns+"_relay_waiting", "Relay legs waiting for their counterpart now.", nil, nil)
 	descRelayPaired   = prometheus.NewDesc(ns+"_relay_paired_total", "Relay sessions bridged after both devices consented.", nil, nil)
 	descRelayTimeouts = prometheus.NewDesc(ns+"_relay_pair_timeouts_total", "Relay sessions whose counterpart never came.", nil, nil)
 	descRelayDgrams   = prometheus.NewDesc(ns+"_relay_datagrams_total", "Datagrams relayed.", nil, nil)
@@ -49,7 +50,7 @@ var refusalCodes = []rendezvous.ErrorCode{
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDevices, descSessions, descRegistrations, descConnects, descRebindings, descRvRefused,
 		descSessRefused, descRegTimeouts, descIntroRefused, descIntroCoalesce, descAddrsLimited, descAddrsDropped,
-		descRelayActive, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
+		descRelayActive, descRelayWaiting, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
 		ch <- d
 	}
 }
@@ -76,6 +77,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAddrsDropped, prometheus.CounterValue, float64(rs.AddrsDropped.Load()))
 	ls := c.sp.Relay().Stats()
 	ch <- prometheus.MustNewConstMetric(descRelayActive, prometheus.GaugeValue, float64(ls.Active.Load()))
+	ch <- prometheus.MustNewConstMetric(descRelayWaiting, prometheus.GaugeValue, float64(ls.Waiting.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayPaired, prometheus.CounterValue, float64(ls.Paired.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayTimeouts, prometheus.CounterValue, float64(ls.PairTimeouts.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayDgrams, prometheus.CounterValue, float64(ls.Datagrams.Load()))

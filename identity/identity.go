@@ -27,14 +27,18 @@ const PeerIDLen = ed25519.PublicKeySize
 // digits; uppercase is accepted on input.
 type PeerID [PeerIDLen]byte
 
-// ParsePeerID parses the 64-hex-digit text form of a peer ID, in either case.
+// ParsePeerID parses the 64-hex-digit text form of a peer ID, in either
+// case, and validates it (Validate).
 func ParsePeerID(s string) (PeerID, error) {
 	var id PeerID
 	if len(s) != 2*PeerIDLen {
 		return id, fmt.Errorf("identity: peer ID must be %d hex digits, got %d characters", 2*PeerIDLen, len(s))
 	}
 	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
-		return id, fmt.Errorf("identity: peer ID is not hex: %w", err)
+		return PeerID{}, fmt.Errorf("identity: peer ID is not hex: %w", err)
+	}
+	if err := id.Validate(); err != nil {
+		return PeerID{}, err
 	}
 	return id, nil
 }
@@ -45,7 +49,8 @@ func (p PeerID) String() string { return hex.EncodeToString(p[:]) }
 // Short returns the first 8 hex digits, for logs and tables.
 func (p PeerID) Short() string { return hex.EncodeToString(p[:4]) }
 
-// IsZero reports whether p is the all-zero ID, which no key pair has.
+// IsZero reports whether p is the all-zero ID, which no key pair has
+// (Validate refuses it: it is a point of small order).
 func (p PeerID) IsZero() bool { return p == PeerID{} }
 
 // PublicKey returns p as an Ed25519 public key.

@@ -155,14 +155,28 @@ func FuzzParse(f *testing.F) {
 }
 
 func FuzzParsePeerID(f *testing.F) {
+	id, _ := Generate()
+	f.Add(id.PeerID().String())
 	f.Add(strings.Repeat("ab", 32))
+	f.Add("01" + strings.Repeat("00", 31))        // small order
+	f.Add("ee" + strings.Repeat("ff", 30) + "7f") // non-canonical
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := ParsePeerID(s)
+		if b, herr := hex.DecodeString(s); herr == nil {
+			// The text and the binary form take the same keys.
+			q, berr := PeerIDFromBytes(b)
+			if (err == nil) != (berr == nil) || err == nil && p != q {
+				t.Fatalf("ParsePeerID %v, PeerIDFromBytes %v", err, berr)
+			}
+		}
 		if err != nil {
 			return
 		}
 		if !strings.EqualFold(p.String(), s) {
 			t.Fatalf("round trip %q -> %q", s, p)
+		}
+		if p.Validate() != nil || p.IsZero() {
+			t.Fatalf("ParsePeerID took %s, which Validate refuses", p)
 		}
 	})
 }

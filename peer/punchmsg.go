@@ -80,6 +80,9 @@ func decodePunch(b []byte, me identity.PeerID) (punch, error) {
 	if (p.typ != punchPing && p.typ != punchPong) || p.receiver != me || p.sender == me {
 		return p, errBadPunch
 	}
+	if p.sender.Validate() != nil { // a small-order key verifies forgeries
+		return p, errBadPunch
+	}
 	if !ed25519.Verify(p.sender.PublicKey(), p.signed(), sig) {
 		return p, errBadPunch
 	}

@@ -54,8 +54,10 @@ func peerIDOf(rawCerts [][]byte) (identity.PeerID, error) {
 	if !ok {
 		return identity.PeerID{}, errors.New("peer: the other device's key is not Ed25519")
 	}
-	var p identity.PeerID
-	copy(p[:], pub)
+	p, err := identity.PeerIDFromBytes(pub)
+	if err != nil {
+		return identity.PeerID{}, fmt.Errorf("peer: %w", err)
+	}
 	return p, nil
 }
 

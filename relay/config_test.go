@@ -16,6 +16,10 @@ func TestConfigValidate(t *testing.T) {
 		{Config{PairTimeout: -1}, false},
 		{Config{QueueLen: -1}, false},
 		{Config{Burst: 100, MaxDatagramSize: 1500}, false},
+		{Config{MaxWaiting: -1}, false},
+		{Config{QueueBytes: 2000}, false},                             // not two full datagrams
+		{Config{QueueBytes: 1 << 20, MaxQueuedBytes: 1 << 19}, false}, // one queue over the total
+		{Config{QueueBytes: 4000, MaxQueuedBytes: 1 << 20, StallTimeout: time.Second}, true},
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("%+v: Validate() = %v", tc.cfg, err)

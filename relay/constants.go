@@ -30,6 +30,29 @@ const (
 	// DefaultQueueLen, datagrams queued towards a leg: about 30 ms at the
 	// default rate, enough for a burst without a standing queue.
 	DefaultQueueLen = 512
+	// DefaultQueueBytes, bytes queued towards a leg (and in the write in
+	// flight): 10 ms at the default rate, 175 full-size datagrams; what a
+	// receiver does not take beyond it is dropped, as a full router queue
+	// would, and end-to-end congestion control slows the sender.
+	DefaultQueueBytes = 256 << 10
+	// DefaultMaxQueuedBytes, bytes queued across all legs: 256 full leg
+	// queues, memory a small VM spares; honest legs hold a few datagrams
+	// each, so only receivers that stop draining come near it.
+	DefaultMaxQueuedBytes = 64 << 20
+	// DefaultStallTimeout: a leg whose queue is full and whose device has
+	// not taken the write in flight for this long is ended, rather than
+	// held until WriteTimeout; longer than a TCP retransmission or two on
+	// a lossy path (RFC 6298's initial RTO is 1 s).
+	DefaultStallTimeout = 2 * time.Second
+	// DefaultMaxWaiting, legs waiting for their counterpart across the
+	// server: a waiting leg costs a handler, a request stream and a timer
+	// (about 10 KiB) for at most PairTimeout; honest devices set up far
+	// fewer than this within one pair timeout.
+	DefaultMaxWaiting = 4096
+	// DefaultMaxWaitingPerDevice, a device's legs waiting at once: a device
+	// asks for a relay to a few peers at a time; its other sessions
+	// (MaxSessionsPerDevice in all) are bridged.
+	DefaultMaxWaitingPerDevice = 4
 )
 
 // Implementation constants.

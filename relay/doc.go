@@ -27,14 +27,19 @@
 //
 // # Bounded
 //
-// Each device may hold Config.MaxSessionsPerDevice relay sessions. Each
-// leg's inbound traffic passes a token bucket (Config.Rate, Config.Burst):
-// an HTTP/2 leg is throttled by backpressure (the relay stops reading, TCP
-// does the rest), excess HTTP/3 datagrams are dropped and counted.
-// Datagrams over Config.MaxDatagramSize are dropped and counted; the queue
-// towards each leg is bounded (Config.QueueLen) and drops, counted, when
-// full. A device that does not take a write on a leg that carries
-// capsules within Config.WriteTimeout loses the session. Stats has every
+// Each device may hold Config.MaxSessionsPerDevice relay sessions, of
+// which Config.MaxWaitingPerDevice wait for their counterpart; the server
+// holds at most Config.MaxWaiting waiting. Each leg's inbound traffic
+// passes a token bucket (Config.Rate, Config.Burst): an HTTP/2 leg is
+// throttled by backpressure (the relay stops reading, TCP does the rest),
+// excess HTTP/3 datagrams are dropped and counted. Datagrams over
+// Config.MaxDatagramSize are dropped and counted. The queue towards each
+// leg is made when it is paired, bounded in datagrams and bytes
+// (Config.QueueLen, Config.QueueBytes) and, across all legs, in bytes
+// (Config.MaxQueuedBytes); it drops, counted, when full. A leg whose
+// queue is full while its device has not taken the write in flight for
+// Config.StallTimeout ends, its queue freed at once; one whose device does
+// not take a write within Config.WriteTimeout ends too. Stats has every
 // counter; constants.go has every default and limit.
 //
 // # API stability

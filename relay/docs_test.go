@@ -17,5 +17,10 @@ func TestDocsTables(t *testing.T) {
 		"relay.DefaultBurst":                DefaultBurst,
 		"relay.DefaultMaxDatagramSize":      DefaultMaxDatagramSize,
 		"relay.DefaultQueueLen":             DefaultQueueLen,
+		"relay.DefaultQueueBytes":           DefaultQueueBytes,
+		"relay.DefaultMaxQueuedBytes":       DefaultMaxQueuedBytes,
+		"relay.DefaultStallTimeout":         DefaultStallTimeout,
+		"relay.DefaultMaxWaiting":           DefaultMaxWaiting,
+		"relay.DefaultMaxWaitingPerDevice":  DefaultMaxWaitingPerDevice,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }

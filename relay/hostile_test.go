@@ -3,11 +3,14 @@ package relay
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // A refusal names what the request asked for, but a stranger's long
@@ -47,5 +50,26 @@ func TestRefusalEchoBounded(t *testing.T) {
 		if resp.StatusCode < 400 || answer > 2*maxEchoed+400 {
 			t.Errorf("%s: %d with %d bytes of body and Proxy-Status, for a request of %d", tc.name, resp.StatusCode, answer, len(tc.url)+len(tc.method))
 		}
+	}
+}
+
+// A target with a peer ID's form but no key behind it (here 0100…00,
+// a point of small order, which ed25519.Verify lets anyone sign for) is
+// refused as such, before any lookup.
+func TestSmallOrderTargetRefused(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	for _, tr := range []rendezvous.Transport{rendezvous.TransportH3, rendezvous.TransportH2} {
+		a := ts.device(t, tr)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := dialRaw(ctx, a.s, "01"+strings.Repeat("00", 31))
+		cancel()
+		wantRefused(t, err, http.StatusForbidden, "http_request_denied")
+		var ref *RefusedError
+		if errors.As(err, &ref) && !strings.Contains(ref.Reason, "small order") {
+			t.Errorf("%s: reason %q does not say why", tr, ref.Reason)
+		}
+	}
+	if got := ts.rl.Stats().refused[refuseNotKey.index()].Load(); got != 2 {
+		t.Errorf("refuseNotKey counted %d times, want 2", got)
 	}
 }

@@ -60,6 +60,9 @@ type legIO interface {
 	// unblock makes a read pending in relay return. end calls it once,
 	// from any goroutine, possibly before open.
 	unblock()
+	// abort makes a write to the device in flight in send fail now, and
+	// the writes after it: the device does not take them.
+	abort()
 	// finish ends the response once relay and send have returned.
 	finish()
 }
@@ -76,14 +79,14 @@ type leg struct {
 	w       http.ResponseWriter
 	limiter *rate.Limiter
 	paired  chan *leg       // the counterpart, once
-	out     chan []byte     // datagram payloads or capsules towards the device
+	q       *queue          // towards the device: made by run, read after ready
 	ctx     context.Context // ends with the leg
 	cancel  context.CancelFunc
 	ready   chan struct{} // closed once answered: deliver may be called
 
 	endOnce sync.Once
 	done    chan struct{}
-	mu      sync.Mutex // guards why
+	mu      sync.Mutex // guards why, and q until ready
 	why     string
 }
 
@@ -96,7 +99,6 @@ func newLeg(kind legKind, w http.ResponseWriter, r *http.Request, peer, target i
 		w:       w,
 		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
 		paired:  make(chan *leg, 1),
-		out:     make(chan []byte, cfg.QueueLen),
 		ready:   make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -119,6 +121,9 @@ func (l *leg) end(reason string) {
 	l.endOnce.Do(func() {
 		l.mu.Lock()
 		l.why = reason
+		if l.q != nil {
+			l.q.close() // what is queued is freed now, not when send returns
+		}
 		l.mu.Unlock()
 		close(l.done)
 		l.cancel()
@@ -137,6 +142,13 @@ func (l *leg) reason() string {
 func (l *leg) run(other *leg) {
 	l.stats.Active.Add(1)
 	defer l.stats.Active.Add(-1)
+	// The queue is made now, once paired: a waiting leg holds none.
+	l.mu.Lock()
+	l.q = newQueue(l.cfg, &l.stats.QueuedBytes)
+	if l.why != "" {
+		l.q.close()
+	}
+	l.mu.Unlock()
 	l.w.Header().Set(http3.CapsuleProtocolHeader, "?1")
 	l.w.WriteHeader(http.StatusOK)
 	sent := make(chan struct{})
@@ -178,16 +190,18 @@ func reasonFor(err error, eof string) string {
 // ownership of d; it never blocks, so that the other leg keeps draining
 // its own queues (quic-go's hold only 32 datagrams a stream).
 func (l *leg) deliver(d []byte) {
-	select {
-	case <-l.done:
-		return
-	default:
-	}
-	select {
-	case l.out <- l.io.frame(d):
+	switch l.q.push(l.io.frame(d)) {
+	case pushed:
 		l.stats.Datagrams.Add(1)
 		l.stats.Bytes.Add(uint64(len(d)))
-	default:
+	case pushFull:
 		l.stats.drop(DropQueueFull)
+	case pushOverload:
+		l.stats.drop(DropOverloaded)
+	case pushStalled:
+		l.stats.drop(DropQueueFull)
+		l.stats.Stalled.Add(1)
+		l.end(fmt.Sprintf("this device took nothing relayed to it for %v", l.cfg.StallTimeout))
+		l.io.abort()
 	}
 }

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go/http3"
-
-	"github.com/netsody/superpeer/internal/flushwrite"
 )
 
 // capsuleLeg carries a leg's packets as DATAGRAM capsules (RFC 9297) in
@@ -18,6 +18,10 @@ type capsuleLeg struct {
 	l    *leg
 	rc   *http.ResponseController
 	body io.ReadCloser
+
+	mu      sync.Mutex // guards the following, and the write deadline
+	writing bool       // a write is in flight
+	aborted bool       // abort was called
 }
 
 var _ legIO = (*capsuleLeg)(nil)
@@ -58,31 +62,64 @@ func (c *capsuleLeg) send() {
 	l := c.l
 	var buf []byte
 	for {
-		select {
-		case b := <-l.out:
-			buf = append(buf[:0], b...)
-		drain:
-			for len(buf) < maxCapsuleBatch {
-				select {
-				case b := <-l.out:
-					buf = append(buf, b...)
-				default:
-					break drain
-				}
-			}
-			if err := c.write(buf); err != nil {
-				l.end("writing to the device failed: " + err.Error())
-				return
-			}
-		case <-l.done:
+		b := l.q.wait(l.done)
+		if b == nil {
 			c.write(closeCapsule(l.reason()))
+			return
+		}
+		buf = append(buf[:0], b...)
+		size := cap(b)
+		for len(buf) < maxCapsuleBatch {
+			if b = l.q.next(); b == nil {
+				break
+			}
+			buf = append(buf, b...)
+			size += cap(b)
+		}
+		err := c.write(buf)
+		l.q.release(size)
+		if err != nil {
+			l.end("writing to the device failed: " + err.Error())
 			return
 		}
 	}
 }
 
+// write writes b and flushes it, giving up after Config.WriteTimeout, or
+// at once when abort is called. The deadline is set around this write
+// only (on HTTP/2 a deadline left set resets the stream even when no
+// write is in flight), and under mu, so that abort's cannot be lost.
 func (c *capsuleLeg) write(b []byte) error {
-	return flushwrite.Write(c.l.w, c.rc, b, c.l.cfg.WriteTimeout)
+	c.mu.Lock()
+	if c.aborted {
+		c.mu.Unlock()
+		return errAborted
+	}
+	c.writing = true
+	_ = c.rc.SetWriteDeadline(time.Now().Add(c.l.cfg.WriteTimeout))
+	c.mu.Unlock()
+	_, err := c.l.w.Write(b)
+	if err == nil {
+		err = c.rc.Flush()
+	}
+	c.mu.Lock()
+	c.writing = false
+	_ = c.rc.SetWriteDeadline(time.Time{})
+	c.mu.Unlock()
+	return err
+}
+
+var errAborted = errors.New("the device does not take what is relayed to it")
+
+// abort cuts the write in flight with a deadline in the past, which
+// resets an HTTP/2 stream at once; no write starts after it.
+func (c *capsuleLeg) abort() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.aborted = true
+	if c.writing {
+		_ = c.rc.SetWriteDeadline(time.Now().Add(-time.Second))
+	}
 }
 
 func (c *capsuleLeg) frame(d []byte) []byte { return appendCapsule(nil, CapsuleDatagram, d) }

@@ -59,13 +59,14 @@ func (d *datagramLeg) relay(other *leg) error {
 // which paces this loop to what the connection can carry.
 func (d *datagramLeg) send() {
 	for {
-		select {
-		case p := <-d.l.out:
-			if err := d.str.SendDatagram(p); err != nil {
-				d.l.stats.drop(DropSendFailed)
-			}
-		case <-d.l.done:
+		p := d.l.q.wait(d.l.done)
+		if p == nil {
 			return
+		}
+		err := d.str.SendDatagram(p)
+		d.l.q.release(cap(p))
+		if err != nil {
+			d.l.stats.drop(DropSendFailed)
 		}
 	}
 }
@@ -75,6 +76,10 @@ func (d *datagramLeg) frame(p []byte) []byte { return p }
 // unblock has nothing to do: the leg's context ends ReceiveDatagram, and
 // relay stops its stream reader itself.
 func (d *datagramLeg) unblock() {}
+
+// abort has nothing to do: SendDatagram waits for the QUIC connection's
+// congestion window, never for the device to read.
+func (d *datagramLeg) abort() {}
 
 // finish closes the stream. No CLOSE capsule here: HTTP/3 clients
 // (masque-go's among them) learn the end from the stream, and would only

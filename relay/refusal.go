@@ -52,6 +52,8 @@ var (
 	// Not an open proxy: the target is an address or a hostname.
 	refuseNotPeerID = &refusal{status: http.StatusForbidden, errType: errDenied,
 		details: "this relay forwards only to registered peer IDs (64 hex digits), not to the %s %s"} // the last %s: echoed
+	// 64 hex digits that are no Ed25519 public key (identity.PeerID.Validate).
+	refuseNotKey = &refusal{status: http.StatusForbidden, errType: errDenied, details: "the target is no peer ID: %v"}
 
 	// Who asks, for whom.
 	refuseNoRegistration = &refusal{status: http.StatusForbidden, errType: errDenied,
@@ -65,6 +67,12 @@ var (
 	refuseShuttingDown = &refusal{status: http.StatusServiceUnavailable, errType: errInternal, details: "the super peer is shutting down"}
 	refuseTooMany      = &refusal{status: http.StatusTooManyRequests, errType: errDenied,
 		details: "this device already has %d relay sessions, the most allowed"}
+	refuseTooManyWaiting = &refusal{status: http.StatusTooManyRequests, errType: errDenied,
+		details: "this device already has %d relay sessions waiting for their counterparts, the most allowed"}
+	refuseBusy = &refusal{status: http.StatusServiceUnavailable, errType: errInternal,
+		details: "the super peer already holds %d relay sessions waiting for their counterparts; retry later"}
+	refuseRegistrationEnded = &refusal{status: http.StatusForbidden, errType: errDenied,
+		details: "the registration on this connection ended: %s"}
 
 	// Waiting for the counterpart (consent).
 	// refuseSuperseded: the waiting leg was ended before it was paired; the
@@ -80,9 +88,9 @@ var (
 // Stats.refused.
 var refusals = [...]*refusal{
 	refuseHTTP1, refuseProtocol, refuseMethod, refuseNotHTTPS, refuseTooEarly,
-	refuseNotRelayPath, refuseBadPath, refuseNotPeerID,
+	refuseNotRelayPath, refuseBadPath, refuseNotPeerID, refuseNotKey,
 	refuseNoRegistration, refuseSelf, refuseNotFound,
-	refuseInternal, refuseShuttingDown, refuseTooMany,
+	refuseInternal, refuseShuttingDown, refuseTooMany, refuseTooManyWaiting, refuseBusy, refuseRegistrationEnded,
 	refuseSuperseded, refuseCanceled, refusePairTimeout,
 }
 

@@ -35,8 +35,20 @@ type Config struct {
 	Burst int
 	// MaxDatagramSize is the largest HTTP datagram payload relayed.
 	MaxDatagramSize int
-	// QueueLen bounds the datagrams queued towards each leg's device.
-	QueueLen int
+	// QueueLen bounds the datagrams queued towards each leg's device, and
+	// QueueBytes their bytes; the queue is made when the leg is paired.
+	QueueLen   int
+	QueueBytes int
+	// MaxQueuedBytes bounds the bytes queued across all legs; datagrams
+	// over it are dropped.
+	MaxQueuedBytes int64
+	// StallTimeout ends a leg whose queue is full and whose device has not
+	// taken the write in flight for this long.
+	StallTimeout time.Duration
+	// MaxWaiting caps the legs waiting for their counterpart, and
+	// MaxWaitingPerDevice a device's; more get 503 and 429.
+	MaxWaiting          int
+	MaxWaitingPerDevice int
 	// Logger receives the relay's logs; nil discards them.
 	Logger *zap.Logger
 }
@@ -63,6 +75,21 @@ func (c Config) withDefaults() Config {
 	if c.QueueLen <= 0 {
 		c.QueueLen = DefaultQueueLen
 	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = DefaultQueueBytes
+	}
+	if c.MaxQueuedBytes <= 0 {
+		c.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = DefaultStallTimeout
+	}
+	if c.MaxWaiting <= 0 {
+		c.MaxWaiting = DefaultMaxWaiting
+	}
+	if c.MaxWaitingPerDevice <= 0 {
+		c.MaxWaitingPerDevice = DefaultMaxWaitingPerDevice
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -72,12 +99,17 @@ func (c Config) withDefaults() Config {
 // Validate reports a configuration that cannot work. Zero values take
 // the defaults; negative ones are errors.
 func (c Config) Validate() error {
-	if c.PairTimeout < 0 || c.WriteTimeout < 0 || c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 {
+	if c.PairTimeout < 0 || c.WriteTimeout < 0 || c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 ||
+		c.QueueBytes < 0 || c.MaxQueuedBytes < 0 || c.StallTimeout < 0 || c.MaxWaiting < 0 || c.MaxWaitingPerDevice < 0 {
 		return fmt.Errorf("relay options must not be negative")
 	}
 	c = c.withDefaults()
 	if c.Burst < c.MaxDatagramSize {
 		return fmt.Errorf("relay burst %d bytes must be at least the maximum datagram size %d", c.Burst, c.MaxDatagramSize)
+	}
+	// Room for a datagram queued beside the one being written.
+	if c.QueueBytes < 2*c.MaxDatagramSize || c.MaxQueuedBytes < int64(c.QueueBytes) {
+		return fmt.Errorf("relay queue of %d bytes must hold two datagrams of %d bytes, and fit in the total of %d", c.QueueBytes, c.MaxDatagramSize, c.MaxQueuedBytes)
 	}
 	return nil
 }
@@ -95,11 +127,13 @@ type Authenticator interface {
 type Server struct {
 	cfg atomic.Pointer[Config]
 
-	mu       sync.Mutex // guards the following
-	waiting  map[pairKey]*leg
-	legs     map[*leg]struct{}
-	byDevice map[identity.PeerID]int // sessions per device
-	closed   bool
+	mu        sync.Mutex // guards the following
+	waiting   map[pairKey]*leg
+	legs      map[*leg]struct{}
+	byDevice  map[identity.PeerID]int // sessions per device
+	waitingBy map[identity.PeerID]int // sessions per device not yet paired
+	nWaiting  int                     // sessions not yet paired
+	closed    bool
 
 	handlers sync.WaitGroup
 	stats    Stats
@@ -110,9 +144,10 @@ type pairKey struct{ from, to identity.PeerID }
 // NewServer returns a relay Server. cfg.Auth must be set.
 func NewServer(cfg Config) *Server {
 	s := &Server{
-		waiting:  make(map[pairKey]*leg),
-		legs:     make(map[*leg]struct{}),
-		byDevice: make(map[identity.PeerID]int),
+		waiting:   make(map[pairKey]*leg),
+		legs:      make(map[*leg]struct{}),
+		byDevice:  make(map[identity.PeerID]int),
+		waitingBy: make(map[identity.PeerID]int),
 	}
 	s.SetConfig(cfg)
 	return s
@@ -141,6 +176,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.release(l)
 	other, ref := s.pair(r.Context(), l, cfg)
 	if ref != nil {
+		l.end(ref.details) // nobody holds l now; should that change, it learns why
 		s.stats.countRefusal(ref)
 		ref.write(w)
 		return
@@ -168,6 +204,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	if !ok {
 		return nil, refuseNoRegistration
 	}
+	testHook("authenticated")
 	peer := reg.PeerID()
 	if target == peer {
 		return nil, refuseSelf
@@ -187,7 +224,22 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	if s.byDevice[peer] >= cfg.MaxSessionsPerDevice {
 		return nil, refuseTooMany.with(cfg.MaxSessionsPerDevice)
 	}
+	if s.waitingBy[peer] >= cfg.MaxWaitingPerDevice {
+		return nil, refuseTooManyWaiting.with(cfg.MaxWaitingPerDevice)
+	}
+	if s.nWaiting >= cfg.MaxWaiting {
+		return nil, refuseBusy.with(cfg.MaxWaiting)
+	}
+	// Authenticate refuses an ending registration, but it may have ended
+	// since; if it ends after this, the AfterFunc below ends the leg at
+	// once, and pair refuses it.
+	if reg.Context().Err() != nil {
+		return nil, refuseRegistrationEnded.with(reg.EndReason())
+	}
 	s.byDevice[peer]++
+	s.waitingBy[peer]++
+	s.nWaiting++
+	s.stats.Waiting.Add(1)
 	s.legs[l] = struct{}{}
 	s.handlers.Add(1)
 	// The session ends with the registration: the device expired, was
@@ -196,17 +248,36 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	return l, nil
 }
 
+// paired uncounts l as waiting: pair has returned.
+func (s *Server) paired(l *leg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waitingBy[l.peer]--; s.waitingBy[l.peer] <= 0 {
+		delete(s.waitingBy, l.peer)
+	}
+	s.nWaiting--
+	s.stats.Waiting.Add(-1)
+}
+
 // pair waits for the counterpart of l: the session from l's target
 // towards l's device. The first of the two to arrive waits; the second
-// completes the pair.
+// completes the pair, and hands itself to the first under the lock, so
+// that the first, whatever woke it, finds it there: the two are paired,
+// or neither is.
 func (s *Server) pair(ctx context.Context, l *leg, cfg *Config) (*leg, *refusal) {
+	defer s.paired(l)
 	mine := pairKey{from: l.peer, to: l.target}
 	theirs := pairKey{from: l.target, to: l.peer}
 	s.mu.Lock()
-	if other := s.waiting[theirs]; other != nil {
-		delete(s.waiting, theirs)
+	if reason := l.reason(); reason != "" { // its registration ended
 		s.mu.Unlock()
-		other.paired <- l
+		return nil, refuseSuperseded.with(reason)
+	}
+	if other := s.waiting[theirs]; other != nil && other.reason() == "" {
+		delete(s.waiting, theirs)
+		other.paired <- l // never blocks: one slot, and only the one who deleted other sends
+		s.mu.Unlock()
+		testHook("paired")
 		s.stats.Paired.Add(1)
 		return other, nil
 	}
@@ -230,7 +301,7 @@ func (s *Server) pair(ctx context.Context, l *leg, cfg *Config) (*leg, *refusal)
 		delete(s.waiting, mine)
 	}
 	s.mu.Unlock()
-	// The counterpart may have taken l just now.
+	// The counterpart may have taken l just now: it did so under the lock.
 	select {
 	case other := <-l.paired:
 		return other, nil
@@ -244,6 +315,16 @@ func (s *Server) pair(ctx context.Context, l *leg, cfg *Config) (*leg, *refusal)
 	}
 	s.stats.PairTimeouts.Add(1)
 	return nil, refusePairTimeout.with(l.target, cfg.PairTimeout)
+}
+
+// testHookFn, when a test sets it, is called at the points where two
+// legs' goroutines race, so that the test can force an order.
+var testHookFn atomic.Pointer[func(point string)]
+
+func testHook(point string) {
+	if f := testHookFn.Load(); f != nil {
+		(*f)(point)
+	}
 }
 
 // sessions returns how many relay sessions a device holds.

@@ -131,20 +131,7 @@ func TestDeviceGoneEndsRelay(t *testing.T) {
 // registration.
 func TestRegistrationEndEndsRelay(t *testing.T) {
 	ts := newTestServer(t, Config{})
-	var kept net.Conn
-	t.Cleanup(func() {
-		if kept != nil {
-			kept.Close()
-		}
-	})
-	a := ts.deviceWith(t, func(c *rendezvous.ClientConfig) {
-		c.URL, c.Transport = ts.H2URL, rendezvous.TransportH2
-		c.NewH2Conn = func(tc *tls.Conn) (rendezvous.H2Conn, error) {
-			kept = tc
-			cc, err := new(http2.Transport).NewClientConn(tc)
-			return keptConn{cc}, err
-		}
-	})
+	a := ts.keptDevice(t)
 	// B over HTTP/2, whose leg carries the reason in a CLOSE capsule.
 	b := ts.device(t, rendezvous.TransportH2)
 	ca, cb := pair(t, a, b)
@@ -172,6 +159,25 @@ func TestRegistrationEndEndsRelay(t *testing.T) {
 type keptConn struct{ *http2.ClientConn }
 
 func (keptConn) Close() error { return nil }
+
+// keptDevice registers a device over HTTP/2 that keeps its connection
+// after its session ends (replaced, say), until the test ends.
+func (ts *testServer) keptDevice(t *testing.T) *device {
+	var kept net.Conn
+	t.Cleanup(func() {
+		if kept != nil {
+			kept.Close()
+		}
+	})
+	return ts.deviceWith(t, func(c *rendezvous.ClientConfig) {
+		c.URL, c.Transport = ts.H2URL, rendezvous.TransportH2
+		c.NewH2Conn = func(tc *tls.Conn) (rendezvous.H2Conn, error) {
+			kept = tc
+			cc, err := new(http2.Transport).NewClientConn(tc)
+			return keptConn{cc}, err
+		}
+	})
+}
 
 // Without consent nothing is relayed: A's session waits for B's and ends
 // with 504 when B never asks, and B never receives a byte from A.

@@ -15,6 +15,9 @@ const (
 	// DropSendFailed: the QUIC connection towards an HTTP/3 leg refused
 	// the datagram (too large for its path, or closed).
 	DropSendFailed
+	// DropOverloaded: the bytes queued across all legs reached
+	// Config.MaxQueuedBytes.
+	DropOverloaded
 	numDropReasons
 )
 
@@ -29,6 +32,8 @@ func (r DropReason) String() string {
 		return "queue_full"
 	case DropSendFailed:
 		return "send_failed"
+	case DropOverloaded:
+		return "overloaded"
 	}
 	return "unknown"
 }
@@ -45,6 +50,9 @@ func DropReasons() []DropReason {
 // Stats counts what the relay did.
 type Stats struct {
 	Active       atomic.Int64  // bridged legs now
+	Waiting      atomic.Int64  // legs waiting for their counterpart now
+	QueuedBytes  atomic.Int64  // bytes queued towards devices now, in all legs
+	Stalled      atomic.Uint64 // legs ended because their device took nothing (Config.StallTimeout)
 	Paired       atomic.Uint64 // sessions bridged
 	PairTimeouts atomic.Uint64 // sessions whose counterpart never came
 	Datagrams    atomic.Uint64 // datagrams delivered

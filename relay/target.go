@@ -40,6 +40,11 @@ func parseTarget(path string) (identity.PeerID, *refusal) {
 		return identity.PeerID{}, refuseBadPath
 	}
 	peer, err := identity.ParsePeerID(host)
+	if err != nil && isHex(host, 2*identity.PeerIDLen) {
+		// A peer ID's form, but a key no key pair has (small order, or
+		// another encoding of a key): nobody can register it.
+		return identity.PeerID{}, refuseNotKey.with(err)
+	}
 	if err != nil {
 		what := "hostname"
 		if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil || strings.Contains(host, "%3A") || strings.Contains(host, ":") {
@@ -48,4 +53,17 @@ func parseTarget(path string) (identity.PeerID, *refusal) {
 		return identity.PeerID{}, refuseNotPeerID.with(what, echoed(host))
 	}
 	return peer, nil
+}
+
+// isHex reports whether s is n hex digits.
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }

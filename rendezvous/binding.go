@@ -64,9 +64,11 @@ func SignedRegistration(b Binding, peer identity.PeerID, proofOfWork int32) []by
 	return binary.BigEndian.AppendUint32(m, uint32(proofOfWork))
 }
 
-// verifyRegistration checks a FrameRegister's signature for connection b.
+// verifyRegistration checks a FrameRegister's signature for connection b,
+// and that its peer ID is a key someone can hold: ed25519.Verify takes a
+// forged signature for a small-order key.
 func verifyRegistration(b Binding, m *Register) bool {
-	return ed25519.Verify(m.Peer.PublicKey(), SignedRegistration(b, m.Peer, m.ProofOfWork), m.Signature[:])
+	return m.Peer.Validate() == nil && ed25519.Verify(m.Peer.PublicKey(), SignedRegistration(b, m.Peer, m.ProofOfWork), m.Signature[:])
 }
 
 // signRegistration builds a FrameRegister for connection b.

@@ -123,8 +123,13 @@ func (d *decoder) varint() uint64 {
 	return v
 }
 
+// peer takes a peer ID, refusing a key no key pair has (small order,
+// non-canonical); the zero ID passes, as error frames' "none".
 func (d *decoder) peer() (p identity.PeerID) {
 	copy(p[:], d.take(len(p)))
+	if err := p.Validate(); err != nil && !p.IsZero() {
+		d.fail("%v", err)
+	}
 	return p
 }
 
