@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -176,6 +177,14 @@ func TestEndingSessionAuthenticatesNothing(t *testing.T) {
 	s.end(&Error{Code: ErrCodeReplaced})
 	if srv.registered(s.binding) != nil {
 		t.Error("an ending session still authenticates its connection")
+	}
+	select {
+	case <-s.reg.Done():
+		if !strings.Contains(s.reg.EndReason(), "replaced") {
+			t.Errorf("the registration ended with %q, want a reason naming the replacement", s.reg.EndReason())
+		}
+	default:
+		t.Error("the registration lasts while its session's last frame drains")
 	}
 	close(str.release)
 	s.out.wait()

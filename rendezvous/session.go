@@ -49,7 +49,7 @@ type session struct {
 	// it. Before registered is set, no other goroutine can reach them.
 	peer       identity.PeerID
 	registered bool
-	reg        *Registration // ended by Server.remove
+	reg        *Registration // ended with the session (endFromReader, Server.remove)
 	proto      Protocol      // what the device announced
 	limiter    *rate.Limiter // the device's FrameConnect
 	intros     *rate.Limiter // introductions to the device, from others
@@ -63,7 +63,8 @@ type session struct {
 	rtt       rttEstimator // the super peer's pings
 	deviceRTT time.Duration
 	wake      wakeups
-	ended     *Error // the error that ended the session, if any
+	ended     *Error        // the error that ended the session, if any
+	regToEnd  *Registration // reg, once registered: the session's end ends it at once
 }
 
 func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *session {
@@ -233,6 +234,9 @@ func (s *session) handleRegister(m *Register) *Error {
 func (s *session) become(peer identity.PeerID, proto Protocol, cfg *Config) {
 	s.peer, s.registered, s.proto = peer, true, proto
 	s.reg = newRegistration(peer)
+	s.mu.Lock()
+	s.regToEnd = s.reg
+	s.mu.Unlock()
 	s.limiter = rate.NewLimiter(rate.Limit(cfg.ConnectRate), cfg.ConnectBurst)
 	s.intros = rate.NewLimiter(rate.Limit(cfg.IntroductionRate), cfg.IntroductionBurst)
 	s.addrsLimit = rate.NewLimiter(rate.Limit(cfg.AddrsRate), cfg.AddrsBurst)
@@ -400,11 +404,18 @@ func (s *session) endFromReader(e *Error) {
 		ce.Write(zap.Stringer("code", e.Code), zap.String("reason", e.Message), zap.Stringer("remote", s.observed()))
 	}
 	s.mu.Lock()
+	var reg *Registration
 	if s.out.close(e.frame()) {
 		s.ended = e
 		s.wake.stop()
+		reg = s.regToEnd
 	}
 	s.mu.Unlock()
+	// What the registration vouched for (relay sessions) ends now, not
+	// once the last frame has drained to the device.
+	if reg != nil {
+		reg.end(endReason(e))
+	}
 }
 
 // end ends the session from any goroutine with e, which is sent to the
@@ -425,8 +436,14 @@ func (s *session) live() bool {
 func (s *session) endReason() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended != nil {
-		return "the device's rendezvous session ended: " + s.ended.Code.String()
+	return endReason(s.ended)
+}
+
+// endReason says why a session ended with e (nil: without an error), for
+// the relay's devices.
+func endReason(e *Error) string {
+	if e != nil {
+		return "the device's rendezvous session ended: " + e.Code.String()
 	}
 	return "the device's rendezvous session ended"
 }
