@@ -98,6 +98,11 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			burst                   <bytes>
 //			max_datagram_size       <bytes>
 //			queue_len               <count>
+//			queue_bytes             <bytes>
+//			max_queued_bytes        <bytes>
+//			stall_timeout           <duration>
+//			max_waiting             <count>
+//			max_waiting_per_device  <count>
 //		}
 //	}
 //
@@ -170,6 +175,16 @@ func (r *RelayOptions) unmarshalBlock(d *caddyfile.Dispenser, directive string) 
 			r.MaxDatagramSize, err = sizeArg(d)
 		case "queue_len":
 			r.QueueLen, err = countArg(d)
+		case "queue_bytes":
+			r.QueueBytes, err = sizeArg(d)
+		case "max_queued_bytes":
+			r.MaxQueuedBytes, err = sizeArg(d)
+		case "stall_timeout":
+			r.StallTimeout, err = durationArg(d)
+		case "max_waiting":
+			r.MaxWaiting, err = countArg(d)
+		case "max_waiting_per_device":
+			r.MaxWaitingPerDevice, err = countArg(d)
 		default:
 			err = d.Errf("unknown %s relay option %q", directive, opt)
 		}

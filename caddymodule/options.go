@@ -89,6 +89,22 @@ type RelayOptions struct {
 	// QueueLen bounds the datagrams queued towards each leg; more are
 	// dropped and counted. Default: relay.DefaultQueueLen (512).
 	QueueLen int `json:"queue_len,omitempty"`
+	// QueueBytes bounds the bytes queued towards each leg.
+	// Default: relay.DefaultQueueBytes (262144, 256 KiB).
+	QueueBytes int `json:"queue_bytes,omitempty"`
+	// MaxQueuedBytes bounds the bytes queued across all legs; beyond it
+	// datagrams are dropped and counted.
+	// Default: relay.DefaultMaxQueuedBytes (67108864, 64 MiB).
+	MaxQueuedBytes int `json:"max_queued_bytes,omitempty"`
+	// StallTimeout ends a leg whose queue is full while its device takes
+	// nothing. Default: relay.DefaultStallTimeout (2s).
+	StallTimeout caddy.Duration `json:"stall_timeout,omitempty"`
+	// MaxWaiting caps the relay sessions waiting for their counterpart;
+	// more get 503. Default: relay.DefaultMaxWaiting (4096).
+	MaxWaiting int `json:"max_waiting,omitempty"`
+	// MaxWaitingPerDevice caps a device's waiting relay sessions; more get
+	// 429. Default: relay.DefaultMaxWaitingPerDevice (4).
+	MaxWaitingPerDevice int `json:"max_waiting_per_device,omitempty"`
 }
 
 // superPeerConfig is the super peer's configuration for these options.
@@ -120,6 +136,11 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			Burst:                r.Burst,
 			MaxDatagramSize:      r.MaxDatagramSize,
 			QueueLen:             r.QueueLen,
+			QueueBytes:           r.QueueBytes,
+			MaxQueuedBytes:       int64(r.MaxQueuedBytes),
+			StallTimeout:         time.Duration(r.StallTimeout),
+			MaxWaiting:           r.MaxWaiting,
+			MaxWaitingPerDevice:  r.MaxWaitingPerDevice,
 			Logger:               logger.Named("relay"),
 		},
 	}
@@ -138,6 +159,8 @@ var optionNames = strings.NewReplacer(
 	"prefix session rate", "prefix_session_rate",
 	"prefix session burst", "prefix_session_burst",
 	"maximum datagram size", "max_datagram_size",
+	"max queued bytes", "max_queued_bytes",
+	"queue bytes", "queue_bytes",
 )
 
 // validate reports options that cannot work, in the Caddyfile's terms.

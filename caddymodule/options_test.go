@@ -23,6 +23,7 @@ func TestValidate(t *testing.T) {
 		{Options{KeepaliveInterval: caddyDuration("1m")}, "session_timeout 45s must be longer than the keepalive_interval 1m0s"},
 		{Options{Relay: &RelayOptions{Burst: 1000, MaxDatagramSize: 1500}}, "burst 1000 bytes must be at least the max_datagram_size 1500"},
 		{Options{MaxSessions: -1}, "max_sessions, connect_rate and connect_burst must not be negative"},
+		{Options{Relay: &RelayOptions{QueueBytes: 2000}}, "queue_bytes 2000 must be at least twice the max_datagram_size 1500 and at most the max_queued_bytes"},
 		{Options{Relay: &RelayOptions{QueueLen: -1}}, "relay options must not be negative"},
 	} {
 		if err := tc.o.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -109,7 +109,7 @@ func (c Config) Validate() error {
 	}
 	// Room for a datagram queued beside the one being written.
 	if c.QueueBytes < 2*c.MaxDatagramSize || c.MaxQueuedBytes < int64(c.QueueBytes) {
-		return fmt.Errorf("relay queue of %d bytes must hold two datagrams of %d bytes, and fit in the total of %d", c.QueueBytes, c.MaxDatagramSize, c.MaxQueuedBytes)
+		return fmt.Errorf("relay queue bytes %d must be at least twice the maximum datagram size %d and at most the max queued bytes %d", c.QueueBytes, c.MaxDatagramSize, c.MaxQueuedBytes)
 	}
 	return nil
 }
