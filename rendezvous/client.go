@@ -52,16 +52,37 @@ var ErrSessionClosed = errors.New("rendezvous: session closed")
 // Dial opens and registers a session with a super peer. The context bounds
 // only the dial and registration.
 func Dial(ctx context.Context, cfg ClientConfig) (*Session, error) {
-	s, err := open(ctx, cfg)
+	s, err := Open(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.register(ctx); err != nil {
-		s.Close()
+	if err := s.Register(ctx); err != nil {
 		return nil, err
 	}
-	s.start()
 	return s, nil
+}
+
+// Open opens a session's transport without registering. A device that
+// races transports (HTTP/3 against HTTP/2) opens both and registers only
+// on the one that wins: a registration on the loser would replace the
+// winner's at the super peer. An opened session is for Register or Close
+// only. The context bounds only the dial.
+func Open(ctx context.Context, cfg ClientConfig) (*Session, error) {
+	return open(ctx, cfg)
+}
+
+// Register registers an opened session and starts it; on failure the
+// session is closed. The context bounds only the registration.
+func (s *Session) Register(ctx context.Context) error {
+	if s.started {
+		return errors.New("rendezvous: the session is registered already")
+	}
+	if err := s.register(ctx); err != nil {
+		s.Close()
+		return err
+	}
+	s.start()
+	return nil
 }
 
 // register sends FrameRegister and waits for FrameRegistered.

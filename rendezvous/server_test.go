@@ -532,3 +532,43 @@ func TestDialUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// A device that opens both transports and registers only on one keeps
+// that registration: the other, never registered, replaces nothing.
+func TestOpenThenRegister(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	id := newIdentity(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var opened []*Session
+	for _, tr := range transports {
+		s, err := Open(ctx, ClientConfig{Identity: id, URL: ts.url(tr), Transport: tr, TLSConfig: &tls.Config{RootCAs: ts.Pool}})
+		if err != nil {
+			t.Fatalf("Open %s: %v", tr, err)
+		}
+		defer s.Close()
+		opened = append(opened, s)
+	}
+	if reg, _ := ts.rv.Sessions(); reg != 0 {
+		t.Fatalf("%d registered after Open alone, want 0", reg)
+	}
+	winner, loser := opened[0], opened[1]
+	if err := winner.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	loser.Close()
+	if err := winner.Register(ctx); err == nil {
+		t.Error("a second Register succeeded")
+	}
+	if _, err := winner.Introduce(ctx, newIdentity(t).PeerID(), IntroduceOptions{}); !isPeerNotFound(err) {
+		t.Fatalf("the winner's session after the loser closed: %v, want peer not found", err)
+	}
+	if reg, _ := ts.rv.Sessions(); reg != 1 {
+		t.Fatalf("%d registered, want 1", reg)
+	}
+}
+
+func isPeerNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == ErrCodePeerNotFound
+}
