@@ -61,8 +61,10 @@ const (
 	// inside any NAT's mapping timeout.
 	DefaultPunchInterval = time.Second
 	// DefaultFastPunchInterval and DefaultFastPunchFor: new candidates are
-	// punched fast, so that a path opens while both NATs' mappings are
-	// fresh.
+	// tried fast (the first two tries this far apart), so that a path
+	// opens while both NATs' mappings are fresh; answered addresses are
+	// pinged this fast for this long after an introduction or a lost
+	// direct path.
 	DefaultFastPunchInterval = 50 * time.Millisecond
 	DefaultFastPunchFor      = 3 * time.Second
 	// DefaultDirectTimeout: three keepalives lost and a half; then the

@@ -62,8 +62,10 @@ type Config struct {
 	H3RetryInterval time.Duration
 	// PunchInterval is the keepalive of a direct path; default 1s.
 	PunchInterval time.Duration
-	// FastPunchInterval and FastPunchFor: after new candidates, punch this
-	// often, for this long; defaults 50ms and 3s.
+	// FastPunchInterval spaces a candidate's first two tries (later ones
+	// twice as far each time); with FastPunchFor, addresses that answered
+	// are pinged this often for this long after an introduction or a lost
+	// direct path; defaults 50ms and 3s.
 	FastPunchInterval time.Duration
 	FastPunchFor      time.Duration
 	// DirectTimeout drops a direct path that has not answered for this
