@@ -176,9 +176,9 @@ func (w *countingWriter) writeUDP(b []byte, to netip.AddrPort) (int, error) {
 	return len(b), nil
 }
 
-// A device sends nothing to an address in a class it never punches, or
-// may not punch from where it stands, whoever names it.
-func TestRefusedClassesGetNothing(t *testing.T) {
+// countedPeer is a device with a peer it has state for, whose punches
+// are counted, not sent.
+func countedPeer(t *testing.T) (*Device, *identity.Identity, *peerState, *countingWriter) {
 	s, _ := superPeerServer(t)
 	d := newDevice(t, s)
 	other, err := identity.Generate()
@@ -188,6 +188,13 @@ func TestRefusedClassesGetNothing(t *testing.T) {
 	p := d.peer(other.PeerID(), true)
 	w := &countingWriter{sent: map[netip.AddrPort]int{}}
 	p.out = w
+	return d, other, p, w
+}
+
+// A device sends nothing to an address in a class it never punches, or
+// may not punch from where it stands, whoever names it.
+func TestRefusedClassesGetNothing(t *testing.T) {
+	d, other, p, w := countedPeer(t)
 	global := netip.MustParseAddrPort("192.0.2.7:9")
 	refused := []netip.AddrPort{
 		netip.MustParseAddrPort("0.0.0.0:9"),
@@ -224,15 +231,7 @@ func TestRefusedClassesGetNothing(t *testing.T) {
 // its own, but restarts nothing: the addresses whose tries are spent stay
 // quiet.
 func TestPingFromNewAddressRestartsNothing(t *testing.T) {
-	s, _ := superPeerServer(t)
-	d := newDevice(t, s)
-	other, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := d.peer(other.PeerID(), true)
-	w := &countingWriter{sent: map[netip.AddrPort]int{}}
-	p.out = w
+	d, other, p, w := countedPeer(t)
 	cands := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:9"), netip.MustParseAddrPort("192.0.2.2:9")}
 	d.onCandidates(d.sps[0], false, rendezvous.Candidates{Peer: other.PeerID(), LocalAddrs: cands})
 	spent := DefaultFastPunchInterval*(1<<punchTries) + 200*time.Millisecond
