@@ -29,6 +29,22 @@ const (
 	// which a super peer enforces.
 	introduceRate  = 8
 	introduceBurst = 10
+
+	// punchRate and punchBurst pace the pings to addresses that have
+	// never answered, for the whole device, however many peers and
+	// candidates: ICE's pacing (RFC 8445 section 14.2, Ta = 50 ms), so
+	// that a device is nobody's reflector. The burst lets a dial's first
+	// round reach a peer's few candidates at once.
+	punchRate  = 20
+	punchBurst = 10
+	// punchTries is how many pings an address that has never answered
+	// gets per introduction (STUN's retransmissions, RFC 8489 section
+	// 6.2.1, are seven; two ends punching at once need fewer).
+	punchTries = 5
+	// consentFreshness: an address that answered is pinged at the
+	// keepalive interval, outside the pacing, until it has not answered
+	// for this long (RFC 7675 section 5.1).
+	consentFreshness = 30 * time.Second
 )
 
 /* Config defaults: what a zero Config field means (docs/DEVICE.md, "Defaults"). */
@@ -45,8 +61,10 @@ const (
 	// inside any NAT's mapping timeout.
 	DefaultPunchInterval = time.Second
 	// DefaultFastPunchInterval and DefaultFastPunchFor: new candidates are
-	// punched fast, so that a path opens while both NATs' mappings are
-	// fresh.
+	// tried fast (the first two tries this far apart), so that a path
+	// opens while both NATs' mappings are fresh; answered addresses are
+	// pinged this fast for this long after an introduction or a lost
+	// direct path.
 	DefaultFastPunchInterval = 50 * time.Millisecond
 	DefaultFastPunchFor      = 3 * time.Second
 	// DefaultDirectTimeout: three keepalives lost and a half; then the
@@ -61,6 +79,14 @@ const (
 	// DefaultPeerIdleTimeout: a peer without connections is kept this long,
 	// in case the application reconnects.
 	DefaultPeerIdleTimeout = time.Minute
+	// DefaultMaxPeers bounds the peers a device keeps state for (a
+	// punch loop, candidates, a relay): far more than one device talks
+	// to, few enough that introductions from strangers cost little.
+	DefaultMaxPeers = 1024
+	// DefaultIntroductionRate is how many introductions of peers it has
+	// no state for a device takes per second; more are dropped. Its
+	// own dials are not counted.
+	DefaultIntroductionRate = 20
 	// DefaultAddrCheckInterval: how soon a changed network (a new DHCP
 	// lease, another Wi-Fi) is noticed, for the price of listing the
 	// interfaces.
@@ -75,6 +101,22 @@ const (
 	maxPending    = 64 // packets held while a peer has no path: a handshake's worth
 	maxPings      = 64 // outstanding punch pings: two rounds of maxCandidates
 	tailLen       = 4  // last packets to a peer, resent over a new path (resendTailLocked)
+
+	// introductionBurst: introductions of new peers taken at once, above
+	// DefaultIntroductionRate.
+	introductionBurst = 40
+
+	// verifyRate and verifyBurst bound the punch signatures a device
+	// checks per second from one source address (an IPv6 /64): well
+	// above a peer's punches (its pacing, keepalives and pongs), far
+	// below what a core verifies. verifySources is how many sources
+	// get a bucket of their own; beyond it, new ones share one, so
+	// the table stays small.
+	verifyRate    = 50
+	verifyBurst   = 50
+	verifySources = 64
+	// verifyPrefix6 groups IPv6 sources by network: one host has a /64.
+	verifyPrefix6 = 64
 
 	// fasterDirect: a pong from another address takes over the direct
 	// path when its RTT is under 1/fasterDirect of the current one, so

@@ -62,8 +62,10 @@ type Config struct {
 	H3RetryInterval time.Duration
 	// PunchInterval is the keepalive of a direct path; default 1s.
 	PunchInterval time.Duration
-	// FastPunchInterval and FastPunchFor: after new candidates, punch this
-	// often, for this long; defaults 50ms and 3s.
+	// FastPunchInterval spaces a candidate's first two tries (later ones
+	// twice as far each time); with FastPunchFor, addresses that answered
+	// are pinged this often for this long after an introduction or a lost
+	// direct path; defaults 50ms and 3s.
 	FastPunchInterval time.Duration
 	FastPunchFor      time.Duration
 	// DirectTimeout drops a direct path that has not answered for this
@@ -78,6 +80,15 @@ type Config struct {
 	// ended (or after an introduction that led to none): its punching
 	// stops and its relay closes; default 1m.
 	PeerIdleTimeout time.Duration
+	// MaxPeers bounds the peers the device keeps state for; default
+	// 1024. When an introduction names a new peer and the table is full,
+	// the peer idle longest (no connection) is forgotten; with none idle,
+	// the introduction is dropped. Dial and Accept are not refused.
+	MaxPeers int
+	// IntroductionRate is how many introductions of new peers (peers the
+	// device has no state for) it takes per second; more are dropped;
+	// default 20.
+	IntroductionRate int
 	// AddrCheckInterval is how often the device looks for changed local
 	// addresses (another network, a new DHCP lease) and, when they
 	// changed, announces them to its super peers and connected peers;
@@ -120,6 +131,12 @@ func (c Config) withDefaults() Config {
 	def(&c.RelayCheckInterval, DefaultRelayCheckInterval)
 	def(&c.PeerIdleTimeout, DefaultPeerIdleTimeout)
 	def(&c.AddrCheckInterval, DefaultAddrCheckInterval)
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = DefaultMaxPeers
+	}
+	if c.IntroductionRate <= 0 {
+		c.IntroductionRate = DefaultIntroductionRate
+	}
 	if c.ListenAddr == "" && c.ListenAddr6 == "" {
 		c.ListenAddr, c.ListenAddr6, c.ListenAddr6Optional = "0.0.0.0:0", "[::]:0", true
 	}
@@ -153,6 +170,8 @@ type Device struct {
 	peers      map[identity.PeerID]*peerState
 	lastPinged time.Time // pingSuperPeers
 
+	guard // what strangers may cost (guard.go)
+
 	events hub // the Watchers of the device's events (events.go)
 }
 
@@ -184,6 +203,7 @@ func New(cfg Config) (*Device, error) {
 		closed: make(chan struct{}),
 		peers:  make(map[identity.PeerID]*peerState),
 	}
+	d.guard.init(cfg)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.sock = newSock(udps, d)
 	d.tr = &quic.Transport{Conn: d.sock}
@@ -344,6 +364,8 @@ func (d *Device) localAddrs() []netip.AddrPort {
 func (d *Device) watchLocalAddrs() {
 	last := d.localAddrs()
 	d.every(d.cfg.AddrCheckInterval, func() bool {
+		ps := localPrefixes()
+		d.prefixes.Store(&ps)
 		now := d.localAddrs()
 		for _, sp := range d.sps {
 			sp.announce(now)
@@ -363,37 +385,57 @@ func (d *Device) peer(id identity.PeerID, create bool) *peerState {
 	defer d.mu.Unlock()
 	p := d.peers[id]
 	if p == nil && create {
-		p = newPeerState(d, id)
-		d.peers[id] = p
-		d.sock.addPeer(p)
+		p = d.newPeerLocked(id)
 	}
+	return p
+}
+
+// newPeerLocked makes the state of a peer the device has none for.
+func (d *Device) newPeerLocked(id identity.PeerID) *peerState {
+	p := newPeerState(d, id)
+	d.peers[id] = p
+	d.sock.addPeer(p)
 	return p
 }
 
 // onCandidates acts on a super peer's introduction: punch at once, and,
 // when the other device relays through this super peer, open this
-// device's side of the relay there (consent).
-func (d *Device) onCandidates(sp *superPeer, c rendezvous.Candidates) {
-	p := d.peer(c.Peer, true)
+// device's side of the relay there (consent). spLoopback says whether
+// the device reaches sp over loopback (punchScope).
+func (d *Device) onCandidates(sp *superPeer, spLoopback bool, c rendezvous.Candidates) {
+	p := d.introducedPeer(c.Peer)
+	if p == nil {
+		return
+	}
 	p.setPeerRTT(sp, c.PeerRTT)
-	p.addCandidates(c.All(), true)
+	p.addCandidates(c.All(), true, d.scopeVia(spLoopback))
 	if c.Relay && !c.Initiator {
 		d.goRun(func() { d.joinRelay(p, sp) })
 	}
 }
 
-// handlePunch acts on a punch message from the socket.
+// handlePunch acts on a punch message from the socket. A punch from a
+// sender the device has no state for is dropped before its signature is
+// checked, and checks are rate-limited per source (verifyLimit): anyone
+// can send UDP. "Has state for" stands for "accepted" until issue 10's
+// first part (consent before addresses) gives the device an accept
+// policy: today it is a peer the device dialled, accepted, or a super
+// peer introduced.
 func (d *Device) handlePunch(b []byte, from netip.AddrPort) {
 	if !d.takesDirectPaths() {
 		return
 	}
-	pn, err := decodePunch(b, d.id)
+	pn, err := parsePunch(b, d.id)
 	if err != nil {
 		return
 	}
 	p := d.peer(pn.sender, false)
-	if p == nil {
-		return // only peers a super peer introduced are answered
+	if p == nil || !d.verify.allow(from.Addr()) {
+		return
+	}
+	d.verified.Add(1)
+	if !pn.verify(b) {
+		return
 	}
 	if pn.typ == punchPing {
 		p.onPing(pn, from)

@@ -35,5 +35,16 @@ func TestDocsTables(t *testing.T) {
 		"peer.sessionBackoffMax":         sessionBackoffMax,
 		"peer.sessionDialTimeout":        sessionDialTimeout,
 		"peer.superPeerPingEvery":        superPeerPingEvery,
+		"peer.DefaultMaxPeers":           DefaultMaxPeers,
+		"peer.DefaultIntroductionRate":   DefaultIntroductionRate,
+		"peer.punchRate":                 punchRate,
+		"peer.punchBurst":                punchBurst,
+		"peer.punchTries":                punchTries,
+		"peer.consentFreshness":          consentFreshness,
+		"peer.introductionBurst":         introductionBurst,
+		"peer.verifyRate":                verifyRate,
+		"peer.verifyBurst":               verifyBurst,
+		"peer.verifySources":             verifySources,
+		"peer.verifyPrefix6":             verifyPrefix6,
 	}, "../docs/DEVICE.md")
 }

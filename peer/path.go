@@ -67,15 +67,16 @@ func (p Path) String() string {
 // four parts by concern, as wireguard-go's Peer is.
 //
 // Lock order: Device.mu before peerState.mu before sock.mu. mu guards
-// every field of paths, punch, relayCtl and life (but the sync.Onces and
+// every field of paths, punch, relayCtl and life (but the sync.Once and
 // the wake channel, safe on their own): the parts group fields by
 // concern, not by lock, because a transition reads across them (a pong
 // settles a punch.pings entry and sets paths.direct at once).
 // superPeer.mu is never held together with any of these.
 //
 // The goroutines that act on a peer, and what stops each:
-//   - punchLoop (punch.go), from the first candidates: the peer is
-//     forgotten, or the device closes;
+//   - punchLoop (punch.go), from the first candidates, again from new
+//     ones: nothing is left to ping (every address's tries spent, no
+//     consent fresh), the peer is forgotten, or the device closes;
 //   - ensureRelay (relay.go), one at a time (relayCtl.dialing), when a
 //     connection starts, a direct path dies or a relay in use ends: a
 //     relay is up, the peer is forgotten, the device closes, or the path
@@ -101,7 +102,7 @@ type peerState struct {
 	virt netip.AddrPort
 	out  directWriter // the device's socket; a test's fake
 
-	mu       sync.Mutex // guards paths, punch, relayCtl and life, but for their Onces and punch.wake
+	mu       sync.Mutex // guards paths, punch, relayCtl and life, but for relayCtl.maintain and punch.wake
 	paths    paths
 	punch    punching
 	relayCtl relayCtl
@@ -122,12 +123,13 @@ type paths struct {
 
 // punching is the state of hole punching towards the peer (punch.go).
 type punching struct {
-	cands     []netip.AddrPort    // the addresses punched, up to maxCandidates
+	cands     []candidate         // the addresses punched, up to maxCandidates
 	pings     map[uint64]pingSent // outstanding, by nonce, up to maxPings
-	loop      sync.Once           // starts punchLoop, with the first candidates
+	running   bool                // punchLoop runs: it ends when nothing is left to ping
 	wake      chan struct{}       // new candidates: punch now, not at the next tick
-	wokenAt   time.Time           // by a punch from a known address
-	fastUntil time.Time           // punch every FastPunchInterval until then
+	wokenAt   time.Time           // by a punch from a known address (a triggered check)
+	fastUntil time.Time           // answered addresses are pinged every FastPunchInterval until then
+	keptAlive time.Time           // the direct path's last keepalive ping
 }
 
 // relayCtl is the management of the peer's relay (relay.go).
@@ -217,6 +219,7 @@ func (p *peerState) relayDownLocked(rp *relayPath) (current bool) {
 // caller to close outside p.mu.
 func (p *peerState) forgetLocked() (relay *relayPath) {
 	p.life.gone = true
+	p.wakeUp() // the punch loop ends
 	relay = p.paths.relay
 	p.paths.direct, p.paths.relay = netip.AddrPort{}, nil
 	p.dev.sock.forget(p)

@@ -58,8 +58,10 @@ func offlineDevice(t *testing.T) *Device {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Device{cfg: Config{Identity: self}, id: self.PeerID(), log: zap.NewNop(), closed: make(chan struct{}),
+	cfg := Config{Identity: self}.withDefaults()
+	d := &Device{cfg: cfg, id: self.PeerID(), log: zap.NewNop(), closed: make(chan struct{}),
 		peers: make(map[identity.PeerID]*peerState)}
+	d.guard.init(cfg)
 	d.sock = newSock(nil, d)
 	return d
 }

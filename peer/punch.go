@@ -18,49 +18,89 @@ import (
 // punches: a relay-only device takes no direct path, either way.
 func (d *Device) takesDirectPaths() bool { return !d.cfg.RelayOnly }
 
-// addCandidates adds addresses to punch, local ones first, and starts
-// punching fast. An introduction (not a punch) counts as use of the peer.
-func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool) {
+// candidate is an address punched towards the peer. Until it answers, it
+// gets punchTries pings per introduction, spaced FastPunchInterval,
+// twice that, four times... and each takes a token of the device's
+// pacing (Device.punchPace). Once it answered, it is pinged like a
+// direct path until its consent expires (consentFreshness).
+type candidate struct {
+	addr     netip.AddrPort
+	tries    int       // pings since the last introduction, while unanswered
+	nextTry  time.Time // the next may not go before
+	answered time.Time // its last pong; zero: never
+	lastPing time.Time
+}
+
+// addCandidates adds addresses to punch, local ones first, and punches
+// them. An introduction (not a punch) counts as use of the peer, gives
+// every address it names punchTries tries again and punches answered
+// addresses fast. An address in a class the device never punches
+// (addrclass.go) is dropped here.
+func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool, scope punchScope) {
 	if !p.dev.takesDirectPaths() {
 		return
 	}
+	now := time.Now()
 	p.mu.Lock()
 	added := false
 	for _, a := range as {
 		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
-		if !a.IsValid() || a.Port() == 0 || p.dev.sock.socketFor(a) == nil || slices.Contains(p.punch.cands, a) {
+		if !scope.allows(a) || p.dev.sock.socketFor(a) == nil {
+			continue
+		}
+		if i := p.candidateLocked(a); i >= 0 {
+			if introduced {
+				p.punch.cands[i].tries, p.punch.cands[i].nextTry = 0, now
+			}
 			continue
 		}
 		if len(p.punch.cands) >= maxCandidates {
 			p.evictCandidateLocked()
 		}
-		p.punch.cands = append(p.punch.cands, a)
+		p.punch.cands = append(p.punch.cands, candidate{addr: a, nextTry: now})
 		added = true
 	}
-	if !added && !introduced {
-		// A punch from a known address is no news, except to a device
-		// without a direct path: it pings back now (once per fast
-		// interval at most), not at its next tick.
-		wake := !p.paths.direct.IsValid() && time.Since(p.punch.wokenAt) >= p.dev.cfg.FastPunchInterval
-		if wake {
-			p.punch.wokenAt = time.Now()
-		}
-		p.mu.Unlock()
-		if wake {
-			p.wakeUp()
-		}
+	if introduced {
+		p.punch.fastUntil = now.Add(p.dev.cfg.FastPunchFor)
+		p.life.lastUsed = now
+	} else if !added {
+		p.triggeredCheckLocked(as, now)
+	}
+	p.startPunchingLocked()
+	p.mu.Unlock()
+}
+
+// triggeredCheckLocked answers a ping from a known address, on a device
+// without a direct path, with a ping of its own now, not at its next try
+// (RFC 8445 section 7.3.1.4): one more try, at most once per fast
+// interval. It never restarts fast punching: a ping proves nothing about
+// the peer's other addresses.
+func (p *peerState) triggeredCheckLocked(from []netip.AddrPort, now time.Time) {
+	if p.paths.direct.IsValid() || now.Sub(p.punch.wokenAt) < p.dev.cfg.FastPunchInterval {
 		return
 	}
-	p.punch.fastUntil = time.Now().Add(p.dev.cfg.FastPunchFor)
-	if introduced {
-		p.life.lastUsed = time.Now()
+	for _, a := range from {
+		if i := p.candidateLocked(a); i >= 0 {
+			c := &p.punch.cands[i]
+			c.tries, c.nextTry = min(c.tries, punchTries-1), now
+			p.punch.wokenAt = now
+		}
 	}
-	p.mu.Unlock()
-	started := false
-	p.punch.loop.Do(func() { started = true; p.dev.goRun(p.punchLoop) })
-	if !started {
+}
+
+// startPunchingLocked starts the punch loop, or wakes it to punch now.
+func (p *peerState) startPunchingLocked() {
+	if p.punch.running {
 		p.wakeUp()
+		return
 	}
+	p.punch.running = true
+	p.dev.goRun(p.punchLoop)
+}
+
+// candidateLocked is a's index in the candidates, or -1.
+func (p *peerState) candidateLocked(a netip.AddrPort) int {
+	return slices.IndexFunc(p.punch.cands, func(c candidate) bool { return c.addr == a })
 }
 
 // wakeUp makes the punch loop punch now.
@@ -76,21 +116,23 @@ func (p *peerState) wakeUp() {
 // and devices move.
 func (p *peerState) evictCandidateLocked() {
 	for i, c := range p.punch.cands {
-		if c != p.paths.direct {
+		if c.addr != p.paths.direct {
 			p.punch.cands = slices.Delete(p.punch.cands, i, i+1)
 			return
 		}
 	}
 }
 
-// punchLoop pings every candidate, fast at first and then at the
-// keepalive interval, and drops a direct path that stops answering. It
-// runs until the peer is forgotten or the device closes.
+// punchLoop pings what is due (dueLocked) and drops a direct path that
+// stops answering. It ends when the peer is forgotten, the device closes,
+// or nothing is left to ping: then a stranger that went away costs
+// nothing more. New candidates start it again.
 func (p *peerState) punchLoop() {
 	cfg := &p.dev.cfg
 	for {
 		p.mu.Lock()
 		if p.life.gone {
+			p.punch.running = false
 			p.mu.Unlock()
 			return
 		}
@@ -104,37 +146,85 @@ func (p *peerState) punchLoop() {
 				p.dev.goRun(func() { p.dev.ensureRelay(p) })
 			}
 		}
-		interval := cfg.PunchInterval
-		if time.Now().Before(p.punch.fastUntil) {
-			interval = cfg.FastPunchInterval
+		targets, next := p.dueLocked(time.Now())
+		if len(targets) == 0 && next.IsZero() {
+			p.punch.running = false
+			p.mu.Unlock()
+			return
 		}
-		targets := p.pingTargetsLocked()
 		msgs := make([][]byte, len(targets))
 		for i, to := range targets {
 			msgs[i] = p.pingLocked(to)
 		}
 		p.mu.Unlock()
-		if !p.dev.cfg.blockDirect() {
-			for i, to := range targets {
-				p.out.writeUDP(msgs[i], to)
-			}
+		for i, to := range targets {
+			p.out.writeUDP(msgs[i], to)
 		}
+		t := time.NewTimer(time.Until(next))
 		select {
 		case <-p.dev.closed:
+			t.Stop()
 			return
 		case <-p.punch.wake:
-		case <-time.After(interval):
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
-// pingTargetsLocked is where to ping: the direct path alone, once there
-// is one, and every candidate until then.
-func (p *peerState) pingTargetsLocked() []netip.AddrPort {
-	if p.paths.direct.IsValid() {
-		return []netip.AddrPort{p.paths.direct}
+// dueLocked returns the addresses to ping now, and when to look again
+// (zero: never, until new candidates). With a direct path, that is the
+// direct path alone, every PunchInterval. Without one: every answered
+// address at the keepalive interval (fast for FastPunchFor after an
+// introduction or a lost direct path), and every other address with
+// tries left when its next try is due and the device's pacing has a
+// token.
+func (p *peerState) dueLocked(now time.Time) (targets []netip.AddrPort, next time.Time) {
+	cfg := &p.dev.cfg
+	if cfg.blockDirect() {
+		// The tests' cut network: no punch leaves, no try is spent.
+		return nil, now.Add(cfg.PunchInterval)
 	}
-	return slices.Clone(p.punch.cands)
+	earliest := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	if d := p.paths.direct; d.IsValid() {
+		if now.Sub(p.punch.keptAlive) >= cfg.PunchInterval {
+			targets, p.punch.keptAlive = append(targets, d), now
+		}
+		earliest(p.punch.keptAlive.Add(cfg.PunchInterval))
+		earliest(p.paths.lastPong.Add(cfg.DirectTimeout))
+		return targets, next
+	}
+	interval := cfg.PunchInterval
+	if now.Before(p.punch.fastUntil) {
+		interval = cfg.FastPunchInterval
+	}
+	for i := range p.punch.cands {
+		c := &p.punch.cands[i]
+		switch {
+		case !c.answered.IsZero() && now.Sub(c.answered) < consentFreshness:
+			if now.Sub(c.lastPing) >= interval {
+				targets, c.lastPing = append(targets, c.addr), now
+			}
+			earliest(c.lastPing.Add(interval))
+		case c.tries >= punchTries:
+		case now.Before(c.nextTry):
+			earliest(c.nextTry)
+		case !p.dev.punchPace.AllowN(now, 1):
+			earliest(now.Add(time.Second / punchRate))
+		default:
+			targets = append(targets, c.addr)
+			c.lastPing, c.nextTry = now, now.Add(cfg.FastPunchInterval<<c.tries)
+			c.tries++
+			if c.tries < punchTries {
+				earliest(c.nextTry)
+			}
+		}
+	}
+	return targets, next
 }
 
 // pingLocked makes a ping to an address and remembers it, forgetting
@@ -160,7 +250,7 @@ func (p *peerState) onPing(pn punch, from netip.AddrPort) {
 	pong := (&punch{typ: punchPong, sender: p.dev.id, receiver: p.id, nonce: pn.nonce}).encode(p.dev.cfg.Identity)
 	p.out.writeUDP(pong, from)
 	p.dev.sock.mapDirect(from, p)
-	p.addCandidates([]netip.AddrPort{from}, false)
+	p.addCandidates([]netip.AddrPort{from}, false, p.dev.scopeReflexive())
 }
 
 // onPong validates the path to the address the pong came from: it is the
@@ -178,10 +268,14 @@ func (p *peerState) onPong(pn punch, from netip.AddrPort) {
 	delete(p.punch.pings, pn.nonce)
 	rtt := time.Since(sent.at)
 	p.paths.lastPong = time.Now()
+	if i := p.candidateLocked(from); i >= 0 {
+		p.punch.cands[i].answered = p.paths.lastPong
+	}
 	p.dev.sock.mapDirect(from, p)
 	if p.takesDirectLocked(from, rtt) {
 		p.directValidatedLocked(from, rtt)
 	}
+	p.startPunchingLocked() // the direct path's keepalive
 }
 
 // takesDirectLocked reports whether a pong from addr after rtt makes addr
@@ -196,5 +290,9 @@ func (p *peerState) takesDirectLocked(addr netip.AddrPort, rtt time.Duration) bo
 func (p *peerState) candidates() []netip.AddrPort {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return slices.Clone(p.punch.cands)
+	as := make([]netip.AddrPort, len(p.punch.cands))
+	for i, c := range p.punch.cands {
+		as[i] = c.addr
+	}
+	return as
 }

@@ -64,9 +64,10 @@ func (p *punch) encode(id *identity.Identity) []byte {
 
 var errBadPunch = errors.New("peer: bad punch message")
 
-// decodePunch checks a punch message's form and signature, and that it
-// is for me.
-func decodePunch(b []byte, me identity.PeerID) (punch, error) {
+// parsePunch checks a punch message's form, and that it is for me. It
+// checks no signature: the device first decides whether the sender is
+// worth one (Device.handlePunch), then calls verify.
+func parsePunch(b []byte, me identity.PeerID) (punch, error) {
 	var p punch
 	if !isPunch(b) {
 		return p, errBadPunch
@@ -76,14 +77,27 @@ func decodePunch(b []byte, me identity.PeerID) (punch, error) {
 	copy(p.sender[:], r[1:33])
 	copy(p.receiver[:], r[33:65])
 	p.nonce = binary.BigEndian.Uint64(r[65:73])
-	sig := r[73:]
 	if (p.typ != punchPing && p.typ != punchPong) || p.receiver != me || p.sender == me {
 		return p, errBadPunch
 	}
+	return p, nil
+}
+
+// verify checks the signature of b, which parsePunch read into p.
+func (p *punch) verify(b []byte) bool {
 	if p.sender.Validate() != nil { // a small-order key verifies forgeries
-		return p, errBadPunch
+		return false
 	}
-	if !ed25519.Verify(p.sender.PublicKey(), p.signed(), sig) {
+	return ed25519.Verify(p.sender.PublicKey(), p.signed(), b[punchLen-ed25519.SignatureSize:])
+}
+
+// decodePunch parses a punch message and checks its signature.
+func decodePunch(b []byte, me identity.PeerID) (punch, error) {
+	p, err := parsePunch(b, me)
+	if err != nil {
+		return p, err
+	}
+	if !p.verify(b) {
 		return p, errBadPunch
 	}
 	return p, nil

@@ -108,23 +108,27 @@ func (s *sock) readLoop(udp *net.UDPConn) {
 			}
 			return
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		b := buf[:n]
-		if isPunch(b) {
-			s.dev.handlePunch(b, from)
-			continue
-		}
-		s.mu.RLock()
-		p := s.byAddr[from]
-		s.mu.RUnlock()
-		pkt := packet{b: append([]byte(nil), b...)}
-		if p != nil {
-			pkt.from = net.UDPAddrFromAddrPort(p.virt)
-		} else {
-			pkt.from = net.UDPAddrFromAddrPort(from)
-		}
-		s.deliver(pkt)
+		s.demux(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
 	}
+}
+
+// demux routes one packet read from the socket; b is reused after it
+// returns.
+func (s *sock) demux(b []byte, from netip.AddrPort) {
+	if isPunch(b) {
+		s.dev.handlePunch(b, from)
+		return
+	}
+	s.mu.RLock()
+	p := s.byAddr[from]
+	s.mu.RUnlock()
+	pkt := packet{b: append([]byte(nil), b...)}
+	if p != nil {
+		pkt.from = net.UDPAddrFromAddrPort(p.virt)
+	} else {
+		pkt.from = net.UDPAddrFromAddrPort(from)
+	}
+	s.deliver(pkt)
 }
 
 // deliver hands a packet to QUIC, or drops it when QUIC is behind.

@@ -147,6 +147,10 @@ func (sp *superPeer) clientConfig() (rendezvous.ClientConfig, error) {
 	if err != nil {
 		return rendezvous.ClientConfig{}, err
 	}
+	loopback := isLoopbackHostPort(addr)
+	if loopback {
+		d.viaLoopback.Store(true)
+	}
 	return rendezvous.ClientConfig{
 		Identity:      d.cfg.Identity,
 		URL:           sp.url,
@@ -155,7 +159,7 @@ func (sp *superPeer) clientConfig() (rendezvous.ClientConfig, error) {
 		DialTCP:       d.cfg.DialTCP,
 		TLSConfig:     &tls.Config{RootCAs: d.cfg.RootCAs},
 		LocalAddrs:    d.localAddrs(),
-		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, c) },
+		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, loopback, c) },
 		OnObserved:    func(a netip.AddrPort) { d.onObserved(sp, a) },
 		Logger:        d.log,
 	}, nil

@@ -25,12 +25,14 @@ const (
 	// e2eSize is what each transfer echoes through the connection.
 	e2eSize = 1 << 20
 	// e2eDirectWithin is how long after the dial a direct row may take to
-	// go direct. Devices punch every 50 ms for 3 s after the super peer
-	// sends candidates, which it does as the dial begins.
+	// go direct. Devices try each candidate 5 times within 750 ms after
+	// the super peer sends candidates, which it does as the dial begins,
+	// and again at every relay check (10 s).
 	e2eDirectWithin = 5 * time.Second
 	// e2eRelaySettle is how long after the dial a relay row is watched
-	// before its second transfer: past the 3 s of fast punching, so that a
-	// direct path that should not exist would have shown.
+	// before its second transfer: past every candidate's tries (750 ms)
+	// and fast pinging (3 s), so that a direct path that should not exist
+	// would have shown.
 	e2eRelaySettle = 4 * time.Second
 	// e2eFirstByteMax bounds the first echoed byte after the dial in every
 	// row: the relay is opened at once, so nothing waits for punching to
