@@ -127,16 +127,35 @@ func (sp *superPeer) dial(connect func(context.Context, rendezvous.ClientConfig)
 }
 
 // raceH3H2 connects over HTTP/3, racing HTTP/2 against it once HTTP/3
-// has had H3HeadStart to answer: the first to register wins. A device
-// whose UDP is blocked is registered over HTTP/2 a moment after the head
-// start, not after a timeout.
+// has had H3HeadStart to answer: the first session open wins, and only it
+// registers (a registration on the loser would replace the winner's). A
+// device whose UDP is blocked is registered over HTTP/2 a moment after
+// the head start, not after a timeout.
 func (sp *superPeer) raceH3H2(ctx context.Context, cfg rendezvous.ClientConfig) (*rendezvous.Session, error) {
-	return race(ctx, sp.dialer(cfg, rendezvous.TransportH3), sp.dialer(cfg, rendezvous.TransportH2), sp.dev.cfg.H3HeadStart)
+	sess, err := race(ctx, sp.opener(cfg, rendezvous.TransportH3), sp.opener(cfg, rendezvous.TransportH2), sp.dev.cfg.H3HeadStart)
+	if err != nil {
+		return nil, err
+	}
+	return sess, sp.register(ctx, sess)
 }
 
 // onlyH3 connects over HTTP/3 alone.
 func (sp *superPeer) onlyH3(ctx context.Context, cfg rendezvous.ClientConfig) (*rendezvous.Session, error) {
-	return sp.dialer(cfg, rendezvous.TransportH3)(ctx)
+	sess, err := sp.opener(cfg, rendezvous.TransportH3)(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sess, sp.register(ctx, sess)
+}
+
+// register registers an opened session; a failure is reported as the
+// opener's are.
+func (sp *superPeer) register(ctx context.Context, sess *rendezvous.Session) error {
+	err := sess.Register(ctx)
+	if err != nil {
+		sp.failed(err)
+	}
+	return err
 }
 
 // clientConfig is a session's configuration, announcing the local
@@ -165,25 +184,30 @@ func (sp *superPeer) clientConfig() (rendezvous.ClientConfig, error) {
 	}, nil
 }
 
-// dialer dials a session over one transport. A failure is the super
-// peer's last error at once, while no session is up: not only when the
-// other transport gives up too.
-func (sp *superPeer) dialer(cfg rendezvous.ClientConfig, tr rendezvous.Transport) func(context.Context) (*rendezvous.Session, error) {
+// opener opens a session over one transport; a failure is reported at
+// once (failed).
+func (sp *superPeer) opener(cfg rendezvous.ClientConfig, tr rendezvous.Transport) func(context.Context) (*rendezvous.Session, error) {
 	cfg.Transport = tr
 	return func(ctx context.Context) (*rendezvous.Session, error) {
-		sess, err := rendezvous.Dial(ctx, cfg)
+		sess, err := rendezvous.Open(ctx, cfg)
 		if err != nil {
-			sp.mu.Lock()
-			down := sp.sess == nil
-			if down {
-				sp.lastErr = err
-			}
-			sp.mu.Unlock()
-			if down {
-				sp.changed()
-			}
+			sp.failed(err)
 		}
 		return sess, err
+	}
+}
+
+// failed makes err the super peer's last error at once, while no session
+// is up: not only when the other transport gives up too.
+func (sp *superPeer) failed(err error) {
+	sp.mu.Lock()
+	down := sp.sess == nil
+	if down {
+		sp.lastErr = err
+	}
+	sp.mu.Unlock()
+	if down {
+		sp.changed()
 	}
 }
 

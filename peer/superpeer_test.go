@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netsody/superpeer"
 	"github.com/netsody/superpeer/internal/sptest"
 )
 
@@ -126,5 +127,28 @@ func TestUDPBlockedFallsBackToH2(t *testing.T) {
 	t.Logf("UDP blocked: registered over HTTP/2 after %v, first relayed byte echoed after %v", registered.Round(time.Millisecond), first.Round(time.Millisecond))
 	if first > 3*time.Second {
 		t.Errorf("first relayed byte after %v, want about a second", first)
+	}
+}
+
+// A device racing HTTP/3 against HTTP/2 registers once, on the winner: a
+// registration on the loser would replace the winner's at the super peer
+// and end it.
+func TestRaceRegistersOnce(t *testing.T) {
+	sp := superpeer.New(superpeer.Config{})
+	s := sptest.Start(t, "127.0.0.1", sp, followRebinding)
+	t.Cleanup(func() { sp.Close() })
+	const devices = 8
+	for range devices {
+		// No head start: both transports dial at once, and both come up.
+		newDevice(t, s, func(c *Config) { c.H3HeadStart = time.Nanosecond })
+	}
+	// A loser that registered would have replaced a winner by now, or
+	// shortly: give it the time a registration takes on loopback.
+	time.Sleep(200 * time.Millisecond)
+	if n := sp.Rendezvous().Stats().Registrations.Load(); n != devices {
+		t.Errorf("%d registrations for %d devices, want one each", n, devices)
+	}
+	if reg, _ := sp.Rendezvous().Sessions(); reg != devices {
+		t.Errorf("%d devices registered, want %d", reg, devices)
 	}
 }
