@@ -414,11 +414,9 @@ func (m *Connect) frame() []byte {
 	return appendFrame(nil, FrameConnect, appendPeerFlags(m.Peer, flagIf(m.Relay, FlagRelay)))
 }
 
-func (m *Connect) decode(b []byte) error {
-	d := decoder{t: FrameConnect, b: b}
-	m.Peer = d.peer()
-	m.Relay = d.u8()&FlagRelay != 0
-	return d.done()
+func (m *Connect) decode(b []byte) (err error) {
+	m.Peer, m.Relay, err = decodePeerFlag(FrameConnect, b, FlagRelay)
+	return err
 }
 
 // Candidates is FrameCandidates's payload: how to reach Peer.
@@ -497,11 +495,9 @@ func (m *Request) frame() []byte {
 	return appendFrame(nil, FrameRequest, appendPeerFlags(m.Peer, flagIf(m.Relay, FlagRelay)))
 }
 
-func (m *Request) decode(b []byte) error {
-	d := decoder{t: FrameRequest, b: b}
-	m.Peer = d.peer()
-	m.Relay = d.u8()&FlagRelay != 0
-	return d.done()
+func (m *Request) decode(b []byte) (err error) {
+	m.Peer, m.Relay, err = decodePeerFlag(FrameRequest, b, FlagRelay)
+	return err
 }
 
 // Answer is FrameAnswer's payload: whether Peer may connect.
@@ -514,11 +510,18 @@ func (m *Answer) frame() []byte {
 	return appendFrame(nil, FrameAnswer, appendPeerFlags(m.Peer, flagIf(m.Accept, FlagAccept)))
 }
 
-func (m *Answer) decode(b []byte) error {
-	d := decoder{t: FrameAnswer, b: b}
-	m.Peer = d.peer()
-	m.Accept = d.u8()&FlagAccept != 0
-	return d.done()
+func (m *Answer) decode(b []byte) (err error) {
+	m.Peer, m.Accept, err = decodePeerFlag(FrameAnswer, b, FlagAccept)
+	return err
+}
+
+// decodePeerFlag decodes the payload of Connect, Request and Answer: a
+// peer ID and flags, of which it takes flag.
+func decodePeerFlag(t FrameType, b []byte, flag byte) (identity.PeerID, bool, error) {
+	d := decoder{t: t, b: b}
+	p := d.peer()
+	on := d.u8()&flag != 0
+	return p, on, d.done()
 }
 
 // appendPeerFlags is the payload of Connect, Request and Answer.
