@@ -30,10 +30,11 @@ type Config struct {
 	// an asker over it gets ErrCodeRateLimited.
 	IntroductionRate  float64
 	IntroductionBurst int
-	// LookupRate and LookupBurst bound FrameConnect per (asker, target)
-	// (a token bucket per pair, kept for maxLookupPeers targets per
-	// session); excess gets ErrCodeRateLimited. A connect while the same
-	// lookup waits joins it and costs nothing.
+	// LookupRate and LookupBurst bound failed lookups per (asker,
+	// target) (a token bucket per pair, kept for maxLookupPeers targets
+	// per session): a connect needs a token and takes one only if it is
+	// refused; one without gets ErrCodeRateLimited. A connect while the
+	// same lookup waits joins it.
 	LookupRate  float64
 	LookupBurst int
 	// ConsentTimeout is how long a device that asks for consent

@@ -21,9 +21,12 @@ import (
 // is answered ConsentTimeout after the connect, so it learns not even
 // that. A B without CapConsent is introduced at once, as before.
 //
-// Lookups are limited per (asker, target) (LookupRate), on top of the
-// asker's ConnectRate and the target's IntroductionRate; a connect while
-// the same lookup waits joins it. Requests waiting for an answer are
+// Failed lookups are limited per (asker, target) (LookupRate), on top of
+// the asker's ConnectRate and the target's IntroductionRate: a lookup
+// waits for a token, and takes one only if it fails, so that a device
+// re-introducing itself to a peer that accepted it is not slowed, while a
+// stranger probing a peer, or pestering one that declines, is. A connect
+// while the same lookup waits joins it. Requests waiting for an answer are
 // bounded per target and in all (maxPendingPerTarget, maxPending).
 
 // msgPeerNotFound is the one answer for an offline, declining, silent or
@@ -81,7 +84,7 @@ func (s *session) handleConnect(m *Connect) {
 		a.relay = a.relay || m.Relay
 		c.mu.Unlock()
 		return
-	case !a.limiter.AllowN(now, 1):
+	case a.limiter.TokensAt(now) < 1:
 		c.mu.Unlock()
 		s.srv.stats.LookupsLimited.Add(1)
 		s.refuse(m.Peer, ErrCodeRateLimited, "too many connect requests for this peer; slow down")
@@ -155,6 +158,7 @@ func (c *consent) requestLocked(a *ask, target *session, relay bool, now time.Ti
 		if cfg.HidePresence {
 			return c.unavailableLocked(a, now, cfg), busy
 		}
+		a.limiter.AllowN(now, 1) // a failed lookup
 		return nil, busy
 	}
 	if target.asked == nil {
@@ -166,6 +170,7 @@ func (c *consent) requestLocked(a *ask, target *session, relay bool, now time.Ti
 	a.timer = c.afterLocked(a, cfg.ConsentTimeout, func() {
 		stats.ConsentTimeouts.Add(1)
 		c.dropLocked(a)
+		a.limiter.Allow() // a failed lookup
 	})
 	stats.ConsentRequests.Add(1)
 	return nil, ""
@@ -190,10 +195,11 @@ func (c *consent) afterLocked(a *ask, d time.Duration, then func()) *time.Timer 
 	return t
 }
 
-// unavailableLocked answers a's lookup as for an offline target: the
-// frame to send now, or, with HidePresence, nil and a timer that sends it
-// ConsentTimeout after the lookup began.
+// unavailableLocked answers a's lookup as for an offline target, a
+// failed lookup: the frame to send now, or, with HidePresence, nil and a
+// timer that sends it ConsentTimeout after the lookup began.
 func (c *consent) unavailableLocked(a *ask, since time.Time, cfg *Config) []byte {
+	a.limiter.Allow()
 	if !cfg.HidePresence {
 		return a.asker.srv.notFound(a.peer)
 	}

@@ -245,8 +245,9 @@ func TestHidePresence(t *testing.T) {
 	}
 }
 
-// Lookups of one peer by one device are rate limited, whatever the peer's
-// state; another peer is not; a lookup while the same one waits joins it.
+// Failed lookups of one peer by one device are rate limited, whatever
+// the peer's state; another peer is not; a lookup while the same one
+// waits joins it; lookups that succeed are not limited.
 func TestLookupRatePerPair(t *testing.T) {
 	ts := newTestServer(t, "127.0.0.1", Config{ConsentTimeout: time.Second})
 	asker := ts.dial(t, TransportH2, newIdentity(t))
@@ -279,6 +280,16 @@ func TestLookupRatePerPair(t *testing.T) {
 	}
 	if n := len(silent.requests); n != 1 {
 		t.Errorf("the device was asked %d times, want once", n)
+	}
+
+	// Lookups of a peer that accepts take no token: re-introductions
+	// are not slowed.
+	yes := true
+	friend := ts.consenting(t, TransportH3, &yes)
+	for i := range 2 * DefaultLookupBurst {
+		if _, e, _ := lookup(t, asker, friend.cfg.Identity.PeerID()); e != nil {
+			t.Fatalf("lookup %d of a peer that accepts: %v", i, e)
+		}
 	}
 }
 

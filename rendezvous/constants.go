@@ -47,12 +47,13 @@ const (
 	// DefaultIntroductionBurst lets that many peers reach a device at
 	// once: the part of its queue that others may fill (maxOfferedFrames).
 	DefaultIntroductionBurst = maxOfferedFrames
-	// DefaultLookupRate and DefaultLookupBurst are FrameConnect per
-	// second and (asker, target) pair: an honest device asks for one peer
-	// once per super peer when it dials, again to relay, and every few
-	// seconds at most when it re-introduces itself (a rebinding, the
-	// relay's checks); a stranger probing whether a peer is online gets
-	// one answer a second.
+	// DefaultLookupRate and DefaultLookupBurst are failed lookups
+	// (FrameConnect answered with a refusal) per second and (asker,
+	// target) pair: an honest device retries a peer that is offline or
+	// has not accepted it now and then, and its re-introductions to a
+	// peer that accepted it cost nothing; a stranger probing whether a
+	// peer is online, or pestering one that declines, gets one answer a
+	// second.
 	DefaultLookupRate  = 1
 	DefaultLookupBurst = 3
 	// DefaultConsentTimeout is how long a device has to answer a request
