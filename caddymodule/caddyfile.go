@@ -90,6 +90,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		register_timeout   <duration>
 //		max_unregistered_per_prefix <count>
 //		prefix_session_rate <per_second> [<burst>]
+//		consent_timeout    <duration>
+//		hide_presence
 //		relay {
 //			pair_timeout            <duration>
 //			write_timeout           <duration>
@@ -141,6 +143,13 @@ func (o *Options) unmarshalBlock(d *caddyfile.Dispenser, directive string) error
 			o.RegisterTimeout, err = durationArg(d)
 		case "max_unregistered_per_prefix":
 			o.MaxUnregisteredPerPrefix, err = countArg(d)
+		case "consent_timeout":
+			o.ConsentTimeout, err = durationArg(d)
+		case "hide_presence":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			o.HidePresence = true
 		case "relay":
 			if d.NextArg() {
 				return d.ArgErr()

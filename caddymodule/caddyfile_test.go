@@ -69,6 +69,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"netsody_superpeer {\n max_sessions many\n}", "max_sessions must be a positive whole number"},
 		{"netsody_superpeer {\n max_sessions 0\n}", "max_sessions must be a positive whole number"},
 		{"netsody_superpeer {\n connect_rate\n}", "wrong argument count"},
+		{"netsody_superpeer {\n hide_presence yes\n}", "wrong argument count"},
 		{"netsody_superpeer {\n connect_rate 0\n}", "connect_rate must be a positive number"},
 		{"netsody_superpeer {\n connect_rate 5 x\n}", "burst must be a positive whole number"},
 		{"netsody_superpeer {\n connect_rate 5 10 15\n}", "wrong argument count"},

@@ -31,6 +31,9 @@ var (
 	descIntroCoalesce = prometheus.NewDesc(ns+"_introductions_coalesced_total", "Introductions that replaced the same asker's earlier one, still queued.", nil, nil)
 	descAddrsLimited  = prometheus.NewDesc(ns+"_addrs_rate_limited_total", "Address announcements over the rate, ignored.", nil, nil)
 	descAddrsDropped  = prometheus.NewDesc(ns+"_addrs_dropped_total", "Announced addresses of a class never handed out (multicast, broadcast, another machine's loopback).", nil, nil)
+	descConsentAsked  = prometheus.NewDesc(ns+"_consent_requests_total", "Devices asked whether a peer may connect (devices that ask for consent).", nil, nil)
+	descConsentEnded  = prometheus.NewDesc(ns+"_consent_answers_total", "What became of the requests, by outcome; ignored: an answer with no request waiting.", []string{"outcome"}, nil)
+	descLookupsLimit  = prometheus.NewDesc(ns+"_lookups_rate_limited_total", "Connect requests over the rate per (asker, target), or with the asker's table of targets full.", nil, nil)
 	descRelayActive   = prometheus.NewDesc(ns+"_relay_legs", "Relay legs bridged now (two per relayed session).", nil, nil)
 	descRelayWaiting  = prometheus.NewDesc(ns+"_relay_waiting", "Relay legs waiting for their counterpart now.", nil, nil)
 	descRelayPaired   = prometheus.NewDesc(ns+"_relay_paired_total", "Relay sessions bridged after both devices consented.", nil, nil)
@@ -50,6 +53,7 @@ var refusalCodes = []rendezvous.ErrorCode{
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDevices, descSessions, descRegistrations, descConnects, descRebindings, descRvRefused,
 		descSessRefused, descRegTimeouts, descIntroRefused, descIntroCoalesce, descAddrsLimited, descAddrsDropped,
+		descConsentAsked, descConsentEnded, descLookupsLimit,
 		descRelayActive, descRelayWaiting, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
 		ch <- d
 	}
@@ -72,9 +76,21 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRegTimeouts, prometheus.CounterValue, float64(rs.RegisterTimeouts.Load()))
 	ch <- prometheus.MustNewConstMetric(descIntroRefused, prometheus.CounterValue, float64(rs.IntroductionsLimited.Load()), "target_rate_limited")
 	ch <- prometheus.MustNewConstMetric(descIntroRefused, prometheus.CounterValue, float64(rs.IntroductionsDropped.Load()), "queue_full")
+	ch <- prometheus.MustNewConstMetric(descIntroRefused, prometheus.CounterValue, float64(rs.ConsentBusy.Load()), "pending_full")
 	ch <- prometheus.MustNewConstMetric(descIntroCoalesce, prometheus.CounterValue, float64(rs.IntroductionsCoalesced.Load()))
 	ch <- prometheus.MustNewConstMetric(descAddrsLimited, prometheus.CounterValue, float64(rs.AddrsLimited.Load()))
 	ch <- prometheus.MustNewConstMetric(descAddrsDropped, prometheus.CounterValue, float64(rs.AddrsDropped.Load()))
+	ch <- prometheus.MustNewConstMetric(descConsentAsked, prometheus.CounterValue, float64(rs.ConsentRequests.Load()))
+	for _, o := range []struct {
+		n    uint64
+		name string
+	}{
+		{rs.ConsentAccepted.Load(), "accepted"}, {rs.ConsentDeclined.Load(), "declined"},
+		{rs.ConsentTimeouts.Load(), "timed_out"}, {rs.ConsentIgnored.Load(), "ignored"},
+	} {
+		ch <- prometheus.MustNewConstMetric(descConsentEnded, prometheus.CounterValue, float64(o.n), o.name)
+	}
+	ch <- prometheus.MustNewConstMetric(descLookupsLimit, prometheus.CounterValue, float64(rs.LookupsLimited.Load()))
 	ls := c.sp.Relay().Stats()
 	ch <- prometheus.MustNewConstMetric(descRelayActive, prometheus.GaugeValue, float64(ls.Active.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayWaiting, prometheus.GaugeValue, float64(ls.Waiting.Load()))

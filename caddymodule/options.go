@@ -57,6 +57,17 @@ type Options struct {
 	// devices behind one carrier-grade NAT to return after a restart.
 	// Default: rendezvous.DefaultPrefixSessionBurst (4000).
 	PrefixSessionBurst int `json:"prefix_session_burst,omitempty"`
+	// ConsentTimeout is how long a device that asks for consent has to
+	// answer whether a peer may connect to it; no answer is a decline.
+	// Default: rendezvous.DefaultConsentTimeout (10s).
+	ConsentTimeout caddy.Duration `json:"consent_timeout,omitempty"`
+	// HidePresence answers every failed lookup alike, after
+	// consent_timeout: an offline device, a decline and no answer, so
+	// that a stranger cannot tell whether a device is online; the relay
+	// answers a request towards an offline device after its pair_timeout,
+	// as one towards a device that never opens its side. Without it, an
+	// offline device is reported at once. Default: false.
+	HidePresence bool `json:"hide_presence,omitempty"`
 	// Relay configures relaying between devices that cannot connect
 	// directly. Its defaults are a working relay.
 	Relay *RelayOptions `json:"relay,omitempty"`
@@ -122,6 +133,8 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			ConnectRate:       o.ConnectRate,
 			ConnectBurst:      o.ConnectBurst,
 			RegisterTimeout:   time.Duration(o.RegisterTimeout),
+			ConsentTimeout:    time.Duration(o.ConsentTimeout),
+			HidePresence:      o.HidePresence,
 			Logger:            logger.Named("rendezvous"),
 
 			MaxUnregisteredPerPrefix: o.MaxUnregisteredPerPrefix,
@@ -141,6 +154,7 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			StallTimeout:         time.Duration(r.StallTimeout),
 			MaxWaiting:           r.MaxWaiting,
 			MaxWaitingPerDevice:  r.MaxWaitingPerDevice,
+			HidePresence:         o.HidePresence,
 			Logger:               logger.Named("relay"),
 		},
 	}
@@ -155,6 +169,7 @@ var optionNames = strings.NewReplacer(
 	"connect rate", "connect_rate",
 	"connect burst", "connect_burst",
 	"register timeout", "register_timeout",
+	"consent timeout", "consent_timeout",
 	"max unregistered per prefix", "max_unregistered_per_prefix",
 	"prefix session rate", "prefix_session_rate",
 	"prefix session burst", "prefix_session_burst",

@@ -3,8 +3,10 @@ package caddymodule
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer"
 )
@@ -37,7 +39,20 @@ var allOptions = Options{
 	KeepaliveInterval: caddyDuration("20s"), SessionTimeout: caddyDuration("1m"), WriteTimeout: caddyDuration("5s"),
 	MaxSessions: 5000, ConnectRate: 2.5, ConnectBurst: 10,
 	RegisterTimeout: caddyDuration("5s"), MaxUnregisteredPerPrefix: 16, PrefixSessionRate: 50, PrefixSessionBurst: 2000,
+	ConsentTimeout: caddyDuration("4s"), HidePresence: true,
 	Relay: &RelayOptions{PairTimeout: caddyDuration("5s"), MaxSessionsPerDevice: 8, Rate: 12.5e6, Burst: 1 << 18, MaxDatagramSize: 1400, QueueLen: 128},
+}
+
+// consent_timeout and hide_presence reach the rendezvous server, and
+// hide_presence the relay too.
+func TestConsentOptions(t *testing.T) {
+	cfg := Options{ConsentTimeout: caddyDuration("4s"), HidePresence: true}.superPeerConfig(zap.NewNop())
+	if cfg.Rendezvous.ConsentTimeout != 4*time.Second || !cfg.Rendezvous.HidePresence || !cfg.Relay.HidePresence {
+		t.Errorf("consent timeout %v, hide presence %v (relay %v)", cfg.Rendezvous.ConsentTimeout, cfg.Rendezvous.HidePresence, cfg.Relay.HidePresence)
+	}
+	if err := (Options{ConsentTimeout: -1}).validate(); err == nil || !strings.Contains(err.Error(), "consent_timeout must not be negative") {
+		t.Errorf("a negative consent_timeout: %v", err)
+	}
 }
 
 // An option set in one place applies; the same value set twice is no
@@ -53,7 +68,7 @@ func TestOptionsMerge(t *testing.T) {
 		got.MaxSessions != want.MaxSessions || got.ConnectRate != want.ConnectRate || got.ConnectBurst != want.ConnectBurst ||
 		got.SessionTimeout != want.SessionTimeout || got.WriteTimeout != want.WriteTimeout || got.RegisterTimeout != want.RegisterTimeout ||
 		got.MaxUnregisteredPerPrefix != want.MaxUnregisteredPerPrefix || got.PrefixSessionRate != want.PrefixSessionRate ||
-		got.PrefixSessionBurst != want.PrefixSessionBurst {
+		got.PrefixSessionBurst != want.PrefixSessionBurst || got.ConsentTimeout != want.ConsentTimeout || got.HidePresence != want.HidePresence {
 		t.Errorf("merged %+v (relay %+v), want %+v", got, *got.Relay, want)
 	}
 	// Options from two places make the whole.

@@ -49,6 +49,12 @@ type Config struct {
 	// MaxWaitingPerDevice a device's; more get 503 and 429.
 	MaxWaiting          int
 	MaxWaitingPerDevice int
+	// HidePresence answers a request towards an unregistered device as
+	// one towards a device that never opens its side: it waits
+	// PairTimeout (holding a waiting slot) and gets the pair timeout's
+	// 504, rather than a 404 at once; so a stranger cannot tell whether a
+	// device is online (rendezvous.Config.HidePresence).
+	HidePresence bool
 	// Logger receives the relay's logs; nil discards them.
 	Logger *zap.Logger
 }
@@ -209,7 +215,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	if target == peer {
 		return nil, refuseSelf
 	}
-	if !cfg.Auth.Registered(target) {
+	if !cfg.HidePresence && !cfg.Auth.Registered(target) {
 		return nil, refuseNotFound.with(target)
 	}
 	l, err := newLeg(kind, w, r, peer, target, cfg, &s.stats)

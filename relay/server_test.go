@@ -195,6 +195,37 @@ func TestNoConsentNoRelay(t *testing.T) {
 	}
 }
 
+// With HidePresence, a request towards an unregistered device is
+// answered exactly as one towards a device that never opens its side:
+// the pair timeout's refusal, after the pair timeout.
+func TestHidePresence(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	ts := newTestServer(t, Config{PairTimeout: timeout, HidePresence: true})
+	a, b := ts.device(t, rendezvous.TransportH2), ts.device(t, rendezvous.TransportH3)
+	offline, _ := identity.Generate()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var got []RefusedError
+	for _, peer := range []identity.PeerID{offline.PeerID(), b.id.PeerID()} {
+		start := time.Now()
+		_, err := a.dial(ctx, peer)
+		took := time.Since(start)
+		wantRefused(t, err, http.StatusGatewayTimeout, "connection_timeout")
+		if took < timeout {
+			t.Errorf("%s: refused after %v, before the pair timeout %v", peer.Short(), took, timeout)
+		}
+		var ref *RefusedError
+		errors.As(err, &ref)
+		r := *ref
+		r.ProxyStatus = strings.ReplaceAll(r.ProxyStatus, peer.String(), "PEER")
+		r.Reason = strings.ReplaceAll(r.Reason, peer.String(), "PEER")
+		got = append(got, r)
+	}
+	if got[0] != got[1] {
+		t.Errorf("offline: %+v\nonline: %+v", got[0], got[1])
+	}
+}
+
 func wantRefused(t *testing.T, err error, status int, proxyErr string) {
 	t.Helper()
 	var ref *RefusedError

@@ -40,5 +40,11 @@ func TestDocsTables(t *testing.T) {
 		"rendezvous.retryAfterFull":                  retryAfterFull,
 		"rendezvous.quicKeepalivePeriod":             quicKeepalivePeriod,
 		"rendezvous.maxRefusalReason":                maxRefusalReason,
+		"rendezvous.DefaultLookupRate":               DefaultLookupRate,
+		"rendezvous.DefaultLookupBurst":              DefaultLookupBurst,
+		"rendezvous.maxLookupPeers":                  maxLookupPeers,
+		"rendezvous.DefaultConsentTimeout":           DefaultConsentTimeout,
+		"rendezvous.maxPendingPerTarget":             maxPendingPerTarget,
+		"rendezvous.maxPending":                      maxPending,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }
