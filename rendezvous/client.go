@@ -92,6 +92,10 @@ func (s *Session) register(ctx context.Context) error {
 	// capabilities travel in.
 	if s.serverVersion >= extensionsVersion {
 		m.Protocol = ours
+		if s.cfg.OnRequest == nil {
+			// Nothing would answer a FrameRequest.
+			m.Protocol.Capabilities &^= CapConsent
+		}
 	}
 	if s.cfg.announce != nil {
 		m.Protocol = *s.cfg.announce
@@ -221,6 +225,12 @@ func (s *Session) handle(f frame) error {
 		if s.cfg.OnCandidates != nil {
 			s.cfg.OnCandidates(*m)
 		}
+	case *Request:
+		// Sent only to a session that announced CapConsent, which it did
+		// only with OnRequest set.
+		if s.cfg.OnRequest != nil {
+			s.cfg.OnRequest(*m)
+		}
 	case *Observed:
 		s.mu.Lock()
 		s.observed = m.Addr
@@ -273,6 +283,20 @@ func (s *Session) writeFrame(f []byte) error {
 		return fmt.Errorf("rendezvous: writing to %s: %w", s.cfg.URL, err)
 	}
 	return nil
+}
+
+// ErrNoConsent is Answer's error with a super peer that did not announce
+// CapConsent: it asks nothing, and introduces peers at once.
+var ErrNoConsent = errors.New("rendezvous: the super peer does not ask for consent")
+
+// Answer answers a Request from peer (OnRequest): accept lets the super
+// peer send both devices each other's candidates; a decline, like no
+// answer, leaves the asker told only that this device is unavailable.
+func (s *Session) Answer(peer identity.PeerID, accept bool) error {
+	if !s.registered.Capabilities.Has(CapConsent) {
+		return ErrNoConsent
+	}
+	return s.writeFrame((&Answer{Peer: peer, Accept: accept}).frame())
 }
 
 // SetLocalAddrs replaces the local addresses the super peer hands out.

@@ -65,6 +65,13 @@ type ClientConfig struct {
 	// super peer sees this device at a new address (FrameObserved: its
 	// NAT rebound). It must not block.
 	OnObserved func(netip.AddrPort)
+	// OnRequest is called, on the session's reading goroutine, for every
+	// FrameRequest: a peer asks to connect to this device, and the super
+	// peer hands neither device the other's addresses until this device
+	// answers (Session.Answer) that it accepts. It must not block. A
+	// session announces CapConsent exactly when OnRequest is set; without
+	// it the super peer introduces any peer that asks, at once.
+	OnRequest func(Request)
 	// KeepaliveInterval overrides the super peer's keepalive interval for
 	// this device's pings; 0 follows the super peer.
 	KeepaliveInterval time.Duration

@@ -125,8 +125,28 @@ const (
 	// not survive one. Sent only to a device that announced CapObserved.
 	FrameObserved FrameType = 0x09
 
+	// FrameRequest (super peer → device) asks the device whether a peer
+	// may connect to it, before the super peer tells either where the
+	// other is:
+	//
+	//	peerID (32) | flags (1)
+	//
+	// Flag 0x02 (FlagRelay) is FrameConnect's, passed on. The device
+	// answers with FrameAnswer. Sent only to a device that announced
+	// CapConsent.
+	FrameRequest FrameType = 0x0A
+
+	// FrameAnswer (device → super peer) answers a FrameRequest:
+	//
+	//	peerID (32) | flags (1)
+	//
+	// Flag 0x01 (FlagAccept) accepts: the super peer then sends both
+	// devices each other's candidates. Without it the device declines.
+	// Sent only to a super peer that announced CapConsent.
+	FrameAnswer FrameType = 0x0B
+
 	// lastFrameType is the highest type this version knows.
-	lastFrameType = FrameObserved
+	lastFrameType = FrameAnswer
 )
 
 // Flags of FrameConnect and FrameCandidates.
@@ -137,6 +157,9 @@ const (
 	// FlagRelay: the asking device relays through this super peer.
 	FlagRelay = 0x02
 )
+
+// FlagAccept, in FrameAnswer, accepts the asking peer.
+const FlagAccept = 0x01
 
 // String returns the frame type's name.
 func (t FrameType) String() string {
@@ -159,6 +182,10 @@ func (t FrameType) String() string {
 		return "error"
 	case FrameObserved:
 		return "observed"
+	case FrameRequest:
+		return "request"
+	case FrameAnswer:
+		return "answer"
 	}
 	return fmt.Sprintf("unknown(0x%02x)", byte(t))
 }
@@ -178,6 +205,9 @@ func (t FrameType) String() string {
 //     there; the super peer names its version in the VersionHeader of its
 //     200, so that a device registers as version 1 with an older one;
 //     FrameObserved goes only to devices with CapObserved.
+//
+// Capabilities added since, which need no new version: CapConsent (frames
+// 0x0A FrameRequest and 0x0B FrameAnswer).
 const ProtocolVersion = 2
 
 // extensionsVersion is the first version whose decoders skip extensions:
@@ -204,8 +234,16 @@ const (
 	// peer, it sends FrameObserved.
 	CapObserved Capabilities = 1 << 0
 
-	// supportedCaps is what this package announces.
-	supportedCaps = CapObserved
+	// CapConsent: the device answers FrameRequest with FrameAnswer, and
+	// wants to be asked before anyone learns its addresses; from the
+	// super peer, it asks such a device (FrameRequest) and takes its
+	// FrameAnswer. A device that does not announce it is introduced at
+	// once, as before consent existed.
+	CapConsent Capabilities = 1 << 1
+
+	// supportedCaps is what this package announces (a client announces
+	// CapConsent only with ClientConfig.OnRequest).
+	supportedCaps = CapObserved | CapConsent
 )
 
 // Has reports whether c holds every capability in x.
@@ -255,6 +293,10 @@ func decodeFrame(f frame) (message, error) {
 		m = new(Error)
 	case FrameObserved:
 		m = new(Observed)
+	case FrameRequest:
+		m = new(Request)
+	case FrameAnswer:
+		m = new(Answer)
 	default:
 		return nil, nil
 	}
@@ -369,12 +411,7 @@ type Connect struct {
 }
 
 func (m *Connect) frame() []byte {
-	p := append(make([]byte, 0, 33), m.Peer[:]...)
-	var flags byte
-	if m.Relay {
-		flags |= FlagRelay
-	}
-	return appendFrame(nil, FrameConnect, append(p, flags))
+	return appendFrame(nil, FrameConnect, appendPeerFlags(m.Peer, flagIf(m.Relay, FlagRelay)))
 }
 
 func (m *Connect) decode(b []byte) error {
@@ -448,6 +485,53 @@ func (m *Observed) decode(b []byte) error {
 	d := decoder{t: FrameObserved, b: b}
 	m.Addr = d.addr()
 	return d.done()
+}
+
+// Request is FrameRequest's payload: Peer asks to connect to this device.
+type Request struct {
+	Peer  identity.PeerID
+	Relay bool // the asking device relays through this super peer
+}
+
+func (m *Request) frame() []byte {
+	return appendFrame(nil, FrameRequest, appendPeerFlags(m.Peer, flagIf(m.Relay, FlagRelay)))
+}
+
+func (m *Request) decode(b []byte) error {
+	d := decoder{t: FrameRequest, b: b}
+	m.Peer = d.peer()
+	m.Relay = d.u8()&FlagRelay != 0
+	return d.done()
+}
+
+// Answer is FrameAnswer's payload: whether Peer may connect.
+type Answer struct {
+	Peer   identity.PeerID
+	Accept bool
+}
+
+func (m *Answer) frame() []byte {
+	return appendFrame(nil, FrameAnswer, appendPeerFlags(m.Peer, flagIf(m.Accept, FlagAccept)))
+}
+
+func (m *Answer) decode(b []byte) error {
+	d := decoder{t: FrameAnswer, b: b}
+	m.Peer = d.peer()
+	m.Accept = d.u8()&FlagAccept != 0
+	return d.done()
+}
+
+// appendPeerFlags is the payload of Connect, Request and Answer.
+func appendPeerFlags(p identity.PeerID, flags byte) []byte {
+	return append(append(make([]byte, 0, len(p)+1), p[:]...), flags)
+}
+
+// flagIf is flag if on, else 0.
+func flagIf(on bool, flag byte) byte {
+	if on {
+		return flag
+	}
+	return 0
 }
 
 // Error is FrameError's payload. It is also the error the client returns

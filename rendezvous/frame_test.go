@@ -33,6 +33,8 @@ func sampleMessages() []message {
 		&Candidates{Peer: peer, Initiator: true, Relay: true, PeerRTT: time.Millisecond, Observed: addrs[0], LocalAddrs: addrs},
 		&Error{Code: ErrCodePeerNotFound, Peer: peer, Message: "no"},
 		&Observed{Addr: addrs[1]},
+		&Request{Peer: peer, Relay: true},
+		&Answer{Peer: peer, Accept: true},
 	}
 }
 

@@ -49,6 +49,10 @@ func FuzzSessionFrames(f *testing.F) {
 	f.Add(true, bytes.Repeat(connect, 40))
 	f.Add(true, bytes.Repeat(addrs, 10))
 	f.Add(true, []byte{byte(FrameConnect), 0xff, 0xff})
+	answer := (&Answer{Peer: target, Accept: true}).frame()
+	f.Add(true, bytes.Join([][]byte{connect, answer, (&Answer{Peer: fuzzPeer(3)}).frame(), connect}, nil))
+	f.Add(true, (&Request{Peer: target}).frame()) // from the wrong end
+	f.Add(false, answer)
 	f.Fuzz(func(t *testing.T, registered bool, data []byte) {
 		base := runtime.NumGoroutine()
 		srv := NewServer(Config{})

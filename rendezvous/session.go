@@ -171,6 +171,8 @@ func (s *session) handle(f frame) *Error {
 		s.mu.Unlock()
 	case *Connect:
 		s.handleConnect(m)
+	case *Answer:
+		// Nothing asks yet.
 	default:
 		return &Error{Code: ErrCodeMalformedFrame, Message: f.typ.String() + " is sent by super peers, not devices"}
 	}
