@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // ErrNotAllowed is the device's own refusal of a peer its policy does not
@@ -196,6 +197,23 @@ func (pl *policy) answered(peer identity.PeerID, ok bool, answer func(bool)) {
 		}
 	}
 	answer(ok)
+}
+
+// onRequest answers a super peer's request (a peer asks to be introduced
+// to this device) by the policy, on the session it came on. It runs on
+// the session's reading goroutine, so nothing here waits: the answer is
+// written on a goroutine of its own.
+func (d *Device) onRequest(sess *rendezvous.Session, r rendezvous.Request) {
+	if sess == nil {
+		return
+	}
+	d.policy.decide(d.ctx, r.Peer, r.Relay, func(ok bool) {
+		d.goRun(func() {
+			if err := sess.Answer(r.Peer, ok); err != nil {
+				d.log.Debug("answering a request", zap.String("peer", r.Peer.Short()), zap.Error(err))
+			}
+		})
+	}, d.goRun)
 }
 
 // Allow makes the device accept peer from now on, whatever Config.Accept
