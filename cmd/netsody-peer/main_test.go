@@ -244,7 +244,7 @@ func TestListenKeepsTrying(t *testing.T) {
 	t.Parallel()
 	addr := closedPort(t)
 	idFile, _ := newIdentity(t)
-	p := start(t, nil, "listen", "--identity", idFile, "--super-peer", "https://"+addr, "--listen", "127.0.0.1:0")
+	p := start(t, nil, "listen", "--identity", idFile, "--super-peer", "https://"+addr, "--listen", "127.0.0.1:0", "--allow-any")
 	p.waitFor(&p.stderr, `(?m)^netsody-peer: cannot reach super peer https://`+regexp.QuoteMeta(addr)+`: .*; still trying$`, 20*time.Second)
 
 	sp := startSuperPeerAt(t, addr)
@@ -257,7 +257,7 @@ func TestListenKeepsTrying(t *testing.T) {
 	p.interrupt()
 
 	// With the CA it connects once the super peer is up.
-	p = start(t, nil, "listen", "--identity", idFile, "--super-peer", sp.URL, "--ca", sp.CA, "--listen", "127.0.0.1:0")
+	p = start(t, nil, "listen", "--identity", idFile, "--super-peer", sp.URL, "--ca", sp.CA, "--listen", "127.0.0.1:0", "--allow-any")
 	p.waitFor(&p.stderr, `super peer `+regexp.QuoteMeta(sp.URL)+`: connected`, 15*time.Second)
 	p.interrupt()
 }
@@ -273,7 +273,7 @@ func TestListenReportsRebinding(t *testing.T) {
 	nat := sptest.StartUDPProxy(t, netip.MustParseAddrPort(u.Host), nil)
 	via := "https://" + nat.Addr().String()
 	idFile, _ := newIdentity(t)
-	p := start(t, nil, "listen", "--identity", idFile, "--super-peer", via, "--ca", sp.CA, "--listen", "127.0.0.1:0")
+	p := start(t, nil, "listen", "--identity", idFile, "--super-peer", via, "--ca", sp.CA, "--listen", "127.0.0.1:0", "--allow-any")
 	p.waitFor(&p.stderr, `super peer `+regexp.QuoteMeta(via)+`: connected over h3`, 15*time.Second)
 	moved := nat.Rebind()
 	if len(moved) != 1 {
@@ -323,10 +323,12 @@ func TestErrors(t *testing.T) {
 		{"short peer ID", dev("connect", "abc123"), 2, "must be 64 hex digits", true},
 		{"non-hex peer ID", dev("bench", strings.Repeat("zz", 32)), 2, "not hex", true},
 		{"missing identity", []string{"connect", "--identity", "/nonexistent/id", "--super-peer", sp.URL, someone}, 1, "no such file or directory; make one with 'netsody-peer keygen --out /nonexistent/id'", true},
-		{"world-readable identity", []string{"listen", "--identity", loose, "--super-peer", sp.URL}, 1, "has mode 0644, so others may read the secret key; run 'chmod 600 " + loose + "'", true},
+		{"world-readable identity", []string{"listen", "--identity", loose, "--super-peer", sp.URL, "--allow-any"}, 1, "has mode 0644, so others may read the secret key; run 'chmod 600 " + loose + "'", true},
 		{"CA not PEM", []string{"connect", "--identity", idFile, "--super-peer", sp.URL, "--ca", notPEM, someone}, 1, "holds no PEM certificate", true},
-		{"bad super peer URL", []string{"listen", "--identity", idFile, "--super-peer", "sp.example.com"}, 1, "must look like https://host[:port]", true},
-		{"unknown peer", dev("connect", someone), 1, "peer not found", true},
+		{"bad super peer URL", []string{"listen", "--identity", idFile, "--super-peer", "sp.example.com", "--allow-any"}, 1, "must look like https://host[:port]", true},
+		{"unknown peer", dev("connect", someone), 1, "peer " + other.PeerID().Short() + " is unavailable: it is offline, or does not accept this device; there, run listen with --allow ", true},
+		{"listen allowing nobody", dev("listen"), 2, "say who may connect: --allow PEERID (repeatable) or --allow-any", true},
+		{"bad --allow", dev("listen", "--allow", "abc"), 2, `invalid value "abc" for flag -allow: `, true},
 		{"keygen without --out", []string{"keygen"}, 2, "--out is required", true},
 		{"status without ADDR", []string{"status"}, 2, "missing ADDR", true},
 		{"status unreachable", []string{"status", closedPort(t)}, 1, "connection refused", true},
