@@ -77,25 +77,41 @@ func (s *sinks) total() (sum, most int64) {
 	return sum, most
 }
 
-// stranger registers with the super peer under a fresh identity,
-// announcing addrs as its local addresses, and asks to be introduced to
-// victim: it needs nothing but a key.
-func stranger(t *testing.T, s *sptest.Servers, addrs []netip.AddrPort, victim identity.PeerID) *rendezvous.Session {
+// newID makes a fresh identity.
+func newID(t testing.TB) *identity.Identity {
 	t.Helper()
 	id, err := identity.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return id
+}
+
+// strangerSession registers id with the super peer over HTTP/3,
+// announcing addrs: all a stranger needs is a key.
+func strangerSession(t *testing.T, s *sptest.Servers, id *identity.Identity, addrs []netip.AddrPort) *rendezvous.Session {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	sess, err := rendezvous.Dial(ctx, rendezvous.ClientConfig{
-		Identity: id, URL: s.H2URL, Transport: rendezvous.TransportH2,
+		Identity: id, URL: s.H3URL, Transport: rendezvous.TransportH3,
 		TLSConfig: &tls.Config{RootCAs: s.Pool}, LocalAddrs: addrs,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sess.Close() })
+	return sess
+}
+
+// stranger registers with the super peer under a fresh identity,
+// announcing addrs as its local addresses, and asks to be introduced to
+// victim: it needs nothing but a key.
+func stranger(t *testing.T, s *sptest.Servers, addrs []netip.AddrPort, victim identity.PeerID) *rendezvous.Session {
+	t.Helper()
+	sess := strangerSession(t, s, newID(t), addrs)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	if _, err := sess.Introduce(ctx, victim, rendezvous.IntroduceOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -433,7 +433,7 @@ func (d *Device) newPeerLocked(id identity.PeerID) *peerState {
 // no state, no punch, no relay leg.
 func (d *Device) onCandidates(sp *superPeer, spLoopback bool, c rendezvous.Candidates) {
 	if !d.policy.accepts(c.Peer) {
-		d.policy.answered(c.Peer, false, func(bool) {})
+		d.policy.refused(c.Peer)
 		return
 	}
 	p := d.introducedPeer(c.Peer)

@@ -57,8 +57,8 @@ type policy struct {
 	pending    map[identity.PeerID]*asking
 	running    chan struct{} // a token per Accept call running, up to maxAccepting
 
-	declined atomic.Uint64 // requests declined
-	busy     atomic.Uint64 // of them, because maxAccepting calls were running
+	declined atomic.Uint64 // requests declined, candidates ignored
+	busy     atomic.Uint64 // requests declined because maxAccepting calls were running
 }
 
 // asking is one Accept call in flight, and the answers waiting for it.
@@ -189,14 +189,19 @@ func (pl *policy) call(ctx context.Context, peer identity.PeerID, relay bool, a 
 	a.done <- ok
 }
 
-// answered gives one answer, counting and logging a decline.
+// answered gives one answer, counting a decline.
 func (pl *policy) answered(peer identity.PeerID, ok bool, answer func(bool)) {
 	if !ok {
-		if n := pl.declined.Add(1); n&(n-1) == 0 { // the 1st, 2nd, 4th, ...: strangers log little
-			pl.log.Info("declined a peer", zap.String("peer", peer.Short()), zap.Error(ErrNotAllowed), zap.Uint64("declined", n))
-		}
+		pl.refused(peer)
 	}
 	answer(ok)
+}
+
+// refused counts and logs a peer declined, or ignored.
+func (pl *policy) refused(peer identity.PeerID) {
+	if n := pl.declined.Add(1); n&(n-1) == 0 { // the 1st, 2nd, 4th, ...: strangers log little
+		pl.log.Info("refused a peer", zap.String("peer", peer.Short()), zap.Error(ErrNotAllowed), zap.Uint64("refused", n))
+	}
 }
 
 // onRequest answers a super peer's request (a peer asks to be introduced
