@@ -30,6 +30,21 @@ type Config struct {
 	// an asker over it gets ErrCodeRateLimited.
 	IntroductionRate  float64
 	IntroductionBurst int
+	// LookupRate and LookupBurst bound FrameConnect per (asker, target)
+	// (a token bucket per pair, kept for maxLookupPeers targets per
+	// session); excess gets ErrCodeRateLimited. A connect while the same
+	// lookup waits joins it and costs nothing.
+	LookupRate  float64
+	LookupBurst int
+	// ConsentTimeout is how long a device that asks for consent
+	// (CapConsent) has to answer a request; no answer is a decline.
+	ConsentTimeout time.Duration
+	// HidePresence answers a lookup of an offline device, and a decline,
+	// like no answer: ErrCodePeerNotFound, ConsentTimeout after the
+	// connect. Then a stranger cannot tell whether a device is online
+	// (unless it does not ask for consent, which answers at once), and
+	// every failed lookup takes ConsentTimeout.
+	HidePresence bool
 	// AddrsRate and AddrsBurst bound FrameAddrs per session (a token
 	// bucket); excess is ignored and answered with ErrCodeRateLimited.
 	AddrsRate  float64
@@ -89,6 +104,15 @@ func (c Config) withDefaults() Config {
 	if c.IntroductionBurst <= 0 {
 		c.IntroductionBurst = DefaultIntroductionBurst
 	}
+	if c.LookupRate <= 0 {
+		c.LookupRate = DefaultLookupRate
+	}
+	if c.LookupBurst <= 0 {
+		c.LookupBurst = DefaultLookupBurst
+	}
+	if c.ConsentTimeout <= 0 {
+		c.ConsentTimeout = DefaultConsentTimeout
+	}
 	if c.AddrsRate <= 0 {
 		c.AddrsRate = DefaultAddrsRate
 	}
@@ -124,6 +148,9 @@ func (c Config) Validate() error {
 	}
 	if c.RegisterTimeout < 0 || c.MaxUnregisteredPerPrefix < 0 || c.PrefixSessionRate < 0 || c.PrefixSessionBurst < 0 {
 		return fmt.Errorf("register timeout, max unregistered per prefix, prefix session rate and prefix session burst must not be negative")
+	}
+	if c.LookupRate < 0 || c.LookupBurst < 0 || c.ConsentTimeout < 0 {
+		return fmt.Errorf("lookup rate, lookup burst and consent timeout must not be negative")
 	}
 	c = c.withDefaults()
 	if c.SessionTimeout <= c.KeepaliveInterval {

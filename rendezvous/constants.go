@@ -47,6 +47,20 @@ const (
 	// DefaultIntroductionBurst lets that many peers reach a device at
 	// once: the part of its queue that others may fill (maxOfferedFrames).
 	DefaultIntroductionBurst = maxOfferedFrames
+	// DefaultLookupRate and DefaultLookupBurst are FrameConnect per
+	// second and (asker, target) pair: an honest device asks for one peer
+	// once per super peer when it dials, again to relay, and every few
+	// seconds at most when it re-introduces itself (a rebinding, the
+	// relay's checks); a stranger probing whether a peer is online gets
+	// one answer a second.
+	DefaultLookupRate  = 1
+	DefaultLookupBurst = 3
+	// DefaultConsentTimeout is how long a device has to answer a request
+	// (FrameRequest): a round trip and a local policy take milliseconds,
+	// and a device asking a person gives up sooner (peer's
+	// DefaultAcceptTimeout). With HidePresence, every failed lookup
+	// takes this long.
+	DefaultConsentTimeout = 10 * time.Second
 	// DefaultAddrsRate is FrameAddrs per second and session: a device
 	// announces its addresses when its interfaces change, not more.
 	DefaultAddrsRate = 1
@@ -88,6 +102,20 @@ const (
 	// crowd it out. Beyond it, introductions are dropped.
 	maxOfferedFrames = maxQueuedFrames / 2
 	maxOfferedBytes  = maxQueuedBytes / 2
+	// maxLookupPeers is how many targets one session's lookups are kept
+	// for at once (their per-pair buckets, their requests in flight):
+	// DefaultConnectBurst plus DefaultConnectRate × the 3 s a pair's
+	// bucket takes to refill is 50. A device over it gets
+	// ErrCodeRateLimited until an entry is idle again.
+	maxLookupPeers = 64
+	// maxPendingPerTarget bounds the requests waiting for one device's
+	// answer: an honest device answers in milliseconds unless it asks a
+	// person, and strangers must not hold its answers' worth of state.
+	// Beyond it, askers are refused as when its queue is full.
+	maxPendingPerTarget = 64
+	// maxPending bounds the requests waiting in all, a few hundred bytes
+	// each (about 20 MiB at most).
+	maxPending = 1 << 16
 	// prefixBits4 and prefixBits6 are the source prefix that per-prefix
 	// limits count: one IPv4 address (a host, or a NAT), one IPv6 /64 (a
 	// subnet, which one host may hold whole).

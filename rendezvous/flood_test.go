@@ -117,11 +117,12 @@ func TestManyPeersConnectAtOnce(t *testing.T) {
 // What others cause stays within its share of a device's queue, in
 // frames and in bytes, while a write to the device stalls; one asker has
 // at most one introduction waiting; and the device's own frames wait for
-// room rather than ending its session.
+// room rather than ending its session. (The device does not ask for
+// consent: the frames are candidates, the longest others cause.)
 func TestQueueBoundsWhileAWriteStalls(t *testing.T) {
 	srv := NewServer(Config{IntroductionBurst: 1000})
 	vs := &blockedStream{release: make(chan struct{}), closed: make(chan struct{})}
-	victim := fakeRegistered(t, srv, vs)
+	victim := fakeRegisteredAs(t, srv, vs, noConsent)
 	victim.send((&Pong{}).frame()) // the writer now stalls on this
 	waitFor(t, "the writer to take the frame", func() bool { f, _ := victim.out.queued(); return f == 0 })
 	// Strangers with the most local addresses: long candidates.

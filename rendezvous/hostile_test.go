@@ -122,12 +122,20 @@ var fakes int // numbers the fake sessions' bindings
 // fakeRegistered is a registered session on srv over str, as handleRegister
 // leaves it, without the network.
 func fakeRegistered(t *testing.T, srv *Server, str stream) *session {
+	return fakeRegisteredAs(t, srv, str, ours)
+}
+
+// noConsent is what a device without OnRequest announces.
+var noConsent = Protocol{Version: ProtocolVersion, Capabilities: supportedCaps &^ CapConsent}
+
+// fakeRegisteredAs is fakeRegistered for a device that announced proto.
+func fakeRegisteredAs(t *testing.T, srv *Server, str stream, proto Protocol) *session {
 	fakes++
 	r := httptest.NewRequest(http.MethodPost, Path, nil)
 	r.ProtoMajor = 2
 	s := newSession(srv, r, Binding{byte(fakes)}, netip.MustParseAddrPort("192.0.2.1:1"))
 	s.str = str
-	s.become(newIdentity(t).PeerID(), ours, srv.config())
+	s.become(newIdentity(t).PeerID(), proto, srv.config())
 	srv.register(s)
 	return s
 }

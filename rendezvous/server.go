@@ -36,6 +36,7 @@ type Server struct {
 	closed    bool
 
 	prefixes prefixTable
+	consent  consent
 
 	handlers sync.WaitGroup // running ServeHTTP calls
 	stats    Stats
@@ -61,6 +62,18 @@ type Stats struct {
 	RegisterTimeouts atomic.Uint64                     // sessions ended for not registering in time
 	AddrsLimited     atomic.Uint64                     // FrameAddrs over AddrsRate, ignored
 	AddrsDropped     atomic.Uint64                     // announced addresses of a class never handed out
+
+	// Consent (consent.go): requests sent to devices that ask for it,
+	// and what became of them; answers with no request waiting, ignored;
+	// requests refused over maxPendingPerTarget or maxPending; lookups
+	// over the per-(asker, target) LookupRate, or over maxLookupPeers.
+	ConsentRequests atomic.Uint64
+	ConsentAccepted atomic.Uint64
+	ConsentDeclined atomic.Uint64
+	ConsentTimeouts atomic.Uint64
+	ConsentIgnored  atomic.Uint64
+	ConsentBusy     atomic.Uint64
+	LookupsLimited  atomic.Uint64
 }
 
 // NewServer returns a Server with the given configuration.
@@ -321,6 +334,7 @@ func (s *Server) remove(sess *session) {
 	s.mu.Unlock()
 	if sess.registered {
 		sess.reg.end(sess.endReason())
+		s.closeConsent(sess)
 	}
 	s.handlers.Done()
 }

@@ -65,6 +65,11 @@ type session struct {
 	wake      wakeups
 	ended     *Error        // the error that ended the session, if any
 	regToEnd  *Registration // reg, once registered: the session's end ends it at once
+
+	// Guarded by srv.consent.mu (consent.go).
+	asks          map[identity.PeerID]*ask // this device's lookups, by target
+	asked         map[identity.PeerID]*ask // requests to this device, by asker
+	consentClosed bool                     // the session ended: no new asks
 }
 
 func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *session {
@@ -172,7 +177,7 @@ func (s *session) handle(f frame) *Error {
 	case *Connect:
 		s.handleConnect(m)
 	case *Answer:
-		// Nothing asks yet.
+		s.handleAnswer(m)
 	default:
 		return &Error{Code: ErrCodeMalformedFrame, Message: f.typ.String() + " is sent by super peers, not devices"}
 	}
@@ -242,46 +247,6 @@ func (s *session) become(peer identity.PeerID, proto Protocol, cfg *Config) {
 	s.limiter = rate.NewLimiter(rate.Limit(cfg.ConnectRate), cfg.ConnectBurst)
 	s.intros = rate.NewLimiter(rate.Limit(cfg.IntroductionRate), cfg.IntroductionBurst)
 	s.addrsLimit = rate.NewLimiter(rate.Limit(cfg.AddrsRate), cfg.AddrsBurst)
-}
-
-// handleConnect sends both devices each other's candidates, back to back,
-// so that they punch at the same moment.
-func (s *session) handleConnect(m *Connect) {
-	if !s.limiter.Allow() {
-		s.srv.stats.Refused[ErrCodeRateLimited].Add(1)
-		s.send((&Error{Code: ErrCodeRateLimited, Peer: m.Peer, Message: "too many connect requests; slow down"}).frame())
-		return
-	}
-	if m.Peer == s.peer {
-		s.send((&Error{Code: ErrCodeBadRequest, Peer: m.Peer, Message: "a device cannot connect to itself"}).frame())
-		return
-	}
-	other := s.srv.lookup(m.Peer)
-	if other == nil {
-		s.srv.stats.Refused[ErrCodePeerNotFound].Add(1)
-		s.send((&Error{Code: ErrCodePeerNotFound, Peer: m.Peer, Message: "no device with this peer ID is registered at this super peer"}).frame())
-		return
-	}
-	if !other.intros.Allow() {
-		s.srv.stats.IntroductionsLimited.Add(1)
-		s.srv.stats.Refused[ErrCodeRateLimited].Add(1)
-		s.send((&Error{Code: ErrCodeRateLimited, Peer: m.Peer, Message: "the peer is asked for by too many devices now; retry in a moment"}).frame())
-		return
-	}
-	mine, theirs := s.candidates(), other.candidates()
-	theirs.Initiator = true
-	mine.Relay, theirs.Relay = m.Relay, m.Relay
-	switch other.out.offer(s.peer, mine.frame()) {
-	case offerDropped:
-		s.srv.stats.IntroductionsDropped.Add(1)
-		s.srv.stats.Refused[ErrCodeRateLimited].Add(1)
-		s.send((&Error{Code: ErrCodeRateLimited, Peer: m.Peer, Message: "the peer is not taking its frames now; retry in a moment"}).frame())
-		return
-	case offerCoalesced:
-		s.srv.stats.IntroductionsCoalesced.Add(1)
-	}
-	s.send(theirs.frame())
-	s.srv.stats.Connects.Add(1)
 }
 
 // candidates describes how to reach this session's device.
