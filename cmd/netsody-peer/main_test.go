@@ -141,6 +141,29 @@ func TestConnectRelayOnly(t *testing.T) {
 	}
 }
 
+// listen --allow takes the peer it names and no other; the other hears
+// that the listener is unavailable, and both sides say what to do.
+func TestListenAllow(t *testing.T) {
+	t.Parallel()
+	sp := startSuperPeer(t)
+	allowedFile, allowed := newIdentity(t)
+	strangerFile, stranger := newIdentity(t)
+	l, lid := listen(t, sp, "--echo", "--allow", allowed.String())
+	run := func(idFile string) (string, string, int) {
+		args := append(append([]string{"connect"}, deviceArgs(idFile, sp)...), lid.String())
+		return runPeer(t, strings.NewReader("allowed"), 60*time.Second, args...)
+	}
+	if out, errOut, code := run(allowedFile); code != 0 || out != "allowed" {
+		t.Errorf("the allowed peer: exit %d, echo %q; stderr:\n%s", code, out, errOut)
+	}
+	_, errOut, code := run(strangerFile)
+	want := "peer " + lid.Short() + " is unavailable: it is offline, or does not accept this device; there, run listen with --allow " + stranger.String() + " or --allow-any"
+	if lines := strings.Split(strings.TrimSpace(errOut), "\n"); code != 1 || lines[len(lines)-1] != "netsody-peer: "+want {
+		t.Errorf("a peer not allowed: exit %d, stderr:\n%s\nwant %q", code, errOut, want)
+	}
+	l.waitFor(&l.stderr, `(?m)^peer `+stranger.String()+` is not allowed: run listen with --allow `+stranger.String()+` or --allow-any$`, 5*time.Second)
+}
+
 func TestBench(t *testing.T) {
 	t.Parallel()
 	sp := startSuperPeer(t)
