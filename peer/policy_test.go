@@ -137,8 +137,6 @@ func TestAcceptAskedOnce(t *testing.T) {
 func TestAcceptThatHangs(t *testing.T) {
 	s, _ := superPeerServer(t)
 	release := make(chan struct{})
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
 	panicky := newID(t)
 	aID := newID(t)
 	const timeout = 300 * time.Millisecond
@@ -153,6 +151,7 @@ func TestAcceptThatHangs(t *testing.T) {
 			return true
 		}
 	})
+	t.Cleanup(func() { close(release) }) // runs before b's Close, though Close does not wait for the calls
 	ask := func(id *identity.Identity) error {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
