@@ -77,25 +77,41 @@ func (s *sinks) total() (sum, most int64) {
 	return sum, most
 }
 
-// stranger registers with the super peer under a fresh identity,
-// announcing addrs as its local addresses, and asks to be introduced to
-// victim: it needs nothing but a key.
-func stranger(t *testing.T, s *sptest.Servers, addrs []netip.AddrPort, victim identity.PeerID) *rendezvous.Session {
+// newID makes a fresh identity.
+func newID(t testing.TB) *identity.Identity {
 	t.Helper()
 	id, err := identity.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return id
+}
+
+// strangerSession registers id with the super peer over HTTP/3,
+// announcing addrs: all a stranger needs is a key.
+func strangerSession(t *testing.T, s *sptest.Servers, id *identity.Identity, addrs []netip.AddrPort) *rendezvous.Session {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	sess, err := rendezvous.Dial(ctx, rendezvous.ClientConfig{
-		Identity: id, URL: s.H2URL, Transport: rendezvous.TransportH2,
+		Identity: id, URL: s.H3URL, Transport: rendezvous.TransportH3,
 		TLSConfig: &tls.Config{RootCAs: s.Pool}, LocalAddrs: addrs,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sess.Close() })
+	return sess
+}
+
+// stranger registers with the super peer under a fresh identity,
+// announcing addrs as its local addresses, and asks to be introduced to
+// victim: it needs nothing but a key.
+func stranger(t *testing.T, s *sptest.Servers, addrs []netip.AddrPort, victim identity.PeerID) *rendezvous.Session {
+	t.Helper()
+	sess := strangerSession(t, s, newID(t), addrs)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	if _, err := sess.Introduce(ctx, victim, rendezvous.IntroduceOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +121,11 @@ func stranger(t *testing.T, s *sptest.Servers, addrs []netip.AddrPort, victim id
 // A stranger (three, here: identities are free) announcing a victim's
 // addresses as its own gets the victim at most the device's paced
 // budget: punchRate pings a second in all, above a burst, and punchTries
-// per address. Unpaced, every address got 20 pings a second.
+// per address. Unpaced, every address got 20 pings a second. The device
+// accepts anyone (AllowAny): the pacing holds whatever the policy.
 func TestStrangersGetPacedBudget(t *testing.T) {
 	s, _ := superPeerServer(t)
-	d := newDevice(t, s)
+	d := newDevice(t, s, allowAny)
 	const n, each = 42, rendezvous.MaxAddrs - 2
 	sk := newSinks(t, n)
 	start := time.Now()
@@ -133,10 +150,11 @@ func TestStrangersGetPacedBudget(t *testing.T) {
 }
 
 // A stranger that introduced itself and left costs nothing once its
-// addresses have had their tries: no punch, no punch loop.
+// addresses have had their tries: no punch, no punch loop; even on a
+// device that accepts anyone.
 func TestStrangerThatLeftCostsNothing(t *testing.T) {
 	s, _ := superPeerServer(t)
-	d := newDevice(t, s)
+	d := newDevice(t, s, allowAny)
 	sk := newSinks(t, 3)
 	sess := stranger(t, s, sk.addrs(0, 3), d.PeerID())
 	sess.Close()
@@ -176,8 +194,8 @@ func (w *countingWriter) writeUDP(b []byte, to netip.AddrPort) (int, error) {
 	return len(b), nil
 }
 
-// countedPeer is a device with a peer it has state for, whose punches
-// are counted, not sent.
+// countedPeer is a device with a peer it accepts and has state for,
+// whose punches are counted, not sent.
 func countedPeer(t *testing.T) (*Device, *identity.Identity, *peerState, *countingWriter) {
 	s, _ := superPeerServer(t)
 	d := newDevice(t, s)
@@ -185,6 +203,7 @@ func countedPeer(t *testing.T) (*Device, *identity.Identity, *peerState, *counti
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.Allow(other.PeerID())
 	p := d.peer(other.PeerID(), true)
 	w := &countingWriter{sent: map[netip.AddrPort]int{}}
 	p.out = w
@@ -263,9 +282,9 @@ func sendPunches(t *testing.T, c *net.UDPConn, d *Device, from *identity.Identit
 	}
 }
 
-// Punches from senders the device has no state for cost no signature
-// check; a known sender's are checked at most verifyBurst at once from
-// one source.
+// Punches from senders the device does not accept cost no signature
+// check; an accepted sender's are checked at most verifyBurst at once
+// from one source.
 func TestPunchVerificationsBounded(t *testing.T) {
 	s, _ := superPeerServer(t)
 	d := newDevice(t, s)
@@ -285,6 +304,7 @@ func TestPunchVerificationsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.Allow(known.PeerID())
 	d.peer(known.PeerID(), true)
 	sendPunches(t, c, d, known, 1) // read after the strangers': the socket is read in order
 	waitFor(t, "the known peer's ping verified", func() bool { return d.verified.Load() >= 1 })
@@ -331,7 +351,7 @@ func TestPeerTableBounded(t *testing.T) {
 		return len(d.peers)
 	}
 
-	capped := newDevice(t, s, func(c *Config) { c.MaxPeers, c.IntroductionRate = 8, 1000 })
+	capped := newDevice(t, s, allowAny, func(c *Config) { c.MaxPeers, c.IntroductionRate = 8, 1000 })
 	introduce(capped, 30)
 	if n := peers(capped); n != 8 {
 		t.Errorf("%d peers after 30 introductions, want MaxPeers = 8", n)
@@ -345,7 +365,7 @@ func TestPeerTableBounded(t *testing.T) {
 		t.Errorf("%d peers, with the connected one %v; want 8 with it", n, capped.peer(other.PeerID(), false) != nil)
 	}
 
-	paced := newDevice(t, s, func(c *Config) { c.IntroductionRate = 5 })
+	paced := newDevice(t, s, allowAny, func(c *Config) { c.IntroductionRate = 5 })
 	start := time.Now()
 	introduce(paced, 200)
 	budget := int(introductionBurst + 5*time.Since(start).Seconds() + 1)

@@ -18,6 +18,9 @@ const (
 	// quicIdleTimeout ends an end-to-end connection whose peer is gone:
 	// three keepalives missed.
 	quicIdleTimeout = 30 * time.Second
+	// errCodeRevoked closes an end-to-end connection to a peer the
+	// application revoked (Device.Revoke); 1 refuses a bad certificate.
+	errCodeRevoked = 2
 	// httpsPort is the port of a super peer URL without one (RFC 9110
 	// section 4.2.2).
 	httpsPort = "443"
@@ -91,6 +94,10 @@ const (
 	// lease, another Wi-Fi) is noticed, for the price of listing the
 	// interfaces.
 	DefaultAddrCheckInterval = 5 * time.Second
+	// DefaultAcceptTimeout bounds a Config.Accept call: below the super
+	// peer's wait for the device's answer (rendezvous's consent timeout,
+	// 10 s), with room for the answer to travel a slow network.
+	DefaultAcceptTimeout = 8 * time.Second
 )
 
 /* Implementation values. */
@@ -134,6 +141,15 @@ const (
 	// inQueue bounds the packets waiting for QUIC; beyond it they are
 	// dropped, as a full socket buffer would.
 	inQueue = 1024
+
+	// maxAccepting bounds the Config.Accept calls running at once: a
+	// person answers one request at a time, an application a few; more
+	// at once are strangers, declined without asking.
+	maxAccepting = 8
+	// maxRemembered bounds Config.Accept's answers remembered: far more
+	// peers than a device meets, few enough that strangers' names cost
+	// little memory; beyond it, Accept is asked each time.
+	maxRemembered = 4096
 
 	// forgetCheckMax caps how often idle peers are looked for: at most
 	// this long, and PeerIdleTimeout/4 when that is shorter.

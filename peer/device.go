@@ -52,6 +52,28 @@ type Config struct {
 	// nil announces the socket's port on every interface address of its
 	// family.
 	LocalAddrs func(port uint16) []netip.AddrPort
+	// Allow lists the peers the device accepts from the start: it answers
+	// their super peers' requests yes, punches their candidates, and takes
+	// their handshakes. A peer the application dials is allowed too.
+	// Nobody else learns the device's addresses or connects to it, unless
+	// AllowAny or Accept says so (docs/DEVICE.md, "Accept policy").
+	Allow []identity.PeerID
+	// AllowAny accepts every peer: anyone who knows the device's peer ID
+	// learns its addresses and may connect.
+	AllowAny bool
+	// Accept, if set, decides about a peer that is neither allowed nor
+	// revoked (Allow, Revoke), when a super peer asks whether it may
+	// introduce it (relay says whether it asks for a relay). It runs on a
+	// goroutine of its own, with a context that ends after AcceptTimeout:
+	// no answer by then declines this request, and a later one asks
+	// again. A yes, and a no given in time, are remembered for the
+	// device's lifetime. At most a few calls run at once (maxAccepting,
+	// counting calls that ignore their context); beyond, requests are
+	// declined. A panic declines.
+	Accept func(ctx context.Context, peer identity.PeerID, relay bool) bool
+	// AcceptTimeout bounds an Accept call; default 8s, below the super
+	// peer's wait for the answer (rendezvous.DefaultConsentTimeout).
+	AcceptTimeout time.Duration
 	// RelayOnly never punches: every peer is reached through a relay.
 	RelayOnly bool
 	// H3HeadStart is how long a super peer gets to answer over HTTP/3
@@ -131,6 +153,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RelayCheckInterval, DefaultRelayCheckInterval)
 	def(&c.PeerIdleTimeout, DefaultPeerIdleTimeout)
 	def(&c.AddrCheckInterval, DefaultAddrCheckInterval)
+	def(&c.AcceptTimeout, DefaultAcceptTimeout)
 	if c.MaxPeers <= 0 {
 		c.MaxPeers = DefaultMaxPeers
 	}
@@ -172,6 +195,8 @@ type Device struct {
 
 	guard // what strangers may cost (guard.go)
 
+	policy policy // which peers the device accepts (policy.go)
+
 	events hub // the Watchers of the device's events (events.go)
 }
 
@@ -204,10 +229,11 @@ func New(cfg Config) (*Device, error) {
 		peers:  make(map[identity.PeerID]*peerState),
 	}
 	d.guard.init(cfg)
+	d.policy.init(cfg)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.sock = newSock(udps, d)
 	d.tr = &quic.Transport{Conn: d.sock}
-	d.ln, err = d.tr.Listen(tlsConfig(cert, identity.PeerID{}), quicConfig())
+	d.ln, err = d.tr.Listen(listenTLSConfig(cert, d.policy.admit), quicConfig())
 	if err != nil {
 		d.sock.Close()
 		return nil, fmt.Errorf("peer: %w", err)
@@ -400,9 +426,16 @@ func (d *Device) newPeerLocked(id identity.PeerID) *peerState {
 
 // onCandidates acts on a super peer's introduction: punch at once, and,
 // when the other device relays through this super peer, open this
-// device's side of the relay there (consent). spLoopback says whether
-// the device reaches sp over loopback (punchScope).
+// device's side of the relay there, the one super peer that introduced
+// the two for it. spLoopback says whether the device reaches sp over
+// loopback (punchScope). Candidates for a peer the device does not
+// accept (from a super peer that does not ask for consent) are ignored:
+// no state, no punch, no relay leg.
 func (d *Device) onCandidates(sp *superPeer, spLoopback bool, c rendezvous.Candidates) {
+	if !d.policy.accepts(c.Peer) {
+		d.policy.refused(c.Peer)
+		return
+	}
 	p := d.introducedPeer(c.Peer)
 	if p == nil {
 		return
@@ -415,12 +448,9 @@ func (d *Device) onCandidates(sp *superPeer, spLoopback bool, c rendezvous.Candi
 }
 
 // handlePunch acts on a punch message from the socket. A punch from a
-// sender the device has no state for is dropped before its signature is
-// checked, and checks are rate-limited per source (verifyLimit): anyone
-// can send UDP. "Has state for" stands for "accepted" until issue 10's
-// first part (consent before addresses) gives the device an accept
-// policy: today it is a peer the device dialled, accepted, or a super
-// peer introduced.
+// sender the device does not accept, or has no state for, is dropped
+// before its signature is checked, and checks are rate-limited per
+// source (verifyLimit): anyone can send UDP.
 func (d *Device) handlePunch(b []byte, from netip.AddrPort) {
 	if !d.takesDirectPaths() {
 		return
@@ -430,7 +460,7 @@ func (d *Device) handlePunch(b []byte, from netip.AddrPort) {
 		return
 	}
 	p := d.peer(pn.sender, false)
-	if p == nil || !d.verify.allow(from.Addr()) {
+	if p == nil || !d.policy.accepts(pn.sender) || !d.verify.allow(from.Addr()) {
 		return
 	}
 	d.verified.Add(1)
@@ -460,11 +490,14 @@ func (c *Conn) Path() Path { return c.ps.path() }
 // Dial connects to a peer: it asks every super peer to introduce the two
 // devices, opens the relay at once, punches in parallel, and returns the
 // QUIC connection as soon as the handshake is done over whichever path
-// works first. The other side's key must be peer.
+// works first. The other side's key must be peer. Dialling a peer allows
+// it (Allow). A peer that is offline, or does not accept this device,
+// gives ErrUnavailable.
 func (d *Device) Dial(ctx context.Context, peer identity.PeerID) (*Conn, error) {
 	if peer == d.id {
 		return nil, errors.New("peer: cannot connect to oneself")
 	}
+	d.Allow(peer)
 	p := d.peer(peer, true)
 	if err := d.introduce(ctx, peer); err != nil {
 		return nil, err
@@ -518,7 +551,11 @@ func (d *Device) introduce(ctx context.Context, peer identity.PeerID) error {
 		}
 		return nil // the others answer in their own time
 	}
-	return fmt.Errorf("peer: no super peer could introduce %s: %w", peer.Short(), errors.Join(errs...))
+	err := errors.Join(errs...)
+	if rerr := (*rendezvous.Error)(nil); errors.As(err, &rerr) && rerr.Code == rendezvous.ErrCodePeerNotFound {
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, peer.Short(), err)
+	}
+	return fmt.Errorf("peer: no super peer could introduce %s: %w", peer.Short(), err)
 }
 
 // anySuperPeer waits until some super peer is connected.

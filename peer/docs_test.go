@@ -46,5 +46,8 @@ func TestDocsTables(t *testing.T) {
 		"peer.verifyBurst":               verifyBurst,
 		"peer.verifySources":             verifySources,
 		"peer.verifyPrefix6":             verifyPrefix6,
+		"peer.DefaultAcceptTimeout":      DefaultAcceptTimeout,
+		"peer.maxAccepting":              maxAccepting,
+		"peer.maxRemembered":             maxRemembered,
 	}, "../docs/DEVICE.md")
 }

@@ -36,6 +36,9 @@ func superPeerServer(t testing.TB, keepalive ...time.Duration) (*sptest.Servers,
 	return s, sp.Relay()
 }
 
+// allowAny makes a device accept every peer.
+func allowAny(c *Config) { c.AllowAny = true }
+
 func newDevice(t testing.TB, s *sptest.Servers, mod ...func(*Config)) *Device {
 	t.Helper()
 	id, err := identity.Generate()
@@ -87,8 +90,11 @@ func echo(t *testing.T, d *Device) {
 	}()
 }
 
+// dial connects a to b, which accepts a as its application would
+// (Config.Allow).
 func dial(t testing.TB, a, b *Device) *Conn {
 	t.Helper()
+	b.Allow(a.PeerID())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := a.Dial(ctx, b.PeerID())

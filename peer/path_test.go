@@ -62,6 +62,7 @@ func offlineDevice(t *testing.T) *Device {
 	d := &Device{cfg: cfg, id: self.PeerID(), log: zap.NewNop(), closed: make(chan struct{}),
 		peers: make(map[identity.PeerID]*peerState)}
 	d.guard.init(cfg)
+	d.policy.init(cfg)
 	d.sock = newSock(nil, d)
 	return d
 }

@@ -42,7 +42,9 @@ func FuzzPunch(f *testing.F) {
 		peers: make(map[identity.PeerID]*peerState)}
 	d.log = d.cfg.Logger
 	d.guard.init(d.cfg)
+	d.policy.init(d.cfg)
 	d.sock = newSock(nil, d)
+	d.Allow(known.PeerID())
 	p := d.peer(known.PeerID(), true)
 	p.out = discardWriter{}
 	from := netip.MustParseAddrPort("192.0.2.1:4000")

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -185,15 +186,22 @@ func (sp *superPeer) clientConfig() (rendezvous.ClientConfig, error) {
 }
 
 // opener opens a session over one transport; a failure is reported at
-// once (failed).
+// once (failed). The session answers its super peer's requests
+// (onRequest) itself: it is known before it registers, and a request
+// comes only after.
 func (sp *superPeer) opener(cfg rendezvous.ClientConfig, tr rendezvous.Transport) func(context.Context) (*rendezvous.Session, error) {
 	cfg.Transport = tr
 	return func(ctx context.Context) (*rendezvous.Session, error) {
+		var self atomic.Pointer[rendezvous.Session]
+		cfg := cfg
+		cfg.OnRequest = func(r rendezvous.Request) { sp.dev.onRequest(self.Load(), r) }
 		sess, err := rendezvous.Open(ctx, cfg)
 		if err != nil {
 			sp.failed(err)
+			return nil, err
 		}
-		return sess, err
+		self.Store(sess)
+		return sess, nil
 	}
 }
 

@@ -61,10 +61,28 @@ func peerIDOf(rawCerts [][]byte) (identity.PeerID, error) {
 	return p, nil
 }
 
-// tlsConfig is the end-to-end TLS configuration: TLS 1.3, Ed25519
-// certificates both ways, and a check of the other side's key. want, if
-// not zero, is the only peer ID accepted (the dialing side).
+// tlsConfig is the dialling side's end-to-end TLS configuration: the
+// other side's key must be want's.
 func tlsConfig(cert tls.Certificate, want identity.PeerID) *tls.Config {
+	return tlsConfigChecking(cert, func(got identity.PeerID) error {
+		if got != want {
+			return fmt.Errorf("%w: wanted %s, got %s", ErrWrongPeer, want.Short(), got.Short())
+		}
+		return nil
+	})
+}
+
+// listenTLSConfig is the listener's: the other side's peer ID must pass
+// admit (the accept policy), so that a stranger who knows the device's
+// address cannot complete a handshake.
+func listenTLSConfig(cert tls.Certificate, admit func(identity.PeerID) error) *tls.Config {
+	return tlsConfigChecking(cert, admit)
+}
+
+// tlsConfigChecking is the end-to-end TLS configuration: TLS 1.3, Ed25519
+// certificates both ways, and check of the peer ID of the other side's
+// key.
+func tlsConfigChecking(cert tls.Certificate, check func(identity.PeerID) error) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
@@ -78,10 +96,7 @@ func tlsConfig(cert tls.Certificate, want identity.PeerID) *tls.Config {
 			if err != nil {
 				return err
 			}
-			if !want.IsZero() && got != want {
-				return fmt.Errorf("%w: wanted %s, got %s", ErrWrongPeer, want.Short(), got.Short())
-			}
-			return nil
+			return check(got)
 		},
 	}
 }

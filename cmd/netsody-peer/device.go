@@ -32,7 +32,9 @@ type deviceFlags struct {
 	status     string
 	timeout    time.Duration // connect and bench only
 	verbose    bool
-	dials      bool // connect and bench
+	dials      bool       // connect and bench
+	allow      peerIDList // listen only
+	allowAny   bool       // listen only
 }
 
 func (f *deviceFlags) register(fs *flag.FlagSet, dials bool) {
@@ -46,6 +48,9 @@ func (f *deviceFlags) register(fs *flag.FlagSet, dials bool) {
 	fs.BoolVar(&f.verbose, "verbose", false, "debug logs on stderr")
 	if dials {
 		fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up when no connection is up after this long")
+	} else {
+		fs.Var(&f.allow, "allow", "accept connections from this `PEERID`; repeat for more than one")
+		fs.BoolVar(&f.allowAny, "allow-any", false, "accept connections from any peer: anyone who knows this device's peer ID learns its addresses")
 	}
 }
 
@@ -59,6 +64,9 @@ func (f *deviceFlags) check() error {
 	}
 	if f.dials && f.timeout <= 0 {
 		return usagef(f.cmd, "--timeout must be positive")
+	}
+	if !f.dials && len(f.allow) == 0 && !f.allowAny {
+		return usagef(f.cmd, "say who may connect: --allow PEERID (repeatable) or --allow-any")
 	}
 	return nil
 }
@@ -98,14 +106,20 @@ func (f *deviceFlags) open(reportFor identity.PeerID) (*device, error) {
 		// type it does not know. Quiet means quiet; --verbose shows them.
 		stdlog.SetOutput(io.Discard)
 	}
-	d, err := peer.New(peer.Config{
+	cfg := peer.Config{
 		Identity:   id,
 		SuperPeers: f.superPeers,
 		RootCAs:    roots,
 		ListenAddr: f.listen,
 		RelayOnly:  f.relayOnly,
+		Allow:      f.allow,
+		AllowAny:   f.allowAny,
 		Logger:     log,
-	})
+	}
+	if !f.dials { // listen says whom it refuses; connect and bench accept only the peer they dial
+		cfg.Accept = refuse
+	}
+	d, err := peer.New(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +132,13 @@ func (f *deviceFlags) open(reportFor identity.PeerID) (*device, error) {
 		fmt.Fprintf(os.Stderr, "status: http://%s/status\n", dev.status.Addr())
 	}
 	return dev, nil
+}
+
+// refuse is listen's answer to a peer it was not told to allow: no, and
+// what to do about it (once per peer: the device remembers the answer).
+func refuse(_ context.Context, p identity.PeerID, _ bool) bool {
+	fmt.Fprintf(os.Stderr, "peer %s is not allowed: run listen with --allow %s or --allow-any\n", p, p)
+	return false
 }
 
 // Close stops the status server, the reports and the device. The reports
@@ -204,6 +225,8 @@ func (d *device) dial(ctx context.Context, to identity.PeerID, timeout time.Dura
 	switch {
 	case err == nil:
 		return c, nil
+	case errors.Is(err, peer.ErrUnavailable):
+		return nil, fmt.Errorf("peer %s is unavailable: it is offline, or does not accept this device; there, run listen with --allow %s or --allow-any", to.Short(), d.PeerID())
 	case ctx.Err() == context.Canceled:
 		return nil, errInterrupted
 	case ctx.Err() == context.DeadlineExceeded:

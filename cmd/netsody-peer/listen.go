@@ -22,7 +22,7 @@ const shutdownGrace = 5 * time.Second
 // runListen keeps the device reachable through its super peers and serves
 // every incoming connection until a signal ends it.
 func runListen(ctx context.Context, args []string) error {
-	fs := newFlagSet("listen", "--identity FILE --super-peer URL [--super-peer URL]... [flags]")
+	fs := newFlagSet("listen", "--identity FILE --super-peer URL [--super-peer URL]... (--allow PEERID [--allow PEERID]... | --allow-any) [flags]")
 	var df deviceFlags
 	df.register(fs.FlagSet, false)
 	echo := fs.Bool("echo", false, "echo every byte back on every stream, instead of printing what arrives on stdout")

@@ -4,7 +4,7 @@
 // measures the connection, and shows a device's status.
 //
 //	netsody-peer keygen --out FILE
-//	netsody-peer listen --identity FILE --super-peer URL... [--echo] [--status ADDR]
+//	netsody-peer listen --identity FILE --super-peer URL... (--allow PEERID... | --allow-any) [--echo] [--status ADDR]
 //	netsody-peer connect --identity FILE --super-peer URL... [--relay-only] PEERID
 //	netsody-peer bench --identity FILE --super-peer URL... [--duration D] PEERID
 //	netsody-peer status ADDR
@@ -24,13 +24,16 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/netsody/superpeer/identity"
 )
 
 const usage = `usage: netsody-peer <command> [flags] [args]
 
 commands:
   keygen   --out FILE                         make an identity, print its peer ID
-  listen   --identity FILE --super-peer URL   stay reachable, serve connections
+  listen   --identity FILE --super-peer URL (--allow PEERID | --allow-any)
+                                              stay reachable, serve the peers allowed
   connect  --identity FILE --super-peer URL PEERID
                                               pipe stdin and stdout to a peer
   bench    --identity FILE --super-peer URL PEERID
@@ -168,6 +171,26 @@ func (fs *flagSet) help() {
 	fs.SetOutput(os.Stdout)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
+}
+
+// peerIDList is a flag of peer IDs that may be given more than once.
+type peerIDList []identity.PeerID
+
+func (l *peerIDList) String() string {
+	s := make([]string, len(*l))
+	for i, p := range *l {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+func (l *peerIDList) Set(s string) error {
+	p, err := identity.ParsePeerID(s)
+	if err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "identity: "))
+	}
+	*l = append(*l, p)
+	return nil
 }
 
 // stringList is a flag that may be given more than once.

@@ -141,6 +141,29 @@ func TestConnectRelayOnly(t *testing.T) {
 	}
 }
 
+// listen --allow takes the peer it names and no other; the other hears
+// that the listener is unavailable, and both sides say what to do.
+func TestListenAllow(t *testing.T) {
+	t.Parallel()
+	sp := startSuperPeer(t)
+	allowedFile, allowed := newIdentity(t)
+	strangerFile, stranger := newIdentity(t)
+	l, lid := listen(t, sp, "--echo", "--allow", allowed.String())
+	run := func(idFile string) (string, string, int) {
+		args := append(append([]string{"connect"}, deviceArgs(idFile, sp)...), lid.String())
+		return runPeer(t, strings.NewReader("allowed"), 60*time.Second, args...)
+	}
+	if out, errOut, code := run(allowedFile); code != 0 || out != "allowed" {
+		t.Errorf("the allowed peer: exit %d, echo %q; stderr:\n%s", code, out, errOut)
+	}
+	_, errOut, code := run(strangerFile)
+	want := "peer " + lid.Short() + " is unavailable: it is offline, or does not accept this device; there, run listen with --allow " + stranger.String() + " or --allow-any"
+	if lines := strings.Split(strings.TrimSpace(errOut), "\n"); code != 1 || lines[len(lines)-1] != "netsody-peer: "+want {
+		t.Errorf("a peer not allowed: exit %d, stderr:\n%s\nwant %q", code, errOut, want)
+	}
+	l.waitFor(&l.stderr, `(?m)^peer `+stranger.String()+` is not allowed: run listen with --allow `+stranger.String()+` or --allow-any$`, 5*time.Second)
+}
+
 func TestBench(t *testing.T) {
 	t.Parallel()
 	sp := startSuperPeer(t)
@@ -244,7 +267,7 @@ func TestListenKeepsTrying(t *testing.T) {
 	t.Parallel()
 	addr := closedPort(t)
 	idFile, _ := newIdentity(t)
-	p := start(t, nil, "listen", "--identity", idFile, "--super-peer", "https://"+addr, "--listen", "127.0.0.1:0")
+	p := start(t, nil, "listen", "--identity", idFile, "--super-peer", "https://"+addr, "--listen", "127.0.0.1:0", "--allow-any")
 	p.waitFor(&p.stderr, `(?m)^netsody-peer: cannot reach super peer https://`+regexp.QuoteMeta(addr)+`: .*; still trying$`, 20*time.Second)
 
 	sp := startSuperPeerAt(t, addr)
@@ -257,7 +280,7 @@ func TestListenKeepsTrying(t *testing.T) {
 	p.interrupt()
 
 	// With the CA it connects once the super peer is up.
-	p = start(t, nil, "listen", "--identity", idFile, "--super-peer", sp.URL, "--ca", sp.CA, "--listen", "127.0.0.1:0")
+	p = start(t, nil, "listen", "--identity", idFile, "--super-peer", sp.URL, "--ca", sp.CA, "--listen", "127.0.0.1:0", "--allow-any")
 	p.waitFor(&p.stderr, `super peer `+regexp.QuoteMeta(sp.URL)+`: connected`, 15*time.Second)
 	p.interrupt()
 }
@@ -273,7 +296,7 @@ func TestListenReportsRebinding(t *testing.T) {
 	nat := sptest.StartUDPProxy(t, netip.MustParseAddrPort(u.Host), nil)
 	via := "https://" + nat.Addr().String()
 	idFile, _ := newIdentity(t)
-	p := start(t, nil, "listen", "--identity", idFile, "--super-peer", via, "--ca", sp.CA, "--listen", "127.0.0.1:0")
+	p := start(t, nil, "listen", "--identity", idFile, "--super-peer", via, "--ca", sp.CA, "--listen", "127.0.0.1:0", "--allow-any")
 	p.waitFor(&p.stderr, `super peer `+regexp.QuoteMeta(via)+`: connected over h3`, 15*time.Second)
 	moved := nat.Rebind()
 	if len(moved) != 1 {
@@ -323,10 +346,12 @@ func TestErrors(t *testing.T) {
 		{"short peer ID", dev("connect", "abc123"), 2, "must be 64 hex digits", true},
 		{"non-hex peer ID", dev("bench", strings.Repeat("zz", 32)), 2, "not hex", true},
 		{"missing identity", []string{"connect", "--identity", "/nonexistent/id", "--super-peer", sp.URL, someone}, 1, "no such file or directory; make one with 'netsody-peer keygen --out /nonexistent/id'", true},
-		{"world-readable identity", []string{"listen", "--identity", loose, "--super-peer", sp.URL}, 1, "has mode 0644, so others may read the secret key; run 'chmod 600 " + loose + "'", true},
+		{"world-readable identity", []string{"listen", "--identity", loose, "--super-peer", sp.URL, "--allow-any"}, 1, "has mode 0644, so others may read the secret key; run 'chmod 600 " + loose + "'", true},
 		{"CA not PEM", []string{"connect", "--identity", idFile, "--super-peer", sp.URL, "--ca", notPEM, someone}, 1, "holds no PEM certificate", true},
-		{"bad super peer URL", []string{"listen", "--identity", idFile, "--super-peer", "sp.example.com"}, 1, "must look like https://host[:port]", true},
-		{"unknown peer", dev("connect", someone), 1, "peer not found", true},
+		{"bad super peer URL", []string{"listen", "--identity", idFile, "--super-peer", "sp.example.com", "--allow-any"}, 1, "must look like https://host[:port]", true},
+		{"unknown peer", dev("connect", someone), 1, "peer " + other.PeerID().Short() + " is unavailable: it is offline, or does not accept this device; there, run listen with --allow ", true},
+		{"listen allowing nobody", dev("listen"), 2, "say who may connect: --allow PEERID (repeatable) or --allow-any", true},
+		{"bad --allow", dev("listen", "--allow", "abc"), 2, `invalid value "abc" for flag -allow: `, true},
 		{"keygen without --out", []string{"keygen"}, 2, "--out is required", true},
 		{"status without ADDR", []string{"status"}, 2, "missing ADDR", true},
 		{"status unreachable", []string{"status", closedPort(t)}, 1, "connection refused", true},

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -129,10 +130,14 @@ func deviceArgs(idFile string, sp superPeer) []string {
 	return []string{"--identity", idFile, "--super-peer", sp.URL, "--ca", sp.CA, "--listen", "127.0.0.1:0"}
 }
 
-// listen starts a listener and waits for its session with the super peer.
+// listen starts a listener that accepts any peer (--allow-any, unless
+// extra says whom) and waits for its session with the super peer.
 func listen(t *testing.T, sp superPeer, extra ...string) (*proc, identity.PeerID) {
 	t.Helper()
 	idFile, id := newIdentity(t)
+	if !slices.ContainsFunc(extra, func(a string) bool { return a == "--allow" }) {
+		extra = append(extra, "--allow-any")
+	}
 	p := start(t, nil, append(append([]string{"listen"}, deviceArgs(idFile, sp)...), extra...)...)
 	p.waitFor(&p.stderr, `super peer `+regexp.QuoteMeta(sp.URL)+`: connected over h3 \(ipv4\)`, 15*time.Second)
 	t.Cleanup(p.interrupt) // runs before start's cleanup: a clean exit, checked

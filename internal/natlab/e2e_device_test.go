@@ -44,7 +44,8 @@ import (
 // with eventPrefix; everything else it prints (its debug log on stderr,
 // the testing package's PASS) is kept for the failure report.
 //
-//	echo role:  ready (registered, with its peer ID) → stream (each stream
+//	echo role:  accepts any peer (listen --allow-any).
+//	            ready (registered, with its peer ID) → stream (each stream
 //	            it echoed: bytes, SHA-256 of what arrived, its path then)
 //	            … until its stdin is closed.
 //	            Each change of a super peer's status (its observed
@@ -207,7 +208,11 @@ func runDeviceHelper(raw string, start time.Time, out *eventWriter) error {
 		SuperPeers: cfg.SuperPeers,
 		RootCAs:    roots,
 		ListenAddr: cmp.Or(cfg.Listen, "0.0.0.0:0"),
-		Logger:     logger,
+		// The echo role is `listen --allow-any`: it accepts the dialer
+		// (whose peer ID it cannot know beforehand) at once, as --allow
+		// would; the dialers accept the peer they dial.
+		AllowAny: cfg.Role == "echo",
+		Logger:   logger,
 		OnSuperPeer: func(st peer.SuperPeerStatus) {
 			out.emit(e2eEvent{Type: "superpeer", SuperPeers: []peer.SuperPeerStatus{st}})
 		},

@@ -1,0 +1,255 @@
+package peer
+
+// The accept policy (issue 10, "consent before addresses"): which peers
+// may learn this device's addresses and connect to it. A super peer that
+// asks for consent sends a request (rendezvous.Request) before it gives
+// anyone the device's candidates; the device answers by this policy
+// (answerRequest). The same policy guards everything else a stranger
+// could start: candidates for a peer not accepted are ignored (an old
+// super peer gives them without asking), so no state, no punch and no
+// relay leg exists for it (onCandidates); punches from it are dropped
+// before their signature is checked (handlePunch); and the device's QUIC
+// listener refuses its handshake (listenTLSConfig), so that a stranger
+// who knows the address still cannot connect.
+//
+// A peer is accepted when the application said so (Config.Allow,
+// Device.Allow, or a Dial to it), when Config.AllowAny is set, or when
+// Config.Accept said yes; the application's word (Allow, Revoke, Dial)
+// comes first, then Accept's remembered answers, then AllowAny.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// ErrNotAllowed is the device's own refusal of a peer its policy does not
+// accept: the error of the refused handshake, and what a refused request
+// is logged with. The other device sees only that this one is
+// unavailable (ErrUnavailable).
+var ErrNotAllowed = errors.New("peer: not allowed by this device's accept policy")
+
+// ErrUnavailable is what Dial returns when the super peers do not
+// introduce the peer: it is offline, unknown to them, or it did not
+// accept this device. They answer all three alike, so that a stranger
+// learns no more.
+var ErrUnavailable = errors.New("peer: unavailable (offline, or it does not accept this device)")
+
+// policy decides which peers the device accepts.
+type policy struct {
+	allowAny bool
+	accept   func(ctx context.Context, peer identity.PeerID, relay bool) bool
+	timeout  time.Duration
+	log      *zap.Logger
+
+	mu         sync.Mutex
+	app        map[identity.PeerID]bool // Config.Allow, Allow, Revoke, Dial
+	remembered map[identity.PeerID]bool // Accept's answers, up to maxRemembered
+	pending    map[identity.PeerID]*asking
+	running    chan struct{} // a token per Accept call running, up to maxAccepting
+
+	declined atomic.Uint64 // requests declined, candidates ignored
+	busy     atomic.Uint64 // requests declined because maxAccepting calls were running
+}
+
+// asking is one Accept call in flight, and the answers waiting for it.
+type asking struct {
+	done    chan bool // the call's answer; buffered, so a late call never blocks
+	answers []func(bool)
+}
+
+func (pl *policy) init(cfg Config) {
+	pl.allowAny, pl.accept, pl.timeout, pl.log = cfg.AllowAny, cfg.Accept, cfg.AcceptTimeout, cfg.Logger
+	pl.app = make(map[identity.PeerID]bool)
+	pl.remembered = make(map[identity.PeerID]bool)
+	pl.pending = make(map[identity.PeerID]*asking)
+	pl.running = make(chan struct{}, maxAccepting)
+	for _, p := range cfg.Allow {
+		pl.app[p] = true
+	}
+}
+
+// set records the application's decision about a peer.
+func (pl *policy) set(peer identity.PeerID, ok bool) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	pl.app[peer] = ok
+	delete(pl.remembered, peer)
+}
+
+// lookupLocked is the decision about a peer, if there is one.
+func (pl *policy) lookupLocked(peer identity.PeerID) (ok, decided bool) {
+	if ok, found := pl.app[peer]; found {
+		return ok, true
+	}
+	if ok, found := pl.remembered[peer]; found {
+		return ok, true
+	}
+	return pl.allowAny, pl.allowAny
+}
+
+// accepts reports whether the device accepts peer now.
+func (pl *policy) accepts(peer identity.PeerID) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	ok, _ := pl.lookupLocked(peer)
+	return ok
+}
+
+// admit is the listener's check of a handshake's peer.
+func (pl *policy) admit(peer identity.PeerID) error {
+	if pl.accepts(peer) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrNotAllowed, peer.Short())
+}
+
+// decide calls answer with the decision about peer: at once when there
+// is one, else when Accept gives it or its deadline passes. It never
+// blocks, and calls Accept once per peer at a time: requests for a peer
+// whose call runs (through another super peer, say) wait for its answer.
+// Beyond maxAccepting calls running, it declines at once.
+func (pl *policy) decide(ctx context.Context, peer identity.PeerID, relay bool, answer func(bool), goRun func(func())) {
+	pl.mu.Lock()
+	ok, decided := pl.lookupLocked(peer)
+	if decided || pl.accept == nil {
+		pl.mu.Unlock()
+		pl.answered(peer, ok, answer)
+		return
+	}
+	if a := pl.pending[peer]; a != nil {
+		a.answers = append(a.answers, answer)
+		pl.mu.Unlock()
+		return
+	}
+	select {
+	case pl.running <- struct{}{}:
+	default:
+		pl.mu.Unlock()
+		pl.busy.Add(1)
+		pl.answered(peer, false, answer)
+		return
+	}
+	a := &asking{done: make(chan bool, 1), answers: []func(bool){answer}}
+	pl.pending[peer] = a
+	pl.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, pl.timeout)
+	// The call is not the device's goroutine: one that never returns
+	// holds its token, not Close.
+	go pl.call(ctx, peer, relay, a)
+	goRun(func() {
+		defer cancel()
+		ok := false
+		select {
+		case ok = <-a.done:
+		case <-ctx.Done():
+		}
+		pl.mu.Lock()
+		delete(pl.pending, peer)
+		if v, found := pl.lookupLocked(peer); found { // Allow or Revoke meanwhile
+			ok = v
+		}
+		answers := a.answers
+		pl.mu.Unlock()
+		for _, answer := range answers {
+			pl.answered(peer, ok, answer)
+		}
+	})
+}
+
+// call runs Accept and remembers its answer: a yes always, a no only
+// when it came within the deadline (a person too slow to answer has not
+// said no). A panic is a no, not remembered.
+func (pl *policy) call(ctx context.Context, peer identity.PeerID, relay bool, a *asking) {
+	defer func() { <-pl.running }()
+	defer func() {
+		if r := recover(); r != nil {
+			pl.log.Error("Config.Accept panicked", zap.String("peer", peer.Short()), zap.Any("panic", r))
+			a.done <- false
+		}
+	}()
+	ok := pl.accept(ctx, peer, relay)
+	if ok || ctx.Err() == nil {
+		pl.mu.Lock()
+		if _, found := pl.remembered[peer]; found || len(pl.remembered) < maxRemembered {
+			pl.remembered[peer] = ok
+		}
+		pl.mu.Unlock()
+	}
+	a.done <- ok
+}
+
+// answered gives one answer, counting a decline.
+func (pl *policy) answered(peer identity.PeerID, ok bool, answer func(bool)) {
+	if !ok {
+		pl.refused(peer)
+	}
+	answer(ok)
+}
+
+// refused counts and logs a peer declined, or ignored.
+func (pl *policy) refused(peer identity.PeerID) {
+	if n := pl.declined.Add(1); n&(n-1) == 0 { // the 1st, 2nd, 4th, ...: strangers log little
+		pl.log.Info("refused a peer", zap.String("peer", peer.Short()), zap.Error(ErrNotAllowed), zap.Uint64("refused", n))
+	}
+}
+
+// onRequest answers a super peer's request (a peer asks to be introduced
+// to this device) by the policy, on the session it came on. It runs on
+// the session's reading goroutine, so nothing here waits: the answer is
+// written on a goroutine of its own.
+func (d *Device) onRequest(sess *rendezvous.Session, r rendezvous.Request) {
+	if sess == nil {
+		return
+	}
+	d.policy.decide(d.ctx, r.Peer, r.Relay, func(ok bool) {
+		d.goRun(func() {
+			if err := sess.Answer(r.Peer, ok); err != nil {
+				d.log.Debug("answering a request", zap.String("peer", r.Peer.Short()), zap.Error(err))
+			}
+		})
+	}, d.goRun)
+}
+
+// Allow makes the device accept peer from now on, whatever Config.Accept
+// said before: its super peers' requests are answered yes, its
+// candidates punched, its handshakes taken.
+func (d *Device) Allow(peer identity.PeerID) { d.policy.set(peer, true) }
+
+// Revoke makes the device refuse peer from now on, without asking
+// Config.Accept: it forgets the peer (its connections close, its
+// punching and relay stop). A later Dial to it, or Allow, allows it
+// again.
+func (d *Device) Revoke(peer identity.PeerID) {
+	d.policy.set(peer, false)
+	d.mu.Lock()
+	p := d.peers[peer]
+	delete(d.peers, peer)
+	d.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	rp := p.forgetLocked()
+	conns := make([]*quic.Conn, 0, len(p.life.conns))
+	for qc := range p.life.conns {
+		conns = append(conns, qc)
+	}
+	p.mu.Unlock()
+	if rp != nil {
+		rp.conn.Close()
+	}
+	for _, qc := range conns {
+		qc.CloseWithError(errCodeRevoked, "revoked")
+	}
+}
