@@ -234,22 +234,32 @@ func (d *Device) Revoke(peer identity.PeerID) {
 	d.policy.set(peer, false)
 	d.mu.Lock()
 	p := d.peers[peer]
-	delete(d.peers, peer)
 	d.mu.Unlock()
 	if p == nil {
 		return
 	}
+	// The connections close first, while the peer still has a path: their
+	// CONNECTION_CLOSE tells the peer at once (CloseWithError returns once
+	// it is sent), where after forgetting it would go nowhere and the peer
+	// would learn only from its idle timeout.
 	p.mu.Lock()
-	rp := p.forgetLocked()
 	conns := make([]*quic.Conn, 0, len(p.life.conns))
 	for qc := range p.life.conns {
 		conns = append(conns, qc)
 	}
 	p.mu.Unlock()
-	if rp != nil {
-		rp.conn.Close()
-	}
 	for _, qc := range conns {
 		qc.CloseWithError(errCodeRevoked, "revoked")
+	}
+	d.mu.Lock()
+	if d.peers[peer] == p {
+		delete(d.peers, peer)
+	}
+	d.mu.Unlock()
+	p.mu.Lock()
+	rp := p.forgetLocked()
+	p.mu.Unlock()
+	if rp != nil {
+		rp.conn.Close()
 	}
 }
