@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/defaults"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -138,28 +139,19 @@ type Config struct {
 func (c *Config) blockDirect() bool { return c.cutDirect != nil && c.cutDirect() }
 
 func (c Config) withDefaults() Config {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&c.H3HeadStart, DefaultH3HeadStart)
-	def(&c.H3RetryInterval, DefaultH3RetryInterval)
-	def(&c.PunchInterval, DefaultPunchInterval)
-	def(&c.FastPunchInterval, DefaultFastPunchInterval)
-	def(&c.FastPunchFor, DefaultFastPunchFor)
-	def(&c.DirectTimeout, DefaultDirectTimeout)
-	def(&c.RelayDialTimeout, DefaultRelayDialTimeout)
-	def(&c.RelayCheckInterval, DefaultRelayCheckInterval)
-	def(&c.PeerIdleTimeout, DefaultPeerIdleTimeout)
-	def(&c.AddrCheckInterval, DefaultAddrCheckInterval)
-	def(&c.AcceptTimeout, DefaultAcceptTimeout)
-	if c.MaxPeers <= 0 {
-		c.MaxPeers = DefaultMaxPeers
-	}
-	if c.IntroductionRate <= 0 {
-		c.IntroductionRate = DefaultIntroductionRate
-	}
+	defaults.Set(&c.H3HeadStart, DefaultH3HeadStart)
+	defaults.Set(&c.H3RetryInterval, DefaultH3RetryInterval)
+	defaults.Set(&c.PunchInterval, DefaultPunchInterval)
+	defaults.Set(&c.FastPunchInterval, DefaultFastPunchInterval)
+	defaults.Set(&c.FastPunchFor, DefaultFastPunchFor)
+	defaults.Set(&c.DirectTimeout, DefaultDirectTimeout)
+	defaults.Set(&c.RelayDialTimeout, DefaultRelayDialTimeout)
+	defaults.Set(&c.RelayCheckInterval, DefaultRelayCheckInterval)
+	defaults.Set(&c.PeerIdleTimeout, DefaultPeerIdleTimeout)
+	defaults.Set(&c.AddrCheckInterval, DefaultAddrCheckInterval)
+	defaults.Set(&c.AcceptTimeout, DefaultAcceptTimeout)
+	defaults.Set(&c.MaxPeers, DefaultMaxPeers)
+	defaults.Set(&c.IntroductionRate, DefaultIntroductionRate)
 	if c.ListenAddr == "" && c.ListenAddr6 == "" {
 		c.ListenAddr, c.ListenAddr6, c.ListenAddr6Optional = "0.0.0.0:0", "[::]:0", true
 	}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/defaults"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -60,42 +61,18 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.PairTimeout <= 0 {
-		c.PairTimeout = DefaultPairTimeout
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.MaxSessionsPerDevice <= 0 {
-		c.MaxSessionsPerDevice = DefaultMaxSessionsPerDevice
-	}
-	if c.Rate <= 0 {
-		c.Rate = DefaultRate
-	}
-	if c.Burst <= 0 {
-		c.Burst = DefaultBurst
-	}
-	if c.MaxDatagramSize <= 0 {
-		c.MaxDatagramSize = DefaultMaxDatagramSize
-	}
-	if c.QueueLen <= 0 {
-		c.QueueLen = DefaultQueueLen
-	}
-	if c.QueueBytes <= 0 {
-		c.QueueBytes = DefaultQueueBytes
-	}
-	if c.MaxQueuedBytes <= 0 {
-		c.MaxQueuedBytes = DefaultMaxQueuedBytes
-	}
-	if c.StallTimeout <= 0 {
-		c.StallTimeout = DefaultStallTimeout
-	}
-	if c.MaxWaiting <= 0 {
-		c.MaxWaiting = DefaultMaxWaiting
-	}
-	if c.MaxWaitingPerDevice <= 0 {
-		c.MaxWaitingPerDevice = DefaultMaxWaitingPerDevice
-	}
+	defaults.Set(&c.PairTimeout, DefaultPairTimeout)
+	defaults.Set(&c.WriteTimeout, DefaultWriteTimeout)
+	defaults.Set(&c.MaxSessionsPerDevice, DefaultMaxSessionsPerDevice)
+	defaults.Set(&c.Rate, DefaultRate)
+	defaults.Set(&c.Burst, DefaultBurst)
+	defaults.Set(&c.MaxDatagramSize, DefaultMaxDatagramSize)
+	defaults.Set(&c.QueueLen, DefaultQueueLen)
+	defaults.Set(&c.QueueBytes, DefaultQueueBytes)
+	defaults.Set(&c.MaxQueuedBytes, DefaultMaxQueuedBytes)
+	defaults.Set(&c.StallTimeout, DefaultStallTimeout)
+	defaults.Set(&c.MaxWaiting, DefaultMaxWaiting)
+	defaults.Set(&c.MaxWaitingPerDevice, DefaultMaxWaitingPerDevice)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/defaults"
 )
 
 // Config tunes a Server. Zero values take the defaults in constants.go.
@@ -81,57 +82,23 @@ func (c *Config) minVersion() uint64 {
 }
 
 func (c Config) withDefaults() Config {
-	if c.KeepaliveInterval <= 0 {
-		c.KeepaliveInterval = DefaultKeepaliveInterval
-	}
-	if c.SessionTimeout <= 0 {
-		c.SessionTimeout = DefaultSessionTimeout
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.MaxSessions <= 0 {
-		c.MaxSessions = DefaultMaxSessions
-	}
-	if c.ConnectRate <= 0 {
-		c.ConnectRate = DefaultConnectRate
-	}
-	if c.ConnectBurst <= 0 {
-		c.ConnectBurst = DefaultConnectBurst
-	}
-	if c.IntroductionRate <= 0 {
-		c.IntroductionRate = DefaultIntroductionRate
-	}
-	if c.IntroductionBurst <= 0 {
-		c.IntroductionBurst = DefaultIntroductionBurst
-	}
-	if c.LookupRate <= 0 {
-		c.LookupRate = DefaultLookupRate
-	}
-	if c.LookupBurst <= 0 {
-		c.LookupBurst = DefaultLookupBurst
-	}
-	if c.ConsentTimeout <= 0 {
-		c.ConsentTimeout = DefaultConsentTimeout
-	}
-	if c.AddrsRate <= 0 {
-		c.AddrsRate = DefaultAddrsRate
-	}
-	if c.AddrsBurst <= 0 {
-		c.AddrsBurst = DefaultAddrsBurst
-	}
-	if c.RegisterTimeout <= 0 {
-		c.RegisterTimeout = DefaultRegisterTimeout
-	}
-	if c.MaxUnregisteredPerPrefix <= 0 {
-		c.MaxUnregisteredPerPrefix = DefaultMaxUnregisteredPerPrefix
-	}
-	if c.PrefixSessionRate <= 0 {
-		c.PrefixSessionRate = DefaultPrefixSessionRate
-	}
-	if c.PrefixSessionBurst <= 0 {
-		c.PrefixSessionBurst = DefaultPrefixSessionBurst
-	}
+	defaults.Set(&c.KeepaliveInterval, DefaultKeepaliveInterval)
+	defaults.Set(&c.SessionTimeout, DefaultSessionTimeout)
+	defaults.Set(&c.WriteTimeout, DefaultWriteTimeout)
+	defaults.Set(&c.MaxSessions, DefaultMaxSessions)
+	defaults.Set(&c.ConnectRate, DefaultConnectRate)
+	defaults.Set(&c.ConnectBurst, DefaultConnectBurst)
+	defaults.Set(&c.IntroductionRate, DefaultIntroductionRate)
+	defaults.Set(&c.IntroductionBurst, DefaultIntroductionBurst)
+	defaults.Set(&c.LookupRate, DefaultLookupRate)
+	defaults.Set(&c.LookupBurst, DefaultLookupBurst)
+	defaults.Set(&c.ConsentTimeout, DefaultConsentTimeout)
+	defaults.Set(&c.AddrsRate, DefaultAddrsRate)
+	defaults.Set(&c.AddrsBurst, DefaultAddrsBurst)
+	defaults.Set(&c.RegisterTimeout, DefaultRegisterTimeout)
+	defaults.Set(&c.MaxUnregisteredPerPrefix, DefaultMaxUnregisteredPerPrefix)
+	defaults.Set(&c.PrefixSessionRate, DefaultPrefixSessionRate)
+	defaults.Set(&c.PrefixSessionBurst, DefaultPrefixSessionBurst)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
