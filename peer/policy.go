@@ -52,8 +52,8 @@ type policy struct {
 	log      *zap.Logger
 
 	mu         sync.Mutex
-	app        map[identity.PeerID]bool // Config.Allow, Allow, Revoke, Dial
-	remembered map[identity.PeerID]bool // Accept's answers, up to maxRemembered
+	app        map[identity.PeerID]bool // Config.Allow, Allow, Revoke, Dial, and Accept's yes
+	remembered map[identity.PeerID]bool // Accept's no, up to maxRemembered
 	pending    map[identity.PeerID]*asking
 	running    chan struct{} // a token per Accept call running, up to maxAccepting
 
@@ -167,9 +167,11 @@ func (pl *policy) decide(ctx context.Context, peer identity.PeerID, relay bool, 
 	})
 }
 
-// call runs Accept and remembers its answer: a yes always, a no only
-// when it came within the deadline (a person too slow to answer has not
-// said no). A panic is a no, not remembered.
+// call runs Accept and remembers its answer: a yes always, as the
+// application's own word (strangers' no's must never crowd out a peer the
+// application accepted), a no only when it came within the deadline (a
+// person too slow to answer has not said no) and while maxRemembered no's
+// leave room. A panic is a no, not remembered.
 func (pl *policy) call(ctx context.Context, peer identity.PeerID, relay bool, a *asking) {
 	defer func() { <-pl.running }()
 	defer func() {
@@ -179,13 +181,15 @@ func (pl *policy) call(ctx context.Context, peer identity.PeerID, relay bool, a 
 		}
 	}()
 	ok := pl.accept(ctx, peer, relay)
-	if ok || ctx.Err() == nil {
-		pl.mu.Lock()
-		if _, found := pl.remembered[peer]; found || len(pl.remembered) < maxRemembered {
-			pl.remembered[peer] = ok
-		}
-		pl.mu.Unlock()
+	pl.mu.Lock()
+	switch _, found := pl.remembered[peer]; {
+	case ok:
+		pl.app[peer] = true
+		delete(pl.remembered, peer)
+	case ctx.Err() == nil && (found || len(pl.remembered) < maxRemembered):
+		pl.remembered[peer] = false
 	}
+	pl.mu.Unlock()
 	a.done <- ok
 }
 

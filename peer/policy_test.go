@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/relay"
@@ -314,4 +315,30 @@ func TestStrangersCannotFillRelayQuota(t *testing.T) {
 	}
 	roundTrip(t, c, "through the relay")
 	c.CloseWithError(0, "")
+}
+
+// Strangers whose requests Accept declines cannot crowd out a peer it
+// accepts: a yes is kept however many no's came first.
+func TestDeclinedStrangersCrowdOutNothing(t *testing.T) {
+	friend := newID(t).PeerID()
+	var pl policy
+	pl.init(Config{Logger: zap.NewNop(), AcceptTimeout: time.Second, Accept: func(_ context.Context, p identity.PeerID, _ bool) bool {
+		return p == friend
+	}})
+	decide := func(p identity.PeerID) bool {
+		got := make(chan bool, 1)
+		pl.decide(context.Background(), p, false, func(ok bool) { got <- ok }, func(f func()) { go f() })
+		return <-got
+	}
+	for range maxRemembered + 10 {
+		if decide(newID(t).PeerID()) {
+			t.Fatal("a stranger was accepted")
+		}
+	}
+	if !decide(friend) {
+		t.Fatal("Accept's yes was not given")
+	}
+	if !pl.accepts(friend) {
+		t.Error("a peer Accept said yes to is not accepted once strangers filled the remembered no's")
+	}
 }
