@@ -88,7 +88,7 @@ func (f *fakeCloudflare) zones(w http.ResponseWriter, r *http.Request) {
 
 func (f *fakeCloudflare) create(w http.ResponseWriter, r *http.Request) {
 	var rec cfRecord
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&rec); err != nil {
+	if err := json.NewDecoder(io.LimitReader(r.Body, bodyLimit)).Decode(&rec); err != nil {
 		cfError(w, http.StatusBadRequest, 9207, "request body is invalid JSON: "+err.Error())
 		return
 	}

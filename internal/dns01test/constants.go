@@ -21,6 +21,8 @@ const (
 	pollInterval = 100 * time.Millisecond
 	// certValidity covers any test run with room to spare.
 	certValidity = 24 * time.Hour
+	// bodyLimit bounds every HTTP body the test and its fakes read.
+	bodyLimit = 1 << 20
 	// dnsMaxUDP is the largest DNS message over UDP without EDNS0 plus room
 	// for EDNS0's usual 1232 bytes.
 	dnsMaxUDP = 4096

@@ -148,16 +148,22 @@ func get(t *testing.T, c *testcaddy.Caddy, roots *x509.CertPool, path string) st
 			return (&net.Dialer{}).DialContext(ctx, network, addr)
 		},
 	}}
-	resp, err := client.Get("https://" + testDomain + ":" + strconv.Itoa(c.Port) + path)
+	return string(getOK(t, client, "https://"+testDomain+":"+strconv.Itoa(c.Port)+path))
+}
+
+// getOK fetches url and returns its body; anything but 200 fails the test.
+func getOK(t *testing.T, client *http.Client, url string) []byte {
+	t.Helper()
+	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, bodyLimit))
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s %v", path, resp.Status, err)
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
 	}
-	return string(body)
+	return body
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {

@@ -10,16 +10,13 @@ import (
 	"github.com/netsody/superpeer/internal/testcaddy"
 )
 
+// TestMain checks for leaked goroutines after passing tests and removes
+// the Caddy binary the tests built.
 func TestMain(m *testing.M) {
-	code := 0
-	defer func() { testcaddy.Cleanup(); os.Exit(code) }()
-	code = m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-			code = 1
-		}
-	}
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		testcaddy.Cleanup()
+		os.Exit(code)
+	}))
 }
 
 // freeTCPPort returns a loopback TCP port that was free a moment ago, for

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/netsody/superpeer/internal/testcaddy"
 )
@@ -115,7 +114,7 @@ func (c *challtestsrv) post(path string, body any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, bodyLimit))
 		return fmt.Errorf("challtestsrv %s: %s: %s", path, resp.Status, msg)
 	}
 	return nil
@@ -176,15 +175,7 @@ func (p *pebble) issuers(t *testing.T) (roots, intermediates *x509.CertPool) {
 
 func (p *pebble) pool(t *testing.T, path string) *x509.CertPool {
 	t.Helper()
-	resp, err := p.client.Get(p.mgmt + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("pebble %s: %s %v", path, resp.Status, err)
-	}
+	body := getOK(t, p.client, p.mgmt+path)
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(body) {
 		t.Fatalf("pebble %s: no certificate in %q", path, body)
@@ -195,16 +186,14 @@ func (p *pebble) pool(t *testing.T, path string) *x509.CertPool {
 // waitHTTP waits until url answers at all (any status).
 func waitHTTP(t *testing.T, client *http.Client, url string) {
 	t.Helper()
-	deadline := time.Now().Add(helperTimeout)
-	for {
+	var lastErr error
+	waitForWithin(t, helperTimeout, url+" to answer", func() bool {
 		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			return
+		if err != nil {
+			lastErr = err
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not up within %v: %v", url, helperTimeout, err)
-		}
-		time.Sleep(pollInterval)
-	}
+		resp.Body.Close()
+		return true
+	}, func() string { return "last error: " + errString(lastErr) })
 }
