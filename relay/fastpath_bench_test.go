@@ -57,10 +57,11 @@ func threadCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func loopbackUDP(b *testing.B) *net.UDPConn {
+func loopbackUDP(t testing.TB) *net.UDPConn {
+	t.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	c.SetReadBuffer(4 << 20)
 	c.SetWriteBuffer(4 << 20)
@@ -133,12 +134,7 @@ func measureFastPathLoop(b *testing.B, n int) loopCPU {
 	conn, a, bb := loopbackUDP(b), loopbackUDP(b), loopbackUDP(b)
 	defer a.Close()
 	defer bb.Close()
-	var stats Stats
-	fp, err := newFastPath(conn, &stats)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ba, _, _ := fastPathPair(b, fp, bb.LocalAddr().(*net.UDPAddr).AddrPort())
+	fp, ba, _, _ := fastPathPair(b, conn, bb.LocalAddr().(*net.UDPAddr).AddrPort())
 	pa := a.LocalAddr().(*net.UDPAddr).AddrPort()
 	ba.addr.Store(&boundAddr{ap: pa, ua: net.UDPAddrFromAddrPort(pa)})
 	cpu := onThread(func() { fp.serve() })
@@ -148,7 +144,7 @@ func measureFastPathLoop(b *testing.B, n int) loopCPU {
 	p = append(p, make([]byte, 1200)...)
 	got := blast(a, conn.LocalAddr().(*net.UDPAddr).AddrPort(), p, n, &received)
 	conn.Close()
-	if d := stats.FastPath.Dropped(FastPathWrongSource) + stats.FastPath.Dropped(FastPathRateLimited); d != 0 {
+	if d := fp.stats.FastPath.Dropped(FastPathWrongSource) + fp.stats.FastPath.Dropped(FastPathRateLimited); d != 0 {
 		b.Fatalf("the fast path dropped %d", d)
 	}
 	return loopCPU{cpu: <-cpu, delivered: got}

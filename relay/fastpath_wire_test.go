@@ -60,22 +60,10 @@ func TestFastPathBindingCapsule(t *testing.T) {
 // Forwarding DATA from one fast-path device to another allocates nothing
 // per datagram: the batch is written from the read buffers.
 func TestFastPathForwardingAllocs(t *testing.T) {
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, sink := loopbackUDP(t), loopbackUDP(t)
 	defer conn.Close()
-	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer sink.Close()
-	var stats Stats
-	fp, err := newFastPath(conn, &stats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b, src := fastPathPair(t, fp, sink.LocalAddr().(*net.UDPAddr).AddrPort())
+	fp, a, b, src := fastPathPair(t, conn, sink.LocalAddr().(*net.UDPAddr).AddrPort())
 	pkts := make([][]byte, fastPathBatch)
 	for i := range pkts {
 		pkts[i] = appendFastPathHeader(make([]byte, 0, 1300), fpData, a.id)[:1209]
@@ -91,17 +79,21 @@ func TestFastPathForwardingAllocs(t *testing.T) {
 	if allocs > 1 { // per batch of fastPathBatch, whatever its size
 		t.Fatalf("%.1f allocations per batch of %d datagrams", allocs, fastPathBatch)
 	}
-	if stats.FastPath.Datagrams.Load() == 0 || b == nil {
+	if fp.stats.FastPath.Datagrams.Load() == 0 || b == nil {
 		t.Fatal("nothing forwarded")
 	}
 }
 
 func putID(p []byte, id uint64) { binary.BigEndian.PutUint64(p[1:9], id) }
 
-// fastPathPair binds two legs of a pair on fp, both validated: a's at
-// src, b's at dst.
-func fastPathPair(t testing.TB, fp *fastPath, dst netip.AddrPort) (a, b *binding, src netip.AddrPort) {
+// fastPathPair makes a fast path on conn and binds two legs of a pair on
+// it, both validated: a's at src, b's at dst.
+func fastPathPair(t testing.TB, conn *net.UDPConn, dst netip.AddrPort) (fp *fastPath, a, b *binding, src netip.AddrPort) {
 	t.Helper()
+	fp, err := newFastPath(conn, new(Stats))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{Rate: 1e12, Burst: 1 << 30}.withDefaults()
 	la, err := newLeg(kindCapsule, nil, httptest.NewRequest("POST", "/", nil), identity.PeerID{1}, identity.PeerID{2}, &cfg, fp.stats)
 	if err != nil {
@@ -120,5 +112,5 @@ func fastPathPair(t testing.TB, fp *fastPath, dst netip.AddrPort) (a, b *binding
 	src = netip.MustParseAddrPort("127.0.0.1:9")
 	a.addr.Store(&boundAddr{ap: src, ua: net.UDPAddrFromAddrPort(src)})
 	b.addr.Store(&boundAddr{ap: dst, ua: net.UDPAddrFromAddrPort(dst)})
-	return a, b, src
+	return fp, a, b, src
 }
