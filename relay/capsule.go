@@ -45,8 +45,9 @@ var errCapsuleTooLarge = errors.New("relay: datagram capsule over the size limit
 // value in buf (reused when large enough). A CLOSE capsule's reason is
 // returned as a *ClosedError; other capsules are skipped. A DATAGRAM
 // over limit bytes is discarded and reported as errCapsuleTooLarge, so the
-// caller can count it and go on.
-func readDatagram(p *http3.CapsuleParser, buf []byte, limit int) ([]byte, error) {
+// caller can count it and go on. A fast-path request is passed to
+// onFastPath, if set, with its value's length, and skipped.
+func readDatagram(p *http3.CapsuleParser, buf []byte, limit int, onFastPath func(valueLen int64)) ([]byte, error) {
 	for {
 		t, r, err := p.Next()
 		if err != nil {
@@ -79,6 +80,9 @@ func readDatagram(p *http3.CapsuleParser, buf []byte, limit int) ([]byte, error)
 			}
 			return nil, &ClosedError{Reason: string(reason)}
 		default:
+			if t == CapsuleFastPathRequest && onFastPath != nil {
+				onFastPath(r.Remaining())
+			}
 			if err := r.Discard(); err != nil {
 				return nil, err
 			}

@@ -19,21 +19,21 @@ func TestCapsules(t *testing.T) {
 	stream = appendCapsule(stream, CapsuleDatagram, []byte("\x00again"))
 	stream = append(stream, closeCapsule("peer left")...)
 	p := http3.NewCapsuleParser(bytes.NewReader(stream))
-	d, err := readDatagram(p, nil, 200)
+	d, err := readDatagram(p, nil, 200, nil)
 	if err != nil || string(d) != "\x00hello" {
 		t.Fatalf("first: %q %v", d, err)
 	}
-	if _, err := readDatagram(p, d, 200); !errors.Is(err, errCapsuleTooLarge) {
+	if _, err := readDatagram(p, d, 200, nil); !errors.Is(err, errCapsuleTooLarge) {
 		t.Fatalf("oversized: %v", err)
 	}
-	if d, err = readDatagram(p, d, 200); err != nil || string(d) != "\x00again" {
+	if d, err = readDatagram(p, d, 200, nil); err != nil || string(d) != "\x00again" {
 		t.Fatalf("after oversized: %q %v", d, err)
 	}
 	var closed *ClosedError
-	if _, err := readDatagram(p, d, 200); !errors.As(err, &closed) || closed.Reason != "peer left" {
+	if _, err := readDatagram(p, d, 200, nil); !errors.As(err, &closed) || closed.Reason != "peer left" {
 		t.Fatalf("close: %v", err)
 	}
-	if _, err := readDatagram(p, d, 200); !errors.Is(err, io.EOF) {
+	if _, err := readDatagram(p, d, 200, nil); !errors.Is(err, io.EOF) {
 		t.Fatalf("end: %v", err)
 	}
 }
@@ -47,7 +47,7 @@ func TestCloseReasonCut(t *testing.T) {
 	} {
 		p := http3.NewCapsuleParser(bytes.NewReader(closeCapsule(reason)))
 		var closed *ClosedError
-		if _, err := readDatagram(p, nil, 0); !errors.As(err, &closed) {
+		if _, err := readDatagram(p, nil, 0, nil); !errors.As(err, &closed) {
 			t.Fatalf("close capsule: %v", err)
 		}
 		got := closed.Reason
@@ -95,7 +95,7 @@ func FuzzCapsules(f *testing.F) {
 		p := http3.NewCapsuleParser(bytes.NewReader(data))
 		var buf []byte
 		for range len(data) + 1 {
-			d, err := readDatagram(p, buf, 64)
+			d, err := readDatagram(p, buf, 64, nil)
 			if errors.Is(err, errCapsuleTooLarge) {
 				continue
 			}

@@ -175,7 +175,7 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
-		d, err := readDatagram(c.parser, c.buf, maxStreamDatagram)
+		d, err := readDatagram(c.parser, c.buf, maxStreamDatagram, nil)
 		if errors.Is(err, errCapsuleTooLarge) {
 			continue
 		}

@@ -75,3 +75,31 @@ const (
 	// more than a stranger sent.
 	maxEchoed = 64
 )
+
+// The fast path (fastpath.go; docs/PROTOCOL.md, "Relay fast path").
+const (
+	// DefaultFastPathPort is the UDP port embedders open for the fast path
+	// (Server.ServeFastPath): STUN's 3478 plus one, to be opened in the
+	// firewall beside it.
+	DefaultFastPathPort = 3479
+	// DefaultMaxFastPathBindings, bindings across the super peer: one per
+	// bridged leg, about 300 bytes each; far above the legs a super peer
+	// relays at once.
+	DefaultMaxFastPathBindings = 16384
+	// fastPathChallengeInterval: a binding is sent a CHALLENGE it did not
+	// ask for (DATA from a new source) at most this often, so a forger of
+	// source addresses gets ten small packets a second per binding
+	// reflected, never more; a rebinding device is answered at once.
+	fastPathChallengeInterval = 100 * time.Millisecond
+	// fastPathCookieSlot: a CHALLENGE's cookie is good in its time slot
+	// and the next, far longer than a round trip, short enough that an
+	// old cookie is of no use.
+	fastPathCookieSlot = 5 * time.Second
+	// fastPathBatch, datagrams read (recvmmsg) and written (sendmmsg) per
+	// system call: a burst of a congestion window at loopback speeds.
+	fastPathBatch = 64
+	// fastPathBuffer, bytes per read buffer: the header and the default
+	// DefaultMaxDatagramSize with room; a longer datagram fills it and is
+	// dropped as too_large.
+	fastPathBuffer = 2048
+)

@@ -22,5 +22,9 @@ func TestDocsTables(t *testing.T) {
 		"relay.DefaultStallTimeout":         DefaultStallTimeout,
 		"relay.DefaultMaxWaiting":           DefaultMaxWaiting,
 		"relay.DefaultMaxWaitingPerDevice":  DefaultMaxWaitingPerDevice,
+		"relay.DefaultFastPathPort":         DefaultFastPathPort,
+		"relay.DefaultMaxFastPathBindings":  DefaultMaxFastPathBindings,
+		"relay.fastPathChallengeInterval":   fastPathChallengeInterval,
+		"relay.fastPathCookieSlot":          fastPathCookieSlot,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }

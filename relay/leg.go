@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/time/rate"
@@ -83,6 +84,12 @@ type leg struct {
 	ctx     context.Context // ends with the leg
 	cancel  context.CancelFunc
 	ready   chan struct{} // closed once answered: deliver may be called
+
+	// The fast path (fastpath_leg.go): the server's, and this leg's binding
+	// once the device asked for one (once: fastAsked).
+	fastPaths *atomic.Pointer[fastPath]
+	fast      atomic.Pointer[binding]
+	fastAsked atomic.Bool
 
 	endOnce sync.Once
 	done    chan struct{}
@@ -190,6 +197,9 @@ func reasonFor(err error, eof string) string {
 // ownership of d; it never blocks, so that the other leg keeps draining
 // its own queues (quic-go's hold only 32 datagrams a stream).
 func (l *leg) deliver(d []byte) {
+	if l.deliverFast(d) {
+		return
+	}
 	switch l.q.push(l.io.frame(d)) {
 	case pushed:
 		l.stats.Datagrams.Add(1)

@@ -36,8 +36,13 @@ func (c *capsuleLeg) open() error { return c.rc.Flush() }
 func (c *capsuleLeg) relay(other *leg) error {
 	l := c.l
 	p := http3.NewCapsuleParser(bufio.NewReaderSize(c.body, capsuleReadBuffer))
+	fastPath := func(valueLen int64) {
+		if c := l.fastPathAnswer(other, valueLen); c != nil {
+			l.q.push(c) // if full, lost: the device asks on a new leg
+		}
+	}
 	for {
-		d, err := readDatagram(p, nil, l.cfg.MaxDatagramSize)
+		d, err := readDatagram(p, nil, l.cfg.MaxDatagramSize, fastPath)
 		if errors.Is(err, errCapsuleTooLarge) {
 			l.stats.drop(DropTooLarge)
 			continue

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"io"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -31,7 +30,7 @@ func (d *datagramLeg) relay(other *leg) error {
 	l := d.l
 	streamDone := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(io.Discard, d.str) // capsules, if any, are skipped
+		err := d.readStream(other) // capsules: a fast-path request, or skipped
 		l.end(reasonFor(err, "this device closed the session"))
 		streamDone <- err
 	}()

@@ -56,6 +56,10 @@ type Config struct {
 	// 504, rather than a 404 at once; so a stranger cannot tell whether a
 	// device is online (rendezvous.Config.HidePresence).
 	HidePresence bool
+	// MaxFastPathBindings caps the fast path's bindings across the server
+	// (one per leg whose device asked); more are refused and those devices
+	// stay on their legs' HTTP transports.
+	MaxFastPathBindings int
 	// Logger receives the relay's logs; nil discards them.
 	Logger *zap.Logger
 }
@@ -73,6 +77,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.StallTimeout, DefaultStallTimeout)
 	defaults.Set(&c.MaxWaiting, DefaultMaxWaiting)
 	defaults.Set(&c.MaxWaitingPerDevice, DefaultMaxWaitingPerDevice)
+	defaults.Set(&c.MaxFastPathBindings, DefaultMaxFastPathBindings)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -83,7 +88,7 @@ func (c Config) withDefaults() Config {
 // the defaults; negative ones are errors.
 func (c Config) Validate() error {
 	if c.PairTimeout < 0 || c.WriteTimeout < 0 || c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 ||
-		c.QueueBytes < 0 || c.MaxQueuedBytes < 0 || c.StallTimeout < 0 || c.MaxWaiting < 0 || c.MaxWaitingPerDevice < 0 {
+		c.QueueBytes < 0 || c.MaxQueuedBytes < 0 || c.StallTimeout < 0 || c.MaxWaiting < 0 || c.MaxWaitingPerDevice < 0 || c.MaxFastPathBindings < 0 {
 		return fmt.Errorf("relay options must not be negative")
 	}
 	c = c.withDefaults()
@@ -120,6 +125,7 @@ type Server struct {
 
 	handlers sync.WaitGroup
 	stats    Stats
+	fast     atomic.Pointer[fastPath] // while ServeFastPath runs
 }
 
 type pairKey struct{ from, to identity.PeerID }
@@ -199,6 +205,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	if err != nil {
 		return nil, refuseInternal.with(err)
 	}
+	l.fastPaths = &s.fast
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

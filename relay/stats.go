@@ -59,6 +59,7 @@ type Stats struct {
 	Bytes        atomic.Uint64 // payload bytes delivered
 	dropped      [numDropReasons]atomic.Uint64
 	refused      [len(refusals)]atomic.Uint64 // by refusal, as listed in refusals
+	FastPath     FastPathStats                // the fast path's (fastpath.go)
 }
 
 func (s *Stats) drop(r DropReason) { s.dropped[r].Add(1) }

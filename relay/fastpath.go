@@ -1,0 +1,357 @@
+package relay
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// fastPath is the relay's UDP fast path (docs/PROTOCOL.md, "Relay fast
+// path"): one socket, one reader goroutine that owns the read buffers,
+// the write batch and the MACs. Bindings are made on legs' request streams
+// (fastpath_leg.go) and end with their legs.
+type fastPath struct {
+	conn  *net.UDPConn
+	port  uint16
+	v6    bool // the socket is IPv6: addresses are written as such
+	stats *Stats
+
+	// The reader goroutine's own.
+	r      *batchReader
+	w      batchWriter
+	out    []ipv4.Message // the write batch, built over the read buffers
+	cookie *macer         // keyed with a secret of this fast path's only
+
+	mu       sync.Mutex // guards bindings
+	bindings map[uint64]*binding
+}
+
+// batchWriter is x/net's sendmmsg(2): ipv4.PacketConn and ipv6.PacketConn
+// share it (ipv4.Message is socket.Message, as is ipv6.Message).
+type batchWriter interface {
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// binding is one leg's fast path. Its address is set once validated and
+// read on every packet, from any goroutine.
+type binding struct {
+	id       uint64
+	token    [fastPathTokenLen]byte
+	l, other *leg
+	fp       *fastPath
+	mac      *macer                    // under the token: the reader goroutine's only
+	addr     atomic.Pointer[boundAddr] // nil until validated
+	lastChal atomic.Int64              // unix nanoseconds of the last unasked CHALLENGE
+}
+
+// boundAddr is a validated source, in the two forms the socket wants.
+type boundAddr struct {
+	ap netip.AddrPort
+	ua *net.UDPAddr // for the write batch, made once per validation
+}
+
+func newFastPath(conn *net.UDPConn, stats *Stats) (*fastPath, error) {
+	la, ok := conn.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return nil, errors.New("relay: the fast path needs a UDP socket")
+	}
+	bufs := make([][]byte, fastPathBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, fastPathBuffer)
+	}
+	r, err := newBatchReader(conn, bufs)
+	if err != nil {
+		return nil, err
+	}
+	var secret [32]byte
+	rand.Read(secret[:])
+	fp := &fastPath{
+		conn:     conn,
+		port:     uint16(la.Port),
+		v6:       la.IP.To4() == nil,
+		stats:    stats,
+		r:        r,
+		out:      make([]ipv4.Message, 0, fastPathBatch),
+		cookie:   newMacer(secret[:]),
+		bindings: make(map[uint64]*binding),
+	}
+	if fp.v6 {
+		fp.w = ipv6.NewPacketConn(conn)
+	} else {
+		fp.w = ipv4.NewPacketConn(conn)
+	}
+	for range fastPathBatch {
+		fp.out = append(fp.out, ipv4.Message{Buffers: make([][]byte, 1)})
+	}
+	fp.out = fp.out[:0]
+	return fp, nil
+}
+
+// ServeFastPath serves the relay's UDP fast path on conn until conn is
+// closed, then returns nil. Until it is called, devices that ask for a
+// binding are refused and stay on their legs' HTTP transports. The
+// embedder opens conn, at DefaultFastPathPort unless configured
+// otherwise, and closes it to stop; bindings end with their legs.
+func (s *Server) ServeFastPath(conn *net.UDPConn) error {
+	fp, err := newFastPath(conn, &s.stats)
+	if err != nil {
+		return err
+	}
+	if !s.fast.CompareAndSwap(nil, fp) {
+		return errors.New("relay: the fast path is already served")
+	}
+	defer s.fast.CompareAndSwap(fp, nil)
+	return fp.serve()
+}
+
+func (fp *fastPath) serve() error {
+	for {
+		n, err := fp.r.read()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			continue // an ICMP error for an earlier send: nothing was read
+		}
+		for i := range n {
+			fp.handle(fp.r.packet(i))
+		}
+		fp.flush()
+	}
+}
+
+// handle takes one packet from src. DATA bound for another fast-path
+// device joins the write batch; everything else is answered or handed on
+// at once.
+func (fp *fastPath) handle(p []byte, src netip.AddrPort) {
+	pk, err := parseFastPath(p)
+	if err != nil {
+		fp.stats.FastPath.drop(FastPathMalformed)
+		return
+	}
+	b := fp.lookup(pk.id)
+	if b == nil {
+		fp.stats.FastPath.drop(FastPathUnknownBinding)
+		return
+	}
+	switch pk.typ {
+	case fpData:
+		fp.data(b, p, src)
+	case fpProbe:
+		fp.probe(b, p, pk.body, src)
+	case fpAnswer:
+		fp.answer(b, p, pk.body, src)
+	default: // CHALLENGE and BOUND go only to devices
+		fp.stats.FastPath.drop(FastPathMalformed)
+	}
+}
+
+func (fp *fastPath) lookup(id uint64) *binding {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	return fp.bindings[id]
+}
+
+// data forwards a DATA packet from a validated source to the other leg:
+// rewritten in place into the write batch if that leg's fast path is
+// validated, into its HTTP transport if not.
+func (fp *fastPath) data(b *binding, p []byte, src netip.AddrPort) {
+	a := b.addr.Load()
+	switch {
+	case a == nil:
+		fp.stats.FastPath.drop(FastPathUnvalidated)
+		return
+	case a.ap != src:
+		fp.stats.FastPath.drop(FastPathWrongSource)
+		fp.challenge(b, p, src) // a changed NAT mapping, or a forger
+		return
+	}
+	l := b.l
+	payload := p[fastPathHeaderLen:]
+	if len(p) == fastPathBuffer || len(payload) > l.cfg.MaxDatagramSize {
+		fp.stats.FastPath.drop(FastPathTooLarge)
+		return
+	}
+	if !l.limiter.AllowN(time.Now(), len(payload)) {
+		fp.stats.FastPath.drop(FastPathRateLimited)
+		return
+	}
+	if ob := b.other.fast.Load(); ob != nil {
+		if oa := ob.addr.Load(); oa != nil {
+			binary.BigEndian.PutUint64(p[1:9], ob.id)
+			fp.out = fp.out[:len(fp.out)+1] // at most one per datagram read
+			m := &fp.out[len(fp.out)-1]
+			m.Buffers[0], m.Addr = p, oa.ua
+			fp.stats.Datagrams.Add(1)
+			fp.stats.Bytes.Add(uint64(len(payload)))
+			return
+		}
+	}
+	b.other.deliver(append([]byte(nil), payload...)) // the other leg's now
+}
+
+// flush writes the batch. A datagram the socket refuses is dropped, as a
+// router would.
+func (fp *fastPath) flush() {
+	for i := 0; i < len(fp.out); {
+		n, err := fp.w.WriteBatch(fp.out[i:], 0)
+		fp.stats.FastPath.Datagrams.Add(uint64(n))
+		if err != nil {
+			n++ // skip the one refused
+			fp.stats.FastPath.drop(FastPathSendFailed)
+		}
+		i += n
+	}
+	fp.out = fp.out[:0]
+}
+
+// probe answers a PROBE whose MAC is the token's with a CHALLENGE, in
+// the probe's own buffer: never larger than the probe.
+func (fp *fastPath) probe(b *binding, p, body []byte, src netip.AddrPort) {
+	nonce := body[:fastPathNonceLen]
+	if !hmac.Equal(body[fastPathNonceLen:fastPathNonceLen+fastPathMACLen], b.mac.mac(labelProbe, b.id, nonce)) {
+		fp.stats.FastPath.drop(FastPathBadMAC)
+		return
+	}
+	fp.sendChallenge(b, p, nonce, src)
+}
+
+// challenge sends an unasked CHALLENGE to src, which sent p: only if p is
+// at least as large, and at most once per fastPathChallengeInterval per
+// binding.
+func (fp *fastPath) challenge(b *binding, p []byte, src netip.AddrPort) {
+	now := time.Now().UnixNano()
+	last := b.lastChal.Load()
+	if len(p) < fpChallengeLen || now-last < int64(fastPathChallengeInterval) || !b.lastChal.CompareAndSwap(last, now) {
+		fp.stats.FastPath.drop(FastPathChallengeLimited)
+		return
+	}
+	var zero [fastPathNonceLen]byte
+	fp.sendChallenge(b, p, zero[:], src)
+}
+
+// sendChallenge writes a CHALLENGE over p (at least as long) and sends it.
+func (fp *fastPath) sendChallenge(b *binding, p, nonce []byte, src netip.AddrPort) {
+	var n [fastPathNonceLen]byte
+	copy(n[:], nonce) // nonce aliases p
+	c := appendFastPathHeader(p[:0], fpChallenge, b.id)
+	c = append(c, n[:]...)
+	c = append(c, fp.cookieFor(b.id, src, time.Now())...)
+	fp.stats.FastPath.Challenges.Add(1)
+	fp.send(c, src)
+}
+
+// cookieFor is the cookie of binding id for src in the time slot of t:
+// the super peer keeps no state per source.
+func (fp *fastPath) cookieFor(id uint64, src netip.AddrPort, t time.Time) []byte {
+	var a [16 + 2 + 8]byte
+	ip := src.Addr().As16()
+	copy(a[:], ip[:])
+	binary.BigEndian.PutUint16(a[16:], src.Port())
+	binary.BigEndian.PutUint64(a[18:], uint64(t.UnixNano()/int64(fastPathCookieSlot)))
+	return fp.cookie.mac(labelCookie, id, a[:])
+}
+
+// answer validates src for b if its cookie is src's, of this slot or the
+// last, and its MAC the token's; then it answers BOUND.
+func (fp *fastPath) answer(b *binding, p, body []byte, src netip.AddrPort) {
+	var cookie [fastPathMACLen]byte
+	copy(cookie[:], body)
+	now := time.Now()
+	if !hmac.Equal(cookie[:], fp.cookieFor(b.id, src, now)) && !hmac.Equal(cookie[:], fp.cookieFor(b.id, src, now.Add(-fastPathCookieSlot))) {
+		fp.stats.FastPath.drop(FastPathBadCookie)
+		return
+	}
+	if !hmac.Equal(body[fastPathMACLen:2*fastPathMACLen], b.mac.mac(labelAnswer, b.id, cookie[:])) {
+		fp.stats.FastPath.drop(FastPathBadMAC)
+		return
+	}
+	if old := b.addr.Load(); old == nil || old.ap != src {
+		ua := &net.UDPAddr{IP: net.IP(src.Addr().AsSlice()), Port: int(src.Port())}
+		if fp.v6 {
+			ip := src.Addr().As16()
+			ua.IP = net.IP(ip[:])
+		}
+		b.addr.Store(&boundAddr{ap: src, ua: ua})
+		fp.stats.FastPath.Validations.Add(1)
+		if old != nil {
+			fp.stats.FastPath.Rebindings.Add(1)
+		}
+	}
+	r := appendFastPathHeader(p[:0], fpBound, b.id)
+	r = append(r, b.mac.mac(labelBound, b.id, cookie[:])...)
+	fp.send(r, src)
+}
+
+// send writes one control packet at once.
+func (fp *fastPath) send(p []byte, dst netip.AddrPort) {
+	if _, err := fp.conn.WriteToUDPAddrPort(p, dst); err != nil {
+		fp.stats.FastPath.drop(FastPathSendFailed)
+	}
+}
+
+// sendBufs holds the buffers in which DATA from HTTP legs is framed for
+// a fast-path device.
+var sendBufs = sync.Pool{New: func() any { b := make([]byte, 0, fastPathBuffer); return &b }}
+
+// sendData sends what the other leg relayed to b's device on its fast
+// path, if validated; false leaves it to the leg's own transport. Called
+// from the other leg's goroutine; the write does not wait for the device.
+func (b *binding) sendData(d []byte) bool {
+	fp := b.fp
+	a := b.addr.Load()
+	if a == nil {
+		return false
+	}
+	bp := sendBufs.Get().(*[]byte)
+	p := append(appendFastPathHeader((*bp)[:0], fpData, b.id), d...)
+	if _, err := fp.conn.WriteToUDPAddrPort(p, a.ap); err != nil {
+		fp.stats.FastPath.drop(FastPathSendFailed)
+	} else {
+		fp.stats.FastPath.Datagrams.Add(1)
+		fp.stats.Datagrams.Add(1)
+		fp.stats.Bytes.Add(uint64(len(d)))
+	}
+	*bp = p
+	sendBufs.Put(bp)
+	return true
+}
+
+// bind makes l's binding, towards other; it ends with l.
+func (fp *fastPath) bind(l, other *leg) (*binding, error) {
+	b := &binding{l: l, other: other, fp: fp}
+	rand.Read(b.token[:])
+	b.mac = newMacer(b.token[:])
+	fp.mu.Lock()
+	if len(fp.bindings) >= l.cfg.MaxFastPathBindings {
+		fp.mu.Unlock()
+		return nil, errFastPathFull
+	}
+	for b.id == 0 || fp.bindings[b.id] != nil {
+		var id [8]byte
+		rand.Read(id[:])
+		b.id = binary.BigEndian.Uint64(id[:])
+	}
+	fp.bindings[b.id] = b
+	fp.mu.Unlock()
+	fp.stats.FastPath.Bindings.Add(1)
+	context.AfterFunc(l.ctx, func() {
+		fp.mu.Lock()
+		delete(fp.bindings, b.id)
+		fp.mu.Unlock()
+		fp.stats.FastPath.Bindings.Add(-1)
+	})
+	return b, nil
+}
+
+var errFastPathFull = errors.New("the super peer holds as many fast-path bindings as it may")
