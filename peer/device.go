@@ -66,11 +66,13 @@ type Config struct {
 	// revoked (Allow, Revoke), when a super peer asks whether it may
 	// introduce it (relay says whether it asks for a relay). It runs on a
 	// goroutine of its own, with a context that ends after AcceptTimeout:
-	// no answer by then declines this request, and a later one asks
-	// again. A yes, and a no given in time, are remembered for the
-	// device's lifetime. At most a few calls run at once (maxAccepting,
-	// counting calls that ignore their context); beyond, requests are
-	// declined. A panic declines.
+	// no answer by then declines this request, and the peer is declined
+	// without asking for a while (acceptCooldown; a late yes still
+	// counts). A yes, and a no given in time, are remembered for the
+	// device's lifetime. At most a few calls run at once, one per peer
+	// (maxAccepting, counting calls that ignore their context); beyond,
+	// requests wait for a slot within their deadline, in a short queue
+	// (acceptQueue), and beyond that are declined. A panic declines.
 	Accept func(ctx context.Context, peer identity.PeerID, relay bool) bool
 	// AcceptTimeout bounds an Accept call; default 8s, below the super
 	// peer's wait for the answer (rendezvous.DefaultConsentTimeout).

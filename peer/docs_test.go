@@ -49,5 +49,7 @@ func TestDocsTables(t *testing.T) {
 		"peer.DefaultAcceptTimeout":      DefaultAcceptTimeout,
 		"peer.maxAccepting":              maxAccepting,
 		"peer.maxRemembered":             maxRemembered,
+		"peer.acceptQueue":               acceptQueue,
+		"peer.acceptCooldown":            acceptCooldown,
 	}, "../docs/DEVICE.md")
 }

@@ -133,14 +133,15 @@ func TestAcceptAskedOnce(t *testing.T) {
 
 // A Config.Accept that never returns, or panics, wedges nothing: its
 // request is declined after AcceptTimeout, requests beyond maxAccepting
-// such calls are declined at once, an allowed peer connects meanwhile,
-// and Close does not wait for the calls.
+// such calls wait in the queue (acceptQueue) and are declined after it
+// too, requests beyond the queue are declined at once, an allowed peer
+// connects meanwhile, and Close does not wait for the calls.
 func TestAcceptThatHangs(t *testing.T) {
 	s, _ := superPeerServer(t)
 	release := make(chan struct{})
 	panicky := newID(t)
 	aID := newID(t)
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	b := newDevice(t, s, func(c *Config) {
 		c.Allow = []identity.PeerID{aID.PeerID()}
 		c.AcceptTimeout = timeout
@@ -153,12 +154,13 @@ func TestAcceptThatHangs(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() { close(release) }) // runs before b's Close, though Close does not wait for the calls
-	ask := func(id *identity.Identity) error {
+	introduce := func(sess *rendezvous.Session) error {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
-		_, err := strangerSession(t, s, id, nil).Introduce(ctx, b.PeerID(), rendezvous.IntroduceOptions{})
+		_, err := sess.Introduce(ctx, b.PeerID(), rendezvous.IntroduceOptions{})
 		return err
 	}
+	ask := func(id *identity.Identity) error { return introduce(strangerSession(t, s, id, nil)) }
 	wantDeclined := func(err error, within time.Duration, took time.Duration) {
 		t.Helper()
 		var rerr *rendezvous.Error
@@ -169,21 +171,30 @@ func TestAcceptThatHangs(t *testing.T) {
 	if err := ask(panicky); err == nil {
 		t.Error("a peer whose Accept panicked was introduced")
 	}
+	sessions := make([]*rendezvous.Session, maxAccepting+acceptQueue)
+	for i := range sessions {
+		sessions[i] = strangerSession(t, s, newID(t), nil)
+	}
 	var wg sync.WaitGroup
-	for range maxAccepting {
+	for _, sess := range sessions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			err := ask(newID(t))
+			err := introduce(sess)
 			wantDeclined(err, timeout+time.Second, time.Since(start))
 		}()
 	}
-	wg.Wait()
+	waitFor(t, "every slot and queue place taken", func() bool {
+		b.policy.mu.Lock()
+		defer b.policy.mu.Unlock()
+		return len(b.policy.queue) == acceptQueue
+	})
 	start := time.Now()
-	err := ask(newID(t)) // maxAccepting calls hang: declined at once
+	err := ask(newID(t)) // slots and queue full: declined at once
 	wantDeclined(err, timeout/2, time.Since(start))
-	if b.policy.busy.Load() == 0 {
+	wg.Wait()
+	if b.policy.refusals.busy.Load() == 0 {
 		t.Error("no request declined for want of room")
 	}
 
