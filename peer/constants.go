@@ -157,6 +157,12 @@ const (
 	// counts. Long against AcceptTimeout: such a stranger holds a slot
 	// for an eighth of the time at most.
 	acceptCooldown = time.Minute
+	// maxAnswersQueued bounds the peers whose answers wait on one super
+	// peer session (deciding, or to be written): as many requests as an
+	// honest super peer has waiting for one device
+	// (rendezvous.maxPendingPerTarget); beyond, a hostile one's requests
+	// are dropped.
+	maxAnswersQueued = 64
 	// maxRemembered bounds Config.Accept's answers remembered: far more
 	// peers than a device meets, few enough that strangers' names cost
 	// little memory; beyond it, Accept is asked each time.

@@ -51,5 +51,6 @@ func TestDocsTables(t *testing.T) {
 		"peer.maxRemembered":             maxRemembered,
 		"peer.acceptQueue":               acceptQueue,
 		"peer.acceptCooldown":            acceptCooldown,
+		"peer.maxAnswersQueued":          maxAnswersQueued,
 	}, "../docs/DEVICE.md")
 }

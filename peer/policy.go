@@ -4,7 +4,7 @@ package peer
 // may learn this device's addresses and connect to it. A super peer that
 // asks for consent sends a request (rendezvous.Request) before it gives
 // anyone the device's candidates; the device answers by this policy
-// (answerRequest). The same policy guards everything else a stranger
+// (onRequest, answers.go). The same policy guards everything else a stranger
 // could start: candidates for a peer not accepted are ignored (an old
 // super peer gives them without asking), so no state, no punch and no
 // relay leg exists for it (onCandidates); punches from it are dropped
@@ -31,7 +31,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/identity"
-	"github.com/netsody/superpeer/rendezvous"
 )
 
 // ErrNotAllowed is the device's own refusal of a peer its policy does not
@@ -77,6 +76,7 @@ type policyCounters struct {
 	busy     atomic.Uint64 // requests declined because every slot and queue place was taken
 	timedOut atomic.Uint64 // Accept calls that gave no answer within AcceptTimeout
 	cooling  atomic.Uint64 // requests declined without asking: the peer's last call timed out or still runs
+	dropped  atomic.Uint64 // requests left unanswered: maxAnswersQueued were waiting on their session
 }
 
 // asking is one Accept call, running or waiting for a slot, and the
@@ -298,23 +298,6 @@ func (pl *policy) refused(peer identity.PeerID) {
 	if n := pl.refusals.declined.Add(1); n&(n-1) == 0 { // the 1st, 2nd, 4th, ...: strangers log little
 		pl.log.Info("refused a peer", zap.String("peer", peer.Short()), zap.Error(ErrNotAllowed), zap.Uint64("refused", n))
 	}
-}
-
-// onRequest answers a super peer's request (a peer asks to be introduced
-// to this device) by the policy, on the session it came on. It runs on
-// the session's reading goroutine, so nothing here waits: the answer is
-// written on a goroutine of its own.
-func (d *Device) onRequest(sess *rendezvous.Session, r rendezvous.Request) {
-	if sess == nil {
-		return
-	}
-	d.policy.decide(d.ctx, r.Peer, r.Relay, func(ok bool) {
-		d.goRun(func() {
-			if err := sess.Answer(r.Peer, ok); err != nil {
-				d.log.Debug("answering a request", zap.String("peer", r.Peer.Short()), zap.Error(err))
-			}
-		})
-	}, d.goRun)
 }
 
 // Allow makes the device accept peer from now on, whatever Config.Accept
