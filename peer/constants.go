@@ -138,6 +138,11 @@ const (
 	// change per peer, a status per super peer), small enough to cost
 	// nothing.
 	maxUnread = 256
+	// maxDialedAddrs bounds the addresses the device began a QUIC
+	// handshake with (its super peers, each per address family, and
+	// their new addresses after DNS changes), whose handshake packets
+	// may come back through the socket's stranger filter.
+	maxDialedAddrs = 64
 	// inQueue bounds the packets waiting for QUIC; beyond it they are
 	// dropped, as a full socket buffer would.
 	inQueue = 1024

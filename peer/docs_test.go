@@ -52,5 +52,6 @@ func TestDocsTables(t *testing.T) {
 		"peer.acceptQueue":               acceptQueue,
 		"peer.acceptCooldown":            acceptCooldown,
 		"peer.maxAnswersQueued":          maxAnswersQueued,
+		"peer.maxDialedAddrs":            maxDialedAddrs,
 	}, "../docs/DEVICE.md")
 }

@@ -8,9 +8,11 @@ package peer
 // could start: candidates for a peer not accepted are ignored (an old
 // super peer gives them without asking), so no state, no punch and no
 // relay leg exists for it (onCandidates); punches from it are dropped
-// before their signature is checked (handlePunch); and the device's QUIC
-// listener refuses its handshake (listenTLSConfig), so that a stranger
-// who knows the address still cannot connect.
+// before their signature is checked (handlePunch); its QUIC handshake
+// packets are dropped unanswered unless they come from an accepted
+// peer's address (sock.handshakeAllowed); and the device's QUIC listener
+// refuses its handshake (listenTLSConfig), so that a stranger who knows
+// the address learns nothing and cannot connect.
 //
 // A peer is accepted when the application said so (Config.Allow,
 // Device.Allow, or a Dial to it), when Config.AllowAny is set, or when

@@ -6,6 +6,8 @@ package peer
 import (
 	"context"
 	"errors"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -251,9 +253,12 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
-// A stranger that knows the device's address still cannot complete a
-// QUIC handshake with it, though its certificate is a valid Netsody
-// one; a peer the device accepts can.
+// A stranger whose handshake packets reach the listener (it sends from
+// the address of a peer the device accepts, a candidate) still cannot
+// complete a QUIC handshake, though its certificate is a valid Netsody
+// one: the listener checks the policy too. Once accepted, it can.
+// (Packets from any other address get no answer at all:
+// TestStrangerHandshakeUnanswered.)
 func TestStrangerHandshakeRefused(t *testing.T) {
 	s, _ := superPeerServer(t)
 	d := newDevice(t, s)
@@ -262,13 +267,22 @@ func TestStrangerHandshakeRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	defer tr.Close()
+	friend := newID(t).PeerID()
+	d.Allow(friend)
+	d.onCandidates(d.sps[0], true, rendezvous.Candidates{Peer: friend, LocalAddrs: []netip.AddrPort{udp.LocalAddr().(*net.UDPAddr).AddrPort()}})
 	// A TLS 1.3 client finishes its handshake before the server has
 	// checked its certificate: the server's refusal then closes the
 	// connection, and the device's Accept never returns it.
 	handshake := func() error {
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 		defer cancel()
-		qc, err := quic.DialAddr(ctx, d.LocalAddr().String(), tlsConfig(cert, d.PeerID()), quicConfig())
+		qc, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(d.LocalAddr()), tlsConfig(cert, d.PeerID()), quicConfig())
 		if err != nil {
 			return err
 		}

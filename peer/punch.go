@@ -58,6 +58,7 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool, scope pu
 			p.evictCandidateLocked()
 		}
 		p.punch.cands = append(p.punch.cands, candidate{addr: a, nextTry: now})
+		p.dev.sock.mapCandidate(a, p)
 		added = true
 	}
 	if introduced {
@@ -117,6 +118,7 @@ func (p *peerState) wakeUp() {
 func (p *peerState) evictCandidateLocked() {
 	for i, c := range p.punch.cands {
 		if c.addr != p.paths.direct {
+			p.dev.sock.unmapCandidate(c.addr, p)
 			p.punch.cands = slices.Delete(p.punch.cands, i, i+1)
 			return
 		}
