@@ -192,6 +192,25 @@ type Device struct {
 	policy policy // which peers the device accepts (policy.go)
 
 	events hub // the Watchers of the device's events (events.go)
+
+	// raceHook, if set, is called at the points named by the hook*
+	// constants: the package's tests force races with it. Set before
+	// the device is used.
+	raceHook func(at string, peer identity.PeerID)
+}
+
+// The points where raceHook is called.
+const (
+	hookAccepted = "onCandidates: the policy accepts the peer"
+	hookCreated  = "onCandidates: the peer's state is made"
+	hookJoining  = "joinRelay: before the relay is dialled"
+	hookDialling = "dialRelay: a relay leg is dialled"
+)
+
+func (d *Device) hook(at string, peer identity.PeerID) {
+	if d.raceHook != nil {
+		d.raceHook(at, peer)
+	}
 }
 
 // New opens the device's socket and starts its sessions with every super
@@ -430,10 +449,12 @@ func (d *Device) onCandidates(sp *superPeer, spLoopback bool, c rendezvous.Candi
 		d.policy.refused(c.Peer)
 		return
 	}
+	d.hook(hookAccepted, c.Peer)
 	p := d.introducedPeer(c.Peer)
 	if p == nil {
 		return
 	}
+	d.hook(hookCreated, c.Peer)
 	p.setPeerRTT(sp, c.PeerRTT)
 	p.addCandidates(c.All(), true, d.scopeVia(spLoopback))
 	if c.Relay && !c.Initiator {

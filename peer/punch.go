@@ -42,6 +42,10 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool, scope pu
 	}
 	now := time.Now()
 	p.mu.Lock()
+	if p.life.gone { // forgotten (Revoke, say) since the caller found it
+		p.mu.Unlock()
+		return
+	}
 	added := false
 	for _, a := range as {
 		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())

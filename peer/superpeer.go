@@ -195,6 +195,8 @@ func (sp *superPeer) opener(cfg rendezvous.ClientConfig, tr rendezvous.Transport
 	return func(ctx context.Context) (*rendezvous.Session, error) {
 		var self atomic.Pointer[rendezvous.Session]
 		q := newAnswers(func(peer identity.PeerID, ok bool) error {
+			// A Revoke while the yes waited to be written turns it into a no.
+			ok = ok && sp.dev.policy.accepts(peer)
 			err := self.Load().Answer(peer, ok)
 			if err != nil {
 				sp.dev.log.Debug("answering a request", zap.String("peer", peer.Short()), zap.Error(err))
