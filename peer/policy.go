@@ -55,7 +55,7 @@ type policy struct {
 	cooldown time.Duration // acceptCooldown; the package's tests shorten it
 	log      *zap.Logger
 
-	mu         sync.Mutex // taken last: under Device.mu and peerState.mu, never around them
+	mu         sync.Mutex               // taken last: under Device.mu and peerState.mu, never around them
 	app        map[identity.PeerID]bool // Config.Allow, Allow, Revoke, Dial, and Accept's yes
 	remembered map[identity.PeerID]bool // Accept's no, up to maxRemembered
 	// Accept's slots. A peer has at most one call running (calling), past
