@@ -55,7 +55,8 @@ type Config struct {
 	LocalAddrs func(port uint16) []netip.AddrPort
 	// Allow lists the peers the device accepts from the start: it answers
 	// their super peers' requests yes, punches their candidates, and takes
-	// their handshakes. A peer the application dials is allowed too.
+	// their handshakes. A peer the application dials is allowed too,
+	// while the dial runs, and for good once it connects.
 	// Nobody else learns the device's addresses or connects to it, unless
 	// AllowAny or Accept says so (docs/DEVICE.md, "Accept policy").
 	Allow []identity.PeerID
@@ -506,24 +507,39 @@ func (c *Conn) Path() Path { return c.ps.path() }
 // devices, opens the relay at once, punches in parallel, and returns the
 // QUIC connection as soon as the handshake is done over whichever path
 // works first. The other side's key must be peer. Dialling a peer allows
-// it (Allow). A peer that is offline, or does not accept this device,
-// gives ErrUnavailable.
+// it while the dial runs, and for good once it connects (as Allow). A
+// peer that is offline, or does not accept this device, gives
+// ErrUnavailable.
 func (d *Device) Dial(ctx context.Context, peer identity.PeerID) (*Conn, error) {
 	if peer == d.id {
 		return nil, errors.New("peer: cannot connect to oneself")
 	}
-	d.Allow(peer)
+	done := d.policy.allowDial(peer)
 	p := d.peer(peer, true)
-	if err := d.introduce(ctx, peer); err != nil {
-		return nil, err
+	qc, err := d.dial(ctx, p)
+	if !done(err == nil) {
+		// No dial connected and nothing else allows the peer: nothing of
+		// the dial stays, as for a stranger.
+		d.forget(p)
 	}
-	d.goRun(func() { d.ensureRelay(p) })
-	qc, err := d.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.virt), tlsConfig(d.cert, peer), quicConfig())
 	if err != nil {
-		return nil, fmt.Errorf("peer: connecting to %s: %w", peer.Short(), err)
+		return nil, err
 	}
 	p.track(qc)
 	return &Conn{Conn: qc, peer: peer, ps: p}, nil
+}
+
+// dial introduces the devices and makes the QUIC connection to p.
+func (d *Device) dial(ctx context.Context, p *peerState) (*quic.Conn, error) {
+	if err := d.introduce(ctx, p.id); err != nil {
+		return nil, err
+	}
+	d.goRun(func() { d.ensureRelay(p) })
+	qc, err := d.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.virt), tlsConfig(d.cert, p.id), quicConfig())
+	if err != nil {
+		return nil, fmt.Errorf("peer: connecting to %s: %w", p.id.Short(), err)
+	}
+	return qc, nil
 }
 
 // introduce asks the connected super peers, all at once, for peer, for

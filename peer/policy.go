@@ -69,7 +69,17 @@ type policy struct {
 	cooling map[identity.PeerID]time.Time // until when a peer whose call timed out is not asked
 	queue   []*asking                     // waiting for a slot, oldest first, up to acceptQueue
 
+	// dialing: peers allowed only while the application's dials to them
+	// run (allowDial), and what the policy said before.
+	dialing map[identity.PeerID]*dialAllow
+
 	refusals policyCounters
+}
+
+// dialAllow is a peer allowed for the dials to it that run.
+type dialAllow struct {
+	n         int  // dials running
+	prev, had bool // the application's word before: app[peer], and whether there was one
 }
 
 // policyCounters count the requests the policy declined, by why.
@@ -100,6 +110,7 @@ func (pl *policy) init(cfg Config) {
 	pl.pending = make(map[identity.PeerID]*asking)
 	pl.calling = make(map[identity.PeerID]bool)
 	pl.cooling = make(map[identity.PeerID]time.Time)
+	pl.dialing = make(map[identity.PeerID]*dialAllow)
 	for _, p := range cfg.Allow {
 		pl.app[p] = true
 	}
@@ -112,6 +123,50 @@ func (pl *policy) set(peer identity.PeerID, ok bool) {
 	pl.app[peer] = ok
 	delete(pl.remembered, peer)
 	delete(pl.cooling, peer)
+	delete(pl.dialing, peer) // the application's word outlasts its dials
+}
+
+// allowDial allows peer while a dial to it runs: the dial's introduction
+// asks the peer to accept this device, and its candidates, punches and
+// handshake must get through. done(true) keeps the allow for good (a
+// connection made is the application's word); done(false), by the last
+// dial to the peer, puts back what the policy said before, unless Allow
+// or Revoke said something since. It reports whether the peer is still
+// accepted.
+func (pl *policy) allowDial(peer identity.PeerID) (done func(connected bool) bool) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if ok, found := pl.app[peer]; found && ok && pl.dialing[peer] == nil {
+		return func(bool) bool { return pl.accepts(peer) } // allowed already
+	}
+	da := pl.dialing[peer]
+	if da == nil {
+		prev, had := pl.app[peer]
+		da = &dialAllow{prev: prev, had: had}
+		pl.dialing[peer] = da
+	}
+	da.n++
+	pl.app[peer] = true
+	return func(connected bool) bool {
+		pl.mu.Lock()
+		defer pl.mu.Unlock()
+		if pl.dialing[peer] == da {
+			da.n--
+			switch {
+			case connected:
+				delete(pl.dialing, peer)
+			case da.n == 0:
+				delete(pl.dialing, peer)
+				if da.had {
+					pl.app[peer] = da.prev
+				} else {
+					delete(pl.app, peer)
+				}
+			}
+		}
+		ok, _ := pl.lookupLocked(peer)
+		return ok
+	}
 }
 
 // lookupLocked is the decision about a peer, if there is one.
@@ -309,8 +364,8 @@ func (d *Device) Allow(peer identity.PeerID) { d.policy.set(peer, true) }
 
 // Revoke makes the device refuse peer from now on, without asking
 // Config.Accept: it forgets the peer (its connections close, its
-// punching and relay stop). A later Dial to it, or Allow, allows it
-// again.
+// punching and relay stop). A later Dial to it that connects, or Allow,
+// allows it again.
 func (d *Device) Revoke(peer identity.PeerID) {
 	d.policy.set(peer, false)
 	d.mu.Lock()
@@ -332,9 +387,15 @@ func (d *Device) Revoke(peer identity.PeerID) {
 	for _, qc := range conns {
 		qc.CloseWithError(errCodeRevoked, "revoked")
 	}
+	d.forget(p)
+}
+
+// forget drops the state of a peer: it leaves the table, its loops stop
+// and its relay closes.
+func (d *Device) forget(p *peerState) {
 	d.mu.Lock()
-	if d.peers[peer] == p {
-		delete(d.peers, peer)
+	if d.peers[p.id] == p {
+		delete(d.peers, p.id)
 	}
 	d.mu.Unlock()
 	p.mu.Lock()

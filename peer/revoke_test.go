@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"errors"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -70,4 +71,33 @@ func mappedFor(d *Device, peer identity.PeerID) int {
 		}
 	}
 	return n
+}
+
+// A dial allows its peer only while it runs, and for good only once it
+// connects: a dial that fails (the peer is offline, or declines) leaves
+// the peer a stranger, with no state, and an Allow meanwhile stands.
+func TestDialAllowsWhileItRuns(t *testing.T) {
+	s, _ := superPeerServer(t)
+	a, b := newDevice(t, s), newDevice(t, s)
+	offline := newID(t).PeerID()
+	if _, err := tryDial(a, offline); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("dialling an offline peer: %v, want ErrUnavailable", err)
+	}
+	if a.policy.accepts(offline) || hasState(a, offline) {
+		t.Errorf("after a failed dial: accepted %v, state %v; want neither", a.policy.accepts(offline), hasState(a, offline))
+	}
+
+	allowed := newID(t).PeerID()
+	a.policy.set(allowed, true) // Allow before: a failed dial does not take it back
+	tryDial(a, allowed)
+	if !a.policy.accepts(allowed) {
+		t.Error("a failed dial took back an Allow")
+	}
+
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "connected")
+	if !a.policy.accepts(b.PeerID()) {
+		t.Error("a peer dialled successfully is not kept allowed")
+	}
 }
