@@ -51,6 +51,9 @@ func TestStrangerGetsNothing(t *testing.T) {
 	if sum, _ := sk.total(); sum > 0 || hasState(d, id.PeerID()) {
 		t.Fatalf("%d punches to the stranger's addresses, state for it %v; want none", sum, hasState(d, id.PeerID()))
 	}
+	if r := d.Status().Refusals; r.Declined < 2 {
+		t.Errorf("Status counts %d declined requests, want the two strangers'", r.Declined)
+	}
 }
 
 // Candidates for a peer the device does not accept (from a super peer

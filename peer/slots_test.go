@@ -87,6 +87,9 @@ func TestStrangersCannotHoldAcceptSlots(t *testing.T) {
 	if n := strangerCalls.Load(); n != maxAccepting {
 		t.Errorf("Accept asked about strangers %d times, want once each (%d)", n, maxAccepting)
 	}
+	if r := b.Status().Refusals; r.TimedOut != maxAccepting || r.Cooling == 0 {
+		t.Errorf("Status: %+v; want %d timed out and some declined while cooling", r, maxAccepting)
+	}
 }
 
 // One stranger holds one slot at most: while its call runs past its

@@ -67,8 +67,8 @@ func TestStrangerHandshakeUnanswered(t *testing.T) {
 	if n := conn.read.Load(); n > 0 {
 		t.Fatalf("a stranger got %d packets back, want none", n)
 	}
-	if d.sock.strangers.Load() == 0 {
-		t.Error("no handshake packet counted as a stranger's")
+	if r := d.Status().Refusals; r.Handshake == 0 {
+		t.Errorf("no handshake packet counted as a stranger's in Status: %+v", r)
 	}
 
 	d.Allow(id.PeerID())
