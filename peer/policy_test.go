@@ -265,15 +265,7 @@ func TestRevoke(t *testing.T) {
 func TestStrangerHandshakeRefused(t *testing.T) {
 	s, _ := superPeerServer(t)
 	d := newDevice(t, s)
-	id := newID(t)
-	cert, err := certificate(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, cert, udp := strangerEndpoint(t)
 	tr := &quic.Transport{Conn: udp}
 	defer tr.Close()
 	friend := newID(t).PeerID()

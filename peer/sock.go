@@ -310,33 +310,29 @@ func (s *sock) forget(p *peerState) {
 }
 
 // mapCandidate lets a handshake come from p's candidate addr.
-func (s *sock) mapCandidate(addr netip.AddrPort, p *peerState) {
-	s.mu.Lock()
-	s.byCand[addr] = p
-	s.mu.Unlock()
-}
+func (s *sock) mapCandidate(addr netip.AddrPort, p *peerState) { s.set(s.byCand, addr, p) }
 
 // unmapCandidate undoes mapCandidate.
-func (s *sock) unmapCandidate(addr netip.AddrPort, p *peerState) {
-	s.mu.Lock()
-	if s.byCand[addr] == p {
-		delete(s.byCand, addr)
-	}
-	s.mu.Unlock()
-}
+func (s *sock) unmapCandidate(addr netip.AddrPort, p *peerState) { s.unset(s.byCand, addr, p) }
 
 // mapDirect makes packets from addr count as p's.
-func (s *sock) mapDirect(addr netip.AddrPort, p *peerState) {
+func (s *sock) mapDirect(addr netip.AddrPort, p *peerState) { s.set(s.byAddr, addr, p) }
+
+// unmapDirect stops packets from addr counting as p's.
+func (s *sock) unmapDirect(addr netip.AddrPort, p *peerState) { s.unset(s.byAddr, addr, p) }
+
+// set maps addr to p in m, one of the socket's maps.
+func (s *sock) set(m map[netip.AddrPort]*peerState, addr netip.AddrPort, p *peerState) {
 	s.mu.Lock()
-	s.byAddr[addr] = p
+	m[addr] = p
 	s.mu.Unlock()
 }
 
-// unmapDirect stops packets from addr counting as p's.
-func (s *sock) unmapDirect(addr netip.AddrPort, p *peerState) {
+// unset removes addr from m if it is p's.
+func (s *sock) unset(m map[netip.AddrPort]*peerState, addr netip.AddrPort, p *peerState) {
 	s.mu.Lock()
-	if s.byAddr[addr] == p {
-		delete(s.byAddr, addr)
+	if m[addr] == p {
+		delete(m, addr)
 	}
 	s.mu.Unlock()
 }

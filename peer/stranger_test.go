@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -28,13 +30,10 @@ func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, a, err
 }
 
-// A stranger that knows the device's address gets no packet back for a
-// QUIC handshake, nor for an unknown version: not the certificate that
-// names the peer ID, not a refusal that says a device listens there. The
-// same handshake from an accepted peer's candidate address is answered.
-func TestStrangerHandshakeUnanswered(t *testing.T) {
-	s, _ := superPeerServer(t)
-	d := newDevice(t, s)
+// strangerEndpoint is a stranger's identity, its certificate, and a
+// loopback socket to handshake from.
+func strangerEndpoint(t *testing.T) (*identity.Identity, tls.Certificate, *net.UDPConn) {
+	t.Helper()
 	id := newID(t)
 	cert, err := certificate(id)
 	if err != nil {
@@ -44,6 +43,17 @@ func TestStrangerHandshakeUnanswered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return id, cert, udp
+}
+
+// A stranger that knows the device's address gets no packet back for a
+// QUIC handshake, nor for an unknown version: not the certificate that
+// names the peer ID, not a refusal that says a device listens there. The
+// same handshake from an accepted peer's candidate address is answered.
+func TestStrangerHandshakeUnanswered(t *testing.T) {
+	s, _ := superPeerServer(t)
+	d := newDevice(t, s)
+	id, cert, udp := strangerEndpoint(t)
 	conn := &countingConn{PacketConn: udp}
 	tr := &quic.Transport{Conn: conn}
 	defer tr.Close()
