@@ -138,14 +138,36 @@ const (
 	// change per peer, a status per super peer), small enough to cost
 	// nothing.
 	maxUnread = 256
+	// maxDialedAddrs bounds the addresses the device began a QUIC
+	// handshake with (its super peers, each per address family, and
+	// their new addresses after DNS changes), whose handshake packets
+	// may come back through the socket's stranger filter.
+	maxDialedAddrs = 64
 	// inQueue bounds the packets waiting for QUIC; beyond it they are
 	// dropped, as a full socket buffer would.
 	inQueue = 1024
 
 	// maxAccepting bounds the Config.Accept calls running at once: a
 	// person answers one request at a time, an application a few; more
-	// at once are strangers, declined without asking.
+	// at once are strangers.
 	maxAccepting = 8
+	// acceptQueue bounds the requests waiting for one of those slots
+	// (within their own deadline): a peer that comes while strangers
+	// hold every slot is asked when one frees, not declined; beyond it,
+	// requests are declined at once.
+	acceptQueue = 16
+	// acceptCooldown: a peer whose Accept call gave no answer in time is
+	// declined without asking for this long, so that strangers asking
+	// again every second cannot keep every slot busy; a late yes still
+	// counts. Long against AcceptTimeout: such a stranger holds a slot
+	// for an eighth of the time at most.
+	acceptCooldown = time.Minute
+	// maxAnswersQueued bounds the peers whose answers wait on one super
+	// peer session (deciding, or to be written): as many requests as an
+	// honest super peer has waiting for one device
+	// (rendezvous.maxPendingPerTarget); beyond, a hostile one's requests
+	// are dropped.
+	maxAnswersQueued = 64
 	// maxRemembered bounds Config.Accept's answers remembered: far more
 	// peers than a device meets, few enough that strangers' names cost
 	// little memory; beyond it, Accept is asked each time.

@@ -55,7 +55,8 @@ type Config struct {
 	LocalAddrs func(port uint16) []netip.AddrPort
 	// Allow lists the peers the device accepts from the start: it answers
 	// their super peers' requests yes, punches their candidates, and takes
-	// their handshakes. A peer the application dials is allowed too.
+	// their handshakes. A peer the application dials is allowed too,
+	// while the dial runs, and for good once it connects.
 	// Nobody else learns the device's addresses or connects to it, unless
 	// AllowAny or Accept says so (docs/DEVICE.md, "Accept policy").
 	Allow []identity.PeerID
@@ -66,11 +67,13 @@ type Config struct {
 	// revoked (Allow, Revoke), when a super peer asks whether it may
 	// introduce it (relay says whether it asks for a relay). It runs on a
 	// goroutine of its own, with a context that ends after AcceptTimeout:
-	// no answer by then declines this request, and a later one asks
-	// again. A yes, and a no given in time, are remembered for the
-	// device's lifetime. At most a few calls run at once (maxAccepting,
-	// counting calls that ignore their context); beyond, requests are
-	// declined. A panic declines.
+	// no answer by then declines this request, and the peer is declined
+	// without asking for a while (acceptCooldown; a late yes still
+	// counts). A yes, and a no given in time, are remembered for the
+	// device's lifetime. At most a few calls run at once, one per peer
+	// (maxAccepting, counting calls that ignore their context); beyond,
+	// requests wait for a slot within their deadline, in a short queue
+	// (acceptQueue), and beyond that are declined. A panic declines.
 	Accept func(ctx context.Context, peer identity.PeerID, relay bool) bool
 	// AcceptTimeout bounds an Accept call; default 8s, below the super
 	// peer's wait for the answer (rendezvous.DefaultConsentTimeout).
@@ -190,6 +193,25 @@ type Device struct {
 	policy policy // which peers the device accepts (policy.go)
 
 	events hub // the Watchers of the device's events (events.go)
+
+	// raceHook, if set, is called at the points named by the hook*
+	// constants: the package's tests force races with it. Set before
+	// the device is used.
+	raceHook func(at string, peer identity.PeerID)
+}
+
+// The points where raceHook is called.
+const (
+	hookAccepted = "onCandidates: the policy accepts the peer"
+	hookCreated  = "onCandidates: the peer's state is made"
+	hookJoining  = "joinRelay: before the relay is dialled"
+	hookDialling = "dialRelay: a relay leg is dialled"
+)
+
+func (d *Device) hook(at string, peer identity.PeerID) {
+	if d.raceHook != nil {
+		d.raceHook(at, peer)
+	}
 }
 
 // New opens the device's socket and starts its sessions with every super
@@ -428,10 +450,12 @@ func (d *Device) onCandidates(sp *superPeer, spLoopback bool, c rendezvous.Candi
 		d.policy.refused(c.Peer)
 		return
 	}
+	d.hook(hookAccepted, c.Peer)
 	p := d.introducedPeer(c.Peer)
 	if p == nil {
 		return
 	}
+	d.hook(hookCreated, c.Peer)
 	p.setPeerRTT(sp, c.PeerRTT)
 	p.addCandidates(c.All(), true, d.scopeVia(spLoopback))
 	if c.Relay && !c.Initiator {
@@ -483,24 +507,39 @@ func (c *Conn) Path() Path { return c.ps.path() }
 // devices, opens the relay at once, punches in parallel, and returns the
 // QUIC connection as soon as the handshake is done over whichever path
 // works first. The other side's key must be peer. Dialling a peer allows
-// it (Allow). A peer that is offline, or does not accept this device,
-// gives ErrUnavailable.
+// it while the dial runs, and for good once it connects (as Allow). A
+// peer that is offline, or does not accept this device, gives
+// ErrUnavailable.
 func (d *Device) Dial(ctx context.Context, peer identity.PeerID) (*Conn, error) {
 	if peer == d.id {
 		return nil, errors.New("peer: cannot connect to oneself")
 	}
-	d.Allow(peer)
+	done := d.policy.allowDial(peer)
 	p := d.peer(peer, true)
-	if err := d.introduce(ctx, peer); err != nil {
-		return nil, err
+	qc, err := d.dial(ctx, p)
+	if !done(err == nil) {
+		// No dial connected and nothing else allows the peer: nothing of
+		// the dial stays, as for a stranger.
+		d.forget(p)
 	}
-	d.goRun(func() { d.ensureRelay(p) })
-	qc, err := d.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.virt), tlsConfig(d.cert, peer), quicConfig())
 	if err != nil {
-		return nil, fmt.Errorf("peer: connecting to %s: %w", peer.Short(), err)
+		return nil, err
 	}
 	p.track(qc)
 	return &Conn{Conn: qc, peer: peer, ps: p}, nil
+}
+
+// dial introduces the devices and makes the QUIC connection to p.
+func (d *Device) dial(ctx context.Context, p *peerState) (*quic.Conn, error) {
+	if err := d.introduce(ctx, p.id); err != nil {
+		return nil, err
+	}
+	d.goRun(func() { d.ensureRelay(p) })
+	qc, err := d.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.virt), tlsConfig(d.cert, p.id), quicConfig())
+	if err != nil {
+		return nil, fmt.Errorf("peer: connecting to %s: %w", p.id.Short(), err)
+	}
+	return qc, nil
 }
 
 // introduce asks the connected super peers, all at once, for peer, for

@@ -49,5 +49,9 @@ func TestDocsTables(t *testing.T) {
 		"peer.DefaultAcceptTimeout":      DefaultAcceptTimeout,
 		"peer.maxAccepting":              maxAccepting,
 		"peer.maxRemembered":             maxRemembered,
+		"peer.acceptQueue":               acceptQueue,
+		"peer.acceptCooldown":            acceptCooldown,
+		"peer.maxAnswersQueued":          maxAnswersQueued,
+		"peer.maxDialedAddrs":            maxDialedAddrs,
 	}, "../docs/DEVICE.md")
 }

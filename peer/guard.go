@@ -67,7 +67,8 @@ func isLoopbackHostPort(hostport string) bool {
 // there is, or a new one when an introduction of a new peer is due
 // (IntroductionRate) and the table has room (MaxPeers), after
 // forgetting the peer idle longest if it must. It returns nil when the
-// introduction is dropped, and counts and logs it.
+// introduction is dropped, and counts and logs it, or when the device
+// no longer accepts the peer.
 func (d *Device) introducedPeer(id identity.PeerID) *peerState {
 	if id == d.id {
 		return nil
@@ -76,6 +77,13 @@ func (d *Device) introducedPeer(id identity.PeerID) *peerState {
 	defer d.mu.Unlock()
 	if p := d.peers[id]; p != nil {
 		return p
+	}
+	// Again under d.mu, which Revoke takes after changing the policy: a
+	// Revoke since the caller's check either declines here or finds the
+	// peer made and forgets it.
+	if !d.policy.accepts(id) {
+		d.policy.refused(id)
+		return nil
 	}
 	why := ""
 	switch {

@@ -6,6 +6,8 @@ package peer
 import (
 	"context"
 	"errors"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,6 +50,9 @@ func TestStrangerGetsNothing(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // a first punch goes at once
 	if sum, _ := sk.total(); sum > 0 || hasState(d, id.PeerID()) {
 		t.Fatalf("%d punches to the stranger's addresses, state for it %v; want none", sum, hasState(d, id.PeerID()))
+	}
+	if r := d.Status().Refusals; r.Declined < 2 {
+		t.Errorf("Status counts %d declined requests, want the two strangers'", r.Declined)
 	}
 }
 
@@ -133,14 +138,15 @@ func TestAcceptAskedOnce(t *testing.T) {
 
 // A Config.Accept that never returns, or panics, wedges nothing: its
 // request is declined after AcceptTimeout, requests beyond maxAccepting
-// such calls are declined at once, an allowed peer connects meanwhile,
-// and Close does not wait for the calls.
+// such calls wait in the queue (acceptQueue) and are declined after it
+// too, requests beyond the queue are declined at once, an allowed peer
+// connects meanwhile, and Close does not wait for the calls.
 func TestAcceptThatHangs(t *testing.T) {
 	s, _ := superPeerServer(t)
 	release := make(chan struct{})
 	panicky := newID(t)
 	aID := newID(t)
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	b := newDevice(t, s, func(c *Config) {
 		c.Allow = []identity.PeerID{aID.PeerID()}
 		c.AcceptTimeout = timeout
@@ -153,12 +159,13 @@ func TestAcceptThatHangs(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() { close(release) }) // runs before b's Close, though Close does not wait for the calls
-	ask := func(id *identity.Identity) error {
+	introduce := func(sess *rendezvous.Session) error {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
-		_, err := strangerSession(t, s, id, nil).Introduce(ctx, b.PeerID(), rendezvous.IntroduceOptions{})
+		_, err := sess.Introduce(ctx, b.PeerID(), rendezvous.IntroduceOptions{})
 		return err
 	}
+	ask := func(id *identity.Identity) error { return introduce(strangerSession(t, s, id, nil)) }
 	wantDeclined := func(err error, within time.Duration, took time.Duration) {
 		t.Helper()
 		var rerr *rendezvous.Error
@@ -169,21 +176,30 @@ func TestAcceptThatHangs(t *testing.T) {
 	if err := ask(panicky); err == nil {
 		t.Error("a peer whose Accept panicked was introduced")
 	}
+	sessions := make([]*rendezvous.Session, maxAccepting+acceptQueue)
+	for i := range sessions {
+		sessions[i] = strangerSession(t, s, newID(t), nil)
+	}
 	var wg sync.WaitGroup
-	for range maxAccepting {
+	for _, sess := range sessions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			err := ask(newID(t))
+			err := introduce(sess)
 			wantDeclined(err, timeout+time.Second, time.Since(start))
 		}()
 	}
-	wg.Wait()
+	waitFor(t, "every slot and queue place taken", func() bool {
+		b.policy.mu.Lock()
+		defer b.policy.mu.Unlock()
+		return len(b.policy.queue) == acceptQueue
+	})
 	start := time.Now()
-	err := ask(newID(t)) // maxAccepting calls hang: declined at once
+	err := ask(newID(t)) // slots and queue full: declined at once
 	wantDeclined(err, timeout/2, time.Since(start))
-	if b.policy.busy.Load() == 0 {
+	wg.Wait()
+	if b.policy.refusals.busy.Load() == 0 {
 		t.Error("no request declined for want of room")
 	}
 
@@ -240,24 +256,28 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
-// A stranger that knows the device's address still cannot complete a
-// QUIC handshake with it, though its certificate is a valid Netsody
-// one; a peer the device accepts can.
+// A stranger whose handshake packets reach the listener (it sends from
+// the address of a peer the device accepts, a candidate) still cannot
+// complete a QUIC handshake, though its certificate is a valid Netsody
+// one: the listener checks the policy too. Once accepted, it can.
+// (Packets from any other address get no answer at all:
+// TestStrangerHandshakeUnanswered.)
 func TestStrangerHandshakeRefused(t *testing.T) {
 	s, _ := superPeerServer(t)
 	d := newDevice(t, s)
-	id := newID(t)
-	cert, err := certificate(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, cert, udp := strangerEndpoint(t)
+	tr := &quic.Transport{Conn: udp}
+	defer tr.Close()
+	friend := newID(t).PeerID()
+	d.Allow(friend)
+	d.onCandidates(d.sps[0], true, rendezvous.Candidates{Peer: friend, LocalAddrs: []netip.AddrPort{udp.LocalAddr().(*net.UDPAddr).AddrPort()}})
 	// A TLS 1.3 client finishes its handshake before the server has
 	// checked its certificate: the server's refusal then closes the
 	// connection, and the device's Accept never returns it.
 	handshake := func() error {
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 		defer cancel()
-		qc, err := quic.DialAddr(ctx, d.LocalAddr().String(), tlsConfig(cert, d.PeerID()), quicConfig())
+		qc, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(d.LocalAddr()), tlsConfig(cert, d.PeerID()), quicConfig())
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,10 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool, scope pu
 	}
 	now := time.Now()
 	p.mu.Lock()
+	if p.life.gone { // forgotten (Revoke, say) since the caller found it
+		p.mu.Unlock()
+		return
+	}
 	added := false
 	for _, a := range as {
 		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
@@ -58,6 +62,7 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool, scope pu
 			p.evictCandidateLocked()
 		}
 		p.punch.cands = append(p.punch.cands, candidate{addr: a, nextTry: now})
+		p.dev.sock.mapCandidate(a, p)
 		added = true
 	}
 	if introduced {
@@ -117,6 +122,7 @@ func (p *peerState) wakeUp() {
 func (p *peerState) evictCandidateLocked() {
 	for i, c := range p.punch.cands {
 		if c.addr != p.paths.direct {
+			p.dev.sock.unmapCandidate(c.addr, p)
 			p.punch.cands = slices.Delete(p.punch.cands, i, i+1)
 			return
 		}

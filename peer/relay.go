@@ -89,7 +89,10 @@ func (d *Device) ensureRelay(p *peerState) {
 // through sp.
 func (d *Device) joinRelay(p *peerState, sp *superPeer) {
 	sess := sp.session()
-	if sess == nil {
+	d.hook(hookJoining, p.id)
+	// Revoke may have come since the candidates: no leg for a peer the
+	// device no longer accepts (dialRelay checks again once it is open).
+	if sess == nil || p.isGone() || !d.policy.accepts(p.id) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
@@ -102,6 +105,7 @@ func (d *Device) joinRelay(p *peerState, sp *superPeer) {
 // dialRelay opens a relay session through sess and makes it the peer's
 // relay path, closing the one it replaces.
 func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, sess *rendezvous.Session) error {
+	d.hook(hookDialling, p.id)
 	var conn net.PacketConn
 	var err error
 	if sess.Transport() == rendezvous.TransportH3 {
@@ -114,7 +118,7 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 	}
 	rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport()}
 	p.mu.Lock()
-	if p.life.gone {
+	if p.life.gone || !d.policy.accepts(p.id) {
 		p.mu.Unlock()
 		conn.Close()
 		return nil

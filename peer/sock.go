@@ -2,6 +2,7 @@ package peer
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -36,8 +37,15 @@ type sock struct {
 	mu     sync.RWMutex                  // guards the following; taken after peerState.mu
 	byAddr map[netip.AddrPort]*peerState // a peer's addresses that answered or pinged
 	byVirt map[netip.AddrPort]*peerState
+	// The addresses a QUIC handshake may come from, besides byAddr's
+	// (handshakeAllowed): an accepted peer's candidates, and the
+	// addresses the device itself began a handshake with (its super
+	// peers), up to maxDialedAddrs.
+	byCand map[netip.AddrPort]*peerState
+	dialed map[netip.AddrPort]struct{}
 
-	dropped atomic.Uint64 // packets dropped because QUIC was not reading
+	dropped   atomic.Uint64 // packets dropped because QUIC was not reading
+	strangers atomic.Uint64 // handshake packets dropped from unknown addresses
 }
 
 type packet struct {
@@ -54,6 +62,8 @@ func newSock(udps []*net.UDPConn, dev *Device) *sock {
 		wake:   make(chan struct{}),
 		byAddr: make(map[netip.AddrPort]*peerState),
 		byVirt: make(map[netip.AddrPort]*peerState),
+		byCand: make(map[netip.AddrPort]*peerState),
+		dialed: make(map[netip.AddrPort]struct{}),
 	}
 	return s
 }
@@ -122,6 +132,10 @@ func (s *sock) demux(b []byte, from netip.AddrPort) {
 	s.mu.RLock()
 	p := s.byAddr[from]
 	s.mu.RUnlock()
+	if p == nil && isLongHeader(b) && !s.handshakeAllowed(from) {
+		s.strangers.Add(1)
+		return
+	}
 	pkt := packet{b: append([]byte(nil), b...)}
 	if p != nil {
 		pkt.from = net.UDPAddrFromAddrPort(p.virt)
@@ -129,6 +143,47 @@ func (s *sock) demux(b []byte, from netip.AddrPort) {
 		pkt.from = net.UDPAddrFromAddrPort(from)
 	}
 	s.deliver(pkt)
+}
+
+// isLongHeader reports a QUIC long-header packet (RFC 8999 section
+// 5.1): Initial, 0-RTT, Handshake, Retry, or a version negotiation; the
+// packets of a handshake.
+func isLongHeader(b []byte) bool { return len(b) > 0 && b[0]&0x80 != 0 }
+
+// handshakeAllowed reports whether a QUIC handshake may come from addr,
+// which is not a peer's direct path: only from an accepted peer's
+// candidate, or from an address the device began a handshake with (a
+// super peer answering). Anyone else who knows the device's address
+// gets no answer at all: the listener's certificate names its peer ID,
+// and even a refusal says that a device listens there. An honest peer's
+// handshake comes over its direct path (its punch mapped the address)
+// or through a relay, not the socket.
+func (s *sock) handshakeAllowed(addr netip.AddrPort) bool {
+	s.mu.RLock()
+	p := s.byCand[addr]
+	_, dialed := s.dialed[addr]
+	s.mu.RUnlock()
+	return dialed || p != nil && s.dev.policy.accepts(p.id)
+}
+
+// noteDialed remembers that the device sent a handshake packet to addr,
+// so that the answer gets through (handshakeAllowed).
+func (s *sock) noteDialed(addr netip.AddrPort) {
+	s.mu.RLock()
+	_, known := s.dialed[addr]
+	s.mu.RUnlock()
+	if known {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.dialed) >= maxDialedAddrs {
+		for a := range s.dialed { // any one: a super peer still dialling adds itself again
+			delete(s.dialed, a)
+			break
+		}
+	}
+	s.dialed[addr] = struct{}{}
 }
 
 // deliver hands a packet to QUIC, or drops it when QUIC is behind.
@@ -178,6 +233,9 @@ func (s *sock) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if p != nil {
 		p.send(b)
 		return len(b), nil
+	}
+	if isLongHeader(b) {
+		s.noteDialed(ap)
 	}
 	return s.writeUDP(b, ap)
 }
@@ -246,25 +304,35 @@ func (s *sock) forget(p *peerState) {
 	if s.byVirt[p.virt] == p {
 		delete(s.byVirt, p.virt)
 	}
-	for a, q := range s.byAddr {
-		if q == p {
-			delete(s.byAddr, a)
-		}
+	for _, m := range []map[netip.AddrPort]*peerState{s.byAddr, s.byCand} {
+		maps.DeleteFunc(m, func(_ netip.AddrPort, q *peerState) bool { return q == p })
 	}
 }
 
+// mapCandidate lets a handshake come from p's candidate addr.
+func (s *sock) mapCandidate(addr netip.AddrPort, p *peerState) { s.set(s.byCand, addr, p) }
+
+// unmapCandidate undoes mapCandidate.
+func (s *sock) unmapCandidate(addr netip.AddrPort, p *peerState) { s.unset(s.byCand, addr, p) }
+
 // mapDirect makes packets from addr count as p's.
-func (s *sock) mapDirect(addr netip.AddrPort, p *peerState) {
+func (s *sock) mapDirect(addr netip.AddrPort, p *peerState) { s.set(s.byAddr, addr, p) }
+
+// unmapDirect stops packets from addr counting as p's.
+func (s *sock) unmapDirect(addr netip.AddrPort, p *peerState) { s.unset(s.byAddr, addr, p) }
+
+// set maps addr to p in m, one of the socket's maps.
+func (s *sock) set(m map[netip.AddrPort]*peerState, addr netip.AddrPort, p *peerState) {
 	s.mu.Lock()
-	s.byAddr[addr] = p
+	m[addr] = p
 	s.mu.Unlock()
 }
 
-// unmapDirect stops packets from addr counting as p's.
-func (s *sock) unmapDirect(addr netip.AddrPort, p *peerState) {
+// unset removes addr from m if it is p's.
+func (s *sock) unset(m map[netip.AddrPort]*peerState, addr netip.AddrPort, p *peerState) {
 	s.mu.Lock()
-	if s.byAddr[addr] == p {
-		delete(s.byAddr, addr)
+	if m[addr] == p {
+		delete(m, addr)
 	}
 	s.mu.Unlock()
 }

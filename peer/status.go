@@ -16,6 +16,19 @@ type Status struct {
 	Sockets    []string          `json:"sockets"`    // one per address family
 	SuperPeers []SuperPeerStatus `json:"super_peers"`
 	Peers      []PeerStatus      `json:"peers"`
+	Refusals   Refusals          `json:"refusals"`
+}
+
+// Refusals count what the device's accept policy refused since it
+// started: how much strangers ask of it, and whether real peers are
+// turned away for want of room (Busy).
+type Refusals struct {
+	Declined  uint64 `json:"declined"`   // requests declined and candidates ignored, for any reason
+	Busy      uint64 `json:"busy"`       // requests declined: every Accept slot and queue place taken
+	TimedOut  uint64 `json:"timed_out"`  // Accept calls without an answer within AcceptTimeout
+	Cooling   uint64 `json:"cooling"`    // requests declined without asking: the peer's last call timed out
+	Dropped   uint64 `json:"dropped"`    // requests unanswered: a super peer sent more than maxAnswersQueued
+	Handshake uint64 `json:"handshakes"` // QUIC handshake packets dropped from addresses no accepted peer's
 }
 
 // SuperPeerStatus is the state of the device's session with one super
@@ -90,5 +103,10 @@ func (d *Device) Status() Status {
 		st.Peers = append(st.Peers, ps)
 	}
 	slices.SortFunc(st.Peers, func(a, b PeerStatus) int { return strings.Compare(a.PeerID, b.PeerID) })
+	r := &d.policy.refusals
+	st.Refusals = Refusals{
+		Declined: r.declined.Load(), Busy: r.busy.Load(), TimedOut: r.timedOut.Load(),
+		Cooling: r.cooling.Load(), Dropped: r.dropped.Load(), Handshake: d.sock.strangers.Load(),
+	}
 	return st
 }

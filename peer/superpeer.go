@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -193,8 +194,17 @@ func (sp *superPeer) opener(cfg rendezvous.ClientConfig, tr rendezvous.Transport
 	cfg.Transport = tr
 	return func(ctx context.Context) (*rendezvous.Session, error) {
 		var self atomic.Pointer[rendezvous.Session]
+		q := newAnswers(func(peer identity.PeerID, ok bool) error {
+			// A Revoke while the yes waited to be written turns it into a no.
+			ok = ok && sp.dev.policy.accepts(peer)
+			err := self.Load().Answer(peer, ok)
+			if err != nil {
+				sp.dev.log.Debug("answering a request", zap.String("peer", peer.Short()), zap.Error(err))
+			}
+			return err
+		}, func() { sp.dev.policy.refusals.dropped.Add(1) })
 		cfg := cfg
-		cfg.OnRequest = func(r rendezvous.Request) { sp.dev.onRequest(self.Load(), r) }
+		cfg.OnRequest = func(r rendezvous.Request) { sp.dev.onRequest(q, r) }
 		sess, err := rendezvous.Open(ctx, cfg)
 		if err != nil {
 			sp.failed(err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -276,13 +277,27 @@ func (s *Session) end(err error) {
 	s.tr.close()
 }
 
+// writeFrame writes one frame. A write that times out
+// (clientWriteTimeout: the super peer takes nothing) ends the session,
+// so that its writers, which wait for each other, are not held.
 func (s *Session) writeFrame(f []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if _, err := s.tr.Write(f); err != nil {
-		return fmt.Errorf("rendezvous: writing to %s: %w", s.cfg.URL, err)
+	if err := s.tr.write(f, s.writeTimeout()); err != nil {
+		err = fmt.Errorf("rendezvous: writing to %s: %w", s.cfg.URL, err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.end(err)
+		}
+		return err
 	}
 	return nil
+}
+
+func (s *Session) writeTimeout() time.Duration {
+	if s.cfg.writeTimeout > 0 {
+		return s.cfg.writeTimeout
+	}
+	return clientWriteTimeout
 }
 
 // ErrNoConsent is Answer's error with a super peer that did not announce

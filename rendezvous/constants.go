@@ -146,6 +146,12 @@ const (
 	// its limits: its unregistered sessions register or end within
 	// DefaultRegisterTimeout.
 	retryAfterPrefix = 10 * time.Second
+	// clientWriteTimeout bounds a device's write of one frame to its
+	// super peer: as DefaultWriteTimeout does the other way, a super peer
+	// that takes no frame for this long is gone or hostile, and the
+	// session ends (the device dials again) rather than holding the
+	// device's writers.
+	clientWriteTimeout = 10 * time.Second
 	// quicKeepalivePeriod keeps the client's QUIC connection, and so its
 	// NAT mapping, alive between rendezvous keepalives.
 	quicKeepalivePeriod = 10 * time.Second

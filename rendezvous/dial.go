@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +82,8 @@ type ClientConfig struct {
 	// announce, if set, replaces what the device announces in its
 	// register: tests play older devices with it.
 	announce *Protocol
+	// writeTimeout, if set, replaces clientWriteTimeout: tests wait less.
+	writeTimeout time.Duration
 }
 
 // H2Conn is one HTTP/2 client connection: requests on it share its TLS
@@ -94,7 +97,10 @@ type H2Conn interface {
 // HTTP/3 or HTTP/2, as the server's stream is the other side of it.
 type clientTransport interface {
 	io.Reader // frames from the super peer
-	io.Writer // frames to the super peer; Session serialises writes
+	// write writes frames to the super peer, giving up after timeout
+	// with an error that wraps os.ErrDeadlineExceeded; Session
+	// serialises writes.
+	write(b []byte, timeout time.Duration) error
 	// closeRead unblocks a pending Read.
 	closeRead()
 	// close ends the request and the connection.
@@ -111,9 +117,15 @@ type h3Transport struct {
 	body  io.ReadCloser
 }
 
-func (t *h3Transport) Read(b []byte) (int, error)  { return t.body.Read(b) }
-func (t *h3Transport) Write(b []byte) (int, error) { return t.str.Write(b) }
-func (t *h3Transport) closeRead()                  { t.body.Close() }
+func (t *h3Transport) Read(b []byte) (int, error) { return t.body.Read(b) }
+func (t *h3Transport) closeRead()                 { t.body.Close() }
+
+func (t *h3Transport) write(b []byte, timeout time.Duration) error {
+	_ = t.str.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := t.str.Write(b)
+	_ = t.str.SetWriteDeadline(time.Time{})
+	return err
+}
 
 func (t *h3Transport) close() {
 	if t.str != nil {
@@ -137,12 +149,21 @@ type h2Transport struct {
 	cc     H2Conn
 	cancel context.CancelFunc // ends the request
 	body   io.ReadCloser
+	pr     *io.PipeReader // the request body
 	pw     *io.PipeWriter
 }
 
-func (t *h2Transport) Read(b []byte) (int, error)  { return t.body.Read(b) }
-func (t *h2Transport) Write(b []byte) (int, error) { return t.pw.Write(b) }
-func (t *h2Transport) closeRead()                  { t.body.Close() }
+func (t *h2Transport) Read(b []byte) (int, error) { return t.body.Read(b) }
+func (t *h2Transport) closeRead()                 { t.body.Close() }
+
+// write writes to the request body's pipe, which has no deadline: a
+// timer closes the pipe instead, and the session with it.
+func (t *h2Transport) write(b []byte, timeout time.Duration) error {
+	timer := time.AfterFunc(timeout, func() { t.pr.CloseWithError(os.ErrDeadlineExceeded) })
+	defer timer.Stop()
+	_, err := t.pw.Write(b)
+	return err
+}
 
 func (t *h2Transport) close() {
 	if t.pw != nil {
@@ -304,7 +325,7 @@ func (s *Session) openH2(ctx context.Context, hostport string, tlsConf *tls.Conf
 	}
 	t.cc = cc
 	pr, pw := io.Pipe()
-	t.pw = pw
+	t.pr, t.pw = pr, pw
 	// The request lives as long as the session, not as long as ctx.
 	reqCtx, cancel := context.WithCancel(context.Background())
 	t.cancel = cancel

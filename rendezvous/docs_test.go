@@ -40,6 +40,7 @@ func TestDocsTables(t *testing.T) {
 		"rendezvous.retryAfterFull":                  retryAfterFull,
 		"rendezvous.quicKeepalivePeriod":             quicKeepalivePeriod,
 		"rendezvous.maxRefusalReason":                maxRefusalReason,
+		"rendezvous.clientWriteTimeout":              clientWriteTimeout,
 		"rendezvous.DefaultLookupRate":               DefaultLookupRate,
 		"rendezvous.DefaultLookupBurst":              DefaultLookupBurst,
 		"rendezvous.maxLookupPeers":                  maxLookupPeers,

@@ -237,6 +237,8 @@ func TestStatus(t *testing.T) {
 		`netsody_peer_super_peer_up{url="` + sp.URL + `"} 1`,
 		`netsody_peer_path{path="` + string(st.Peers[0].Path) + `",peer="` + connector + `"} 1`,
 		`netsody_peer_path{path="none",peer="` + connector + `"} 0`,
+		`netsody_peer_refused_total{reason="busy"} 0`,
+		`netsody_peer_refused_total{reason="handshakes"} `,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s:\n%s", want, metrics)

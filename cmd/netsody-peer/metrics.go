@@ -25,6 +25,10 @@ var (
 		"netsody_peer_rtt_seconds",
 		"Round-trip time of the direct path to a peer, from punches; absent without a direct path.",
 		[]string{"peer"}, nil)
+	refusedDesc = prometheus.NewDesc(
+		"netsody_peer_refused_total",
+		"What the accept policy refused, by reason: declined (any request declined or candidates ignored), busy (no Accept slot), timed_out (Accept calls without an answer in time), cooling (declined without asking after a timeout), dropped (requests beyond a super peer's queue), handshakes (QUIC handshake packets from unknown addresses).",
+		[]string{"reason"}, nil)
 )
 
 // pathKinds are the values of netsody_peer_path's path label.
@@ -40,6 +44,7 @@ func (statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- superPeerRTTDesc
 	ch <- pathDesc
 	ch <- peerRTTDesc
+	ch <- refusedDesc
 }
 
 func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
@@ -57,6 +62,13 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		if p.Path == peer.PathDirect && p.RTTMillis > 0 {
 			ch <- prometheus.MustNewConstMetric(peerRTTDesc, prometheus.GaugeValue, p.RTTMillis/1e3, p.PeerID)
 		}
+	}
+	r := st.Refusals
+	for reason, n := range map[string]uint64{
+		"declined": r.Declined, "busy": r.Busy, "timed_out": r.TimedOut,
+		"cooling": r.Cooling, "dropped": r.Dropped, "handshakes": r.Handshake,
+	} {
+		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(n), reason)
 	}
 }
 
