@@ -117,6 +117,16 @@ const (
 	// maxPending bounds the requests waiting in all, a few hundred bytes
 	// each (about 20 MiB at most).
 	maxPending = 1 << 16
+	// maxWaitingPerAsker bounds one session's lookups that wait (a
+	// request for an answer, a hidden refusal for its time, a relay
+	// request for its counterpart): more than DefaultConnectBurst, so a
+	// device that starts may ask all its peers at once.
+	maxWaitingPerAsker = 32
+	// maxWaitingPerPrefix bounds them per asker's source prefix: a 64th
+	// of maxPending, so that filling it takes 64 prefixes; at 10 ms an
+	// answer, 100,000 lookups/s from behind one NAT fit, and with
+	// HidePresence 100/s.
+	maxWaitingPerPrefix = maxPending / 64
 	// prefixBits4 and prefixBits6 are the source prefix that per-prefix
 	// limits count: one IPv4 address (a host, or a NAT), one IPv6 /64 (a
 	// subnet, which one host may hold whole).

@@ -46,5 +46,7 @@ func TestDocsTables(t *testing.T) {
 		"rendezvous.DefaultConsentTimeout":           DefaultConsentTimeout,
 		"rendezvous.maxPendingPerTarget":             maxPendingPerTarget,
 		"rendezvous.maxPending":                      maxPending,
+		"rendezvous.maxWaitingPerAsker":              maxWaitingPerAsker,
+		"rendezvous.maxWaitingPerPrefix":             maxWaitingPerPrefix,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }

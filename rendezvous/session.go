@@ -70,6 +70,8 @@ type session struct {
 	asks          map[identity.PeerID]*ask // this device's lookups, by target
 	asked         map[identity.PeerID]*ask // requests to this device, by asker
 	consentClosed bool                     // the session ended: no new asks
+	waiting       int                      // asks with a timer, and relay lookups held
+	silent        int                      // requests to it that timed out since it last answered
 }
 
 func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *session {
