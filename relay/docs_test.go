@@ -22,5 +22,6 @@ func TestDocsTables(t *testing.T) {
 		"relay.DefaultStallTimeout":         DefaultStallTimeout,
 		"relay.DefaultMaxWaiting":           DefaultMaxWaiting,
 		"relay.DefaultMaxWaitingPerDevice":  DefaultMaxWaitingPerDevice,
+		"relay.DefaultMaxWaitingPerPrefix":  DefaultMaxWaitingPerPrefix,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"sync"
 
 	"github.com/quic-go/quic-go/http3"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/h3stream"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // legKind is how a leg carries packets; newLeg picks its legIO by it.
@@ -74,6 +76,8 @@ type leg struct {
 	peer    identity.PeerID // the device of this leg
 	target  identity.PeerID // the device it wants
 	unwatch func() bool     // stops ending the leg with its registration
+	reg     *rendezvous.Registration
+	prefix  netip.Prefix // where the device's request came from
 	cfg     *Config
 	stats   *Stats
 	w       http.ResponseWriter

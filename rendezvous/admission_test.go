@@ -135,8 +135,8 @@ func TestPrefixTableBounded(t *testing.T) {
 	cfg := Config{}.withDefaults()
 	var pt prefixTable
 	now := time.Now()
-	a := sourcePrefix(netip.MustParseAddr("2001:db8::1"))
-	if b := sourcePrefix(netip.MustParseAddr("2001:db8::ffff:1")); a != b {
+	a := SourcePrefix(netip.MustParseAddr("2001:db8::1"))
+	if b := SourcePrefix(netip.MustParseAddr("2001:db8::ffff:1")); a != b {
 		t.Fatalf("one /64 is two prefixes: %v, %v", a, b)
 	}
 	if pt.take(a, now, &cfg) != nil {

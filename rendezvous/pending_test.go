@@ -14,7 +14,7 @@ func fakeFrom(t *testing.T, srv *Server, src string) *session {
 	taken := make(chan struct{})
 	close(taken)
 	s := fakeRegistered(t, srv, &blockedStream{release: taken, closed: make(chan struct{})})
-	s.prefix = sourcePrefix(netip.MustParseAddr(src))
+	s.prefix = SourcePrefix(netip.MustParseAddr(src))
 	return s
 }
 

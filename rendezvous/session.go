@@ -81,7 +81,7 @@ func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *s
 		remote:    remote,
 		transport: "h2",
 		log:       s.config().Logger,
-		prefix:    sourcePrefix(remote.Addr()),
+		prefix:    SourcePrefix(remote.Addr()),
 	}
 	sess.onRegistered, _ = r.Context().Value(registeredHookKey{}).(func())
 	if r.ProtoMajor == 3 {
@@ -242,7 +242,7 @@ func (s *session) handleRegister(m *Register) *Error {
 // become sets what a registration gives the session.
 func (s *session) become(peer identity.PeerID, proto Protocol, cfg *Config) {
 	s.peer, s.registered, s.proto = peer, true, proto
-	s.reg = newRegistration(peer)
+	s.reg = newRegistration(s)
 	s.mu.Lock()
 	s.regToEnd = s.reg
 	s.mu.Unlock()
