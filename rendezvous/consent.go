@@ -92,7 +92,12 @@ func (s *session) handleConnect(m *Connect) {
 		s.refuse(m.Peer, ErrCodeRateLimited, "too many peers looked up at once; slow down")
 		return
 	case a.timer != nil:
-		// The same lookup waits: its answer answers this one too.
+		// The same lookup waits: its answer answers this one too. Consent
+		// is given to a peer, not to a way of reaching it (the device
+		// remembers its decisions per peer), and the request's relay flag
+		// only informs the device's decision; so a joining connect that
+		// asks for a relay gets one offered, as the asker now asked, and
+		// no relay is offered unless one of its connects asked.
 		a.relay = a.relay || m.Relay
 		c.mu.Unlock()
 		return
