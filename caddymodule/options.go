@@ -42,8 +42,9 @@ type Options struct {
 	// Default: rendezvous.DefaultConnectBurst (20).
 	ConnectBurst int `json:"connect_burst,omitempty"`
 	// RegisterTimeout ends a session that has not registered this long
-	// after its request arrived; until then Caddy's idle timeouts apply
-	// to it too (HTTP/2). Default: rendezvous.DefaultRegisterTimeout (10s).
+	// after its connection was accepted; until then Caddy's idle timeouts
+	// apply to it too (HTTP/2). Default: rendezvous.DefaultRegisterTimeout
+	// (10s).
 	RegisterTimeout caddy.Duration `json:"register_timeout,omitempty"`
 	// MaxUnregisteredPerPrefix caps the sessions from one source prefix
 	// (an IPv4 address, an IPv6 /64) that have not registered yet; more

@@ -69,8 +69,9 @@ const (
 	// change.
 	DefaultAddrsBurst = 5
 	// DefaultRegisterTimeout ends a session that has not registered this
-	// long after its request arrived: an honest device registers within a
-	// round trip, and a stranger must not hold a session longer.
+	// long after its connection began: an honest device connects and
+	// registers within a few round trips, and a stranger must not hold a
+	// connection and a session longer.
 	DefaultRegisterTimeout = 10 * time.Second
 	// DefaultMaxUnregisteredPerPrefix caps the sessions from one source
 	// prefix (maxPrefixBits) that have not registered yet: devices behind

@@ -39,7 +39,8 @@ type session struct {
 	// holdsPrefix: the session counts among its prefix's unregistered
 	// sessions. Only the reader (or ServeHTTP before it) touches it.
 	holdsPrefix  bool
-	onRegistered func() // from OnRegistered, if set
+	onRegistered func()    // from OnRegistered, if set
+	connStart    time.Time // when its connection began (ConnStarted), or its request
 
 	// Set once by the reader in handleRegister, then read-only. Other
 	// goroutines read them only after one of two edges that follow the
@@ -84,6 +85,7 @@ func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *s
 		prefix:    SourcePrefix(remote.Addr()),
 	}
 	sess.onRegistered, _ = r.Context().Value(registeredHookKey{}).(func())
+	sess.connStart = connStart(r.Context())
 	if r.ProtoMajor == 3 {
 		sess.transport = "h3"
 		sess.conn, _ = r.Context().Value(connKey{}).(remoteAddrer)
@@ -108,9 +110,10 @@ func (s *session) run() {
 	// The wakeups start at registration; until then this one ends a
 	// session that does not register, which would otherwise hold a
 	// reader and a place under MaxSessions and its prefix's limit for as
-	// long as its connection lives. It counts from the request, not from
-	// the last frame: frames of unknown types do not extend it.
-	deadline := time.AfterFunc(s.srv.config().RegisterTimeout, s.registerDeadline)
+	// long as its connection lives. It counts from the connection's start
+	// (ConnStarted; else the request), not from the last frame: neither
+	// an idle connection nor frames of unknown types extend it.
+	deadline := time.AfterFunc(time.Until(s.connStart.Add(s.srv.config().RegisterTimeout)), s.registerDeadline)
 	defer deadline.Stop()
 	var hdr [frameHeaderLen]byte
 	for {
@@ -293,7 +296,7 @@ func (s *session) registerDeadline() {
 	s.mu.Unlock()
 	if !registered {
 		s.srv.stats.RegisterTimeouts.Add(1)
-		s.end(&Error{Code: ErrCodeExpired, Message: "no " + FrameRegister.String() + " within " + s.srv.config().RegisterTimeout.String()})
+		s.end(&Error{Code: ErrCodeExpired, Message: "no " + FrameRegister.String() + " within " + s.srv.config().RegisterTimeout.String() + " of the connection's start"})
 	}
 }
 
