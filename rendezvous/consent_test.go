@@ -201,7 +201,8 @@ func TestConsent(t *testing.T) {
 // A device that does not ask for consent (an older one, or one without
 // OnRequest) is introduced at once, as before.
 func TestNoConsentIntroducedAtOnce(t *testing.T) {
-	ts := newTestServer(t, "127.0.0.1", Config{})
+	// Short, so that a request the device cannot answer fails quickly.
+	ts := newTestServer(t, "127.0.0.1", Config{ConsentTimeout: time.Second})
 	asker := ts.dial(t, TransportH3, newIdentity(t))
 	cands := make(chan Candidates, 1)
 	old := ts.dial(t, TransportH2, newIdentity(t), func(c *ClientConfig) {
@@ -211,8 +212,13 @@ func TestNoConsentIntroducedAtOnce(t *testing.T) {
 	if c, e, _ := lookup(t, asker, old.cfg.Identity.PeerID()); e != nil || c.Observed != old.Observed() {
 		t.Fatalf("%+v, %v", c, e)
 	}
-	if m := <-cands; m.Peer != asker.cfg.Identity.PeerID() {
-		t.Errorf("the device got %+v", m)
+	select {
+	case m := <-cands:
+		if m.Peer != asker.cfg.Identity.PeerID() {
+			t.Errorf("the device got %+v", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the device got no candidates within 5s")
 	}
 	if n := ts.rv.Stats().ConsentRequests.Load(); n != 0 {
 		t.Errorf("%d requests sent to a device that does not ask for consent", n)
