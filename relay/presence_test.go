@@ -3,14 +3,12 @@ package relay
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -49,17 +47,7 @@ func TestPresenceProbeLimited(t *testing.T) {
 // fromLoopback makes a device's connections leave from the loopback
 // address src, another source prefix than 127.0.0.1.
 func fromLoopback(t testing.TB, src string) func(*rendezvous.ClientConfig) {
-	return func(c *rendezvous.ClientConfig) {
-		ip := net.ParseIP(src)
-		c.DialTCP = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}).DialContext
-		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
-		if err != nil {
-			t.Skipf("cannot bind %s: %v", src, err)
-		}
-		tr := &quic.Transport{Conn: pc}
-		t.Cleanup(func() { tr.Close() })
-		c.QUICTransport = tr
-	}
+	return func(c *rendezvous.ClientConfig) { c.DialTCP, c.QUICTransport = sptest.FromLoopback(t, src) }
 }
 
 // With hide_presence, requests towards offline peers wait like any other
