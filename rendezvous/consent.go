@@ -229,8 +229,8 @@ func (c *consent) stopLocked(a *ask) {
 	c.waitLocked(a.asker, -1)
 }
 
-// waitLocked counts n more waiting asks (or relay lookups held, see
-// Server.LookUp) of s's, for the per-asker and per-prefix bounds.
+// waitLocked counts n more waiting asks of s's, for the per-asker and
+// per-prefix bounds.
 func (c *consent) waitLocked(s *session, n int) {
 	s.waiting += n
 	if c.byPrefix == nil {

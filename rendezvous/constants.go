@@ -119,9 +119,9 @@ const (
 	// each (about 20 MiB at most).
 	maxPending = 1 << 16
 	// maxWaitingPerAsker bounds one session's lookups that wait (a
-	// request for an answer, a hidden refusal for its time, a relay
-	// request for its counterpart): more than DefaultConnectBurst, so a
-	// device that starts may ask all its peers at once.
+	// request for an answer, a hidden refusal for its time): more than
+	// DefaultConnectBurst, so a device that starts may ask all its peers
+	// at once. (The relay bounds its waiting legs itself.)
 	maxWaitingPerAsker = 32
 	// maxWaitingPerPrefix bounds them per asker's source prefix: a 64th
 	// of maxPending, so that filling it takes 64 prefixes; at 10 ms an

@@ -71,7 +71,7 @@ type session struct {
 	asks          map[identity.PeerID]*ask // this device's lookups, by target
 	asked         map[identity.PeerID]*ask // requests to this device, by asker
 	consentClosed bool                     // the session ended: no new asks
-	waiting       int                      // asks with a timer, and relay lookups held
+	waiting       int                      // asks with a timer
 	silent        int                      // requests to it that timed out since it last answered
 }
 
