@@ -10,7 +10,8 @@
 //
 //	sp := superpeer.New(superpeer.Config{})
 //	defer sp.Close()
-//	h2 := &http.Server{Addr: ":443", Handler: sp, ReadHeaderTimeout: 10 * time.Second}
+//	h2 := &http.Server{Addr: ":443", Handler: sp, ReadHeaderTimeout: 10 * time.Second,
+//		ConnContext: superpeer.ConnStarted}
 //	go h2.ListenAndServeTLS(certFile, keyFile)
 //	h3 := &http3.Server{Addr: ":443", Handler: sp, EnableDatagrams: true,
 //		ConnContext: superpeer.ConnContext}
@@ -18,7 +19,8 @@
 //
 // (A server exposed to the internet bounds what a stranger may hold
 // before the super peer sees a request: ReadHeaderTimeout here; the
-// super peer bounds the rest.)
+// super peer bounds the rest, a session's registration from its
+// connection's start, which ConnStarted and ConnContext record.)
 //
 // It answers only its own paths (rendezvous.Path and relay.PathPrefix,
 // see Handles) and 404 elsewhere; mount it beside a website with
@@ -36,6 +38,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 
@@ -127,4 +130,11 @@ func (s *Server) Close() error {
 // rendezvous.ConnContext).
 func ConnContext(ctx context.Context, c *quic.Conn) context.Context {
 	return rendezvous.ConnContext(ctx, c)
+}
+
+// ConnStarted is the http.Server.ConnContext a super peer's HTTP/2 server
+// needs, so that a session registers within the register timeout of its
+// connection's start, not of its request (see rendezvous.ConnStarted).
+func ConnStarted(ctx context.Context, c net.Conn) context.Context {
+	return rendezvous.ConnStarted(ctx, c)
 }

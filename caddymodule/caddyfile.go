@@ -87,6 +87,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		write_timeout      <duration>
 //		max_sessions       <count>
 //		connect_rate       <per_second> [<burst>]
+//		lookup_rate        <per_second> [<burst>]
 //		register_timeout   <duration>
 //		max_unregistered_per_prefix <count>
 //		prefix_session_rate <per_second> [<burst>]
@@ -105,6 +106,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			stall_timeout           <duration>
 //			max_waiting             <count>
 //			max_waiting_per_device  <count>
+//			max_waiting_per_prefix  <count>
 //		}
 //	}
 //
@@ -133,10 +135,13 @@ func (o *Options) unmarshalBlock(d *caddyfile.Dispenser, directive string) error
 			o.WriteTimeout, err = durationArg(d)
 		case "max_sessions":
 			o.MaxSessions, err = countArg(d)
-		case "connect_rate", "prefix_session_rate":
+		case "connect_rate", "prefix_session_rate", "lookup_rate":
 			rate, burst := &o.ConnectRate, &o.ConnectBurst
-			if opt == "prefix_session_rate" {
+			switch opt {
+			case "prefix_session_rate":
 				rate, burst = &o.PrefixSessionRate, &o.PrefixSessionBurst
+			case "lookup_rate":
+				rate, burst = &o.LookupRate, &o.LookupBurst
 			}
 			*rate, *burst, err = rateArgs(d)
 		case "register_timeout":
@@ -194,6 +199,8 @@ func (r *RelayOptions) unmarshalBlock(d *caddyfile.Dispenser, directive string) 
 			r.MaxWaiting, err = countArg(d)
 		case "max_waiting_per_device":
 			r.MaxWaitingPerDevice, err = countArg(d)
+		case "max_waiting_per_prefix":
+			r.MaxWaitingPerPrefix, err = countArg(d)
 		default:
 			err = d.Errf("unknown %s relay option %q", directive, opt)
 		}

@@ -57,6 +57,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.app.takeOver(srv)
 	srv.RegisterOnShutdown(h.app.endSessionsAtExit)
+	// A session must register within register_timeout of its connection's
+	// accept, not of its request (HTTP/3: the endpoint's ConnContext).
+	srv.RegisterConnContext(rendezvous.ConnStarted)
 	return nil
 }
 

@@ -42,8 +42,9 @@ type Options struct {
 	// Default: rendezvous.DefaultConnectBurst (20).
 	ConnectBurst int `json:"connect_burst,omitempty"`
 	// RegisterTimeout ends a session that has not registered this long
-	// after its request arrived; until then Caddy's idle timeouts apply
-	// to it too (HTTP/2). Default: rendezvous.DefaultRegisterTimeout (10s).
+	// after its connection was accepted; until then Caddy's idle timeouts
+	// apply to it too (HTTP/2). Default: rendezvous.DefaultRegisterTimeout
+	// (10s).
 	RegisterTimeout caddy.Duration `json:"register_timeout,omitempty"`
 	// MaxUnregisteredPerPrefix caps the sessions from one source prefix
 	// (an IPv4 address, an IPv6 /64) that have not registered yet; more
@@ -57,6 +58,15 @@ type Options struct {
 	// devices behind one carrier-grade NAT to return after a restart.
 	// Default: rendezvous.DefaultPrefixSessionBurst (4000).
 	PrefixSessionBurst int `json:"prefix_session_burst,omitempty"`
+	// LookupRate is how many failed lookups per second a device may make
+	// of one peer (a token bucket per device and peer, shared by connect
+	// requests and relay requests): a connect or relay request needs a
+	// token and takes one only if it fails (the peer is offline, declines
+	// or never answers). Default: rendezvous.DefaultLookupRate (1).
+	LookupRate float64 `json:"lookup_rate,omitempty"`
+	// LookupBurst is that token bucket's size.
+	// Default: rendezvous.DefaultLookupBurst (3).
+	LookupBurst int `json:"lookup_burst,omitempty"`
 	// ConsentTimeout is how long a device that asks for consent has to
 	// answer whether a peer may connect to it; no answer is a decline.
 	// Default: rendezvous.DefaultConsentTimeout (10s).
@@ -116,6 +126,10 @@ type RelayOptions struct {
 	// MaxWaitingPerDevice caps a device's waiting relay sessions; more get
 	// 429. Default: relay.DefaultMaxWaitingPerDevice (4).
 	MaxWaitingPerDevice int `json:"max_waiting_per_device,omitempty"`
+	// MaxWaitingPerPrefix caps the waiting relay sessions from one
+	// source prefix (an IPv4 address, an IPv6 /64); more get 429.
+	// Default: relay.DefaultMaxWaitingPerPrefix (256).
+	MaxWaitingPerPrefix int `json:"max_waiting_per_prefix,omitempty"`
 }
 
 // superPeerConfig is the super peer's configuration for these options.
@@ -132,6 +146,8 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			MaxSessions:       o.MaxSessions,
 			ConnectRate:       o.ConnectRate,
 			ConnectBurst:      o.ConnectBurst,
+			LookupRate:        o.LookupRate,
+			LookupBurst:       o.LookupBurst,
 			RegisterTimeout:   time.Duration(o.RegisterTimeout),
 			ConsentTimeout:    time.Duration(o.ConsentTimeout),
 			HidePresence:      o.HidePresence,
@@ -154,6 +170,7 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			StallTimeout:         time.Duration(r.StallTimeout),
 			MaxWaiting:           r.MaxWaiting,
 			MaxWaitingPerDevice:  r.MaxWaitingPerDevice,
+			MaxWaitingPerPrefix:  r.MaxWaitingPerPrefix,
 			HidePresence:         o.HidePresence,
 			Logger:               logger.Named("relay"),
 		},
@@ -170,6 +187,8 @@ var optionNames = strings.NewReplacer(
 	"connect burst", "connect_burst",
 	"register timeout", "register_timeout",
 	"consent timeout", "consent_timeout",
+	"lookup rate", "lookup_rate",
+	"lookup burst", "lookup_burst",
 	"max unregistered per prefix", "max_unregistered_per_prefix",
 	"prefix session rate", "prefix_session_rate",
 	"prefix session burst", "prefix_session_burst",

@@ -37,7 +37,7 @@ func TestValidate(t *testing.T) {
 // allOptions sets every option, each to a value of its own.
 var allOptions = Options{
 	KeepaliveInterval: caddyDuration("20s"), SessionTimeout: caddyDuration("1m"), WriteTimeout: caddyDuration("5s"),
-	MaxSessions: 5000, ConnectRate: 2.5, ConnectBurst: 10,
+	MaxSessions: 5000, ConnectRate: 2.5, ConnectBurst: 10, LookupRate: 0.5, LookupBurst: 6,
 	RegisterTimeout: caddyDuration("5s"), MaxUnregisteredPerPrefix: 16, PrefixSessionRate: 50, PrefixSessionBurst: 2000,
 	ConsentTimeout: caddyDuration("4s"), HidePresence: true,
 	Relay: &RelayOptions{PairTimeout: caddyDuration("5s"), MaxSessionsPerDevice: 8, Rate: 12.5e6, Burst: 1 << 18, MaxDatagramSize: 1400, QueueLen: 128},
@@ -55,6 +55,17 @@ func TestConsentOptions(t *testing.T) {
 	}
 }
 
+// lookup_rate and its burst reach the rendezvous server.
+func TestLookupOptions(t *testing.T) {
+	cfg := Options{LookupRate: 0.5, LookupBurst: 6}.superPeerConfig(zap.NewNop())
+	if cfg.Rendezvous.LookupRate != 0.5 || cfg.Rendezvous.LookupBurst != 6 {
+		t.Errorf("lookup rate %v, burst %d", cfg.Rendezvous.LookupRate, cfg.Rendezvous.LookupBurst)
+	}
+	if err := (Options{LookupBurst: -1}).validate(); err == nil || !strings.Contains(err.Error(), "lookup_rate, lookup_burst and consent_timeout must not be negative") {
+		t.Errorf("a negative lookup_burst: %v", err)
+	}
+}
+
 // An option set in one place applies; the same value set twice is no
 // conflict.
 func TestOptionsMerge(t *testing.T) {
@@ -68,7 +79,8 @@ func TestOptionsMerge(t *testing.T) {
 		got.MaxSessions != want.MaxSessions || got.ConnectRate != want.ConnectRate || got.ConnectBurst != want.ConnectBurst ||
 		got.SessionTimeout != want.SessionTimeout || got.WriteTimeout != want.WriteTimeout || got.RegisterTimeout != want.RegisterTimeout ||
 		got.MaxUnregisteredPerPrefix != want.MaxUnregisteredPerPrefix || got.PrefixSessionRate != want.PrefixSessionRate ||
-		got.PrefixSessionBurst != want.PrefixSessionBurst || got.ConsentTimeout != want.ConsentTimeout || got.HidePresence != want.HidePresence {
+		got.PrefixSessionBurst != want.PrefixSessionBurst || got.ConsentTimeout != want.ConsentTimeout || got.HidePresence != want.HidePresence ||
+		got.LookupRate != want.LookupRate || got.LookupBurst != want.LookupBurst {
 		t.Errorf("merged %+v (relay %+v), want %+v", got, *got.Relay, want)
 	}
 	// Options from two places make the whole.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,9 @@ type RefusedError struct {
 	Status      int
 	ProxyStatus string // the Proxy-Status header (RFC 9209)
 	Reason      string
+	// RetryAfter is the Retry-After of a 429 or 503, in whole seconds;
+	// zero if none.
+	RetryAfter time.Duration
 }
 
 func (e *RefusedError) Error() string {
@@ -61,6 +65,9 @@ func (e *RefusedError) Error() string {
 // section 2.1.6), or else from the body.
 func refusedError(resp *http.Response) error {
 	e := &RefusedError{Status: resp.StatusCode, ProxyStatus: resp.Header.Get("Proxy-Status")}
+	if sec, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && sec > 0 {
+		e.RetryAfter = time.Duration(sec) * time.Second
+	}
 	if l, err := httpsfv.UnmarshalList(resp.Header.Values("Proxy-Status")); err == nil && len(l) > 0 {
 		if item, ok := l[0].(httpsfv.Item); ok {
 			if d, ok := item.Params.Get("details"); ok {

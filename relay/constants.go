@@ -53,6 +53,14 @@ const (
 	// asks for a relay to a few peers at a time; its other sessions
 	// (MaxSessionsPerDevice in all) are bridged.
 	DefaultMaxWaitingPerDevice = 4
+	// DefaultMaxWaitingPerPrefix, legs waiting at once from one source
+	// prefix (an IPv4 address, an IPv6 /64; rendezvous.SourcePrefix): a
+	// 16th of DefaultMaxWaiting, so that strangers with many identities on
+	// one host cannot fill the pool (with hide_presence, requests towards
+	// offline peers wait too) and filling it takes 16 prefixes. A leg
+	// waits a round trip or two, so 256 at once keep up with more relay
+	// setups than the devices behind one NAT make.
+	DefaultMaxWaitingPerPrefix = DefaultMaxWaiting / 16
 )
 
 // Implementation constants.

@@ -22,6 +22,7 @@ func TestDocsTables(t *testing.T) {
 		"relay.DefaultStallTimeout":         DefaultStallTimeout,
 		"relay.DefaultMaxWaiting":           DefaultMaxWaiting,
 		"relay.DefaultMaxWaitingPerDevice":  DefaultMaxWaitingPerDevice,
+		"relay.DefaultMaxWaitingPerPrefix":  DefaultMaxWaitingPerPrefix,
 		"relay.DefaultFastPathPort":         DefaultFastPathPort,
 		"relay.DefaultMaxFastPathBindings":  DefaultMaxFastPathBindings,
 		"relay.fastPathChallengeInterval":   fastPathChallengeInterval,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/h3stream"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // legKind is how a leg carries packets; newLeg picks its legIO by it.
@@ -75,6 +77,8 @@ type leg struct {
 	peer    identity.PeerID // the device of this leg
 	target  identity.PeerID // the device it wants
 	unwatch func() bool     // stops ending the leg with its registration
+	reg     *rendezvous.Registration
+	prefix  netip.Prefix // where the device's request came from
 	cfg     *Config
 	stats   *Stats
 	w       http.ResponseWriter

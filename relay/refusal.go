@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/dunglas/httpsfv"
 )
@@ -30,6 +31,8 @@ type refusal struct {
 	errType string   // RFC 9209 section 2.3 proxy error type
 	details string   // fixed, or the format that with fills in
 	of      *refusal // the declared refusal a copy was made from
+	// retryAfter, if set (after), goes out as Retry-After.
+	retryAfter time.Duration
 }
 
 // Every refusal. docs/PROTOCOL.md's refusal table has one row for each,
@@ -71,6 +74,11 @@ var (
 		details: "this device already has %d relay sessions waiting for their counterparts, the most allowed"}
 	refuseBusy = &refusal{status: http.StatusServiceUnavailable, errType: errInternal,
 		details: "the super peer already holds %d relay sessions waiting for their counterparts; retry later"}
+	refuseTooManyWaitingPrefix = &refusal{status: http.StatusTooManyRequests, errType: errDenied,
+		details: "%d relay sessions from %s wait for their counterparts already, the most one network may hold; retry later"}
+	// The per-(asker, target) lookup limit of the rendezvous, shared with
+	// its connects (rendezvous.Server.LookUp); the details are its reason.
+	refuseLookupLimited     = &refusal{status: http.StatusTooManyRequests, errType: errDenied, details: "%s"}
 	refuseRegistrationEnded = &refusal{status: http.StatusForbidden, errType: errDenied,
 		details: "the registration on this connection ended: %s"}
 
@@ -91,12 +99,20 @@ var refusals = [...]*refusal{
 	refuseNotRelayPath, refuseBadPath, refuseNotPeerID, refuseNotKey,
 	refuseNoRegistration, refuseSelf, refuseNotFound,
 	refuseInternal, refuseShuttingDown, refuseTooMany, refuseTooManyWaiting, refuseBusy, refuseRegistrationEnded,
+	refuseTooManyWaitingPrefix, refuseLookupLimited,
 	refuseSuperseded, refuseCanceled, refusePairTimeout,
 }
 
 // with returns a copy of r whose details are r's format filled in.
 func (r *refusal) with(args ...any) *refusal {
 	return &refusal{status: r.status, errType: r.errType, details: fmt.Sprintf(r.details, args...), of: r}
+}
+
+// after returns r, a copy made by with, with a Retry-After of d, in
+// whole seconds.
+func (r *refusal) after(d time.Duration) *refusal {
+	r.retryAfter = d
+	return r
 }
 
 // echoed quotes a request's own text (its target, its method) for a
@@ -131,6 +147,9 @@ func (r *refusal) write(w http.ResponseWriter) {
 	item.Params.Add("details", r.details)
 	if v, err := httpsfv.Marshal(item); err == nil {
 		w.Header().Set("Proxy-Status", v)
+	}
+	if r.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((r.retryAfter+time.Second-1)/time.Second)))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

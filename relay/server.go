@@ -2,8 +2,10 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,15 +48,19 @@ type Config struct {
 	// StallTimeout ends a leg whose queue is full and whose device has not
 	// taken the write in flight for this long.
 	StallTimeout time.Duration
-	// MaxWaiting caps the legs waiting for their counterpart, and
-	// MaxWaitingPerDevice a device's; more get 503 and 429.
+	// MaxWaiting caps the legs waiting for their counterpart,
+	// MaxWaitingPerDevice a device's, and MaxWaitingPerPrefix those from
+	// one source prefix (rendezvous.SourcePrefix); more get 503, 429 and
+	// 429.
 	MaxWaiting          int
 	MaxWaitingPerDevice int
+	MaxWaitingPerPrefix int
 	// HidePresence answers a request towards an unregistered device as
 	// one towards a device that never opens its side: it waits
-	// PairTimeout (holding a waiting slot) and gets the pair timeout's
-	// 504, rather than a 404 at once; so a stranger cannot tell whether a
-	// device is online (rendezvous.Config.HidePresence).
+	// PairTimeout (holding a waiting slot, within its device's and its
+	// network's share) and gets the pair timeout's 504, rather than a 404
+	// at once; so a stranger cannot tell whether a device is online
+	// (rendezvous.Config.HidePresence).
 	HidePresence bool
 	// MaxFastPathBindings caps the fast path's bindings across the server
 	// (one per leg whose device asked); more are refused and those devices
@@ -77,6 +83,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.StallTimeout, DefaultStallTimeout)
 	defaults.Set(&c.MaxWaiting, DefaultMaxWaiting)
 	defaults.Set(&c.MaxWaitingPerDevice, DefaultMaxWaitingPerDevice)
+	defaults.Set(&c.MaxWaitingPerPrefix, DefaultMaxWaitingPerPrefix)
 	defaults.Set(&c.MaxFastPathBindings, DefaultMaxFastPathBindings)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -88,7 +95,8 @@ func (c Config) withDefaults() Config {
 // the defaults; negative ones are errors.
 func (c Config) Validate() error {
 	if c.PairTimeout < 0 || c.WriteTimeout < 0 || c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 ||
-		c.QueueBytes < 0 || c.MaxQueuedBytes < 0 || c.StallTimeout < 0 || c.MaxWaiting < 0 || c.MaxWaitingPerDevice < 0 || c.MaxFastPathBindings < 0 {
+		c.QueueBytes < 0 || c.MaxQueuedBytes < 0 || c.StallTimeout < 0 || c.MaxWaiting < 0 || c.MaxWaitingPerDevice < 0 || c.MaxWaitingPerPrefix < 0 ||
+		c.MaxFastPathBindings < 0 {
 		return fmt.Errorf("relay options must not be negative")
 	}
 	c = c.withDefaults()
@@ -104,10 +112,15 @@ func (c Config) Validate() error {
 
 // Authenticator is what the relay needs of the rendezvous server: relay
 // requests are authenticated by the registration on their connection
-// (docs/PROTOCOL.md), and go only to registered devices.
+// (docs/PROTOCOL.md), and go only to registered devices. A relay request
+// is a lookup of its target as a connect is, and is limited with it:
+// LookUp refuses one over the per-(asker, target) limit with a
+// *rendezvous.LookupLimitedError, and LookupFailed charges one that
+// failed (see rendezvous.Server.LookUp).
 type Authenticator interface {
 	Authenticate(r *http.Request) (*rendezvous.Registration, bool)
-	Registered(peer identity.PeerID) bool
+	LookUp(asker *rendezvous.Registration, target identity.PeerID) (found bool, err error)
+	LookupFailed(asker *rendezvous.Registration, target identity.PeerID)
 }
 
 // Server relays between consenting devices. Mount it at PathPrefix on
@@ -120,6 +133,7 @@ type Server struct {
 	legs      map[*leg]struct{}
 	byDevice  map[identity.PeerID]int // sessions per device
 	waitingBy map[identity.PeerID]int // sessions per device not yet paired
+	waitingAt map[netip.Prefix]int    // sessions per source prefix not yet paired
 	nWaiting  int                     // sessions not yet paired
 	closed    bool
 
@@ -137,6 +151,7 @@ func NewServer(cfg Config) *Server {
 		legs:      make(map[*leg]struct{}),
 		byDevice:  make(map[identity.PeerID]int),
 		waitingBy: make(map[identity.PeerID]int),
+		waitingAt: make(map[netip.Prefix]int),
 	}
 	s.SetConfig(cfg)
 	return s
@@ -198,7 +213,18 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	if target == peer {
 		return nil, refuseSelf
 	}
-	if !cfg.HidePresence && !cfg.Auth.Registered(target) {
+	// With HidePresence, a request towards an offline device waits as
+	// one towards a device that never opens its side, under the same
+	// bounds, and is charged when it times out (pair): it must not differ
+	// in anything the asker sees.
+	found, err := cfg.Auth.LookUp(reg, target)
+	if lim := (*rendezvous.LookupLimitedError)(nil); errors.As(err, &lim) {
+		return nil, refuseLookupLimited.with(lim.Reason).after(lim.RetryAfter)
+	} else if err != nil {
+		return nil, refuseInternal.with(err)
+	}
+	if !found && !cfg.HidePresence {
+		cfg.Auth.LookupFailed(reg, target)
 		return nil, refuseNotFound.with(target)
 	}
 	l, err := newLeg(kind, w, r, peer, target, cfg, &s.stats)
@@ -206,6 +232,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 		return nil, refuseInternal.with(err)
 	}
 	l.fastPaths = &s.fast
+	l.reg, l.prefix = reg, sourcePrefix(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -216,6 +243,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	}
 	if s.waitingBy[peer] >= cfg.MaxWaitingPerDevice {
 		return nil, refuseTooManyWaiting.with(cfg.MaxWaitingPerDevice)
+	}
+	if s.waitingAt[l.prefix] >= cfg.MaxWaitingPerPrefix {
+		return nil, refuseTooManyWaitingPrefix.with(cfg.MaxWaitingPerPrefix, l.prefix).after(cfg.PairTimeout)
 	}
 	if s.nWaiting >= cfg.MaxWaiting {
 		return nil, refuseBusy.with(cfg.MaxWaiting)
@@ -228,6 +258,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	}
 	s.byDevice[peer]++
 	s.waitingBy[peer]++
+	s.waitingAt[l.prefix]++
 	s.nWaiting++
 	s.stats.Waiting.Add(1)
 	s.legs[l] = struct{}{}
@@ -244,6 +275,9 @@ func (s *Server) paired(l *leg) {
 	defer s.mu.Unlock()
 	if s.waitingBy[l.peer]--; s.waitingBy[l.peer] <= 0 {
 		delete(s.waitingBy, l.peer)
+	}
+	if s.waitingAt[l.prefix]--; s.waitingAt[l.prefix] <= 0 {
+		delete(s.waitingAt, l.prefix)
 	}
 	s.nWaiting--
 	s.stats.Waiting.Add(-1)
@@ -304,7 +338,19 @@ func (s *Server) pair(ctx context.Context, l *leg, cfg *Config) (*leg, *refusal)
 		return nil, refuseCanceled
 	}
 	s.stats.PairTimeouts.Add(1)
+	cfg.Auth.LookupFailed(l.reg, l.target) // the target never came: a failed lookup
 	return nil, refusePairTimeout.with(l.target, cfg.PairTimeout)
+}
+
+// sourcePrefix is the source prefix r came from (rendezvous.SourcePrefix),
+// by which waiting legs are bounded; an unparsable address (none, behind
+// a front end that sets none) counts in the zero prefix.
+func sourcePrefix(r *http.Request) netip.Prefix {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return rendezvous.SourcePrefix(ap.Addr())
 }
 
 // testHookFn, when a test sets it, is called at the points where two

@@ -3,7 +3,6 @@ package rendezvous
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -11,24 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quic-go/quic-go"
+	"github.com/netsody/superpeer/internal/sptest"
 )
 
 // fromAddr makes a device's session leave from the loopback address
-// src, another source prefix than 127.0.0.1 (Linux routes all of
-// 127.0.0.0/8 to the loopback interface).
+// src, another source prefix than 127.0.0.1 (sptest.FromLoopback).
 func fromAddr(t testing.TB, src string) func(*ClientConfig) {
-	return func(c *ClientConfig) {
-		ip := net.ParseIP(src)
-		c.DialTCP = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}).DialContext
-		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
-		if err != nil {
-			t.Skipf("cannot bind %s: %v", src, err)
-		}
-		tr := &quic.Transport{Conn: pc}
-		t.Cleanup(func() { tr.Close() })
-		c.QUICTransport = tr
-	}
+	return func(c *ClientConfig) { c.DialTCP, c.QUICTransport = sptest.FromLoopback(t, src) }
 }
 
 // tryOpen opens a session request without registering; the session is
@@ -135,8 +123,8 @@ func TestPrefixTableBounded(t *testing.T) {
 	cfg := Config{}.withDefaults()
 	var pt prefixTable
 	now := time.Now()
-	a := sourcePrefix(netip.MustParseAddr("2001:db8::1"))
-	if b := sourcePrefix(netip.MustParseAddr("2001:db8::ffff:1")); a != b {
+	a := SourcePrefix(netip.MustParseAddr("2001:db8::1"))
+	if b := SourcePrefix(netip.MustParseAddr("2001:db8::ffff:1")); a != b {
 		t.Fatalf("one /64 is two prefixes: %v, %v", a, b)
 	}
 	if pt.take(a, now, &cfg) != nil {

@@ -52,7 +52,8 @@ type Config struct {
 	AddrsRate  float64
 	AddrsBurst int
 	// RegisterTimeout ends a session that has not registered this long
-	// after its request arrived.
+	// after its connection began (ConnStarted, ConnContext), or, if no
+	// ConnContext recorded that, after its request arrived.
 	RegisterTimeout time.Duration
 	// MaxUnregisteredPerPrefix caps the sessions from one source prefix
 	// (an IPv4 address, an IPv6 /64) that have not registered yet; more

@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 
@@ -28,6 +29,16 @@ import (
 // stranger probing a peer, or pestering one that declines, is. A connect
 // while the same lookup waits joins it. Requests waiting for an answer are
 // bounded per target and in all (maxPendingPerTarget, maxPending).
+//
+// What waits (a request, or a hidden refusal's timer) is bounded per
+// asking session and per asker's source prefix as well
+// (maxWaitingPerAsker, maxWaitingPerPrefix), checked before the target is
+// looked at so that the refusal says nothing of it: identities are free,
+// and without these one host asking devices of its own that never answer
+// fills maxPending for ConsentTimeout at a time. A target that lets a
+// request time out has its pending slots halved, down to one, until it
+// answers again (pendingSlotsLocked): a device of the attacker's that
+// never answers holds little, an honest one always answers.
 
 // msgPeerNotFound is the one answer for an offline, declining, silent or
 // departed target: a stranger must not tell them apart by it.
@@ -37,8 +48,9 @@ const msgPeerNotFound = "no device with this peer ID is registered at this super
 // session.asked) and the asks in them. Lock order: it is taken without
 // any session's mu, and before an outbox's.
 type consent struct {
-	mu      sync.Mutex
-	pending int // requests waiting for an answer, in all
+	mu       sync.Mutex
+	pending  int                  // requests waiting for an answer, in all
+	byPrefix map[netip.Prefix]int // asks with a timer, by the asker's prefix
 }
 
 // ask is one asker's lookups of one target: the per-pair rate limit, and
@@ -80,7 +92,12 @@ func (s *session) handleConnect(m *Connect) {
 		s.refuse(m.Peer, ErrCodeRateLimited, "too many peers looked up at once; slow down")
 		return
 	case a.timer != nil:
-		// The same lookup waits: its answer answers this one too.
+		// The same lookup waits: its answer answers this one too. Consent
+		// is given to a peer, not to a way of reaching it (the device
+		// remembers its decisions per peer), and the request's relay flag
+		// only informs the device's decision; so a joining connect that
+		// asks for a relay gets one offered, as the asker now asked, and
+		// no relay is offered unless one of its connects asked.
 		a.relay = a.relay || m.Relay
 		c.mu.Unlock()
 		return
@@ -88,6 +105,11 @@ func (s *session) handleConnect(m *Connect) {
 		c.mu.Unlock()
 		s.srv.stats.LookupsLimited.Add(1)
 		s.refuse(m.Peer, ErrCodeRateLimited, "too many connect requests for this peer; slow down")
+		return
+	case c.askerBusyLocked(s):
+		c.mu.Unlock()
+		s.srv.stats.LookupsLimited.Add(1)
+		s.refuse(m.Peer, ErrCodeRateLimited, "this device, or its network, has too many lookups waiting for answers; retry once they are answered")
 		return
 	case other == nil || other.consentClosed:
 		f := c.unavailableLocked(a, now, cfg)
@@ -142,7 +164,7 @@ func (c *consent) requestLocked(a *ask, target *session, relay bool, now time.Ti
 	case !target.intros.Allow():
 		stats.IntroductionsLimited.Add(1)
 		busy = "the peer is asked for by too many devices now; retry in a moment"
-	case len(target.asked) >= maxPendingPerTarget || c.pending >= maxPending:
+	case len(target.asked) >= target.pendingSlotsLocked() || c.pending >= maxPending:
 		stats.ConsentBusy.Add(1)
 		busy = "the peer has too many requests waiting for its answer; retry in a moment"
 	default:
@@ -167,8 +189,9 @@ func (c *consent) requestLocked(a *ask, target *session, relay bool, now time.Ti
 	target.asked[a.asker.peer] = a
 	a.target, a.relay, a.since = target, relay, now
 	c.pending++
-	a.timer = c.afterLocked(a, cfg.ConsentTimeout, func() {
+	c.afterLocked(a, cfg.ConsentTimeout, func() {
 		stats.ConsentTimeouts.Add(1)
+		target.silent++
 		c.dropLocked(a)
 		a.limiter.Allow() // a failed lookup
 	})
@@ -176,10 +199,10 @@ func (c *consent) requestLocked(a *ask, target *session, relay bool, now time.Ti
 	return nil, ""
 }
 
-// afterLocked sets a timer on a that, unless replaced or stopped first,
+// afterLocked sets a timer on a that, unless stopped first (stopLocked),
 // runs then (under c.mu) and tells a's asker that its target is not
-// found.
-func (c *consent) afterLocked(a *ask, d time.Duration, then func()) *time.Timer {
+// found. While it is set, a counts among its asker's waiting asks.
+func (c *consent) afterLocked(a *ask, d time.Duration, then func()) {
 	var t *time.Timer
 	t = time.AfterFunc(d, func() {
 		c.mu.Lock()
@@ -187,12 +210,48 @@ func (c *consent) afterLocked(a *ask, d time.Duration, then func()) *time.Timer 
 			c.mu.Unlock()
 			return
 		}
-		a.timer = nil
+		c.stopLocked(a)
 		then()
 		c.mu.Unlock()
 		a.asker.send(a.asker.srv.notFound(a.peer))
 	})
-	return t
+	a.timer = t
+	c.waitLocked(a.asker, 1)
+}
+
+// stopLocked stops a's timer, if set, and uncounts it.
+func (c *consent) stopLocked(a *ask) {
+	if a.timer == nil {
+		return
+	}
+	a.timer.Stop()
+	a.timer = nil
+	c.waitLocked(a.asker, -1)
+}
+
+// waitLocked counts n more waiting asks of s's, for the per-asker and
+// per-prefix bounds.
+func (c *consent) waitLocked(s *session, n int) {
+	s.waiting += n
+	if c.byPrefix == nil {
+		c.byPrefix = make(map[netip.Prefix]int)
+	}
+	if c.byPrefix[s.prefix] += n; c.byPrefix[s.prefix] <= 0 {
+		delete(c.byPrefix, s.prefix)
+	}
+}
+
+// askerBusyLocked reports whether s, or its source prefix, has as many
+// asks waiting as it may.
+func (c *consent) askerBusyLocked(s *session) bool {
+	return s.waiting >= maxWaitingPerAsker || c.byPrefix[s.prefix] >= maxWaitingPerPrefix
+}
+
+// pendingSlotsLocked is how many requests may wait for s's answer:
+// maxPendingPerTarget, halved for each request s let time out since it
+// last answered one, and at least one.
+func (s *session) pendingSlotsLocked() int {
+	return max(1, maxPendingPerTarget>>min(s.silent, 31))
 }
 
 // unavailableLocked answers a's lookup as for an offline target, a
@@ -203,7 +262,7 @@ func (c *consent) unavailableLocked(a *ask, since time.Time, cfg *Config) []byte
 	if !cfg.HidePresence {
 		return a.asker.srv.notFound(a.peer)
 	}
-	a.timer = c.afterLocked(a, time.Until(since.Add(cfg.ConsentTimeout)), func() {})
+	c.afterLocked(a, time.Until(since.Add(cfg.ConsentTimeout)), func() {})
 	return nil
 }
 
@@ -215,10 +274,7 @@ func (c *consent) dropLocked(a *ask) {
 	delete(a.target.asked, a.asker.peer)
 	a.target = nil
 	c.pending--
-	if a.timer != nil {
-		a.timer.Stop()
-		a.timer = nil
-	}
+	c.stopLocked(a)
 }
 
 // handleAnswer acts on the device's answer to a request: on accept, both
@@ -235,6 +291,7 @@ func (s *session) handleAnswer(m *Answer) {
 		return
 	}
 	asker, relay := a.asker, a.relay
+	s.silent = 0 // it answers
 	c.dropLocked(a)
 	var f []byte
 	if !m.Accept {
@@ -306,10 +363,7 @@ func (srv *Server) closeConsent(s *session) {
 	s.consentClosed = true
 	for _, a := range s.asks {
 		c.dropLocked(a)
-		if a.timer != nil {
-			a.timer.Stop()
-			a.timer = nil
-		}
+		c.stopLocked(a)
 	}
 	s.asks = nil
 	type late struct {

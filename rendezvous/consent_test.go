@@ -201,7 +201,8 @@ func TestConsent(t *testing.T) {
 // A device that does not ask for consent (an older one, or one without
 // OnRequest) is introduced at once, as before.
 func TestNoConsentIntroducedAtOnce(t *testing.T) {
-	ts := newTestServer(t, "127.0.0.1", Config{})
+	// Short, so that a request the device cannot answer fails quickly.
+	ts := newTestServer(t, "127.0.0.1", Config{ConsentTimeout: time.Second})
 	asker := ts.dial(t, TransportH3, newIdentity(t))
 	cands := make(chan Candidates, 1)
 	old := ts.dial(t, TransportH2, newIdentity(t), func(c *ClientConfig) {
@@ -211,8 +212,13 @@ func TestNoConsentIntroducedAtOnce(t *testing.T) {
 	if c, e, _ := lookup(t, asker, old.cfg.Identity.PeerID()); e != nil || c.Observed != old.Observed() {
 		t.Fatalf("%+v, %v", c, e)
 	}
-	if m := <-cands; m.Peer != asker.cfg.Identity.PeerID() {
-		t.Errorf("the device got %+v", m)
+	select {
+	case m := <-cands:
+		if m.Peer != asker.cfg.Identity.PeerID() {
+			t.Errorf("the device got %+v", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the device got no candidates within 5s")
 	}
 	if n := ts.rv.Stats().ConsentRequests.Load(); n != 0 {
 		t.Errorf("%d requests sent to a device that does not ask for consent", n)
@@ -376,5 +382,50 @@ func TestPendingRequestsBounded(t *testing.T) {
 	}
 	if n := ts.rv.consent.pending; n != 0 {
 		t.Errorf("%d requests pending after their askers left", n)
+	}
+}
+
+// Consent is given to a peer; the relay flag of the request only informs
+// the deciding device. Candidates offer a relay only if the asker asked
+// for one: a connect that joins a waiting request with the flag offers it
+// (the asker said so), and without any connect saying so, none is.
+func TestRelayFlagFromTheAsker(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	for _, tc := range []struct {
+		name         string
+		first, joins bool // the connects' relay flags
+		want         bool
+	}{
+		{"no relay", false, false, false},
+		{"joined with relay", false, true, true},
+		{"asked with relay", true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := ts.consenting(t, TransportH2, nil)
+			asker := ts.dial(t, TransportH3, newIdentity(t))
+			peer := target.cfg.Identity.PeerID()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			results := make(chan Candidates, 1)
+			go func() { c, _ := asker.Introduce(ctx, peer, IntroduceOptions{Relay: tc.first}); results <- c }()
+			if r := target.request(t); r.Relay != tc.first {
+				t.Errorf("the request says relay %v, the connect %v", r.Relay, tc.first)
+			}
+			if err := asker.writeFrame((&Connect{Peer: peer, Relay: tc.joins}).frame()); err != nil {
+				t.Fatal(err)
+			}
+			// Frames are handled in order: once this is answered, the
+			// joining connect has been.
+			lookup(t, asker, newIdentity(t).PeerID())
+			if err := target.Answer(asker.cfg.Identity.PeerID(), true); err != nil {
+				t.Fatal(err)
+			}
+			if c := <-results; c.Relay != tc.want {
+				t.Errorf("the asker's candidates offer relay %v, want %v", c.Relay, tc.want)
+			}
+			if c := <-target.cands; c.Relay != tc.want {
+				t.Errorf("the device's candidates offer relay %v, want %v", c.Relay, tc.want)
+			}
+		})
 	}
 }

@@ -69,8 +69,9 @@ const (
 	// change.
 	DefaultAddrsBurst = 5
 	// DefaultRegisterTimeout ends a session that has not registered this
-	// long after its request arrived: an honest device registers within a
-	// round trip, and a stranger must not hold a session longer.
+	// long after its connection began: an honest device connects and
+	// registers within a few round trips, and a stranger must not hold a
+	// connection and a session longer.
 	DefaultRegisterTimeout = 10 * time.Second
 	// DefaultMaxUnregisteredPerPrefix caps the sessions from one source
 	// prefix (maxPrefixBits) that have not registered yet: devices behind
@@ -117,6 +118,16 @@ const (
 	// maxPending bounds the requests waiting in all, a few hundred bytes
 	// each (about 20 MiB at most).
 	maxPending = 1 << 16
+	// maxWaitingPerAsker bounds one session's lookups that wait (a
+	// request for an answer, a hidden refusal for its time): more than
+	// DefaultConnectBurst, so a device that starts may ask all its peers
+	// at once. (The relay bounds its waiting legs itself.)
+	maxWaitingPerAsker = 32
+	// maxWaitingPerPrefix bounds them per asker's source prefix: a 64th
+	// of maxPending, so that filling it takes 64 prefixes; at 10 ms an
+	// answer, 100,000 lookups/s from behind one NAT fit, and with
+	// HidePresence 100/s.
+	maxWaitingPerPrefix = maxPending / 64
 	// prefixBits4 and prefixBits6 are the source prefix that per-prefix
 	// limits count: one IPv4 address (a host, or a NAT), one IPv6 /64 (a
 	// subnet, which one host may hold whole).

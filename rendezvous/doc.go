@@ -7,7 +7,8 @@
 // A device keeps one long-lived session with each super peer: a POST to
 // Path, over HTTP/3 (UDP) or, when UDP fails, HTTP/2 (TCP), whose request
 // body carries frames from the device and whose response body carries
-// frames back (see frame.go for every message, its layout and limits).
+// frames back (see frame.go and payload.go for every message, its layout
+// and limits).
 //
 //	device                                   super peer
 //	POST /.well-known/netsody/v1/rendezvous  ──▶
@@ -34,15 +35,17 @@
 // Register and Registered carry each end's ProtocolVersion and
 // Capabilities; a frame or extension added later goes only to an end that
 // announced it, and extensions older decoders do not know are skipped (see
-// frame.go and docs/PROTOCOL.md, "Versions and compatibility").
+// version.go and docs/PROTOCOL.md, "Versions and compatibility").
 //
 // # Files
 //
-// frame.go is the catalogue of frames and their payloads; wire.go their
-// encoding; constants.go every limit and default; session.go, outbox.go
-// and wakeups.go the server's side of a session; server.go the registry;
-// client.go the device's side, dial.go its transports, introduce.go its
-// introductions; rtt.go the RTT estimate both sides keep.
+// frame.go is the catalogue of frames, payload.go their payloads, wire.go
+// their encoding, version.go the versions and capabilities; constants.go
+// every limit and default; session.go, outbox.go and wakeups.go the
+// server's side of a session; server.go the registry; consent.go the
+// introductions it makes and the target's consent; lookup.go the relay's
+// lookups; client.go the device's side, dial.go its transports,
+// introduce.go its introductions; rtt.go the RTT estimate both sides keep.
 //
 // # API stability
 //

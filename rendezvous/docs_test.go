@@ -47,5 +47,7 @@ func TestDocsTables(t *testing.T) {
 		"rendezvous.DefaultConsentTimeout":           DefaultConsentTimeout,
 		"rendezvous.maxPendingPerTarget":             maxPendingPerTarget,
 		"rendezvous.maxPending":                      maxPending,
+		"rendezvous.maxWaitingPerAsker":              maxWaitingPerAsker,
+		"rendezvous.maxWaitingPerPrefix":             maxWaitingPerPrefix,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }

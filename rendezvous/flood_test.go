@@ -152,6 +152,11 @@ func TestQueueBoundsWhileAWriteStalls(t *testing.T) {
 		t.Errorf("%d queued, %d dropped, %d coalesced: want some dropped, two coalesced per queued",
 			frames, st.IntroductionsDropped.Load(), st.IntroductionsCoalesced.Load())
 	}
+	// A dropped introduction is refused to its asker, which retries; none
+	// is answered as if delivered.
+	if limited, dropped := st.Refused[ErrCodeRateLimited].Load(), st.IntroductionsDropped.Load(); limited != dropped {
+		t.Errorf("%d introductions dropped, %d askers told rate limited", dropped, limited)
+	}
 	// The device's own frames fill the rest, then wait.
 	pinged := make(chan struct{})
 	go func() {
@@ -175,11 +180,22 @@ func TestQueueBoundsWhileAWriteStalls(t *testing.T) {
 // A device whose writes stall for the write timeout is ended: that, and
 // not a full queue, is a slow reader.
 func TestStalledWriteEndsSession(t *testing.T) {
-	srv := NewServer(Config{WriteTimeout: 50 * time.Millisecond})
+	const timeout = 50 * time.Millisecond
+	srv := NewServer(Config{WriteTimeout: timeout})
 	str := &timeoutStream{closed: make(chan struct{})}
 	s := fakeRegistered(t, srv, str)
+	start := time.Now()
 	s.send((&Pong{}).frame())
-	<-str.closed
+	select {
+	case <-str.closed:
+	case <-time.After(5 * time.Second):
+		s.end(&Error{Code: ErrCodeShuttingDown}) // lets the writer go
+		s.out.wait()
+		t.Fatalf("a device that took no frame for 5s is still served; the write timeout is %v", timeout)
+	}
+	if took := time.Since(start); took < timeout {
+		t.Errorf("ended after %v, before the write timeout %v", took, timeout)
+	}
 	s.out.wait()
 	s.mu.Lock()
 	ended := s.ended
@@ -245,5 +261,12 @@ func TestAnnouncedAddrs(t *testing.T) {
 	}
 	if n := srv.Stats().AddrsLimited.Load(); n < 2 {
 		t.Errorf("%d announcements over the rate, want at least 2", n)
+	}
+	// Over the rate, what is announced is ignored.
+	if e := announce("192.0.2.9:5"); e != nil {
+		t.Fatal(e)
+	}
+	if got := s.candidates().LocalAddrs; fmt.Sprint(got) != "[192.0.2.8:5]" {
+		t.Errorf("an announcement over the rate was handed out: %v", got)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// prefixTable bounds what one source prefix (sourcePrefix) can open: at
+// prefixTable bounds what one source prefix (SourcePrefix) can open: at
 // most MaxUnregisteredPerPrefix sessions that have not registered, and new
 // sessions at PrefixSessionRate with PrefixSessionBurst (a token bucket).
 // Its own size is bounded by maxPrefixes: an entry goes when its last
@@ -26,8 +26,10 @@ type prefixEntry struct {
 	at           time.Time // when tokens was last brought up to date
 }
 
-// sourcePrefix is the prefix that per-prefix limits count a in.
-func sourcePrefix(a netip.Addr) netip.Prefix {
+// SourcePrefix is the prefix that per-prefix limits count a in: a's
+// IPv4 address (a host, or a NAT), or its IPv6 /64 (a subnet, which one
+// host may hold whole). The relay counts its waiting legs by it too.
+func SourcePrefix(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
 	bits := prefixBits6
 	if a.Is4() {

@@ -15,13 +15,14 @@ import (
 // the device's session expired, was replaced by a newer one, or left.
 type Registration struct {
 	peer   identity.PeerID
+	sess   *session // whose lookups Server.LookUp charges
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 }
 
-func newRegistration(peer identity.PeerID) *Registration {
+func newRegistration(s *session) *Registration {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &Registration{peer: peer, ctx: ctx, cancel: cancel}
+	return &Registration{peer: s.peer, sess: s, ctx: ctx, cancel: cancel}
 }
 
 // PeerID is the registered device.

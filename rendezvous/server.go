@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -160,9 +161,32 @@ func OnRegistered(ctx context.Context, f func()) context.Context {
 // rendezvous sessions: it lets a session follow its device's QUIC
 // connection to a new address when the device's NAT rebinds, and tell the
 // device (FrameObserved). Without it, a session keeps the address it saw
-// at registration.
+// at registration. It records the connection's start too (ConnStarted).
 func ConnContext(ctx context.Context, c *quic.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
+	return context.WithValue(ConnStarted(ctx, nil), connKey{}, c)
+}
+
+// connStartKey is the context key of when a session's connection began.
+type connStartKey struct{}
+
+// ConnStarted is an http.Server.ConnContext (called as a connection is
+// accepted, before its TLS handshake) that records the connection's
+// start: a session on it must register within RegisterTimeout of that
+// moment, not of its request, so that a stranger cannot hold a
+// connection idle and then a session for RegisterTimeout more. Without
+// it, the deadline counts from the request. ConnContext calls it for
+// HTTP/3.
+func ConnStarted(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connStartKey{}, time.Now())
+}
+
+// connStart returns when the connection that carried ctx's request
+// began, or now if no ConnStarted recorded it.
+func connStart(ctx context.Context) time.Time {
+	if t, ok := ctx.Value(connStartKey{}).(time.Time); ok {
+		return t
+	}
+	return time.Now()
 }
 
 // Registered reports whether a device with this peer ID is registered.

@@ -39,7 +39,8 @@ type session struct {
 	// holdsPrefix: the session counts among its prefix's unregistered
 	// sessions. Only the reader (or ServeHTTP before it) touches it.
 	holdsPrefix  bool
-	onRegistered func() // from OnRegistered, if set
+	onRegistered func()    // from OnRegistered, if set
+	connStart    time.Time // when its connection began (ConnStarted), or its request
 
 	// Set once by the reader in handleRegister, then read-only. Other
 	// goroutines read them only after one of two edges that follow the
@@ -70,6 +71,8 @@ type session struct {
 	asks          map[identity.PeerID]*ask // this device's lookups, by target
 	asked         map[identity.PeerID]*ask // requests to this device, by asker
 	consentClosed bool                     // the session ended: no new asks
+	waiting       int                      // asks with a timer
+	silent        int                      // requests to it that timed out since it last answered
 }
 
 func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *session {
@@ -79,9 +82,10 @@ func newSession(s *Server, r *http.Request, b Binding, remote netip.AddrPort) *s
 		remote:    remote,
 		transport: "h2",
 		log:       s.config().Logger,
-		prefix:    sourcePrefix(remote.Addr()),
+		prefix:    SourcePrefix(remote.Addr()),
 	}
 	sess.onRegistered, _ = r.Context().Value(registeredHookKey{}).(func())
+	sess.connStart = connStart(r.Context())
 	if r.ProtoMajor == 3 {
 		sess.transport = "h3"
 		sess.conn, _ = r.Context().Value(connKey{}).(remoteAddrer)
@@ -106,9 +110,10 @@ func (s *session) run() {
 	// The wakeups start at registration; until then this one ends a
 	// session that does not register, which would otherwise hold a
 	// reader and a place under MaxSessions and its prefix's limit for as
-	// long as its connection lives. It counts from the request, not from
-	// the last frame: frames of unknown types do not extend it.
-	deadline := time.AfterFunc(s.srv.config().RegisterTimeout, s.registerDeadline)
+	// long as its connection lives. It counts from the connection's start
+	// (ConnStarted; else the request), not from the last frame: neither
+	// an idle connection nor frames of unknown types extend it.
+	deadline := time.AfterFunc(time.Until(s.connStart.Add(s.srv.config().RegisterTimeout)), s.registerDeadline)
 	defer deadline.Stop()
 	var hdr [frameHeaderLen]byte
 	for {
@@ -240,7 +245,7 @@ func (s *session) handleRegister(m *Register) *Error {
 // become sets what a registration gives the session.
 func (s *session) become(peer identity.PeerID, proto Protocol, cfg *Config) {
 	s.peer, s.registered, s.proto = peer, true, proto
-	s.reg = newRegistration(peer)
+	s.reg = newRegistration(s)
 	s.mu.Lock()
 	s.regToEnd = s.reg
 	s.mu.Unlock()
@@ -291,7 +296,7 @@ func (s *session) registerDeadline() {
 	s.mu.Unlock()
 	if !registered {
 		s.srv.stats.RegisterTimeouts.Add(1)
-		s.end(&Error{Code: ErrCodeExpired, Message: "no " + FrameRegister.String() + " within " + s.srv.config().RegisterTimeout.String()})
+		s.end(&Error{Code: ErrCodeExpired, Message: "no " + FrameRegister.String() + " within " + s.srv.config().RegisterTimeout.String() + " of the connection's start"})
 	}
 }
 

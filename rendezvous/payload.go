@@ -1,0 +1,292 @@
+package rendezvous
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+	"unicode/utf8"
+
+	"github.com/netsody/superpeer/identity"
+)
+
+// The payload of each frame type (frame.go has the frame layout and the
+// types), with its encoding and decoding.
+
+// Register is FrameRegister's payload.
+type Register struct {
+	Peer        identity.PeerID
+	Signature   [64]byte
+	ProofOfWork int32
+	LocalAddrs  []netip.AddrPort
+	Protocol    // the device's
+}
+
+func (m *Register) frame() []byte {
+	p := make([]byte, 0, 32+64+4+1+len(m.LocalAddrs)*19)
+	p = append(p, m.Peer[:]...)
+	p = append(p, m.Signature[:]...)
+	p = binary.BigEndian.AppendUint32(p, uint32(m.ProofOfWork))
+	p = appendAddrs(p, m.LocalAddrs)
+	return appendFrame(nil, FrameRegister, m.Protocol.append(p))
+}
+
+func (m *Register) decode(b []byte) error {
+	d := decoder{t: FrameRegister, b: b}
+	m.Peer = d.peer()
+	copy(m.Signature[:], d.take(64))
+	m.ProofOfWork = int32(d.u32())
+	m.LocalAddrs = d.addrs()
+	m.Protocol.decodeExtensions(&d)
+	return d.err
+}
+
+// Registered is FrameRegistered's payload.
+type Registered struct {
+	Observed          netip.AddrPort
+	KeepaliveInterval time.Duration
+	SessionTimeout    time.Duration
+	Protocol          // the super peer's
+}
+
+func (m *Registered) frame() []byte {
+	p := appendAddr(nil, m.Observed)
+	p = binary.BigEndian.AppendUint32(p, millis(m.KeepaliveInterval))
+	p = binary.BigEndian.AppendUint32(p, millis(m.SessionTimeout))
+	return appendFrame(nil, FrameRegistered, m.Protocol.append(p))
+}
+
+func (m *Registered) decode(b []byte) error {
+	d := decoder{t: FrameRegistered, b: b}
+	m.Observed = d.addr()
+	m.KeepaliveInterval = time.Duration(d.u32()) * time.Millisecond
+	m.SessionTimeout = time.Duration(d.u32()) * time.Millisecond
+	m.Protocol.decodeExtensions(&d)
+	return d.err
+}
+
+// Addrs is FrameAddrs's payload.
+type Addrs struct {
+	LocalAddrs []netip.AddrPort
+}
+
+func (m *Addrs) frame() []byte {
+	return appendFrame(nil, FrameAddrs, appendAddrs(nil, m.LocalAddrs))
+}
+
+func (m *Addrs) decode(b []byte) error {
+	d := decoder{t: FrameAddrs, b: b}
+	m.LocalAddrs = d.addrs()
+	return d.done()
+}
+
+// Ping is FramePing's payload.
+type Ping struct {
+	Nonce uint64
+	RTT   time.Duration
+}
+
+func (m *Ping) frame() []byte {
+	p := binary.BigEndian.AppendUint64(nil, m.Nonce)
+	p = binary.BigEndian.AppendUint32(p, micros(m.RTT))
+	return appendFrame(nil, FramePing, p)
+}
+
+func (m *Ping) decode(b []byte) error {
+	d := decoder{t: FramePing, b: b}
+	m.Nonce = d.u64()
+	m.RTT = time.Duration(d.u32()) * time.Microsecond
+	return d.done()
+}
+
+// Pong is FramePong's payload: the ping's nonce, echoed.
+type Pong struct {
+	Nonce uint64
+}
+
+func (m *Pong) frame() []byte {
+	return appendFrame(nil, FramePong, binary.BigEndian.AppendUint64(nil, m.Nonce))
+}
+
+func (m *Pong) decode(b []byte) error {
+	d := decoder{t: FramePong, b: b}
+	m.Nonce = d.u64()
+	return d.done()
+}
+
+// Connect is FrameConnect's payload.
+type Connect struct {
+	Peer  identity.PeerID
+	Relay bool // the asking device relays through this super peer
+}
+
+func (m *Connect) frame() []byte {
+	return appendFrame(nil, FrameConnect, appendPeerFlags(m.Peer, flagIf(m.Relay, FlagRelay)))
+}
+
+func (m *Connect) decode(b []byte) (err error) {
+	m.Peer, m.Relay, err = decodePeerFlag(FrameConnect, b, FlagRelay)
+	return err
+}
+
+// Candidates is FrameCandidates's payload: how to reach Peer.
+type Candidates struct {
+	Peer       identity.PeerID
+	Initiator  bool          // this device asked to connect
+	Relay      bool          // the asking device relays through this super peer
+	PeerRTT    time.Duration // the peer's RTT to the super peer, 0 if unknown
+	Observed   netip.AddrPort
+	LocalAddrs []netip.AddrPort
+}
+
+// All returns the candidate addresses in the order to try them: local
+// addresses first, so that two devices on one LAN never hairpin, then the
+// observed address.
+func (c Candidates) All() []netip.AddrPort {
+	all := make([]netip.AddrPort, 0, len(c.LocalAddrs)+1)
+	all = append(all, c.LocalAddrs...)
+	if c.Observed.IsValid() {
+		all = append(all, c.Observed)
+	}
+	return all
+}
+
+func (m *Candidates) frame() []byte {
+	p := make([]byte, 0, 32+1+4+19+1+len(m.LocalAddrs)*19)
+	p = append(p, m.Peer[:]...)
+	var flags byte
+	if m.Initiator {
+		flags |= FlagInitiator
+	}
+	if m.Relay {
+		flags |= FlagRelay
+	}
+	p = append(p, flags)
+	p = binary.BigEndian.AppendUint32(p, micros(m.PeerRTT))
+	p = appendAddr(p, m.Observed)
+	p = appendAddrs(p, m.LocalAddrs)
+	return appendFrame(nil, FrameCandidates, p)
+}
+
+func (m *Candidates) decode(b []byte) error {
+	d := decoder{t: FrameCandidates, b: b}
+	m.Peer = d.peer()
+	flags := d.u8()
+	m.Initiator = flags&FlagInitiator != 0
+	m.Relay = flags&FlagRelay != 0
+	m.PeerRTT = time.Duration(d.u32()) * time.Microsecond
+	m.Observed = d.addr()
+	m.LocalAddrs = d.addrs()
+	return d.done()
+}
+
+// Observed is FrameObserved's payload.
+type Observed struct {
+	Addr netip.AddrPort
+}
+
+func (m *Observed) frame() []byte {
+	return appendFrame(nil, FrameObserved, appendAddr(nil, m.Addr))
+}
+
+func (m *Observed) decode(b []byte) error {
+	d := decoder{t: FrameObserved, b: b}
+	m.Addr = d.addr()
+	return d.done()
+}
+
+// Request is FrameRequest's payload: Peer asks to connect to this device.
+type Request struct {
+	Peer  identity.PeerID
+	Relay bool // the asking device relays through this super peer
+}
+
+func (m *Request) frame() []byte {
+	return appendFrame(nil, FrameRequest, appendPeerFlags(m.Peer, flagIf(m.Relay, FlagRelay)))
+}
+
+func (m *Request) decode(b []byte) (err error) {
+	m.Peer, m.Relay, err = decodePeerFlag(FrameRequest, b, FlagRelay)
+	return err
+}
+
+// Answer is FrameAnswer's payload: whether Peer may connect.
+type Answer struct {
+	Peer   identity.PeerID
+	Accept bool
+}
+
+func (m *Answer) frame() []byte {
+	return appendFrame(nil, FrameAnswer, appendPeerFlags(m.Peer, flagIf(m.Accept, FlagAccept)))
+}
+
+func (m *Answer) decode(b []byte) (err error) {
+	m.Peer, m.Accept, err = decodePeerFlag(FrameAnswer, b, FlagAccept)
+	return err
+}
+
+// decodePeerFlag decodes the payload of Connect, Request and Answer: a
+// peer ID and flags, of which it takes flag.
+func decodePeerFlag(t FrameType, b []byte, flag byte) (identity.PeerID, bool, error) {
+	d := decoder{t: t, b: b}
+	p := d.peer()
+	on := d.u8()&flag != 0
+	return p, on, d.done()
+}
+
+// appendPeerFlags is the payload of Connect, Request and Answer.
+func appendPeerFlags(p identity.PeerID, flags byte) []byte {
+	return append(append(make([]byte, 0, len(p)+1), p[:]...), flags)
+}
+
+// flagIf is flag if on, else 0.
+func flagIf(on bool, flag byte) byte {
+	if on {
+		return flag
+	}
+	return 0
+}
+
+// Error is FrameError's payload. It is also the error the client returns
+// for a refusal.
+type Error struct {
+	Code    ErrorCode
+	Peer    identity.PeerID // the peer the error is about, if any
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Peer.IsZero() {
+		return fmt.Sprintf("rendezvous: %s: %s", e.Code, e.Message)
+	}
+	return fmt.Sprintf("rendezvous: %s (peer %s): %s", e.Code, e.Peer.Short(), e.Message)
+}
+
+func (m *Error) frame() []byte {
+	msg := m.Message
+	if len(msg) > MaxErrorMessage {
+		// Cut at a character boundary: back over at most the
+		// continuation bytes of one UTF-8 sequence.
+		cut := MaxErrorMessage
+		for i := 1; i < utf8.UTFMax && cut > 0 && !utf8.RuneStart(msg[cut]); i++ {
+			cut--
+		}
+		msg = msg[:cut]
+	}
+	p := binary.BigEndian.AppendUint16(nil, uint16(m.Code))
+	p = append(p, m.Peer[:]...)
+	p = append(p, msg...)
+	return appendFrame(nil, FrameError, p)
+}
+
+// decode takes the message as the rest of the payload: FrameError has no
+// extension area.
+func (m *Error) decode(b []byte) error {
+	d := decoder{t: FrameError, b: b}
+	m.Code = ErrorCode(d.u16())
+	m.Peer = d.peer()
+	if d.err == nil {
+		m.Message = string(d.b)
+	}
+	return d.err
+}
