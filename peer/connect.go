@@ -141,23 +141,36 @@ func (d *Device) anySuperPeer(ctx context.Context) (*rendezvous.Session, error) 
 	return nil, fmt.Errorf("peer: no super peer reachable: %w", errors.Join(errs...))
 }
 
-// Accept waits for a peer's connection.
+// Accept waits for a peer's connection. A connection whose peer was
+// revoked after the listener admitted its handshake is closed, and Accept
+// waits for the next.
 func (d *Device) Accept(ctx context.Context) (*Conn, error) {
-	qc, err := d.ln.Accept(ctx)
-	if err != nil {
-		return nil, err
+	for {
+		qc, err := d.ln.Accept(ctx)
+		if err != nil {
+			return nil, err
+		}
+		certs := qc.ConnectionState().TLS.PeerCertificates
+		if len(certs) == 0 {
+			qc.CloseWithError(1, "no certificate")
+			return nil, errors.New("peer: incoming connection without a certificate")
+		}
+		id, err := peerIDOf([][]byte{certs[0].Raw})
+		if err != nil {
+			qc.CloseWithError(1, "bad certificate")
+			return nil, err
+		}
+		d.hook(hookAdmitted, id)
+		p := d.peer(id, true)
+		p.track(qc)
+		// Revoke changes the policy before it looks for the peer's
+		// connections: one that came after this check finds qc tracked
+		// and closes it; one that came before is seen here.
+		if !d.policy.accepts(id) {
+			qc.CloseWithError(errCodeRevoked, "revoked")
+			d.forget(p)
+			continue
+		}
+		return &Conn{Conn: qc, peer: id, ps: p}, nil
 	}
-	certs := qc.ConnectionState().TLS.PeerCertificates
-	if len(certs) == 0 {
-		qc.CloseWithError(1, "no certificate")
-		return nil, errors.New("peer: incoming connection without a certificate")
-	}
-	id, err := peerIDOf([][]byte{certs[0].Raw})
-	if err != nil {
-		qc.CloseWithError(1, "bad certificate")
-		return nil, err
-	}
-	p := d.peer(id, true)
-	p.track(qc)
-	return &Conn{Conn: qc, peer: id, ps: p}, nil
 }

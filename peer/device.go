@@ -60,6 +60,7 @@ const (
 	hookCreated  = "onCandidates: the peer's state is made"
 	hookJoining  = "joinRelay: before the relay is dialled"
 	hookDialling = "dialRelay: a relay leg is dialled"
+	hookAdmitted = "Accept: the listener admitted the peer's handshake"
 )
 
 func (d *Device) hook(at string, peer identity.PeerID) {
