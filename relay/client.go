@@ -103,7 +103,12 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 	pr, pw := io.Pipe()
 	reqCtx, cancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, cancel)
-	u := &url.URL{Scheme: "https", Host: authority, Path: PathPrefix + peer.String() + "/" + TargetPort + "/"}
+	u, err := url.Parse(relayURL(authority, peer))
+	if err != nil {
+		cancel()
+		stop()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	req := (&http.Request{
 		Method:        http.MethodPost,
 		URL:           u,
@@ -137,7 +142,14 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 		pw:     pw,
 		cancel: cancel,
 		remote: relayAddr(peer.String()),
+		fast:   newFastPathAsk(),
 	}, nil
+}
+
+// relayURL is the URL of a relay session towards peer, for clients that
+// do not expand Template.
+func relayURL(authority string, peer identity.PeerID) string {
+	return (&url.URL{Scheme: "https", Host: authority, Path: PathPrefix + peer.String() + "/" + TargetPort + "/"}).String()
 }
 
 // relayAddr names the peer at the far end of a relay session.
@@ -159,6 +171,7 @@ type StreamConn struct {
 	pw     *io.PipeWriter
 	cancel context.CancelFunc
 	remote net.Addr
+	fast   fastPathAsk // answered while ReadFrom reads
 
 	rmu sync.Mutex // serialises reads
 	buf []byte
@@ -175,7 +188,7 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
-		d, err := readDatagram(c.parser, c.buf, maxStreamDatagram, nil)
+		d, err := readDatagram(c.parser, c.buf, maxStreamDatagram, c.fast.take)
 		if errors.Is(err, errCapsuleTooLarge) {
 			continue
 		}
@@ -205,6 +218,7 @@ func (c *StreamConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 // Close ends the session.
 func (c *StreamConn) Close() error {
 	c.closeOnce.Do(func() {
+		close(c.fast.closed)
 		c.pw.Close()
 		c.body.Close()
 		c.cancel()
