@@ -126,11 +126,16 @@ type Config struct {
 	Logger *zap.Logger
 
 	// cutDirect, if set and true, drops all punch traffic: the package's
-	// tests' way to cut direct paths.
-	cutDirect func() bool
+	// tests' way to cut direct paths. cutFast drops fast-path packets at
+	// the socket, both ways; fastPathVia changes the super peer's
+	// fast-path address (to put a NAT in front of it).
+	cutDirect   func() bool
+	cutFast     func() bool
+	fastPathVia func(netip.AddrPort) netip.AddrPort
 }
 
 func (c *Config) blockDirect() bool { return c.cutDirect != nil && c.cutDirect() }
+func (c *Config) blockFast() bool   { return c.cutFast != nil && c.cutFast() }
 
 func (c Config) withDefaults() Config {
 	defaults.Set(&c.H3HeadStart, DefaultH3HeadStart)
