@@ -1,9 +1,13 @@
 package peer
 
 import (
+	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/netsody/superpeer/internal/sptest"
 )
 
 // waitRelay waits until the connection is relayed over transport tr.
@@ -87,4 +91,35 @@ func TestRelayFastPathBlocked(t *testing.T) {
 	if back := time.Since(start); back < fastPathHold {
 		t.Errorf("back on the fast path after %v, before the hysteresis (%v)", back, fastPathHold)
 	}
+}
+
+// A NAT in front of the fast path that rebinds mid-transfer: the super
+// peer challenges the new source, the device answers, and the transfer
+// goes on over the fast path, intact.
+func TestRelayFastPathRebinding(t *testing.T) {
+	s, rl := superPeerServer(t)
+	var (
+		once sync.Once
+		nat  *sptest.UDPProxy
+	)
+	behindNAT := func(c *Config) {
+		c.fastPathVia = func(ap netip.AddrPort) netip.AddrPort {
+			once.Do(func() { nat = sptest.StartUDPProxy(t, ap, nil) })
+			return nat.Addr()
+		}
+	}
+	a, b := newDevice(t, s, relayOnly, behindNAT), newDevice(t, s, relayOnly)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "hello")
+	waitRelay(t, c, RelayFast, 5*time.Second)
+	echoTransfer(t, c, 8<<20, 32, func(i int) {
+		if i == 8 {
+			nat.Rebind()
+		}
+	})
+	if n := rl.Stats().FastPath.Rebindings.Load(); n == 0 {
+		t.Fatal("the super peer never re-validated the device's new address")
+	}
+	waitRelay(t, c, RelayFast, 5*time.Second)
 }
