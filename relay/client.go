@@ -137,12 +137,12 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 		return nil, refusedError(resp)
 	}
 	return &StreamConn{
-		body:   resp.Body,
-		parser: http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, capsuleReadBuffer)),
-		pw:     pw,
-		cancel: cancel,
-		remote: relayAddr(peer.String()),
-		fast:   newFastPathAsk(),
+		body:        resp.Body,
+		parser:      http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, capsuleReadBuffer)),
+		pw:          pw,
+		cancel:      cancel,
+		sessionEnds: sessionEnds{remote: relayAddr(peer.String())},
+		fast:        newFastPathAsk(),
 	}, nil
 }
 
@@ -170,8 +170,8 @@ type StreamConn struct {
 	parser *http3.CapsuleParser
 	pw     *io.PipeWriter
 	cancel context.CancelFunc
-	remote net.Addr
-	fast   fastPathAsk // answered while ReadFrom reads
+	sessionEnds
+	fast fastPathAsk // answered while ReadFrom reads
 
 	rmu sync.Mutex // serialises reads
 	buf []byte
@@ -226,12 +226,15 @@ func (c *StreamConn) Close() error {
 	return nil
 }
 
-func (c *StreamConn) LocalAddr() net.Addr  { return relayAddr("local") }
-func (c *StreamConn) RemoteAddr() net.Addr { return c.remote }
+// sessionEnds is the part of net.PacketConn that the device's relay
+// sessions share: their addresses, and no deadlines (a read waits in a
+// response body or a stream, which only closing interrupts).
+type sessionEnds struct{ remote net.Addr }
 
-// Deadlines are not supported (see StreamConn).
-func (c *StreamConn) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
-func (c *StreamConn) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
-func (c *StreamConn) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }
+func (e sessionEnds) LocalAddr() net.Addr              { return relayAddr("local") }
+func (e sessionEnds) RemoteAddr() net.Addr             { return e.remote }
+func (e sessionEnds) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
+func (e sessionEnds) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
+func (e sessionEnds) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }
 
 var _ net.PacketConn = (*StreamConn)(nil)

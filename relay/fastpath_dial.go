@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -112,9 +111,9 @@ type DatagramConn struct {
 	str    *http3.RequestStream
 	ctx    context.Context // ends reads
 	cancel context.CancelFunc
-	remote net.Addr
-	fast   fastPathAsk
-	read   chan struct{} // the stream reader returned
+	sessionEnds
+	fast fastPathAsk
+	read chan struct{} // the stream reader returned
 
 	wmu  sync.Mutex // guards wbuf
 	wbuf []byte
@@ -160,7 +159,7 @@ func DialH3Stream(ctx context.Context, cc *http3.ClientConn, authority string, p
 		abort()
 		return nil, refusedError(resp)
 	}
-	c := &DatagramConn{str: str, remote: relayAddr(peer.String()), fast: newFastPathAsk(), read: make(chan struct{})}
+	c := &DatagramConn{str: str, sessionEnds: sessionEnds{relayAddr(peer.String())}, fast: newFastPathAsk(), read: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	go c.readStream() // ends with the stream: Close, or the super peer's end
 	return c, nil
@@ -234,13 +233,5 @@ func (c *DatagramConn) Close() error {
 	<-c.read
 	return nil
 }
-
-func (c *DatagramConn) LocalAddr() net.Addr  { return relayAddr("local") }
-func (c *DatagramConn) RemoteAddr() net.Addr { return c.remote }
-
-// Deadlines are not supported (see DatagramConn).
-func (c *DatagramConn) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
-func (c *DatagramConn) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
-func (c *DatagramConn) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }
 
 var _ net.PacketConn = (*DatagramConn)(nil)
