@@ -205,4 +205,33 @@ const (
 	// superPeerPingEvery: when direct paths die, super peers are pinged
 	// (to follow a rebound NAT) at most this often.
 	superPeerPingEvery = time.Second
+
+	// The relay fast path (fastpath.go). fastPathTick: how often a fast
+	// path's state is looked at; finer than every timeout below.
+	fastPathTick = 50 * time.Millisecond
+	// fastPathProbeTimeout: a PROBE not answered (CHALLENGE, BOUND) within
+	// this long is lost: many RTTs to a super peer, under load too.
+	fastPathProbeTimeout = 250 * time.Millisecond
+	// fastPathQuiet: DATA sent and nothing back for this long makes the
+	// device probe; fastPathDeadProbes probes lost in a row drop the fast
+	// path in use, so that the leg carries the packets within a second.
+	fastPathQuiet      = 200 * time.Millisecond
+	fastPathDeadProbes = 2
+	// fastPathKeepalive: an idle fast path is probed this often, inside
+	// the 25-30 s after which many NATs forget a UDP mapping.
+	fastPathKeepalive = 20 * time.Second
+	// fastPathHold: after falling back, the fast path is taken again only
+	// once it has answered every probe for this long (hysteresis).
+	fastPathHold = 2 * time.Second
+	// fastPathRetryMin and fastPathRetryMax: unanswered probes are sent
+	// again after a doubling wait within these; fastPathGiveUp unanswered
+	// in a row, before the fast path was ever validated, give it up for
+	// the leg (its port is blocked).
+	fastPathRetryMin = 250 * time.Millisecond
+	fastPathRetryMax = 4 * time.Second
+	fastPathGiveUp   = 12
+	// packetBufSize is the size of the pooled packet buffers: a QUIC
+	// packet of the largest size quic-go sends (1452) with the fast
+	// path's header; larger ones grow their buffer.
+	packetBufSize = 2048
 )

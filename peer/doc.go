@@ -11,8 +11,9 @@
 //
 // # Files
 //
-// device.go holds the Device and its Config; constants.go every number
-// that shapes the device, with its reason; path.go a peer's path state and
+// device.go holds the Device and its lifetime, config.go its Config,
+// connect.go Dial and Accept, localaddrs.go the device's own addresses;
+// constants.go every number that shapes the device, with its reason; path.go a peer's path state and
 // the only transitions that change it (under a diagram); punch.go hole
 // punching, punchmsg.go its wire format; relay.go relay management;
 // superpeer.go the sessions with the super peers; sock.go the shared

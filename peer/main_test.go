@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -33,7 +34,21 @@ func superPeerServer(t testing.TB, keepalive ...time.Duration) (*sptest.Servers,
 	sp := superpeer.New(cfg)
 	s := sptest.Start(t, "127.0.0.1", sp, followRebinding)
 	t.Cleanup(func() { sp.Close() })
+	serveFastPath(t, sp.Relay())
 	return s, sp.Relay()
+}
+
+// serveFastPath serves rl's fast path on a loopback port of its own until
+// the test ends; devices find it in their bindings.
+func serveFastPath(t testing.TB, rl *relay.Server) {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); rl.ServeFastPath(conn) }()
+	t.Cleanup(func() { conn.Close(); <-done })
 }
 
 // allowAny makes a device accept every peer.

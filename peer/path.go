@@ -24,6 +24,7 @@ package peer
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -44,13 +45,25 @@ const (
 	PathRelay  PathKind = "relay"  // through a super peer's relay
 )
 
+// RelayTransport says how a relayed path's packets reach the super peer.
+type RelayTransport string
+
+const (
+	RelayFast RelayTransport = "fast" // the relay's UDP fast path
+	RelayH3   RelayTransport = "h3"   // HTTP/3 datagrams on the relay leg
+	RelayH2   RelayTransport = "h2"   // HTTP/2 capsules on the relay leg
+)
+
 // Path is the current path to a peer.
 type Path struct {
 	Kind      PathKind
 	Addr      netip.AddrPort       // the direct address
 	SuperPeer string               // the relaying super peer's URL
 	Transport rendezvous.Transport // the relay leg's transport
-	RTT       time.Duration        // of the direct path, from punches
+	// Relay is how the relayed packets travel now: the fast path while
+	// it delivers, else the leg's transport.
+	Relay RelayTransport
+	RTT   time.Duration // of the direct path, from punches
 }
 
 func (p Path) String() string {
@@ -58,7 +71,7 @@ func (p Path) String() string {
 	case PathDirect:
 		return "direct " + p.Addr.String()
 	case PathRelay:
-		return fmt.Sprintf("relay via %s (%s)", p.SuperPeer, p.Transport)
+		return fmt.Sprintf("relay via %s (%s)", p.SuperPeer, p.Relay)
 	}
 	return string(p.Kind)
 }
@@ -100,7 +113,9 @@ type peerState struct {
 	dev  *Device
 	id   identity.PeerID
 	virt netip.AddrPort
-	out  directWriter // the device's socket; a test's fake
+	// virtUDP is virt as QUIC is handed it, made once: not per packet.
+	virtUDP *net.UDPAddr
+	out     directWriter // the device's socket; a test's fake
 
 	mu       sync.Mutex // guards paths, punch, relayCtl and life, but for relayCtl.maintain and punch.wake
 	paths    paths
@@ -160,6 +175,7 @@ type pingSent struct {
 
 func newPeerState(d *Device, id identity.PeerID) *peerState {
 	p := &peerState{dev: d, id: id, virt: virtualAddr(id), out: d.sock}
+	p.virtUDP = net.UDPAddrFromAddrPort(p.virt)
 	p.punch.pings = make(map[uint64]pingSent)
 	p.punch.wake = make(chan struct{}, 1)
 	p.life.lastUsed = time.Now()
@@ -233,7 +249,8 @@ func (p *peerState) pathLocked() Path {
 	case p.paths.direct.IsValid():
 		return Path{Kind: PathDirect, Addr: p.paths.direct, RTT: p.paths.directRTT}
 	case p.paths.relay != nil:
-		return Path{Kind: PathRelay, SuperPeer: p.paths.relay.sp.url, Transport: p.paths.relay.tr}
+		rp := p.paths.relay
+		return Path{Kind: PathRelay, SuperPeer: rp.sp.url, Transport: rp.tr, Relay: rp.transport()}
 	}
 	return Path{Kind: PathNone}
 }
@@ -248,7 +265,7 @@ func (p *peerState) path() Path {
 func (p *peerState) changedLocked() {
 	now, last := p.pathLocked(), p.paths.last
 	p.paths.last = now
-	if now.Kind == last.Kind && now.Addr == last.Addr && now.SuperPeer == last.SuperPeer {
+	if now.Kind == last.Kind && now.Addr == last.Addr && now.SuperPeer == last.SuperPeer && now.Relay == last.Relay {
 		return
 	}
 	if now.Kind != PathNone {
@@ -277,7 +294,7 @@ func (p *peerState) send(b []byte) {
 		p.out.writeUDP(b, direct)
 		return
 	}
-	rp.conn.WriteTo(b, nil)
+	rp.write(b)
 }
 
 // resendTailLocked sends the last few packets again, over the path just
@@ -318,7 +335,7 @@ func (p *peerState) sendAllLocked(packets [][]byte) {
 			if direct.IsValid() {
 				p.out.writeUDP(b, direct)
 			} else if rp != nil {
-				rp.conn.WriteTo(b, nil)
+				rp.write(b)
 			}
 		}
 	})

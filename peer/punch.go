@@ -302,3 +302,30 @@ func (p *peerState) candidates() []netip.AddrPort {
 	}
 	return as
 }
+
+// handlePunch acts on a punch message from the socket. A punch from a
+// sender the device does not accept, or has no state for, is dropped
+// before its signature is checked, and checks are rate-limited per
+// source (verifyLimit): anyone can send UDP.
+func (d *Device) handlePunch(b []byte, from netip.AddrPort) {
+	if !d.takesDirectPaths() {
+		return
+	}
+	pn, err := parsePunch(b, d.id)
+	if err != nil {
+		return
+	}
+	p := d.peer(pn.sender, false)
+	if p == nil || !d.policy.accepts(pn.sender) || !d.verify.allow(from.Addr()) {
+		return
+	}
+	d.verified.Add(1)
+	if !pn.verify(b) {
+		return
+	}
+	if pn.typ == punchPing {
+		p.onPing(pn, from)
+	} else {
+		p.onPong(pn, from)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,11 +19,44 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-// relayPath is one relay session towards a peer.
+// relayPath is one relay session towards a peer: its leg, and the leg's
+// fast path once it has one (fastpath.go).
 type relayPath struct {
-	conn net.PacketConn
-	sp   *superPeer
-	tr   rendezvous.Transport
+	conn   net.PacketConn
+	sp     *superPeer
+	tr     rendezvous.Transport
+	remote string        // the super peer's address, for its fast-path port
+	done   chan struct{} // closed when the leg has ended (readRelay)
+	fast   atomic.Pointer[fastLeg]
+}
+
+// usingFast returns the fast path if the packets go over it now.
+func (rp *relayPath) usingFast() *fastLeg {
+	if f := rp.fast.Load(); f != nil && f.using.Load() {
+		return f
+	}
+	return nil
+}
+
+// write sends one packet to the peer: over the fast path while it
+// delivers, else over the leg.
+func (rp *relayPath) write(b []byte) {
+	if f := rp.usingFast(); f != nil {
+		f.send(b)
+		return
+	}
+	rp.conn.WriteTo(b, nil)
+}
+
+// transport says how the packets travel now.
+func (rp *relayPath) transport() RelayTransport {
+	switch {
+	case rp.usingFast() != nil:
+		return RelayFast
+	case rp.tr == rendezvous.TransportH3:
+		return RelayH3
+	}
+	return RelayH2
 }
 
 // movesRelay reports whether this device decides where the relay to p
@@ -109,14 +143,14 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 	var conn net.PacketConn
 	var err error
 	if sess.Transport() == rendezvous.TransportH3 {
-		conn, err = relay.DialH3(ctx, sess.HTTP3(), sess.Authority(), p.id)
+		conn, err = relay.DialH3Stream(ctx, sess.HTTP3(), sess.Authority(), p.id)
 	} else {
 		conn, err = relay.DialH2(ctx, sess.HTTP2(), sess.Authority(), p.id)
 	}
 	if err != nil {
 		return err
 	}
-	rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport()}
+	rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport(), remote: sess.RemoteAddr().String(), done: make(chan struct{})}
 	p.mu.Lock()
 	if p.life.gone || !d.policy.accepts(p.id) {
 		p.mu.Unlock()
@@ -138,6 +172,7 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 		p.relayCtl.maintain.Do(func() { d.goRun(func() { d.maintainRelay(p) }) })
 	}
 	d.goRun(func() { d.readRelay(p, rp) })
+	d.goRun(func() { d.runFastPath(p, rp) }) // ends with the leg
 	return nil
 }
 
@@ -146,15 +181,15 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 // connection still needs it, it opens another.
 func (d *Device) readRelay(p *peerState, rp *relayPath) {
 	buf := make([]byte, maxUDPPayload)
-	from := net.UDPAddrFromAddrPort(p.virt)
 	for {
 		n, _, err := rp.conn.ReadFrom(buf)
 		if err != nil {
 			break
 		}
-		d.sock.deliver(packet{b: append([]byte(nil), buf[:n]...), from: from})
+		d.sock.deliverCopy(buf[:n], p.virtUDP)
 	}
 	rp.conn.Close()
+	close(rp.done)
 	p.mu.Lock()
 	current := p.relayDownLocked(rp)
 	inUse := p.inUseLocked()

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"sync/atomic"
@@ -99,5 +100,36 @@ func TestDialAllowsWhileItRuns(t *testing.T) {
 	roundTrip(t, c, "connected")
 	if !a.policy.accepts(b.PeerID()) {
 		t.Error("a peer dialled successfully is not kept allowed")
+	}
+}
+
+// Revoke between the listener admitting a peer's handshake and Accept
+// handing out its connection (raceHook forces it): Accept does not hand
+// out a connection to the revoked peer, closes its end, and keeps no
+// state.
+func TestRevokeRacesAccept(t *testing.T) {
+	s, _ := superPeerServer(t)
+	a, b := newDevice(t, s), newDevice(t, s)
+	b.raceHook = func(h string, p identity.PeerID) {
+		if h == hookAdmitted && p == a.PeerID() {
+			b.Revoke(p)
+		}
+	}
+	b.Allow(a.PeerID())
+	dialed := make(chan *Conn, 1)
+	go func() { c, _ := tryDial(a, b.PeerID()); dialed <- c }()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	if c, err := b.Accept(ctx); err == nil {
+		c.CloseWithError(0, "")
+		t.Fatal("Accept handed out a connection to a peer revoked meanwhile")
+	}
+	// The revoked peer learns of it from its idle timeout: Revoke forgot
+	// its paths before Accept could send the close over one.
+	if c := <-dialed; c != nil {
+		c.CloseWithError(0, "")
+	}
+	if hasState(b, a.PeerID()) {
+		t.Error("state kept for the revoked peer")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/relay"
 )
 
 // sock is the device's one UDP socket, seen by its QUIC transport as a
@@ -43,6 +44,8 @@ type sock struct {
 	// peers), up to maxDialedAddrs.
 	byCand map[netip.AddrPort]*peerState
 	dialed map[netip.AddrPort]struct{}
+	// The relay fast paths, by binding ID (fastpath.go).
+	byBinding map[uint64]*fastLeg
 
 	dropped   atomic.Uint64 // packets dropped because QUIC was not reading
 	strangers atomic.Uint64 // handshake packets dropped from unknown addresses
@@ -51,6 +54,7 @@ type sock struct {
 type packet struct {
 	b    []byte
 	from net.Addr
+	buf  *[]byte // b's, from packetBufs, returned once read
 }
 
 func newSock(udps []*net.UDPConn, dev *Device) *sock {
@@ -64,6 +68,8 @@ func newSock(udps []*net.UDPConn, dev *Device) *sock {
 		byVirt: make(map[netip.AddrPort]*peerState),
 		byCand: make(map[netip.AddrPort]*peerState),
 		dialed: make(map[netip.AddrPort]struct{}),
+
+		byBinding: make(map[uint64]*fastLeg),
 	}
 	return s
 }
@@ -125,6 +131,10 @@ func (s *sock) readLoop(udp *net.UDPConn) {
 // demux routes one packet read from the socket; b is reused after it
 // returns.
 func (s *sock) demux(b []byte, from netip.AddrPort) {
+	if relay.IsFastPath(b) {
+		s.fastPacket(b, from)
+		return
+	}
 	if isPunch(b) {
 		s.dev.handlePunch(b, from)
 		return
@@ -136,13 +146,11 @@ func (s *sock) demux(b []byte, from netip.AddrPort) {
 		s.strangers.Add(1)
 		return
 	}
-	pkt := packet{b: append([]byte(nil), b...)}
 	if p != nil {
-		pkt.from = net.UDPAddrFromAddrPort(p.virt)
+		s.deliverCopy(b, p.virtUDP)
 	} else {
-		pkt.from = net.UDPAddrFromAddrPort(from)
+		s.deliverCopy(b, net.UDPAddrFromAddrPort(from))
 	}
-	s.deliver(pkt)
 }
 
 // isLongHeader reports a QUIC long-header packet (RFC 8999 section
@@ -192,6 +200,15 @@ func (s *sock) deliver(p packet) {
 	case s.in <- p:
 	default:
 		s.dropped.Add(1)
+		p.release()
+	}
+}
+
+// release returns a packet's buffer to its pool.
+func (p packet) release() {
+	if p.buf != nil {
+		*p.buf = p.b[:0]
+		packetBufs.Put(p.buf)
 	}
 }
 
@@ -213,7 +230,9 @@ func (s *sock) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		select {
 		case p := <-s.in:
-			return copy(b, p.b), p.from, nil
+			n := copy(b, p.b)
+			p.release()
+			return n, p.from, nil
 		case <-timeout:
 			return 0, nil, os.ErrDeadlineExceeded
 		case <-wake:

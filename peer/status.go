@@ -50,7 +50,10 @@ type PeerStatus struct {
 	Addr      string   `json:"addr,omitempty"`       // the direct address
 	SuperPeer string   `json:"super_peer,omitempty"` // the relaying super peer
 	Transport string   `json:"transport,omitempty"`  // the relay leg's transport
-	RTTMillis float64  `json:"rtt_ms,omitempty"`     // of the direct path
+	// RelayTransport is how relayed packets travel now: "fast" (the
+	// relay's UDP fast path), "h3" or "h2" (the leg's own).
+	RelayTransport RelayTransport `json:"relay_transport,omitempty"`
+	RTTMillis      float64        `json:"rtt_ms,omitempty"` // of the direct path
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -96,7 +99,7 @@ func (d *Device) Status() Status {
 	d.mu.Unlock()
 	for _, p := range peers {
 		path := p.path()
-		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RTTMillis: millis(path.RTT)}
+		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RelayTransport: path.Relay, RTTMillis: millis(path.RTT)}
 		if path.Addr.IsValid() {
 			ps.Addr = path.Addr.String()
 		}

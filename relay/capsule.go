@@ -43,11 +43,12 @@ var errCapsuleTooLarge = errors.New("relay: datagram capsule over the size limit
 
 // readDatagram reads capsules until a DATAGRAM capsule and returns its
 // value in buf (reused when large enough). A CLOSE capsule's reason is
-// returned as a *ClosedError; other capsules are skipped. A DATAGRAM
-// over limit bytes is discarded and reported as errCapsuleTooLarge, so the
-// caller can count it and go on. A fast-path request is passed to
-// onFastPath, if set, with its value's length, and skipped.
-func readDatagram(p *http3.CapsuleParser, buf []byte, limit int, onFastPath func(valueLen int64)) ([]byte, error) {
+// returned as a *ClosedError. A DATAGRAM over limit bytes is discarded
+// and reported as errCapsuleTooLarge, so the caller can count it and go
+// on. Any other capsule is passed to onCapsule, if set, which may read
+// its value (a fast-path request or answer); what it leaves is skipped.
+// An error from onCapsule ends the read.
+func readDatagram(p *http3.CapsuleParser, buf []byte, limit int, onCapsule func(t http3.CapsuleType, r http3.CapsuleReader) error) ([]byte, error) {
 	for {
 		t, r, err := p.Next()
 		if err != nil {
@@ -80,8 +81,10 @@ func readDatagram(p *http3.CapsuleParser, buf []byte, limit int, onFastPath func
 			}
 			return nil, &ClosedError{Reason: string(reason)}
 		default:
-			if t == CapsuleFastPathRequest && onFastPath != nil {
-				onFastPath(r.Remaining())
+			if onCapsule != nil {
+				if err := onCapsule(t, r); err != nil {
+					return nil, err
+				}
 			}
 			if err := r.Discard(); err != nil {
 				return nil, err

@@ -110,7 +110,12 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 	pr, pw := io.Pipe()
 	reqCtx, cancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, cancel)
-	u := &url.URL{Scheme: "https", Host: authority, Path: PathPrefix + peer.String() + "/" + TargetPort + "/"}
+	u, err := url.Parse(relayURL(authority, peer))
+	if err != nil {
+		cancel()
+		stop()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	req := (&http.Request{
 		Method:        http.MethodPost,
 		URL:           u,
@@ -139,12 +144,19 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 		return nil, refusedError(resp)
 	}
 	return &StreamConn{
-		body:   resp.Body,
-		parser: http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, capsuleReadBuffer)),
-		pw:     pw,
-		cancel: cancel,
-		remote: relayAddr(peer.String()),
+		body:        resp.Body,
+		parser:      http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, capsuleReadBuffer)),
+		pw:          pw,
+		cancel:      cancel,
+		sessionEnds: sessionEnds{remote: relayAddr(peer.String())},
+		fast:        newFastPathAsk(),
 	}, nil
+}
+
+// relayURL is the URL of a relay session towards peer, for clients that
+// do not expand Template.
+func relayURL(authority string, peer identity.PeerID) string {
+	return (&url.URL{Scheme: "https", Host: authority, Path: PathPrefix + peer.String() + "/" + TargetPort + "/"}).String()
 }
 
 // relayAddr names the peer at the far end of a relay session.
@@ -165,7 +177,8 @@ type StreamConn struct {
 	parser *http3.CapsuleParser
 	pw     *io.PipeWriter
 	cancel context.CancelFunc
-	remote net.Addr
+	sessionEnds
+	fast fastPathAsk // answered while ReadFrom reads
 
 	rmu sync.Mutex // serialises reads
 	buf []byte
@@ -182,7 +195,7 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
-		d, err := readDatagram(c.parser, c.buf, maxStreamDatagram, nil)
+		d, err := readDatagram(c.parser, c.buf, maxStreamDatagram, c.fast.take)
 		if errors.Is(err, errCapsuleTooLarge) {
 			continue
 		}
@@ -212,6 +225,7 @@ func (c *StreamConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 // Close ends the session.
 func (c *StreamConn) Close() error {
 	c.closeOnce.Do(func() {
+		close(c.fast.closed)
 		c.pw.Close()
 		c.body.Close()
 		c.cancel()
@@ -219,12 +233,15 @@ func (c *StreamConn) Close() error {
 	return nil
 }
 
-func (c *StreamConn) LocalAddr() net.Addr  { return relayAddr("local") }
-func (c *StreamConn) RemoteAddr() net.Addr { return c.remote }
+// sessionEnds is the part of net.PacketConn that the device's relay
+// sessions share: their addresses, and no deadlines (a read waits in a
+// response body or a stream, which only closing interrupts).
+type sessionEnds struct{ remote net.Addr }
 
-// Deadlines are not supported (see StreamConn).
-func (c *StreamConn) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
-func (c *StreamConn) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
-func (c *StreamConn) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }
+func (e sessionEnds) LocalAddr() net.Addr              { return relayAddr("local") }
+func (e sessionEnds) RemoteAddr() net.Addr             { return e.remote }
+func (e sessionEnds) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
+func (e sessionEnds) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
+func (e sessionEnds) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }
 
 var _ net.PacketConn = (*StreamConn)(nil)

@@ -103,6 +103,10 @@ const (
 	// and the next, far longer than a round trip, short enough that an
 	// old cookie is of no use.
 	fastPathCookieSlot = 5 * time.Second
+	// fastPathActive: a device's packets go to its fast path only while it
+	// sent DATA there within this long (a busy device sends an ACK every
+	// few packets); else to its HTTP leg, which it fell back to.
+	fastPathActive = 500 * time.Millisecond
 	// fastPathBatch, datagrams read (recvmmsg) and written (sendmmsg) per
 	// system call: a burst of a congestion window at loopback speeds.
 	fastPathBatch = 64

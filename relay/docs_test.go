@@ -27,5 +27,6 @@ func TestDocsTables(t *testing.T) {
 		"relay.DefaultMaxFastPathBindings":  DefaultMaxFastPathBindings,
 		"relay.fastPathChallengeInterval":   fastPathChallengeInterval,
 		"relay.fastPathCookieSlot":          fastPathCookieSlot,
+		"relay.fastPathActive":              fastPathActive,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }

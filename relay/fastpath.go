@@ -52,6 +52,19 @@ type binding struct {
 	mac      *macer                    // under the token: the reader goroutine's only
 	addr     atomic.Pointer[boundAddr] // nil until validated
 	lastChal atomic.Int64              // unix nanoseconds of the last unasked CHALLENGE
+	lastData atomic.Int64              // unix nanoseconds of the device's last DATA forwarded
+}
+
+// to returns where the other leg's packets go to b's device on the fast
+// path, or nil for its HTTP leg: only to a validated address from which
+// the device sent DATA within fastPathActive. A device that falls back to
+// its leg takes its peer's packets back with it, and one whose fast path
+// died unnoticed here stops receiving into it within that time.
+func (b *binding) to(now int64) *boundAddr {
+	if now-b.lastData.Load() > int64(fastPathActive) {
+		return nil
+	}
+	return b.addr.Load()
 }
 
 // boundAddr is a validated source, in the two forms the socket wants.
@@ -182,12 +195,14 @@ func (fp *fastPath) data(b *binding, p []byte, src netip.AddrPort) {
 		fp.stats.FastPath.drop(FastPathTooLarge)
 		return
 	}
-	if !l.limiter.AllowN(time.Now(), len(payload)) {
+	now := time.Now()
+	if !l.limiter.AllowN(now, len(payload)) {
 		fp.stats.FastPath.drop(FastPathRateLimited)
 		return
 	}
+	b.lastData.Store(now.UnixNano())
 	if ob := b.other.fast.Load(); ob != nil {
-		if oa := ob.addr.Load(); oa != nil {
+		if oa := ob.to(now.UnixNano()); oa != nil {
 			binary.BigEndian.PutUint64(p[1:9], ob.id)
 			fp.out = fp.out[:len(fp.out)+1] // at most one per datagram read
 			m := &fp.out[len(fp.out)-1]
@@ -305,11 +320,11 @@ func (fp *fastPath) send(p []byte, dst netip.AddrPort) {
 var sendBufs = sync.Pool{New: func() any { b := make([]byte, 0, fastPathBuffer); return &b }}
 
 // sendData sends what the other leg relayed to b's device on its fast
-// path, if validated; false leaves it to the leg's own transport. Called
+// path, if validated and in use (to); false leaves it to the leg's own transport. Called
 // from the other leg's goroutine; the write does not wait for the device.
 func (b *binding) sendData(d []byte) bool {
 	fp := b.fp
-	a := b.addr.Load()
+	a := b.to(time.Now().UnixNano())
 	if a == nil {
 		return false
 	}

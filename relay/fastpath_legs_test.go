@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"testing"
 	"time"
 
@@ -111,10 +110,6 @@ func (d *device) dialRaw(ctx context.Context, peer identity.PeerID) (*rawLeg, er
 		return dialRawH3(ctx, d.s.HTTP3(), d.s.Authority(), peer)
 	}
 	return dialRawH2(ctx, d.s.HTTP2(), d.s.Authority(), peer)
-}
-
-func relayURL(authority string, peer identity.PeerID) string {
-	return (&url.URL{Scheme: "https", Host: authority, Path: PathPrefix + peer.String() + "/" + TargetPort + "/"}).String()
 }
 
 func dialRawH3(ctx context.Context, cc *http3.ClientConn, authority string, peer identity.PeerID) (*rawLeg, error) {

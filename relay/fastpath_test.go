@@ -163,6 +163,32 @@ func (d *fpDevice) end(t testing.TB) end {
 	return end{send: func(p []byte) { d.sendData(t, p) }, recv: out}
 }
 
+// merge receives from both a and b until the test ends.
+func merge(t testing.TB, a, b <-chan []byte) <-chan []byte {
+	out := make(chan []byte, 1024)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	for _, in := range []<-chan []byte{a, b} {
+		go func() {
+			for {
+				select {
+				case p, ok := <-in:
+					if !ok {
+						return
+					}
+					select {
+					case out <- p:
+					default:
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	return out
+}
+
 func (l *rawLeg) end(t testing.TB) end {
 	return end{send: func(p []byte) { l.sendData(p) }, recv: l.data}
 }
@@ -267,7 +293,10 @@ func TestFastPathMixedLegs(t *testing.T) {
 			if tc.fastB {
 				fb := newFPDevice(t, lb.bind(t), fpAddr)
 				fb.validate(t)
+				// b reads its leg too, as a device does: its peer's packets
+				// come on its fast path only once it sends there (to).
 				endB = fb.end(t)
+				endB.recv = merge(t, endB.recv, lb.data)
 			}
 			transfer(t, fa.end(t), endB, 200, 1000)
 			st := &ts.rl.Stats().FastPath

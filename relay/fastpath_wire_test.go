@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/quic-go/quic-go/http3"
 
@@ -112,5 +113,6 @@ func fastPathPair(t testing.TB, conn *net.UDPConn, dst netip.AddrPort) (fp *fast
 	src = netip.MustParseAddrPort("127.0.0.1:9")
 	a.addr.Store(&boundAddr{ap: src, ua: net.UDPAddrFromAddrPort(src)})
 	b.addr.Store(&boundAddr{ap: dst, ua: net.UDPAddrFromAddrPort(dst)})
+	b.lastData.Store(time.Now().Add(time.Hour).UnixNano()) // b's device sends on its fast path too
 	return fp, a, b, src
 }

@@ -36,10 +36,14 @@ func (c *capsuleLeg) open() error { return c.rc.Flush() }
 func (c *capsuleLeg) relay(other *leg) error {
 	l := c.l
 	p := http3.NewCapsuleParser(bufio.NewReaderSize(c.body, capsuleReadBuffer))
-	fastPath := func(valueLen int64) {
-		if c := l.fastPathAnswer(other, valueLen); c != nil {
+	fastPath := func(t http3.CapsuleType, r http3.CapsuleReader) error {
+		if t != CapsuleFastPathRequest {
+			return nil
+		}
+		if c := l.fastPathAnswer(other, r.Remaining()); c != nil {
 			l.q.push(c) // if full, lost: the device asks on a new leg
 		}
+		return nil
 	}
 	for {
 		d, err := readDatagram(p, nil, l.cfg.MaxDatagramSize, fastPath)

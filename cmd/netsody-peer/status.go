@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -160,7 +161,7 @@ func printStatus(w io.Writer, st peer.Status) error {
 		case peer.PathDirect:
 			via = p.Addr
 		case peer.PathRelay:
-			via = fmt.Sprintf("%s (%s)", p.SuperPeer, p.Transport)
+			via = fmt.Sprintf("%s (%s)", p.SuperPeer, cmp.Or(string(p.RelayTransport), p.Transport))
 		}
 		id := p.PeerID
 		if pid, err := identity.ParsePeerID(id); err == nil {

@@ -1,0 +1,125 @@
+package peer
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/netsody/superpeer/internal/sptest"
+)
+
+// waitRelay waits until the connection is relayed over transport tr.
+func waitRelay(t testing.TB, c *Conn, tr RelayTransport, within time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
+		if p := c.Path(); p.Kind == PathRelay && p.Relay == tr {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("path is %s after %v, want a relay over %s", c.Path(), within, tr)
+		}
+	}
+}
+
+// A relayed connection moves onto the fast path once validated, and a
+// transfer over it arrives intact; the super peer forwarded it there.
+func TestRelayFastPath(t *testing.T) {
+	s, rl := superPeerServer(t)
+	a, b := newDevice(t, s, relayOnly), newDevice(t, s, relayOnly)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "hello")
+	waitRelay(t, c, RelayFast, 5*time.Second)
+	before := rl.Stats().FastPath.Datagrams.Load()
+	echoTransfer(t, c, 4<<20, 16, func(int) {})
+	if p := c.Path(); p.Relay != RelayFast {
+		t.Fatalf("path %s after the transfer, want the fast path", p)
+	}
+	if n := rl.Stats().FastPath.Datagrams.Load() - before; n < 1000 {
+		t.Fatalf("%d datagrams forwarded on the fast path during 4 MB", n)
+	}
+	if st := a.Status(); st.Peers[0].RelayTransport != RelayFast {
+		t.Fatalf("status says %q, want fast", st.Peers[0].RelayTransport)
+	}
+}
+
+// With the fast path blocked at the socket the connection stays on
+// HTTP/3 datagrams; blocked mid-transfer it falls back within a second
+// and the transfer completes intact; unblocked, it returns to the fast
+// path after the hysteresis.
+func TestRelayFastPathBlocked(t *testing.T) {
+	s, _ := superPeerServer(t)
+	var cut atomic.Bool
+	cut.Store(true)
+	blockable := func(c *Config) { c.cutFast = cut.Load }
+	a, b := newDevice(t, s, relayOnly, blockable), newDevice(t, s, relayOnly)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "hello")
+	waitRelay(t, c, RelayH3, 5*time.Second)
+	echoTransfer(t, c, 1<<20, 4, func(int) {})
+	if p := c.Path(); p.Relay != RelayH3 {
+		t.Fatalf("path %s with the fast path blocked, want HTTP/3 datagrams", p)
+	}
+
+	cut.Store(false)
+	waitRelay(t, c, RelayFast, fastPathRetryMax+fastPathHold+3*time.Second)
+
+	var fellBack time.Duration
+	echoTransfer(t, c, 8<<20, 32, func(i int) {
+		if i != 8 {
+			return
+		}
+		cut.Store(true)
+		start := time.Now()
+		for c.Path().Relay == RelayFast {
+			if time.Since(start) > 5*time.Second {
+				t.Fatal("still on the blocked fast path after 5s")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		fellBack = time.Since(start)
+	})
+	if fellBack > time.Second {
+		t.Errorf("fell back after %v, want within a second", fellBack)
+	}
+	cut.Store(false)
+	start := time.Now()
+	waitRelay(t, c, RelayFast, fastPathRetryMax+fastPathHold+3*time.Second)
+	if back := time.Since(start); back < fastPathHold {
+		t.Errorf("back on the fast path after %v, before the hysteresis (%v)", back, fastPathHold)
+	}
+}
+
+// A NAT in front of the fast path that rebinds mid-transfer: the super
+// peer challenges the new source, the device answers, and the transfer
+// goes on over the fast path, intact.
+func TestRelayFastPathRebinding(t *testing.T) {
+	s, rl := superPeerServer(t)
+	var (
+		once sync.Once
+		nat  *sptest.UDPProxy
+	)
+	behindNAT := func(c *Config) {
+		c.fastPathVia = func(ap netip.AddrPort) netip.AddrPort {
+			once.Do(func() { nat = sptest.StartUDPProxy(t, ap, nil) })
+			return nat.Addr()
+		}
+	}
+	a, b := newDevice(t, s, relayOnly, behindNAT), newDevice(t, s, relayOnly)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "hello")
+	waitRelay(t, c, RelayFast, 5*time.Second)
+	echoTransfer(t, c, 8<<20, 32, func(i int) {
+		if i == 8 {
+			nat.Rebind()
+		}
+	})
+	if n := rl.Stats().FastPath.Rebindings.Load(); n == 0 {
+		t.Fatal("the super peer never re-validated the device's new address")
+	}
+	waitRelay(t, c, RelayFast, 5*time.Second)
+}
