@@ -95,6 +95,37 @@ func TestKeygen(t *testing.T) {
 	}
 }
 
+// keygen --pow mines a nonce that passes the check, reporting progress
+// on stderr (a few reports for 2^21 expected hashes); a difficulty out of
+// range is a usage error.
+func TestKeygenPoW(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "id")
+	out, errOut, code := runPeer(t, nil, 60*time.Second, "keygen", "--out", path, "--pow", "21")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	id, err := identity.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := id.PeerID().String() + "\n"; got != out {
+		t.Errorf("file holds %s, printed %s", got, out)
+	}
+	if err := identity.CheckProofOfWork(id.PeerID(), id.ProofOfWork, 21); err != nil {
+		t.Error(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(errOut), "\n") {
+		if line != "" && !strings.HasPrefix(line, "mining proof of work: ") {
+			t.Errorf("stderr line %q", line)
+		}
+	}
+	_, errOut, code = runPeer(t, nil, 30*time.Second, "keygen", "--out", path+"2", "--pow", "33")
+	if code != 2 || !oneLineWith(errOut, "--pow must be 0 to 32 bits") {
+		t.Errorf("--pow 33: exit %d, stderr %q", code, errOut)
+	}
+}
+
 // Bytes go to an echoing peer and come back, and the path is reported.
 func TestConnectEcho(t *testing.T) {
 	t.Parallel()
