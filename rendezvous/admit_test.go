@@ -200,3 +200,43 @@ func TestRecheckStopsAtClose(t *testing.T) {
 	}
 	ts.rv.Recheck() // after Close: does nothing
 }
+
+// Admit is asked only about a registration whose signature verified: a
+// forged proof of work (the nonce is signed), a registration cut inside
+// its nonce, or one with a huge extension is refused before admission.
+func TestAdmitOnlyVerified(t *testing.T) {
+	var asked atomic.Int32
+	ts := newTestServer(t, "127.0.0.1", Config{Admit: func(context.Context, AdmissionRequest) error {
+		asked.Add(1)
+		return nil
+	}})
+	for _, tr := range transports {
+		id := newIdentity(t)
+		s := ts.openRaw(t, tr, id)
+		m := signRegistration(s.binding, id, nil)
+		m.ProofOfWork++ // not what was signed
+		if err := s.writeFrame(m.frame()); err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, s, ErrCodeBadSignature)
+
+		s = ts.openRaw(t, tr, id)
+		f := signRegistration(s.binding, id, nil).frame()
+		cut := f[frameHeaderLen : frameHeaderLen+identity.PeerIDLen+64+2] // half the nonce
+		if err := s.writeFrame(appendFrame(nil, FrameRegister, cut)); err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, s, ErrCodeMalformedFrame)
+
+		s = ts.openRaw(t, tr, id)
+		f = signRegistration(s.binding, id, nil).frame()
+		huge := append(f[frameHeaderLen:], 0x3f, 0x80, 0x00, 0x40, 0x00) // an extension of 2^14 bytes, in a frame of fewer
+		if err := s.writeFrame(appendFrame(nil, FrameRegister, huge)); err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, s, ErrCodeMalformedFrame)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("Admit asked %d times about registrations that did not verify", n)
+	}
+}
