@@ -46,5 +46,6 @@ func TestDocsTables(t *testing.T) {
 		"rendezvous.DefaultConsentTimeout":           DefaultConsentTimeout,
 		"rendezvous.maxPendingPerTarget":             maxPendingPerTarget,
 		"rendezvous.maxPending":                      maxPending,
+		"rendezvous.recheckRate":                     recheckRate,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }
