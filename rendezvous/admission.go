@@ -85,6 +85,11 @@ func (s *session) admit(cfg *Config, m *Register) *Error {
 	ctx, cancel := context.WithTimeout(s.srv.admission.ctx, cfg.RegisterTimeout)
 	defer cancel()
 	err := cfg.Admit(ctx, AdmissionRequest{Peer: m.Peer, ProofOfWork: m.ProofOfWork, Remote: s.observed()})
+	if err == nil && !s.live() {
+		// The register deadline, or Close, ended the session meanwhile:
+		// it must not register now. (Its error frame is on its way.)
+		return &Error{Code: ErrCodeExpired, Peer: m.Peer, Message: "the session ended while admission decided"}
+	}
 	if err == nil {
 		return nil
 	}

@@ -240,3 +240,28 @@ func TestAdmitOnlyVerified(t *testing.T) {
 		t.Errorf("Admit asked %d times about registrations that did not verify", n)
 	}
 }
+
+// A device admitted after its register deadline ended its session does
+// not register.
+func TestAdmitAfterDeadline(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{RegisterTimeout: 200 * time.Millisecond,
+		Admit: func(ctx context.Context, _ AdmissionRequest) error {
+			time.Sleep(400 * time.Millisecond) // an Admit that ignores its context
+			return nil
+		}})
+	if e := ts.dialErr(t, TransportH3, newIdentity(t)); e == nil || e.Code != ErrCodeExpired {
+		t.Errorf("admitted past the register deadline: %v", e)
+	}
+	// Once the session is gone, Admit has returned.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, all := ts.rv.Sessions(); all == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session stays")
+		}
+	}
+	if n := ts.rv.Stats().Registrations.Load(); n != 0 {
+		t.Errorf("%d registrations, want 0", n)
+	}
+}
