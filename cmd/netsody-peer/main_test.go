@@ -126,6 +126,32 @@ func TestKeygenPoW(t *testing.T) {
 	}
 }
 
+// listen registers with the identity file's proof of work: a super peer
+// that demands it admits an identity from keygen --pow and tells one
+// without why, which listen reports.
+func TestListenProofOfWork(t *testing.T) {
+	t.Parallel()
+	const bits = 8
+	sp := startSuperPeerAt(t, "127.0.0.1:0", rendezvous.Config{Admit: func(_ context.Context, req rendezvous.AdmissionRequest) error {
+		return identity.CheckProofOfWork(req.Peer, req.ProofOfWork, bits)
+	}})
+	mined := filepath.Join(t.TempDir(), "id")
+	if _, errOut, code := runPeer(t, nil, 30*time.Second, "keygen", "--out", mined, "--pow", "8"); code != 0 {
+		t.Fatalf("keygen --pow: exit %d: %s", code, errOut)
+	}
+	p := start(t, nil, append([]string{"listen", "--allow-any"}, deviceArgs(mined, sp)...)...)
+	p.waitFor(&p.stderr, `super peer `+regexp.QuoteMeta(sp.URL)+`: connected over h3`, 15*time.Second)
+	p.interrupt()
+
+	plain, id := newIdentity(t)
+	if identity.ProofOfWorkBits(id, 0) >= bits {
+		t.Skip("a new key with 8 bits of proof of work by chance")
+	}
+	p = start(t, nil, append([]string{"listen", "--allow-any"}, deviceArgs(plain, sp)...)...)
+	p.waitFor(&p.stderr, `cannot reach super peer `+regexp.QuoteMeta(sp.URL)+`: .*refused.*8 are required; mine one with .netsody-peer keygen --pow 8.; still trying`, 15*time.Second)
+	p.interrupt()
+}
+
 // Bytes go to an echoing peer and come back, and the path is reported.
 func TestConnectEcho(t *testing.T) {
 	t.Parallel()
