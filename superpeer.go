@@ -22,6 +22,11 @@
 // super peer bounds the rest, a session's registration from its
 // connection's start, which ConnStarted and ConnContext record.)
 //
+// Who may register is Config.Rendezvous.Admit's to decide, once a
+// registration's signature verified (an allowlist, a proof of work with
+// identity.CheckProofOfWork, a call to a service); after SetConfig changes
+// it, Rendezvous().Recheck checks registered devices again.
+//
 // It answers only its own paths (rendezvous.Path and relay.PathPrefix,
 // see Handles) and 404 elsewhere; mount it beside a website with
 // http.ServeMux, or pass other paths on as caddymodule does.

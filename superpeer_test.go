@@ -3,6 +3,7 @@ package superpeer_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -80,5 +81,47 @@ func TestValidate(t *testing.T) {
 		if (err == nil) != (tc.want == "") || err != nil && !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%+v: Validate() = %v, want prefix %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// An embedder demands proof of work without Caddy: Admit is a function
+// of the request, and a Recheck after a stricter SetConfig sends away a
+// device the new rules refuse.
+func TestEmbeddedAdmission(t *testing.T) {
+	demand := func(bits int) superpeer.Config {
+		return superpeer.Config{Rendezvous: rendezvous.Config{Admit: func(_ context.Context, req rendezvous.AdmissionRequest) error {
+			return identity.CheckProofOfWork(req.Peer, req.ProofOfWork, bits)
+		}}}
+	}
+	sp := superpeer.New(demand(4))
+	defer sp.Close()
+	s := sptest.Start(t, "127.0.0.1", sp, func(h3 *http3.Server) { h3.ConnContext = superpeer.ConnContext })
+	id, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.ProofOfWork, err = identity.MineProofOfWork(context.Background(), id.PeerID(), 4, nil); err != nil {
+		t.Fatal(err)
+	}
+	if identity.ProofOfWorkBits(id.PeerID(), id.ProofOfWork) >= 20 {
+		t.Skip("a nonce with 20 bits by chance")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sess, err := rendezvous.Dial(ctx, rendezvous.ClientConfig{Identity: id, URL: s.H3URL, TLSConfig: &tls.Config{RootCAs: s.Pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	sp.SetConfig(demand(20))
+	sp.Rendezvous().Recheck()
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+		t.Fatal("the device the new rules refuse was not sent away")
+	}
+	var e *rendezvous.Error
+	if !errors.As(sess.Err(), &e) || e.Code != rendezvous.ErrCodeRefused || !strings.Contains(e.Message, "20 are required") {
+		t.Errorf("ended with %v", sess.Err())
 	}
 }

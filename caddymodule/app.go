@@ -23,6 +23,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -46,14 +47,19 @@ type App struct {
 	// every netsody_superpeer handler, as if each had set them; a handler
 	// may set the others.
 	Options
+	// AdmissionRaw are the admission modules (namespace
+	// netsody.admission, inline key "policy"): a device must pass all of
+	// them, cheapest first, to register. Default: allow_all.
+	AdmissionRaw []json.RawMessage `json:"admission,omitempty" caddy:"namespace=netsody.admission inline_key=policy"`
 
 	ctx       caddy.Context
 	logger    *zap.Logger
 	superPeer *pooledSuperPeer
+	admission admissionChain
 
-	mu        sync.Mutex        // guards the following
-	options   optionSet         // the app's and every handler's, merged
-	applied   *superpeer.Config // by Start, until Stop
+	mu        sync.Mutex     // guards the following
+	options   optionSet      // the app's and every handler's, merged
+	applied   *appliedConfig // by Start, until Stop
 	takeovers []*takeover
 	joined    []*registration
 }
@@ -80,19 +86,30 @@ type pooledSuperPeer struct {
 	*superpeer.Server
 
 	mu      sync.Mutex // guards configs
-	configs []*superpeer.Config
+	configs []*appliedConfig
+}
+
+// appliedConfig is a started config's super peer configuration, with the
+// key of its admission chain (admissionChain.key).
+type appliedConfig struct {
+	superpeer.Config
+	admission string
 }
 
 // apply makes cfg the super peer's configuration.
-func (p *pooledSuperPeer) apply(cfg *superpeer.Config) {
+func (p *pooledSuperPeer) apply(cfg *appliedConfig) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var was *appliedConfig
+	if len(p.configs) > 0 {
+		was = p.configs[len(p.configs)-1]
+	}
 	p.configs = append(p.configs, cfg)
-	p.SetConfig(*cfg)
+	p.switchLocked(was, cfg)
 }
 
 // withdraw removes cfg; if it was the newest, the one before applies.
-func (p *pooledSuperPeer) withdraw(cfg *superpeer.Config) {
+func (p *pooledSuperPeer) withdraw(cfg *appliedConfig) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	i := slices.Index(p.configs, cfg)
@@ -102,7 +119,16 @@ func (p *pooledSuperPeer) withdraw(cfg *superpeer.Config) {
 	newest := i == len(p.configs)-1
 	p.configs = slices.Delete(p.configs, i, i+1)
 	if newest && len(p.configs) > 0 {
-		p.SetConfig(*p.configs[len(p.configs)-1])
+		p.switchLocked(cfg, p.configs[len(p.configs)-1])
+	}
+}
+
+// switchLocked applies to, which replaces was (nil: none); if they admit
+// differently, registered devices are checked again under to's rules.
+func (p *pooledSuperPeer) switchLocked(was, to *appliedConfig) {
+	p.SetConfig(to.Config)
+	if was != nil && was.admission != to.admission {
+		p.Rendezvous().Recheck()
 	}
 }
 
@@ -116,6 +142,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.options.add(a.Options, "the netsody app") // the first, so no conflict
+	if err := a.loadAdmission(ctx); err != nil {
+		return err
+	}
 	val, _, err := superPeers.LoadOrNew(superPeerKey, func() (caddy.Destructor, error) {
 		return &pooledSuperPeer{Server: superpeer.New(a.Options.superPeerConfig(a.logger))}, nil
 	})
@@ -168,7 +197,8 @@ func (a *App) Start() error {
 		return err
 	}
 	cfg := a.options.superPeerConfig(a.logger)
-	a.applied = &cfg
+	cfg.Rendezvous.Admit = a.admission.admit()
+	a.applied = &appliedConfig{Config: cfg, admission: a.admission.key}
 	a.superPeer.apply(a.applied)
 	return nil
 }

@@ -56,12 +56,27 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 
 // parseGlobalOption parses the global netsody option: the netsody app's
 // options, which apply to every netsody_superpeer handler. Its block is
-// the same as the directive's:
+// the same as the directive's, and it alone may hold admission modules:
 //
 //	{
 //		netsody {
 //			keepalive_interval <duration>
 //			...
+//			admission {
+//				allow_all
+//				allowlist [<peer_id>...] {
+//					peer <peer_id>...
+//					file <path>
+//				}
+//				pow [<bits>]
+//				http <url> {
+//					timeout        <duration>
+//					max_concurrent <count>
+//					cache_size     <count>
+//					cache_ttl      <duration>
+//					fail_open
+//				}
+//			}
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -73,7 +88,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		return nil, d.Err("the netsody global option may appear only once")
 	}
 	var app App
-	if err := app.Options.unmarshalBlock(d, "netsody"); err != nil {
+	err := eachOption(d, func(opt string) error {
+		if opt == "admission" {
+			return app.unmarshalAdmission(d)
+		}
+		return app.Options.unmarshalOption(d, opt, "netsody")
+	})
+	if err != nil {
 		return nil, err
 	}
 	return httpcaddyfile.App{Name: "netsody", Value: caddyconfig.JSON(&app, nil)}, nil
@@ -125,49 +146,53 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // unmarshalBlock parses the options block of the directive or global
 // option named directive.
 func (o *Options) unmarshalBlock(d *caddyfile.Dispenser, directive string) error {
-	return eachOption(d, func(opt string) (err error) {
+	return eachOption(d, func(opt string) error { return o.unmarshalOption(d, opt, directive) })
+}
+
+// unmarshalOption parses the option opt of the directive or global
+// option named directive.
+func (o *Options) unmarshalOption(d *caddyfile.Dispenser, opt, directive string) (err error) {
+	switch opt {
+	case "keepalive_interval":
+		o.KeepaliveInterval, err = durationArg(d)
+	case "session_timeout":
+		o.SessionTimeout, err = durationArg(d)
+	case "write_timeout":
+		o.WriteTimeout, err = durationArg(d)
+	case "max_sessions":
+		o.MaxSessions, err = countArg(d)
+	case "connect_rate", "prefix_session_rate", "lookup_rate":
+		rate, burst := &o.ConnectRate, &o.ConnectBurst
 		switch opt {
-		case "keepalive_interval":
-			o.KeepaliveInterval, err = durationArg(d)
-		case "session_timeout":
-			o.SessionTimeout, err = durationArg(d)
-		case "write_timeout":
-			o.WriteTimeout, err = durationArg(d)
-		case "max_sessions":
-			o.MaxSessions, err = countArg(d)
-		case "connect_rate", "prefix_session_rate", "lookup_rate":
-			rate, burst := &o.ConnectRate, &o.ConnectBurst
-			switch opt {
-			case "prefix_session_rate":
-				rate, burst = &o.PrefixSessionRate, &o.PrefixSessionBurst
-			case "lookup_rate":
-				rate, burst = &o.LookupRate, &o.LookupBurst
-			}
-			*rate, *burst, err = rateArgs(d)
-		case "register_timeout":
-			o.RegisterTimeout, err = durationArg(d)
-		case "max_unregistered_per_prefix":
-			o.MaxUnregisteredPerPrefix, err = countArg(d)
-		case "consent_timeout":
-			o.ConsentTimeout, err = durationArg(d)
-		case "hide_presence":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			o.HidePresence = true
-		case "relay":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			if o.Relay == nil {
-				o.Relay = &RelayOptions{}
-			}
-			err = o.Relay.unmarshalBlock(d, directive)
-		default:
-			err = d.Errf("unknown %s option %q", directive, opt)
+		case "prefix_session_rate":
+			rate, burst = &o.PrefixSessionRate, &o.PrefixSessionBurst
+		case "lookup_rate":
+			rate, burst = &o.LookupRate, &o.LookupBurst
 		}
-		return err
-	})
+		*rate, *burst, err = rateArgs(d)
+	case "register_timeout":
+		o.RegisterTimeout, err = durationArg(d)
+	case "max_unregistered_per_prefix":
+		o.MaxUnregisteredPerPrefix, err = countArg(d)
+	case "consent_timeout":
+		o.ConsentTimeout, err = durationArg(d)
+	case "hide_presence":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		o.HidePresence = true
+	case "relay":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		if o.Relay == nil {
+			o.Relay = &RelayOptions{}
+		}
+		err = o.Relay.unmarshalBlock(d, directive)
+	default:
+		err = d.Errf("unknown %s option %q", directive, opt)
+	}
+	return err
 }
 
 func (r *RelayOptions) unmarshalBlock(d *caddyfile.Dispenser, directive string) error {

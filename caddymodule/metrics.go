@@ -34,6 +34,7 @@ var (
 	descConsentAsked  = prometheus.NewDesc(ns+"_consent_requests_total", "Devices asked whether a peer may connect (devices that ask for consent).", nil, nil)
 	descConsentEnded  = prometheus.NewDesc(ns+"_consent_answers_total", "What became of the requests, by outcome; ignored: an answer with no request waiting.", []string{"outcome"}, nil)
 	descLookupsLimit  = prometheus.NewDesc(ns+"_lookups_rate_limited_total", "Connect requests over the rate per (asker, target), or with the asker's table of targets full.", nil, nil)
+	descRechecks      = prometheus.NewDesc(ns+"_admission_rechecks_total", "Registered devices checked again after a reload changed admission, by outcome.", []string{"outcome"}, nil)
 	descRelayActive   = prometheus.NewDesc(ns+"_relay_legs", "Relay legs bridged now (two per relayed session).", nil, nil)
 	descRelayWaiting  = prometheus.NewDesc(ns+"_relay_waiting", "Relay legs waiting for their counterpart now.", nil, nil)
 	descRelayPaired   = prometheus.NewDesc(ns+"_relay_paired_total", "Relay sessions bridged after both devices consented.", nil, nil)
@@ -48,12 +49,13 @@ var (
 var refusalCodes = []rendezvous.ErrorCode{
 	rendezvous.ErrCodePeerNotFound, rendezvous.ErrCodeBadSignature,
 	rendezvous.ErrCodeRefused, rendezvous.ErrCodeRateLimited,
+	rendezvous.ErrCodeTryLater,
 }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDevices, descSessions, descRegistrations, descConnects, descRebindings, descRvRefused,
 		descSessRefused, descRegTimeouts, descIntroRefused, descIntroCoalesce, descAddrsLimited, descAddrsDropped,
-		descConsentAsked, descConsentEnded, descLookupsLimit,
+		descConsentAsked, descConsentEnded, descLookupsLimit, descRechecks,
 		descRelayActive, descRelayWaiting, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
 		ch <- d
 	}
@@ -91,6 +93,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descConsentEnded, prometheus.CounterValue, float64(o.n), o.name)
 	}
 	ch <- prometheus.MustNewConstMetric(descLookupsLimit, prometheus.CounterValue, float64(rs.LookupsLimited.Load()))
+	refused := rs.RecheckRefused.Load()
+	ch <- prometheus.MustNewConstMetric(descRechecks, prometheus.CounterValue, float64(rs.Rechecked.Load()-refused), "kept")
+	ch <- prometheus.MustNewConstMetric(descRechecks, prometheus.CounterValue, float64(refused), "refused")
 	ls := c.sp.Relay().Stats()
 	ch <- prometheus.MustNewConstMetric(descRelayActive, prometheus.GaugeValue, float64(ls.Active.Load()))
 	ch <- prometheus.MustNewConstMetric(descRelayWaiting, prometheus.GaugeValue, float64(ls.Waiting.Load()))

@@ -137,8 +137,8 @@ func TestCaddyfileConflicts(t *testing.T) {
 func TestPooledSuperPeerConfigs(t *testing.T) {
 	p := &pooledSuperPeer{Server: superpeer.New(superpeer.Config{})}
 	defer p.Close()
-	running, failed, next := &superpeer.Config{}, &superpeer.Config{}, &superpeer.Config{}
-	newest := func() *superpeer.Config { return p.configs[len(p.configs)-1] }
+	running, failed, next := &appliedConfig{}, &appliedConfig{admission: "x"}, &appliedConfig{}
+	newest := func() *appliedConfig { return p.configs[len(p.configs)-1] }
 	p.apply(running)
 	p.apply(failed)
 	p.withdraw(failed)

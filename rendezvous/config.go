@@ -1,12 +1,12 @@
 package rendezvous
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/defaults"
 )
 
@@ -63,9 +63,13 @@ type Config struct {
 	// source prefix (a token bucket); more get 429.
 	PrefixSessionRate  float64
 	PrefixSessionBurst int
-	// Admit, if set, decides whether a peer ID may register; an error
-	// refuses it with ErrCodeRefused and the error's text.
-	Admit func(peer identity.PeerID, proofOfWork int32) error
+	// Admit, if set, decides whether a device may register, once its
+	// registration's signature verified (admission.go); nil admits all.
+	// An error refuses it with ErrCodeRefused and the error's text, or
+	// with ErrCodeTryLater if it wraps ErrTryLater. It runs on the
+	// session's reader with a context that ends after RegisterTimeout,
+	// and again for registered devices after Server.Recheck.
+	Admit func(ctx context.Context, req AdmissionRequest) error
 	// Logger receives the server's logs; nil discards them.
 	Logger *zap.Logger
 

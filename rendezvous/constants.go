@@ -171,4 +171,10 @@ const (
 	maxRefusalReason = 512
 	// defaultHTTPSPort is where a super peer URL without a port listens.
 	defaultHTTPSPort = "443"
+	// recheckRate is how many registered devices a Recheck checks a
+	// second, one at a time: an admission service behind the http module
+	// sees at most one callout from a re-check at once and this many a
+	// second, not one per device at the moment of a reload. 100,000
+	// devices take 17 minutes.
+	recheckRate = 100
 )

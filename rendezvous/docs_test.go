@@ -49,5 +49,6 @@ func TestDocsTables(t *testing.T) {
 		"rendezvous.maxPending":                      maxPending,
 		"rendezvous.maxWaitingPerAsker":              maxWaitingPerAsker,
 		"rendezvous.maxWaitingPerPrefix":             maxWaitingPerPrefix,
+		"rendezvous.recheckRate":                     recheckRate,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }

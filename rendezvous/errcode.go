@@ -44,6 +44,10 @@ const (
 	// ErrCodeUpgradeRequired: the device's protocol version is below the
 	// oldest the super peer serves; the message names both.
 	ErrCodeUpgradeRequired ErrorCode = 14
+	// ErrCodeTryLater: admission could not decide now (its callouts are
+	// all busy, or the service it asks did not answer); retry later. The
+	// message says why.
+	ErrCodeTryLater ErrorCode = 15
 
 	// numErrorCodes is one more than the highest code, for tables indexed
 	// by code.
@@ -90,6 +94,8 @@ func (c ErrorCode) String() string {
 		return "bad request"
 	case ErrCodeUpgradeRequired:
 		return "upgrade required"
+	case ErrCodeTryLater:
+		return "try later"
 	}
 	return fmt.Sprintf("error %d", uint16(c))
 }

@@ -36,8 +36,9 @@ type Server struct {
 	onConn    map[Binding]*session // every session, from admission
 	closed    bool
 
-	prefixes prefixTable
-	consent  consent
+	prefixes  prefixTable
+	consent   consent
+	admission admission
 
 	handlers sync.WaitGroup // running ServeHTTP calls
 	stats    Stats
@@ -75,6 +76,11 @@ type Stats struct {
 	ConsentIgnored  atomic.Uint64
 	ConsentBusy     atomic.Uint64
 	LookupsLimited  atomic.Uint64
+
+	// Recheck (admission.go): registered devices checked again, and
+	// those the new rules refused.
+	Rechecked      atomic.Uint64
+	RecheckRefused atomic.Uint64
 }
 
 // NewServer returns a Server with the given configuration.
@@ -85,6 +91,7 @@ func NewServer(cfg Config) *Server {
 		byBinding: make(map[Binding]*session),
 		onConn:    make(map[Binding]*session),
 	}
+	s.admission.init()
 	s.SetConfig(cfg)
 	return s
 }
@@ -392,6 +399,7 @@ func (s *Server) Close() error {
 		all = append(all, sess)
 	}
 	s.mu.Unlock()
+	s.admission.close()
 	for _, sess := range all {
 		sess.end(&Error{Code: ErrCodeShuttingDown, Message: "the super peer is shutting down"})
 	}

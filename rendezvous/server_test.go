@@ -16,7 +16,6 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/sptest"
 )
 
@@ -413,8 +412,8 @@ func TestRefusals(t *testing.T) {
 func TestAdmissionAndRateLimit(t *testing.T) {
 	ts := newTestServer(t, "127.0.0.1", Config{
 		ConnectRate: 0.001, ConnectBurst: 2,
-		Admit: func(_ identity.PeerID, pow int32) error {
-			if pow != 7 {
+		Admit: func(_ context.Context, req AdmissionRequest) error {
+			if req.ProofOfWork != 7 {
 				return errors.New("proof of work too weak")
 			}
 			return nil

@@ -52,6 +52,7 @@ type session struct {
 	registered bool
 	reg        *Registration // ended with the session (endFromReader, Server.remove)
 	proto      Protocol      // what the device announced
+	pow        int32         // the registration's proof of work, for Recheck
 	limiter    *rate.Limiter // the device's FrameConnect
 	intros     *rate.Limiter // introductions to the device, from others
 	addrsLimit *rate.Limiter // the device's FrameAddrs
@@ -206,11 +207,8 @@ func (s *session) handleRegister(m *Register) *Error {
 	if err := checkAddrs(m.LocalAddrs); err != nil {
 		return &Error{Code: ErrCodeMalformedFrame, Message: err.Error()}
 	}
-	if cfg.Admit != nil {
-		if err := cfg.Admit(m.Peer, m.ProofOfWork); err != nil {
-			s.srv.stats.Refused[ErrCodeRefused].Add(1)
-			return &Error{Code: ErrCodeRefused, Peer: m.Peer, Message: err.Error()}
-		}
+	if e := s.admit(cfg, m); e != nil {
+		return e
 	}
 	s.become(m.Peer, m.Protocol, cfg)
 	local := s.handOut(m.LocalAddrs)

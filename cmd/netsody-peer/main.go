@@ -3,7 +3,7 @@
 // (directly when it can, through a super peer's relay when it must),
 // measures the connection, and shows a device's status.
 //
-//	netsody-peer keygen --out FILE
+//	netsody-peer keygen --out FILE [--pow BITS]
 //	netsody-peer listen --identity FILE --super-peer URL... (--allow PEERID... | --allow-any) [--echo] [--status ADDR]
 //	netsody-peer connect --identity FILE --super-peer URL... [--relay-only] PEERID
 //	netsody-peer bench --identity FILE --super-peer URL... [--duration D] PEERID
@@ -31,7 +31,7 @@ import (
 const usage = `usage: netsody-peer <command> [flags] [args]
 
 commands:
-  keygen   --out FILE                         make an identity, print its peer ID
+  keygen   --out FILE [--pow BITS]            make an identity, print its peer ID
   listen   --identity FILE --super-peer URL (--allow PEERID | --allow-any)
                                               stay reachable, serve the peers allowed
   connect  --identity FILE --super-peer URL PEERID

@@ -95,6 +95,63 @@ func TestKeygen(t *testing.T) {
 	}
 }
 
+// keygen --pow mines a nonce that passes the check, reporting progress
+// on stderr (a few reports for 2^21 expected hashes); a difficulty out of
+// range is a usage error.
+func TestKeygenPoW(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "id")
+	out, errOut, code := runPeer(t, nil, 60*time.Second, "keygen", "--out", path, "--pow", "21")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	id, err := identity.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := id.PeerID().String() + "\n"; got != out {
+		t.Errorf("file holds %s, printed %s", got, out)
+	}
+	if err := identity.CheckProofOfWork(id.PeerID(), id.ProofOfWork, 21); err != nil {
+		t.Error(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(errOut), "\n") {
+		if line != "" && !strings.HasPrefix(line, "mining proof of work: ") {
+			t.Errorf("stderr line %q", line)
+		}
+	}
+	_, errOut, code = runPeer(t, nil, 30*time.Second, "keygen", "--out", path+"2", "--pow", "33")
+	if code != 2 || !oneLineWith(errOut, "--pow must be 0 to 32 bits") {
+		t.Errorf("--pow 33: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// listen registers with the identity file's proof of work: a super peer
+// that demands it admits an identity from keygen --pow and tells one
+// without why, which listen reports.
+func TestListenProofOfWork(t *testing.T) {
+	t.Parallel()
+	const bits = 8
+	sp := startSuperPeerAt(t, "127.0.0.1:0", rendezvous.Config{Admit: func(_ context.Context, req rendezvous.AdmissionRequest) error {
+		return identity.CheckProofOfWork(req.Peer, req.ProofOfWork, bits)
+	}})
+	mined := filepath.Join(t.TempDir(), "id")
+	if _, errOut, code := runPeer(t, nil, 30*time.Second, "keygen", "--out", mined, "--pow", "8"); code != 0 {
+		t.Fatalf("keygen --pow: exit %d: %s", code, errOut)
+	}
+	p := start(t, nil, append([]string{"listen", "--allow-any"}, deviceArgs(mined, sp)...)...)
+	p.waitFor(&p.stderr, `super peer `+regexp.QuoteMeta(sp.URL)+`: connected over h3`, 15*time.Second)
+	p.interrupt()
+
+	plain, id := newIdentity(t)
+	if identity.ProofOfWorkBits(id, 0) >= bits {
+		t.Skip("a new key with 8 bits of proof of work by chance")
+	}
+	p = start(t, nil, append([]string{"listen", "--allow-any"}, deviceArgs(plain, sp)...)...)
+	p.waitFor(&p.stderr, `cannot reach super peer `+regexp.QuoteMeta(sp.URL)+`: .*refused.*8 are required; mine one with .netsody-peer keygen --pow 8.; still trying`, 15*time.Second)
+	p.interrupt()
+}
+
 // Bytes go to an echoing peer and come back, and the path is reported.
 func TestConnectEcho(t *testing.T) {
 	t.Parallel()
