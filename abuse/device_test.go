@@ -6,13 +6,12 @@ package abuse_test
 import (
 	"context"
 	"io"
-	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/internal/testcaddy"
 	"github.com/netsody/superpeer/peer"
 )
@@ -76,89 +75,18 @@ func roundTrip(t *testing.T, from, to *peer.Device, msg string) {
 		t.Fatalf("dial: %v", err)
 	}
 	defer c.CloseWithError(0, "")
-	str, err := c.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := str.Write([]byte(msg)); err != nil {
-		t.Fatal(err)
-	}
-	str.Close()
-	if got, err := io.ReadAll(str); err != nil || string(got) != msg {
-		t.Fatalf("echo: %q, %v", got, err)
-	}
-}
-
-// sinks stand in for a stranger's victims: UDP sockets on loopback that
-// count every packet they receive.
-type sinks struct {
-	conns []*net.UDPConn
-	got   []atomic.Int64
+	sptest.RoundTrip(t, c, msg)
 }
 
 // newSinks binds n sinks on 127.0.0.x: loopback, which a device punches
 // only when its super peer is on loopback too.
-func newSinks(t *testing.T, n int) *sinks {
-	t.Helper()
-	var ips []netip.Addr
-	for i := range n {
-		ips = append(ips, netip.AddrFrom4([4]byte{127, 0, 0, byte(2 + i%200)}))
-	}
-	return bindSinks(t, ips)
-}
+func newSinks(t *testing.T, n int) *sptest.Sinks { return sptest.NewSinks(t, sptest.Loopback4(n), nil) }
 
 // newSinksOn binds n sinks on ip.
-func newSinksOn(t *testing.T, ip netip.Addr, n int) *sinks {
-	t.Helper()
+func newSinksOn(t *testing.T, ip netip.Addr, n int) *sptest.Sinks {
 	ips := make([]netip.Addr, n)
 	for i := range ips {
 		ips[i] = ip
 	}
-	return bindSinks(t, ips)
-}
-
-func bindSinks(t *testing.T, ips []netip.Addr) *sinks {
-	t.Helper()
-	s := &sinks{got: make([]atomic.Int64, len(ips))}
-	var wg sync.WaitGroup
-	for i, ip := range ips {
-		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.conns = append(s.conns, c)
-		wg.Go(func() {
-			buf := make([]byte, 2048)
-			for {
-				if _, _, err := c.ReadFromUDP(buf); err != nil {
-					return
-				}
-				s.got[i].Add(1)
-			}
-		})
-	}
-	t.Cleanup(func() {
-		for _, c := range s.conns {
-			c.Close()
-		}
-		wg.Wait()
-	})
-	return s
-}
-
-func (s *sinks) addrs(from, to int) []netip.AddrPort {
-	var as []netip.AddrPort
-	for _, c := range s.conns[from:to] {
-		as = append(as, c.LocalAddr().(*net.UDPAddr).AddrPort())
-	}
-	return as
-}
-
-// total is the packets all sinks got, and the most one got.
-func (s *sinks) total() (sum, most int64) {
-	for i := range s.got {
-		n := s.got[i].Load()
-		sum, most = sum+n, max(most, n)
-	}
-	return sum, most
+	return sptest.NewSinks(t, ips, nil)
 }

@@ -10,33 +10,19 @@ package abuse_test
 
 import (
 	"context"
-	"crypto/tls"
-	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/internal/testcaddy"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-func TestMain(m *testing.M) {
-	code := 0
-	defer func() { testcaddy.Cleanup(); os.Exit(code) }()
-	code = m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-			code = 1
-		}
-	}
-}
+func TestMain(m *testing.M) { testcaddy.Main(m) }
 
 // caddyfile is a site with the super peer whose options block is opts.
 func caddyfile(opts string) string {
@@ -72,24 +58,8 @@ func (d *dev) peer() identity.PeerID { return d.id.PeerID() }
 // tr; mods change its configuration.
 func join(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Transport, mods ...func(*rendezvous.ClientConfig)) *dev {
 	t.Helper()
-	d, err := tryJoin(t, c, host, tr, mods...)
-	if err != nil {
-		t.Fatalf("register over %s from %s: %v", tr, host, err)
-	}
-	return d
-}
-
-// tryJoin is join for a registration that may be refused.
-func tryJoin(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Transport, mods ...func(*rendezvous.ClientConfig)) (*dev, error) {
-	t.Helper()
 	d := &dev{id: newID(t)}
-	cfg := rendezvous.ClientConfig{
-		Identity:  d.id,
-		URL:       url(c),
-		Transport: tr,
-		TLSConfig: &tls.Config{RootCAs: c.Roots},
-		Addr:      netip.AddrPortFrom(netip.MustParseAddr(host), uint16(c.Port)).String(),
-	}
+	cfg := c.ClientConfig(d.id, host, tr)
 	for _, m := range mods {
 		m(&cfg)
 	}
@@ -97,11 +67,11 @@ func tryJoin(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Transp
 	defer cancel()
 	s, err := rendezvous.Dial(ctx, cfg)
 	if err != nil {
-		return nil, err
+		t.Fatalf("register over %s from %s: %v", tr, host, err)
 	}
 	t.Cleanup(func() { s.Close() })
 	d.s = s
-	return d, nil
+	return d
 }
 
 // joinConsenting registers a device that is asked before anyone is
@@ -121,14 +91,7 @@ func joinConsenting(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous
 	return d
 }
 
-func newID(t testing.TB) *identity.Identity {
-	t.Helper()
-	id, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
+func newID(t testing.TB) *identity.Identity { return sptest.NewIdentity(t) }
 
 // introduce asks d's super peer for peer and says how long the answer
 // took.

@@ -45,11 +45,11 @@ func TestDefaultPolicyPunchesNoStranger(t *testing.T) {
 	d := newDevice(t, c)
 	sk := newSinks(t, rendezvous.MaxAddrs)
 	var rerr *rendezvous.Error
-	if err := announce(t, c, sk.addrs(0, rendezvous.MaxAddrs), d); !errors.As(err, &rerr) || rerr.Code != rendezvous.ErrCodePeerNotFound {
+	if err := announce(t, c, sk.Addrs(0, rendezvous.MaxAddrs), d); !errors.As(err, &rerr) || rerr.Code != rendezvous.ErrCodePeerNotFound {
 		t.Fatalf("the stranger's introduction: %v, want peer not found", err)
 	}
 	time.Sleep(punchWindow / 3) // the first tries go at once
-	if sum, _ := sk.total(); sum > 0 {
+	if sum, _ := sk.Total(); sum > 0 {
 		t.Fatalf("%d packets to the stranger's addresses, want none", sum)
 	}
 }
@@ -90,14 +90,14 @@ func TestAllowAnyPacedAndClassed(t *testing.T) {
 	loopback := newSinks(t, strangers*loop)
 	start := time.Now()
 	for i := range strangers {
-		addrs := append(victims.addrs(i*global, (i+1)*global), loopback.addrs(i*loop, (i+1)*loop)...)
+		addrs := append(victims.Addrs(i*global, (i+1)*global), loopback.Addrs(i*loop, (i+1)*loop)...)
 		if err := announce(t, c, addrs, d); err != nil {
 			t.Fatalf("stranger %d not introduced to a device that accepts anyone: %v", i, err)
 		}
 	}
 	time.Sleep(punchWindow - time.Since(start))
 	elapsed := time.Since(start)
-	sum, most := victims.total()
+	sum, most := victims.Total()
 	budget := int64(punchBurst + punchRate*elapsed.Seconds() + 1)
 	t.Logf("%d packets to %d announced addresses on %v in %v (budget %d), at most %d to one", sum, strangers*global, host, elapsed.Round(time.Millisecond), budget, most)
 	if sum > budget || most > punchTries {
@@ -106,7 +106,7 @@ func TestAllowAnyPacedAndClassed(t *testing.T) {
 	if sum == 0 {
 		t.Error("no packet at all to the global addresses: the test measures nothing")
 	}
-	if n, _ := loopback.total(); n > 0 {
+	if n, _ := loopback.Total(); n > 0 {
 		t.Errorf("%d packets to loopback addresses, from a device that is not on loopback", n)
 	}
 }

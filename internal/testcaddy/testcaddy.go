@@ -23,6 +23,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 var (
@@ -81,6 +86,20 @@ func BinaryWithTags(t testing.TB, tags string) string {
 		t.Fatal(b.err)
 	}
 	return b.bin
+}
+
+// Main is a TestMain for packages that run Caddy: it runs the tests,
+// removes the built binaries, and fails the run if goroutines leaked.
+func Main(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+	Cleanup()
+	os.Exit(code)
 }
 
 // Cleanup removes the built binary; call it from TestMain after m.Run.
@@ -249,6 +268,19 @@ func (c *Caddy) Stop(t testing.TB) time.Duration {
 		t.Errorf("caddy did not exit within 20s of stop\n%s", c.Logs())
 	}
 	return time.Since(start)
+}
+
+// ClientConfig is the rendezvous configuration of a device of id that
+// reaches this Caddy's super peer at host (an address of loopback) over
+// tr, trusting Caddy's internal CA.
+func (c *Caddy) ClientConfig(id *identity.Identity, host string, tr rendezvous.Transport) rendezvous.ClientConfig {
+	return rendezvous.ClientConfig{
+		Identity:  id,
+		URL:       "https://localhost:" + strconv.Itoa(c.Port),
+		Transport: tr,
+		TLSConfig: &tls.Config{RootCAs: c.Roots},
+		Addr:      net.JoinHostPort(host, strconv.Itoa(c.Port)),
+	}
 }
 
 // Pid is the process ID of Caddy, whose /proc/<pid>/status a test may
