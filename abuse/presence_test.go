@@ -24,7 +24,7 @@ const (
 	presencePairTimeout    = 500 * time.Millisecond
 	// presenceSlack is how much later than its deadline an answer may
 	// come on a loaded machine and still count as "alike in timing".
-	presenceSlack = 600 * time.Millisecond
+	presenceSlack = 1500 * time.Millisecond
 )
 
 // dialRelay opens d's relay session towards peer on d's own connection.
