@@ -18,7 +18,6 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
-	"go.uber.org/goleak"
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/sptest"
@@ -26,17 +25,7 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-func TestMain(m *testing.M) {
-	code := 0
-	defer func() { testcaddy.Cleanup(); os.Exit(code) }()
-	code = m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-			code = 1
-		}
-	}
-}
+func TestMain(m *testing.M) { testcaddy.Main(m) }
 
 const siteCaddyfile = testcaddy.Global + `
 localhost {
@@ -143,15 +132,9 @@ func tryRegister(t *testing.T, c *testcaddy.Caddy, host string, tr rendezvous.Tr
 	d := &device{id: newIdentity(t), cands: make(chan rendezvous.Candidates, 16)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cfg := rendezvous.ClientConfig{
-		Identity:     d.id,
-		URL:          "https://localhost:" + strconv.Itoa(c.Port),
-		Transport:    tr,
-		TLSConfig:    &tls.Config{RootCAs: c.Roots},
-		OnCandidates: func(m rendezvous.Candidates) { d.cands <- m },
-		Addr:         netip.AddrPortFrom(netip.MustParseAddr(host), uint16(c.Port)).String(),
-		LocalAddrs:   []netip.AddrPort{netip.MustParseAddrPort("192.168.7.7:7777")},
-	}
+	cfg := c.ClientConfig(d.id, host, tr)
+	cfg.OnCandidates = func(m rendezvous.Candidates) { d.cands <- m }
+	cfg.LocalAddrs = []netip.AddrPort{netip.MustParseAddrPort("192.168.7.7:7777")}
 	for _, m := range mod {
 		m(&cfg)
 	}

@@ -1,15 +1,12 @@
 package caddymodule_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"net"
-	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -191,25 +188,7 @@ func TestRelayThroughCaddy(t *testing.T) {
 // admin endpoint.
 func relayMetrics(t *testing.T, c *testcaddy.Caddy) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + c.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "netsody_superpeer_") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			m[line[:i]] = v
-		}
-	}
-	return m
+	return c.Metrics(t)
 }
 
 // With GODEBUG=http2xconnect=1 in Caddy's process, HTTP/2 relay legs may

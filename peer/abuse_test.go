@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,63 +17,10 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-// sinks stand in for a stranger's victims: UDP sockets on loopback that
-// count the punch messages they receive.
-type sinks struct {
-	conns []*net.UDPConn
-	got   []atomic.Int64
-	wg    sync.WaitGroup
-}
-
-func newSinks(t *testing.T, n int) *sinks {
-	t.Helper()
-	s := &sinks{got: make([]atomic.Int64, n)}
-	for i := range n {
-		// 127.0.0.x: loopback, punched only because the super peer is
-		// on loopback too.
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%200))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.conns = append(s.conns, c)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			buf := make([]byte, 2048)
-			for {
-				n, _, err := c.ReadFromUDP(buf)
-				if err != nil {
-					return
-				}
-				if isPunch(buf[:n]) {
-					s.got[i].Add(1)
-				}
-			}
-		}()
-	}
-	t.Cleanup(func() {
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.wg.Wait()
-	})
-	return s
-}
-
-func (s *sinks) addrs(from, to int) []netip.AddrPort {
-	var as []netip.AddrPort
-	for _, c := range s.conns[from:to] {
-		as = append(as, c.LocalAddr().(*net.UDPAddr).AddrPort())
-	}
-	return as
-}
-
-func (s *sinks) total() (sum, most int64) {
-	for i := range s.got {
-		n := s.got[i].Load()
-		sum, most = sum+n, max(most, n)
-	}
-	return sum, most
+// newSinks binds n sinks on 127.0.0.x (loopback, punched only because
+// the super peer is on loopback too) that count punch messages.
+func newSinks(t *testing.T, n int) *sptest.Sinks {
+	return sptest.NewSinks(t, sptest.Loopback4(n), isPunch)
 }
 
 // newID makes a fresh identity.
@@ -130,12 +76,12 @@ func TestStrangersGetPacedBudget(t *testing.T) {
 	sk := newSinks(t, n)
 	start := time.Now()
 	for i := 0; i < n; i += each {
-		stranger(t, s, sk.addrs(i, min(i+each, n)), d.PeerID())
+		stranger(t, s, sk.Addrs(i, min(i+each, n)), d.PeerID())
 	}
 	const window = 3 * time.Second
 	time.Sleep(window - time.Since(start))
 	elapsed := time.Since(start)
-	sum, most := sk.total()
+	sum, most := sk.Total()
 	budget := int64(punchBurst + punchRate*elapsed.Seconds() + 1)
 	t.Logf("%d punches to %d addresses in %v (budget %d), at most %d to one", sum, n, elapsed.Round(time.Millisecond), budget, most)
 	if sum > budget {
@@ -156,13 +102,13 @@ func TestStrangerThatLeftCostsNothing(t *testing.T) {
 	s, _ := superPeerServer(t)
 	d := newDevice(t, s, allowAny)
 	sk := newSinks(t, 3)
-	sess := stranger(t, s, sk.addrs(0, 3), d.PeerID())
+	sess := stranger(t, s, sk.Addrs(0, 3), d.PeerID())
 	sess.Close()
 	// The tries: 0, 1, 3, 7 and 15 fast intervals after the introduction.
 	time.Sleep(DefaultFastPunchInterval*(1<<punchTries) + 200*time.Millisecond)
-	before, _ := sk.total()
+	before, _ := sk.Total()
 	time.Sleep(1500 * time.Millisecond)
-	after, most := sk.total()
+	after, most := sk.Total()
 	if after != before {
 		t.Errorf("%d punches to a stranger's addresses after its tries, want none", after-before)
 	}

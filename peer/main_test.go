@@ -121,23 +121,7 @@ func dial(t testing.TB, a, b *Device) *Conn {
 }
 
 // roundTrip sends msg on a new stream and checks the echo.
-func roundTrip(t testing.TB, c *Conn, msg string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	str, err := c.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := str.Write([]byte(msg)); err != nil {
-		t.Fatal(err)
-	}
-	str.Close()
-	got, err := io.ReadAll(str)
-	if err != nil || string(got) != msg {
-		t.Fatalf("echo: %q, %v", got, err)
-	}
-}
+func roundTrip(t testing.TB, c *Conn, msg string) { sptest.RoundTrip(t, c, msg) }
 
 // echoTransfer streams size random bytes to the echo at the other end of
 // c in chunks, calling between(i) after chunk i, and checks that what comes

@@ -43,12 +43,12 @@ func TestStrangerGetsNothing(t *testing.T) {
 	id := newID(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	c, err := strangerSession(t, s, id, sk.addrs(0, 3)).Introduce(ctx, d.PeerID(), rendezvous.IntroduceOptions{Relay: true})
+	c, err := strangerSession(t, s, id, sk.Addrs(0, 3)).Introduce(ctx, d.PeerID(), rendezvous.IntroduceOptions{Relay: true})
 	if err == nil || len(c.All()) > 0 {
 		t.Fatalf("the stranger was introduced to %v (%v)", c.All(), err)
 	}
 	time.Sleep(300 * time.Millisecond) // a first punch goes at once
-	if sum, _ := sk.total(); sum > 0 || hasState(d, id.PeerID()) {
+	if sum, _ := sk.Total(); sum > 0 || hasState(d, id.PeerID()) {
 		t.Fatalf("%d punches to the stranger's addresses, state for it %v; want none", sum, hasState(d, id.PeerID()))
 	}
 	if r := d.Status().Refusals; r.Declined < 2 {
@@ -64,9 +64,9 @@ func TestCandidatesOfStrangersIgnored(t *testing.T) {
 	d := newDevice(t, s)
 	sk := newSinks(t, 3)
 	stranger := newID(t).PeerID()
-	d.onCandidates(d.sps[0], true, rendezvous.Candidates{Peer: stranger, LocalAddrs: sk.addrs(0, 3), Relay: true})
+	d.onCandidates(d.sps[0], true, rendezvous.Candidates{Peer: stranger, LocalAddrs: sk.Addrs(0, 3), Relay: true})
 	time.Sleep(300 * time.Millisecond)
-	if sum, _ := sk.total(); sum > 0 || hasState(d, stranger) || rl.Stats().Waiting.Load() > 0 {
+	if sum, _ := sk.Total(); sum > 0 || hasState(d, stranger) || rl.Stats().Waiting.Load() > 0 {
 		t.Fatalf("%d punches, state %v, %d relay legs for a stranger; want none", sum, hasState(d, stranger), rl.Stats().Waiting.Load())
 	}
 }

@@ -5,6 +5,7 @@
 package testcaddy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -22,44 +23,91 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildBin  string
-	buildErr  error
+	buildMu sync.Mutex
+	builds  = map[string]*build{} // by build tags
+	tmpDir  string
 )
+
+type build struct {
+	once sync.Once
+	bin  string
+	err  error
+}
 
 // Binary builds internal/caddymain once per test process and returns the
 // binary's path. The Go build cache makes later builds quick.
-func Binary(t testing.TB) string {
+func Binary(t testing.TB) string { return BinaryWithTags(t, "") }
+
+// BinaryWithTags is Binary built with -tags tags (comma-separated), once
+// per test process and set of tags: the abuse tests' netsody_testhooks
+// build sets the relay's test hook from the environment.
+func BinaryWithTags(t testing.TB, tags string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	buildMu.Lock()
+	b := builds[tags]
+	if b == nil {
+		b = &build{}
+		builds[tags] = b
+	}
+	if tmpDir == "" {
+		var err error
+		if tmpDir, err = os.MkdirTemp("", "netsody-caddy-"); err != nil {
+			buildMu.Unlock()
+			t.Fatal(err)
+		}
+	}
+	dir := tmpDir
+	buildMu.Unlock()
+	b.once.Do(func() {
 		_, here, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(here), "..", "..")
-		buildDir, buildErr = os.MkdirTemp("", "netsody-caddy-")
-		if buildErr != nil {
-			return
+		b.bin = filepath.Join(dir, "caddy")
+		args := []string{"build", "-o", b.bin}
+		if tags != "" {
+			b.bin += "-" + strings.ReplaceAll(tags, ",", "-")
+			args = []string{"build", "-tags", tags, "-o", b.bin}
 		}
-		buildBin = filepath.Join(buildDir, "caddy")
-		cmd := exec.Command("go", "build", "-o", buildBin, "./internal/caddymain")
+		cmd := exec.Command("go", append(args, "./internal/caddymain")...)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("building caddy: %v\n%s", err, out)
+			b.err = fmt.Errorf("building caddy (tags %q): %v\n%s", tags, err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return buildBin
+	return b.bin
+}
+
+// Main is a TestMain for packages that run Caddy: it runs the tests,
+// removes the built binaries, and fails the run if goroutines leaked.
+func Main(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+	Cleanup()
+	os.Exit(code)
 }
 
 // Cleanup removes the built binary; call it from TestMain after m.Run.
 func Cleanup() {
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if tmpDir != "" {
+		os.RemoveAll(tmpDir)
 	}
 }
 
@@ -106,7 +154,13 @@ const Global = `{
 // when the test ends.
 func Start(t testing.TB, caddyfile string, env ...string) *Caddy {
 	t.Helper()
-	c := &Caddy{Bin: Binary(t), Dir: t.TempDir(), logs: &SyncBuffer{}, done: make(chan struct{})}
+	return StartBinary(t, Binary(t), caddyfile, env...)
+}
+
+// StartBinary is Start with a binary of BinaryWithTags.
+func StartBinary(t testing.TB, bin, caddyfile string, env ...string) *Caddy {
+	t.Helper()
+	c := &Caddy{Bin: bin, Dir: t.TempDir(), logs: &SyncBuffer{}, done: make(chan struct{})}
 	c.Port = FreePort(t)
 	c.Admin = "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	path := c.WriteCaddyfile(t, "Caddyfile", caddyfile)
@@ -214,6 +268,49 @@ func (c *Caddy) Stop(t testing.TB) time.Duration {
 		t.Errorf("caddy did not exit within 20s of stop\n%s", c.Logs())
 	}
 	return time.Since(start)
+}
+
+// ClientConfig is the rendezvous configuration of a device of id that
+// reaches this Caddy's super peer at host (an address of loopback) over
+// tr, trusting Caddy's internal CA.
+func (c *Caddy) ClientConfig(id *identity.Identity, host string, tr rendezvous.Transport) rendezvous.ClientConfig {
+	return rendezvous.ClientConfig{
+		Identity:  id,
+		URL:       "https://localhost:" + strconv.Itoa(c.Port),
+		Transport: tr,
+		TLSConfig: &tls.Config{RootCAs: c.Roots},
+		Addr:      net.JoinHostPort(host, strconv.Itoa(c.Port)),
+	}
+}
+
+// Pid is the process ID of Caddy, whose /proc/<pid>/status a test may
+// read to measure what the process holds.
+func (c *Caddy) Pid() int { return c.cmd.Process.Pid }
+
+// Metrics scrapes the super peer's Prometheus metrics
+// (netsody_superpeer_*) from Caddy's admin endpoint: each series, with
+// its labels, to its value.
+func (c *Caddy) Metrics(t testing.TB) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + c.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	m := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "netsody_superpeer_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m
 }
 
 // Logs returns what Caddy printed so far.
