@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"testing"
 	"time"
@@ -106,5 +107,27 @@ func TestStrangerCannotConnect(t *testing.T) {
 		conn.CloseWithError(0, "")
 	case <-time.After(5 * time.Second):
 		t.Error("the allowed peer's connection was not accepted")
+	}
+}
+
+// A device drops QUIC Initials from addresses not mapped to a peer it
+// accepts: a stranger that knows its address gets no answer at all, so
+// not its certificate, which names its peer ID.
+func TestStrangerInitialDropped(t *testing.T) {
+	c := start(t, "")
+	d := newDevice(t, c)
+	tlsConf := strangerTLS(t, newID(t))
+	sawCert := false
+	tlsConf.VerifyPeerCertificate = func([][]byte, [][]*x509.Certificate) error { sawCert = true; return nil }
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, d.LocalAddr().String(), tlsConf, &quic.Config{HandshakeIdleTimeout: 2 * time.Second})
+	if err == nil {
+		conn.CloseWithError(0, "")
+	}
+	var hto *quic.HandshakeTimeoutError
+	var ito *quic.IdleTimeoutError
+	if sawCert || !(errors.As(err, &hto) || errors.As(err, &ito) || errors.Is(err, context.DeadlineExceeded)) {
+		t.Errorf("a stranger's handshake: %v, certificate seen %v; want no answer at all", err, sawCert)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -146,5 +147,35 @@ func alike(t *testing.T, what string, a, b, deadline time.Duration) {
 		if took < deadline || took > deadline+presenceSlack {
 			t.Errorf("%s: answered after %v and %v (offline), want both within %v after %v", what, a, b, presenceSlack, deadline)
 		}
+	}
+}
+
+// Without hide_presence, a relay request towards an offline device is
+// refused at once (404): it tells a stranger who is online. Its failed
+// lookups are charged to the same per-(asker, target) limit as the
+// rendezvous's (rendezvous.DefaultLookupRate, DefaultLookupBurst), so a
+// stranger scanning through the relay is refused with 429 after the
+// burst.
+func TestRelayLookupsLimited(t *testing.T) {
+	c := start(t, "")
+	stranger := join(t, c, "127.0.0.1", rendezvous.TransportH2)
+	offline := newID(t).PeerID()
+	var statuses []int
+	for range rendezvous.DefaultLookupBurst + 2 {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		conn, err := dialRelay(ctx, stranger, offline)
+		cancel()
+		if conn != nil {
+			conn.Close()
+		}
+		var ref *relay.RefusedError
+		if !errors.As(err, &ref) {
+			t.Fatalf("relay to an offline device: %v, want a refusal", err)
+		}
+		statuses = append(statuses, ref.Status)
+	}
+	t.Logf("statuses: %v", statuses)
+	if last := statuses[len(statuses)-1]; last != http.StatusTooManyRequests {
+		t.Errorf("after %d failed relay lookups of one device within a second: %d, want 429", len(statuses)-1, last)
 	}
 }

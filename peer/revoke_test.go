@@ -41,7 +41,7 @@ func TestRevokeRacesIntroduction(t *testing.T) {
 					dialled.Add(1)
 				}
 			}
-			d.onCandidates(d.sps[0], true, rendezvous.Candidates{Peer: peer, LocalAddrs: sk.addrs(0, 2), Relay: true})
+			d.onCandidates(d.sps[0], true, rendezvous.Candidates{Peer: peer, LocalAddrs: sk.Addrs(0, 2), Relay: true})
 			if at == hookJoining {
 				<-joined
 			}
