@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/peer"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // strangerTLS is the TLS configuration of a device of identity id, as
@@ -44,16 +47,26 @@ func strangerTLS(t *testing.T, id *identity.Identity) *tls.Config {
 	}
 }
 
-// handshakeHolds dials d's address as id and reports whether the
-// connection is up a second after: false if the handshake fails (the
-// device refuses the certificate), times out (the device drops the
-// Initial), or the device closes the connection right after it (a TLS
-// 1.3 client finishes before the server has checked its certificate).
-func handshakeHolds(t *testing.T, d *peer.Device, id *identity.Identity) (bool, error) {
+// handshakeHolds dials d's address as id from sock (a fresh socket if
+// nil) and reports whether the connection is up a second after: false if
+// the handshake fails (the device refuses the certificate), times out
+// (the device drops the Initial), or the device closes the connection
+// right after it (a TLS 1.3 client finishes before the server has
+// checked its certificate).
+func handshakeHolds(t *testing.T, d *peer.Device, id *identity.Identity, sock net.PacketConn) (bool, error) {
 	t.Helper()
+	if sock == nil {
+		sock = udpSocket(t)
+	}
+	tr := &quic.Transport{Conn: sock}
+	defer tr.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
-	c, err := quic.DialAddr(ctx, d.LocalAddr().String(), strangerTLS(t, id), &quic.Config{HandshakeIdleTimeout: 2 * time.Second})
+	to, err := net.ResolveUDPAddr("udp", d.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tr.Dial(ctx, to, strangerTLS(t, id), &quic.Config{HandshakeIdleTimeout: 2 * time.Second})
 	if err != nil {
 		return false, err
 	}
@@ -64,6 +77,17 @@ func handshakeHolds(t *testing.T, d *peer.Device, id *identity.Identity) (bool, 
 	case <-time.After(time.Second):
 		return true, nil
 	}
+}
+
+// udpSocket is a UDP socket on 127.0.0.1, closed with the test.
+func udpSocket(t *testing.T) net.PacketConn {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
 }
 
 // A stranger that knows the device's address and speaks its protocol
@@ -83,7 +107,7 @@ func TestStrangerCannotConnect(t *testing.T) {
 		}
 	}()
 	id := newID(t)
-	if up, err := handshakeHolds(t, d, id); up {
+	if up, err := handshakeHolds(t, d, id, nil); up {
 		t.Fatal("a stranger's QUIC connection to the device holds")
 	} else {
 		t.Logf("the stranger's connection failed: %v", err)
@@ -95,8 +119,19 @@ func TestStrangerCannotConnect(t *testing.T) {
 	default:
 	}
 
+	// The same handshake from an accepted peer's candidate address holds:
+	// the peer registers at Caddy announcing its socket, is allowed and
+	// introduced, so the device knows the address.
 	d.Allow(id.PeerID())
-	if up, err := handshakeHolds(t, d, id); !up {
+	sock := udpSocket(t)
+	p := join(t, c, "127.0.0.1", rendezvous.TransportH2, func(cfg *rendezvous.ClientConfig) {
+		cfg.Identity = id
+		cfg.LocalAddrs = []netip.AddrPort{sock.LocalAddr().(*net.UDPAddr).AddrPort()}
+	})
+	if _, err, _ := introduce(t, p, d.PeerID(), rendezvous.IntroduceOptions{}); err != nil {
+		t.Fatalf("introducing the allowed peer: %v", err)
+	}
+	if up, err := handshakeHolds(t, d, id, sock); !up {
 		t.Fatalf("an allowed peer's connection failed: %v", err)
 	}
 	select {

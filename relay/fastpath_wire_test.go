@@ -77,7 +77,7 @@ func TestFastPathForwardingAllocs(t *testing.T) {
 		}
 		fp.flush()
 	})
-	if allocs > 1 { // per batch of fastPathBatch, whatever its size
+	if allocs > 1 && !raceEnabled { // per batch of fastPathBatch, whatever its size
 		t.Fatalf("%.1f allocations per batch of %d datagrams", allocs, fastPathBatch)
 	}
 	if fp.stats.FastPath.Datagrams.Load() == 0 || b == nil {
