@@ -162,6 +162,20 @@ var accountBudgets = [3]Budget{-1, BudgetDeviceBandwidth, BudgetTotalBandwidth}
 // allow charges n bytes if every bucket holds them, and none if one does
 // not: then it returns that bucket's budget (-1: the leg's own), false.
 func (a *account) allow(now time.Time, n int) (Budget, bool) {
+	i := a.take(now, n)
+	if i < 0 {
+		return -1, true
+	}
+	over := accountBudgets[i]
+	if over >= 0 {
+		a.stats.budgetHit(over)
+	}
+	return over, false
+}
+
+// take charges n bytes to every bucket, or to none: then it returns the
+// index of the bucket that lacked them; else -1.
+func (a *account) take(now time.Time, n int) int {
 	for i, b := range a.buckets {
 		if b == nil || b.take(now, n) {
 			continue
@@ -171,43 +185,40 @@ func (a *account) allow(now time.Time, n int) (Budget, bool) {
 				taken.give(n)
 			}
 		}
-		if over := accountBudgets[i]; over >= 0 {
-			a.stats.budgetHit(over)
-			return over, false
-		}
-		return -1, false
+		return i
 	}
-	return -1, true
+	return -1
 }
 
-// wait charges n bytes to every bucket, into debt if need be, and waits
-// until the most indebted one is paid, or ctx ends. A budget that made
-// it wait counts a hit.
+// wait charges n bytes once every bucket holds them, waiting for that
+// until ctx ends; a budget that made it wait counts a hit, once. The wait
+// goes by the bucket that lacked them, at its rate then: a rate lowered
+// meanwhile (SetConfig) only makes the next look find too few again. The
+// waiter takes no tokens before it can take all, so an HTTP/3 leg of the
+// same device keeps its chance at them.
 func (a *account) wait(ctx context.Context, n int) error {
-	now := time.Now()
-	var longest time.Duration
-	over := Budget(-1)
-	for i, b := range a.buckets {
-		if b == nil {
-			continue
+	var t *time.Timer
+	for hit := false; ; hit = true {
+		now := time.Now()
+		i := a.take(now, n)
+		if i < 0 {
+			return nil
 		}
-		if d := b.owe(now, n); d > longest {
-			longest, over = d, accountBudgets[i]
+		if over := accountBudgets[i]; over >= 0 && !hit {
+			a.stats.budgetHit(over)
 		}
-	}
-	if longest <= 0 {
-		return nil
-	}
-	if over >= 0 {
-		a.stats.budgetHit(over)
-	}
-	t := time.NewTimer(longest)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+		d := a.buckets[i].until(now, n)
+		if t == nil {
+			t = time.NewTimer(d)
+			defer t.Stop()
+		} else {
+			t.Reset(d)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -217,8 +228,8 @@ type bucket struct {
 	mu     sync.Mutex // guards the following
 	rate   float64    // bytes per second
 	size   float64    // bytes
-	tokens float64    // negative: what waiting legs owe
-	last   time.Time  // when tokens was brought up to date
+	tokens float64
+	last   time.Time // when tokens was brought up to date
 
 	window time.Time // the meter's current window began
 	taken  float64   // bytes taken in it
@@ -255,18 +266,16 @@ func (b *bucket) take(now time.Time, n int) bool {
 	return true
 }
 
-// owe takes n tokens, into debt if the bucket lacks them, and returns how
-// long until the debt is paid at the present rate.
-func (b *bucket) owe(now time.Time, n int) time.Duration {
+// until returns how long until the bucket holds n tokens, at the present
+// rate.
+func (b *bucket) until(now time.Time, n int) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.refill(now)
-	b.tokens -= float64(n)
-	b.taken += float64(n)
-	if b.tokens >= 0 {
+	if b.tokens >= float64(n) {
 		return 0
 	}
-	return time.Duration(-b.tokens / b.rate * float64(time.Second))
+	return time.Duration((float64(n) - b.tokens) / b.rate * float64(time.Second))
 }
 
 // give returns n tokens that take took, for bytes not relayed after all.
