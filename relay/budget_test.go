@@ -233,3 +233,27 @@ func TestDeviceSessionsBudget(t *testing.T) {
 	ac, ca := pair(t, a, c)
 	exchange(t, ac, ca, 1)
 }
+
+// Fast-path DATA passes its device's budget too: what exceeds it is
+// dropped and counted as the device budget's.
+func TestFastPathWithinDeviceBudget(t *testing.T) {
+	ts, fpAddr := newFastServer(t, Config{DeviceRate: budgetRate, DeviceBurst: budgetBurst})
+	a, b := ts.device(t, rendezvous.TransportH3), ts.device(t, rendezvous.TransportH2)
+	la, lb := pairRaw(t, a, b)
+	fa := newFPDevice(t, la.bind(t), fpAddr)
+	fa.validate(t)
+	start := time.Now()
+	for range 500 { // 500 kB, in about 100 ms
+		fa.sendData(t, make([]byte, 1000))
+		time.Sleep(200 * time.Microsecond)
+	}
+	time.Sleep(200 * time.Millisecond) // what passed reaches B
+	var got int64
+	for len(lb.data) > 0 {
+		got += int64(len(<-lb.data))
+	}
+	within(t, "fast path", got, time.Since(start), budgetRate, budgetBurst)
+	if got == 0 || ts.rl.Stats().Dropped(DropDeviceBudget) == 0 {
+		t.Errorf("%d bytes passed the fast path, %d datagrams were dropped over the budget", got, ts.rl.Stats().Dropped(DropDeviceBudget))
+	}
+}
