@@ -108,6 +108,27 @@ func dialer(d, peer *device) func(context.Context) (net.PacketConn, error) {
 
 const budgetRate, budgetBurst = 100_000, 10_000
 
+// floodPairs starts an HTTP/2 pair and an HTTP/3 pair of new devices, A
+// sending to B as fast as it may (HTTP/3: a datagram every 200µs) until
+// the test ends; it returns the Bs' receivers, HTTP/2's first.
+func floodPairs(t *testing.T, ts *testServer) []*receiver {
+	var rs []*receiver
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	for _, tr := range []rendezvous.Transport{rendezvous.TransportH2, rendezvous.TransportH3} {
+		a, b := ts.device(t, tr), ts.device(t, tr)
+		ab, ba := pair(t, a, b)
+		rs = append(rs, receive(ba))
+		gap := time.Duration(0)
+		if tr == rendezvous.TransportH3 {
+			gap = 200 * time.Microsecond
+		}
+		flood(ab, 1000, gap, stop)
+		t.Cleanup(func() { ab.Close() }) // unblocks a held write
+	}
+	return rs
+}
+
 // A device's bandwidth budget is one for all its legs: A sends to B in
 // HTTP/3 datagrams and to C in capsules (a POST on the same connection,
 // throttled as an HTTP/2 leg is), each leg far below its own rate, and
@@ -143,20 +164,7 @@ func TestDeviceBudgetSumsLegs(t *testing.T) {
 // send as fast as their legs take it share it.
 func TestTotalBudgetAcrossDevices(t *testing.T) {
 	ts := newTestServer(t, Config{TotalRate: budgetRate, TotalBurst: budgetBurst})
-	var rs []*receiver
-	var sent []<-chan struct{}
-	stop := make(chan struct{})
-	for _, tr := range []rendezvous.Transport{rendezvous.TransportH2, rendezvous.TransportH3} {
-		a, b := ts.device(t, tr), ts.device(t, tr)
-		ab, ba := pair(t, a, b)
-		rs = append(rs, receive(ba))
-		gap := time.Duration(0)
-		if tr == rendezvous.TransportH3 {
-			gap = 200 * time.Microsecond
-		}
-		sent = append(sent, flood(ab, 1000, gap, stop))
-		defer ab.Close()
-	}
+	rs := floodPairs(t, ts)
 	const window = 1500 * time.Millisecond
 	got := measure(window, rs...)
 	t.Logf("HTTP/2 pair %d bytes, HTTP/3 pair %d", rs[0].bytes.Load(), rs[1].bytes.Load())
@@ -167,27 +175,13 @@ func TestTotalBudgetAcrossDevices(t *testing.T) {
 	if !rs[0].gapless.Load() {
 		t.Errorf("capsules were lost")
 	}
-	close(stop)
 }
 
 // A lower budget applies to legs that run: SetConfig throttles an HTTP/2
 // transfer at once, without loss, and drops HTTP/3 datagrams over it.
 func TestBudgetLoweredWhileRunning(t *testing.T) {
 	ts := newTestServer(t, Config{})
-	var rs []*receiver
-	stop := make(chan struct{})
-	defer close(stop)
-	for _, tr := range []rendezvous.Transport{rendezvous.TransportH2, rendezvous.TransportH3} {
-		a, b := ts.device(t, tr), ts.device(t, tr)
-		ab, ba := pair(t, a, b)
-		rs = append(rs, receive(ba))
-		gap := time.Duration(0)
-		if tr == rendezvous.TransportH3 {
-			gap = 200 * time.Microsecond
-		}
-		flood(ab, 1000, gap, stop)
-		defer ab.Close()
-	}
+	rs := floodPairs(t, ts)
 	before := measure(500*time.Millisecond, rs[0])
 	t.Logf("HTTP/2 before: %d bytes in 500ms", before)
 	if before < 4*budgetRate/2 {
