@@ -124,6 +124,17 @@ func (s *Server) Rendezvous() *rendezvous.Server { return s.rv }
 // Relay is the super peer's relay, for its statistics.
 func (s *Server) Relay() *relay.Server { return s.rl }
 
+// Budgets returns the super peer's budgets, their limits and their use
+// now: the registered devices' (rendezvous.Config.MaxSessions, counting
+// sessions about to register, whose refusals count as hits) and the
+// relay's (relay.Server.Budgets).
+func (s *Server) Budgets() []relay.BudgetUse {
+	_, all := s.rv.Sessions()
+	devices := relay.BudgetUse{Name: "devices", Limit: float64(s.rv.MaxSessions()), Use: float64(all),
+		Hits: s.rv.Stats().SessionsRefused[rendezvous.RefusedFull].Load()}
+	return append([]relay.BudgetUse{devices}, s.rl.Budgets()...)
+}
+
 // Close ends every relay session, then every device session.
 func (s *Server) Close() error {
 	s.rl.Close()

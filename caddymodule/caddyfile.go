@@ -120,6 +120,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			max_sessions_per_device <count>
 //			rate                    <bytes_per_second>
 //			burst                   <bytes>
+//			device_rate             <bytes_per_second> [<burst_bytes>]
+//			total_rate              <bytes_per_second> [<burst_bytes>]
 //			max_datagram_size       <bytes>
 //			queue_len               <count>
 //			queue_bytes             <bytes>
@@ -131,7 +133,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		}
 //	}
 //
-// Sizes take units (1500, 64KiB, 25MB); rate is per second.
+// Sizes take units (1500, 64KiB, 25MB); rate, device_rate and total_rate
+// are per second.
 //
 // Every option is optional; a bare netsody_superpeer is a working super
 // peer. Options are process-wide (see Options).
@@ -210,6 +213,14 @@ func (r *RelayOptions) unmarshalBlock(d *caddyfile.Dispenser, directive string) 
 			r.Rate = float64(n)
 		case "burst":
 			r.Burst, err = sizeArg(d)
+		case "device_rate", "total_rate":
+			rate, burst := &r.DeviceRate, &r.DeviceBurst
+			if opt == "total_rate" {
+				rate, burst = &r.TotalRate, &r.TotalBurst
+			}
+			var n int
+			n, *burst, err = sizeArgs(d, true)
+			*rate = float64(n)
 		case "max_datagram_size":
 			r.MaxDatagramSize, err = sizeArg(d)
 		case "queue_len":
@@ -287,18 +298,30 @@ func countArg(d *caddyfile.Dispenser) (int, error) {
 const maxSize = 1 << 40
 
 func sizeArg(d *caddyfile.Dispenser) (int, error) {
+	n, _, err := sizeArgs(d, false)
+	return n, err
+}
+
+// sizeArgs parses `<option> <bytes> [<bytes>]` if second (device_rate,
+// total_rate: a rate and its burst), else `<option> <bytes>`; the second
+// is 0 (the default) when absent.
+func sizeArgs(d *caddyfile.Dispenser, second bool) (int, int, error) {
 	opt := d.Val()
 	if !d.NextArg() {
-		return 0, d.ArgErr()
+		return 0, 0, d.ArgErr()
 	}
-	n, err := humanize.ParseBytes(d.Val())
-	if err != nil || n == 0 || n > maxSize {
-		return 0, d.Errf("%s must be a positive size in bytes such as 1500, 64KiB or 25MB, got %q", opt, d.Val())
+	var ns []int
+	for more := true; more; more = second && len(ns) < 2 && d.NextArg() {
+		n, err := humanize.ParseBytes(d.Val())
+		if err != nil || n == 0 || n > maxSize {
+			return 0, 0, d.Errf("%s must be a positive size in bytes such as 1500, 64KiB or 25MB, got %q", opt, d.Val())
+		}
+		ns = append(ns, int(n))
 	}
 	if d.NextArg() {
-		return 0, d.ArgErr()
+		return 0, 0, d.ArgErr()
 	}
-	return int(n), nil
+	return ns[0], append(ns, 0)[1], nil
 }
 
 func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {

@@ -77,6 +77,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"netsody_superpeer {\n relay {\n bogus 1\n }\n}", `unknown netsody_superpeer relay option "bogus"`},
 		{"netsody_superpeer {\n relay {\n rate fast\n }\n}", "rate must be a positive size in bytes"},
 		{"netsody_superpeer {\n relay {\n burst 0\n }\n}", "burst must be a positive size"},
+		{"netsody_superpeer {\n relay {\n device_rate 5MB fast\n }\n}", "device_rate must be a positive size in bytes"},
+		{"netsody_superpeer {\n relay {\n total_rate 5MB 1MiB 2\n }\n}", "wrong argument count"},
+		{"netsody_superpeer {\n relay {\n total_rate\n }\n}", "wrong argument count"},
 		{"netsody_superpeer {\n relay {\n queue_len -1\n }\n}", "queue_len must be a positive whole number"},
 		{"netsody_superpeer {\n relay {\n pair_timeout\n }\n}", "wrong argument count"},
 	} {

@@ -45,6 +45,23 @@ var (
 	descRelayRefused  = prometheus.NewDesc(ns+"_relay_refused_total", "Relay requests refused, by HTTP status.", []string{"status"}, nil)
 )
 
+// The budgets (superpeer.Server.Budgets), labelled by budget: devices,
+// device_sessions, device_bandwidth, total_bandwidth. Per-device budgets'
+// use is the busiest device's.
+var (
+	descBudgetLimit = prometheus.NewDesc(ns+"_budget_limit", "Each budget's limit: sessions, or bytes per second.", []string{"budget"}, nil)
+	descBudgetUse   = prometheus.NewDesc(ns+"_budget_use", "Each budget's use now, in its limit's unit; for a per-device budget, the busiest device's.", []string{"budget"}, nil)
+	descBudgetHits  = prometheus.NewDesc(ns+"_budget_hits_total", "Requests refused, datagrams dropped or held back by each budget.", []string{"budget"}, nil)
+)
+
+func collectBudgets(ch chan<- prometheus.Metric, sp *superpeer.Server) {
+	for _, b := range sp.Budgets() {
+		ch <- prometheus.MustNewConstMetric(descBudgetLimit, prometheus.GaugeValue, b.Limit, b.Name)
+		ch <- prometheus.MustNewConstMetric(descBudgetUse, prometheus.GaugeValue, b.Use, b.Name)
+		ch <- prometheus.MustNewConstMetric(descBudgetHits, prometheus.CounterValue, float64(b.Hits), b.Name)
+	}
+}
+
 // refusalCodes are the rendezvous errors counted as refusals.
 var refusalCodes = []rendezvous.ErrorCode{
 	rendezvous.ErrCodePeerNotFound, rendezvous.ErrCodeBadSignature,
@@ -56,7 +73,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDevices, descSessions, descRegistrations, descConnects, descRebindings, descRvRefused,
 		descSessRefused, descRegTimeouts, descIntroRefused, descIntroCoalesce, descAddrsLimited, descAddrsDropped,
 		descConsentAsked, descConsentEnded, descLookupsLimit, descRechecks,
-		descRelayActive, descRelayWaiting, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
+		descRelayActive, descRelayWaiting, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused,
+		descBudgetLimit, descBudgetUse, descBudgetHits} {
 		ch <- d
 	}
 }
@@ -109,6 +127,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for status, n := range ls.Refused() {
 		ch <- prometheus.MustNewConstMetric(descRelayRefused, prometheus.CounterValue, float64(n), strconv.Itoa(status))
 	}
+	collectBudgets(ch, c.sp)
 }
 
 // registerMetrics adds the collector to reg; a reload that finds it there

@@ -32,8 +32,10 @@ type Options struct {
 	// WriteTimeout ends the session of a device that does not take a frame
 	// within this long. Default: rendezvous.DefaultWriteTimeout (10s).
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
-	// MaxSessions caps concurrent device sessions; more get 503.
-	// Default: rendezvous.DefaultMaxSessions (100000).
+	// MaxSessions caps concurrent device sessions, registered or about to
+	// register: the budget of registered devices; more get 503 with
+	// Retry-After. Default: rendezvous.DefaultMaxSessions (4096, sized
+	// for a 1 GiB VPS).
 	MaxSessions int `json:"max_sessions,omitempty"`
 	// ConnectRate is how many connect requests per second each device may
 	// make (a token bucket). Default: rendezvous.DefaultConnectRate (10).
@@ -103,6 +105,21 @@ type RelayOptions struct {
 	// Burst is the token bucket's size in bytes; at least
 	// max_datagram_size. Default: relay.DefaultBurst (1048576).
 	Burst int `json:"burst,omitempty"`
+	// DeviceRate is each device's bandwidth budget, in bytes per second:
+	// one token bucket for what it sends on all its legs and paths.
+	// Throttled and dropped as for rate; a reload applies it to running
+	// sessions. Default: relay.DefaultDeviceRate (6250000, 50 Mbit/s).
+	DeviceRate float64 `json:"device_rate,omitempty"`
+	// DeviceBurst is that token bucket's size in bytes; at least
+	// max_datagram_size. Default: relay.DefaultDeviceBurst (1048576).
+	DeviceBurst int `json:"device_burst,omitempty"`
+	// TotalRate is the super peer's bandwidth budget, in bytes per
+	// second, for what all devices send through the relay.
+	// Default: relay.DefaultTotalRate (12500000, 100 Mbit/s).
+	TotalRate float64 `json:"total_rate,omitempty"`
+	// TotalBurst is that token bucket's size in bytes; at least
+	// max_datagram_size. Default: relay.DefaultTotalBurst (4194304).
+	TotalBurst int `json:"total_burst,omitempty"`
 	// MaxDatagramSize is the largest HTTP datagram payload relayed, in
 	// bytes; larger ones are dropped and counted.
 	// Default: relay.DefaultMaxDatagramSize (1500).
@@ -163,6 +180,10 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			MaxSessionsPerDevice: r.MaxSessionsPerDevice,
 			Rate:                 r.Rate,
 			Burst:                r.Burst,
+			DeviceRate:           r.DeviceRate,
+			DeviceBurst:          r.DeviceBurst,
+			TotalRate:            r.TotalRate,
+			TotalBurst:           r.TotalBurst,
 			MaxDatagramSize:      r.MaxDatagramSize,
 			QueueLen:             r.QueueLen,
 			QueueBytes:           r.QueueBytes,
@@ -193,6 +214,8 @@ var optionNames = strings.NewReplacer(
 	"prefix session rate", "prefix_session_rate",
 	"prefix session burst", "prefix_session_burst",
 	"maximum datagram size", "max_datagram_size",
+	"device burst", "device_burst",
+	"total burst", "total_burst",
 	"max queued bytes", "max_queued_bytes",
 	"queue bytes", "queue_bytes",
 )

@@ -24,6 +24,8 @@ func TestValidate(t *testing.T) {
 			"session_timeout 20s must be longer than the keepalive_interval 30s"},
 		{Options{KeepaliveInterval: caddyDuration("1m")}, "session_timeout 45s must be longer than the keepalive_interval 1m0s"},
 		{Options{Relay: &RelayOptions{Burst: 1000, MaxDatagramSize: 1500}}, "burst 1000 bytes must be at least the max_datagram_size 1500"},
+		{Options{Relay: &RelayOptions{DeviceBurst: 1000}}, "relay device_burst 1000 bytes must be at least the max_datagram_size 1500"},
+		{Options{Relay: &RelayOptions{TotalBurst: 1000}}, "relay total_burst 1000 bytes must be at least the max_datagram_size 1500"},
 		{Options{MaxSessions: -1}, "max_sessions, connect_rate and connect_burst must not be negative"},
 		{Options{Relay: &RelayOptions{QueueBytes: 2000}}, "queue_bytes 2000 must be at least twice the max_datagram_size 1500 and at most the max_queued_bytes"},
 		{Options{Relay: &RelayOptions{QueueLen: -1}}, "relay options must not be negative"},

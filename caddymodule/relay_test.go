@@ -119,9 +119,9 @@ func transfer(t *testing.T, from, to net.PacketConn, size int) (sent, got int, s
 	return n, received, sum
 }
 
-// sendRate keeps transfers below the relay's default rate limit (25 MB/s
-// per leg), below which no datagram should be lost.
-const sendRate = 20_000_000
+// sendRate keeps transfers below the relay's default budget per device
+// (relay.DefaultDeviceRate), below which no datagram should be lost.
+const sendRate = relay.DefaultDeviceRate * 4 / 5
 
 // waitCond waits on c (its lock held) for at most d.
 func waitCond(c *sync.Cond, d time.Duration) {

@@ -23,6 +23,22 @@ const (
 	// DefaultBurst, bytes: a full QUIC congestion window's flight passes at
 	// once.
 	DefaultBurst = 1 << 20
+	// DefaultTotalRate, bytes per second the super peer relays in all
+	// (its budget): 100 Mbit/s. Sized for a 1 GiB VPS with one core:
+	// HTTP/3 legs, the costliest, took 32 CPU-seconds per GB relayed
+	// (internal/bench, BenchmarkRelay), so this rate keeps 0.4 of a core
+	// busy at most, and the NIC carries it twice (in and out), 200
+	// Mbit/s. Raise it with the cores and the uplink.
+	DefaultTotalRate = 12_500_000
+	// DefaultTotalBurst, bytes: four devices' bursts at once.
+	DefaultTotalBurst = 4 * DefaultDeviceBurst
+	// DefaultDeviceRate, bytes per second one device sends through the
+	// relay over all its legs and paths (its budget): 50 Mbit/s, half of
+	// DefaultTotalRate, so that no single device takes the whole super
+	// peer; more than a video call or a remote desktop needs.
+	DefaultDeviceRate = DefaultTotalRate / 2
+	// DefaultDeviceBurst, bytes: as a leg's, a QUIC flight at once.
+	DefaultDeviceBurst = DefaultBurst
 	// DefaultMaxDatagramSize, bytes of HTTP datagram payload: an Ethernet
 	// MTU, above any QUIC packet a device sends (1200-1452 bytes plus the
 	// context ID).
@@ -78,6 +94,10 @@ const (
 	// maxRefusalBody, bytes, bounds how much of a refusal's body the client
 	// reads for its reason when there is no Proxy-Status details.
 	maxRefusalBody = 1 << 10
+	// meterWindow is how long the bandwidth budgets measure their use
+	// over (Server.Budgets): long enough to smooth bursts, short enough
+	// to show a change at once.
+	meterWindow = time.Second
 	// maxEchoed, bytes, is how much of a request's own text (its target,
 	// its method) a refusal quotes back: enough to recognise it, never
 	// more than a stranger sent.

@@ -30,9 +30,12 @@
 // Each device may hold Config.MaxSessionsPerDevice relay sessions, of
 // which Config.MaxWaitingPerDevice wait for their counterpart; the server
 // holds at most Config.MaxWaiting waiting. Each leg's inbound traffic
-// passes a token bucket (Config.Rate, Config.Burst): an HTTP/2 leg is
-// throttled by backpressure (the relay stops reading, TCP does the rest),
-// excess HTTP/3 datagrams are dropped and counted. Datagrams over
+// passes a token bucket (Config.Rate, Config.Burst), and then its
+// device's bandwidth budget, shared by all its legs and their fast paths
+// (Config.DeviceRate), and the super peer's (Config.TotalRate): an HTTP/2
+// leg is throttled by backpressure (the relay stops reading, TCP does the
+// rest), excess HTTP/3 datagrams and fast-path DATA are dropped and
+// counted (budget.go; Server.Budgets). Datagrams over
 // Config.MaxDatagramSize are dropped and counted. The queue towards each
 // leg is made when it is paired, bounded in datagrams and bytes
 // (Config.QueueLen, Config.QueueBytes) and, across all legs, in bytes

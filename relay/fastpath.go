@@ -196,8 +196,12 @@ func (fp *fastPath) data(b *binding, p []byte, src netip.AddrPort) {
 		return
 	}
 	now := time.Now()
-	if !l.limiter.AllowN(now, len(payload)) {
-		fp.stats.FastPath.drop(FastPathRateLimited)
+	if over, ok := l.account.allow(now, len(payload)); !ok {
+		if over < 0 {
+			fp.stats.FastPath.drop(FastPathRateLimited)
+		} else {
+			fp.stats.drop(dropFor(over)) // the budgets' drops count alike on every path
+		}
 		return
 	}
 	b.lastData.Store(now.UnixNano())

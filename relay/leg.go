@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 
 	"github.com/quic-go/quic-go/http3"
-	"golang.org/x/time/rate"
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/h3stream"
@@ -82,7 +81,10 @@ type leg struct {
 	cfg     *Config
 	stats   *Stats
 	w       http.ResponseWriter
-	limiter *rate.Limiter
+	// account is charged what the device sends: its own bucket
+	// (Config.Rate), and the device's and super peer's budgets once
+	// accept has joined them (budget.go).
+	account account
 	paired  chan *leg       // the counterpart, once
 	q       *queue          // towards the device: made by run, read after ready
 	ctx     context.Context // ends with the leg
@@ -108,7 +110,7 @@ func newLeg(kind legKind, w http.ResponseWriter, r *http.Request, peer, target i
 		target:  target,
 		cfg:     cfg,
 		w:       w,
-		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
+		account: account{buckets: [3]*bucket{newBucket(cfg.Rate, cfg.Burst)}, stats: stats},
 		paired:  make(chan *leg, 1),
 		ready:   make(chan struct{}),
 		done:    make(chan struct{}),

@@ -31,8 +31,8 @@ var _ legIO = (*capsuleLeg)(nil)
 func (c *capsuleLeg) open() error { return c.rc.Flush() }
 
 // relay forwards the device's DATAGRAM capsules until the leg ends.
-// Waiting for the token bucket stops reading, which throttles the device
-// through TCP.
+// Waiting for the token buckets (its leg's and its budgets) stops
+// reading, which throttles the device through TCP (or QUIC flow control).
 func (c *capsuleLeg) relay(other *leg) error {
 	l := c.l
 	p := http3.NewCapsuleParser(bufio.NewReaderSize(c.body, capsuleReadBuffer))
@@ -58,7 +58,7 @@ func (c *capsuleLeg) relay(other *leg) error {
 		if err != nil {
 			return err
 		}
-		if err := l.limiter.WaitN(l.ctx, len(d)); err != nil {
+		if err := l.account.wait(l.ctx, len(d)); err != nil {
 			return err
 		}
 		other.deliver(d) // d is the other leg's now: the next read gets a new buffer

@@ -24,8 +24,8 @@ func (d *datagramLeg) open() error {
 
 // relay forwards the device's QUIC datagrams until the leg ends; a
 // goroutine watches the request stream, whose end ends the session.
-// Datagrams over the token bucket are dropped: QUIC datagrams have no
-// backpressure to apply.
+// Datagrams over the token buckets (its leg's and its budgets) are
+// dropped: QUIC datagrams have no backpressure to apply.
 func (d *datagramLeg) relay(other *leg) error {
 	l := d.l
 	streamDone := make(chan error, 1)
@@ -45,8 +45,8 @@ func (d *datagramLeg) relay(other *leg) error {
 			l.stats.drop(DropTooLarge)
 			continue
 		}
-		if !l.limiter.AllowN(time.Now(), len(p)) {
-			l.stats.drop(DropRateLimited)
+		if over, ok := l.account.allow(time.Now(), len(p)); !ok {
+			l.stats.drop(dropFor(over))
 			continue
 		}
 		other.deliver(p)

@@ -85,6 +85,14 @@ func (d *device) dial(ctx context.Context, peer identity.PeerID) (net.PacketConn
 // pair opens relay sessions A→B and B→A at once and returns both ends.
 func pair(t testing.TB, a, b *device) (net.PacketConn, net.PacketConn) {
 	t.Helper()
+	return pairDial(t, func(ctx context.Context) (net.PacketConn, error) { return a.dial(ctx, b.id.PeerID()) },
+		func(ctx context.Context) (net.PacketConn, error) { return b.dial(ctx, a.id.PeerID()) })
+}
+
+// pairDial opens two sides of a relay session at once with dialA and
+// dialB, and returns both ends.
+func pairDial(t testing.TB, dialA, dialB func(context.Context) (net.PacketConn, error)) (net.PacketConn, net.PacketConn) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	type res struct {
@@ -93,10 +101,10 @@ func pair(t testing.TB, a, b *device) (net.PacketConn, net.PacketConn) {
 	}
 	ch := make(chan res, 1)
 	go func() {
-		c, err := a.dial(ctx, b.id.PeerID())
+		c, err := dialA(ctx)
 		ch <- res{c, err}
 	}()
-	cb, err := b.dial(ctx, a.id.PeerID())
+	cb, err := dialB(ctx)
 	if err != nil {
 		t.Fatalf("B→A: %v", err)
 	}

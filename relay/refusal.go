@@ -128,6 +128,9 @@ func echoed(s string) string {
 	return q[:maxEchoed-len(`..."`)] + `..."`
 }
 
+// is tells whether r is decl or a copy of it.
+func (r *refusal) is(decl *refusal) bool { return r == decl || r.of == decl }
+
 // index is r's place in refusals.
 func (r *refusal) index() int {
 	if r.of != nil {

@@ -36,6 +36,16 @@ type Config struct {
 	// for the traffic it sends.
 	Rate  float64
 	Burst int
+	// DeviceRate and DeviceBurst are each device's bandwidth budget: one
+	// token bucket for what it sends on all its legs and their fast
+	// paths. TotalRate and TotalBurst are the super peer's, for what all
+	// devices send. Capsule legs wait for them, HTTP/3 datagrams and
+	// fast-path DATA over them are dropped (budget.go). SetConfig applies
+	// them, and Rate and Burst, to the sessions that run.
+	DeviceRate  float64
+	DeviceBurst int
+	TotalRate   float64
+	TotalBurst  int
 	// MaxDatagramSize is the largest HTTP datagram payload relayed.
 	MaxDatagramSize int
 	// QueueLen bounds the datagrams queued towards each leg's device, and
@@ -76,6 +86,10 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.MaxSessionsPerDevice, DefaultMaxSessionsPerDevice)
 	defaults.Set(&c.Rate, DefaultRate)
 	defaults.Set(&c.Burst, DefaultBurst)
+	defaults.Set(&c.DeviceRate, DefaultDeviceRate)
+	defaults.Set(&c.DeviceBurst, DefaultDeviceBurst)
+	defaults.Set(&c.TotalRate, DefaultTotalRate)
+	defaults.Set(&c.TotalBurst, DefaultTotalBurst)
 	defaults.Set(&c.MaxDatagramSize, DefaultMaxDatagramSize)
 	defaults.Set(&c.QueueLen, DefaultQueueLen)
 	defaults.Set(&c.QueueBytes, DefaultQueueBytes)
@@ -96,12 +110,18 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	if c.PairTimeout < 0 || c.WriteTimeout < 0 || c.MaxSessionsPerDevice < 0 || c.Rate < 0 || c.Burst < 0 || c.MaxDatagramSize < 0 || c.QueueLen < 0 ||
 		c.QueueBytes < 0 || c.MaxQueuedBytes < 0 || c.StallTimeout < 0 || c.MaxWaiting < 0 || c.MaxWaitingPerDevice < 0 || c.MaxWaitingPerPrefix < 0 ||
-		c.MaxFastPathBindings < 0 {
+		c.MaxFastPathBindings < 0 || c.DeviceRate < 0 || c.DeviceBurst < 0 || c.TotalRate < 0 || c.TotalBurst < 0 {
 		return fmt.Errorf("relay options must not be negative")
 	}
 	c = c.withDefaults()
-	if c.Burst < c.MaxDatagramSize {
-		return fmt.Errorf("relay burst %d bytes must be at least the maximum datagram size %d", c.Burst, c.MaxDatagramSize)
+	// A datagram larger than a bucket could never pass it.
+	for _, b := range []struct {
+		name string
+		n    int
+	}{{"burst", c.Burst}, {"device burst", c.DeviceBurst}, {"total burst", c.TotalBurst}} {
+		if b.n < c.MaxDatagramSize {
+			return fmt.Errorf("relay %s %d bytes must be at least the maximum datagram size %d", b.name, b.n, c.MaxDatagramSize)
+		}
 	}
 	// Room for a datagram queued beside the one being written.
 	if c.QueueBytes < 2*c.MaxDatagramSize || c.MaxQueuedBytes < int64(c.QueueBytes) {
@@ -139,6 +159,7 @@ type Server struct {
 
 	handlers sync.WaitGroup
 	stats    Stats
+	budgets  *budgets
 	fast     atomic.Pointer[fastPath] // while ServeFastPath runs
 }
 
@@ -153,14 +174,23 @@ func NewServer(cfg Config) *Server {
 		waitingBy: make(map[identity.PeerID]int),
 		waitingAt: make(map[netip.Prefix]int),
 	}
+	cfg = cfg.withDefaults()
+	s.budgets = newBudgets(&cfg)
 	s.SetConfig(cfg)
 	return s
 }
 
-// SetConfig replaces the configuration for new sessions.
+// SetConfig replaces the configuration for new sessions, and applies its
+// bandwidth limits (Rate, Burst and the budgets) to those that run.
 func (s *Server) SetConfig(cfg Config) {
 	cfg = cfg.withDefaults()
 	s.cfg.Store(&cfg)
+	s.budgets.set(&cfg)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := range s.legs {
+		l.account.buckets[0].set(cfg.Rate, cfg.Burst)
+	}
 }
 
 func (s *Server) config() *Config { return s.cfg.Load() }
@@ -239,16 +269,16 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 		return nil, refuseShuttingDown
 	}
 	if s.byDevice[peer] >= cfg.MaxSessionsPerDevice {
-		return nil, refuseTooMany.with(cfg.MaxSessionsPerDevice)
+		return nil, refuseTooMany.with(cfg.MaxSessionsPerDevice).after(cfg.PairTimeout)
 	}
 	if s.waitingBy[peer] >= cfg.MaxWaitingPerDevice {
-		return nil, refuseTooManyWaiting.with(cfg.MaxWaitingPerDevice)
+		return nil, refuseTooManyWaiting.with(cfg.MaxWaitingPerDevice).after(cfg.PairTimeout)
 	}
 	if s.waitingAt[l.prefix] >= cfg.MaxWaitingPerPrefix {
 		return nil, refuseTooManyWaitingPrefix.with(cfg.MaxWaitingPerPrefix, l.prefix).after(cfg.PairTimeout)
 	}
 	if s.nWaiting >= cfg.MaxWaiting {
-		return nil, refuseBusy.with(cfg.MaxWaiting)
+		return nil, refuseBusy.with(cfg.MaxWaiting).after(cfg.PairTimeout)
 	}
 	// Authenticate refuses an ending registration, but it may have ended
 	// since; if it ends after this, the AfterFunc below ends the leg at
@@ -262,6 +292,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	s.nWaiting++
 	s.stats.Waiting.Add(1)
 	s.legs[l] = struct{}{}
+	l.account.buckets[1], l.account.buckets[2] = s.budgets.acquire(peer, cfg), s.budgets.total
 	s.handlers.Add(1)
 	// The session ends with the registration: the device expired, was
 	// replaced or left.
@@ -376,6 +407,7 @@ func (s *Server) release(l *leg) {
 		delete(s.byDevice, l.peer)
 	}
 	delete(s.legs, l)
+	s.budgets.release(l.peer)
 	if s.waiting[pairKey{l.peer, l.target}] == l {
 		delete(s.waiting, pairKey{l.peer, l.target})
 	}

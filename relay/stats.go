@@ -18,6 +18,13 @@ const (
 	// DropOverloaded: the bytes queued across all legs reached
 	// Config.MaxQueuedBytes.
 	DropOverloaded
+	// DropDeviceBudget: an HTTP/3 datagram or fast-path DATA over its
+	// device's bandwidth budget (Config.DeviceRate), summed over the
+	// device's legs.
+	DropDeviceBudget
+	// DropTotalBudget: one over the super peer's bandwidth budget
+	// (Config.TotalRate).
+	DropTotalBudget
 	numDropReasons
 )
 
@@ -34,6 +41,10 @@ func (r DropReason) String() string {
 		return "send_failed"
 	case DropOverloaded:
 		return "overloaded"
+	case DropDeviceBudget:
+		return "device_bandwidth"
+	case DropTotalBudget:
+		return "total_bandwidth"
 	}
 	return "unknown"
 }
@@ -59,7 +70,8 @@ type Stats struct {
 	Bytes        atomic.Uint64 // payload bytes delivered
 	dropped      [numDropReasons]atomic.Uint64
 	refused      [len(refusals)]atomic.Uint64 // by refusal, as listed in refusals
-	FastPath     FastPathStats                // the fast path's (fastpath.go)
+	budgetHits   [numBudgets]atomic.Uint64
+	FastPath     FastPathStats // the fast path's (fastpath.go)
 }
 
 func (s *Stats) drop(r DropReason) { s.dropped[r].Add(1) }
@@ -67,7 +79,29 @@ func (s *Stats) drop(r DropReason) { s.dropped[r].Add(1) }
 // Dropped returns how many datagrams were dropped for reason r.
 func (s *Stats) Dropped(r DropReason) uint64 { return s.dropped[r].Load() }
 
-func (s *Stats) countRefusal(r *refusal) { s.refused[r.index()].Add(1) }
+func (s *Stats) countRefusal(r *refusal) {
+	s.refused[r.index()].Add(1)
+	if r.is(refuseTooMany) {
+		s.budgetHit(BudgetDeviceSessions)
+	}
+}
+
+func (s *Stats) budgetHit(b Budget) { s.budgetHits[b].Add(1) }
+
+// BudgetHits returns how often budget b refused, dropped or held back.
+func (s *Stats) BudgetHits(b Budget) uint64 { return s.budgetHits[b].Load() }
+
+// dropFor is the drop reason of a datagram over budget b; over none (-1),
+// over its leg's own bucket.
+func dropFor(b Budget) DropReason {
+	switch b {
+	case BudgetDeviceBandwidth:
+		return DropDeviceBudget
+	case BudgetTotalBandwidth:
+		return DropTotalBudget
+	}
+	return DropRateLimited
+}
 
 // Refused returns how many requests were refused, by HTTP status; a
 // status that was never answered is absent.

@@ -31,9 +31,15 @@ const (
 	// DefaultWriteTimeout: a device that takes no frame for this long is
 	// gone or stalled, and its queue would only grow.
 	DefaultWriteTimeout = 10 * time.Second
-	// DefaultMaxSessions: what one super peer serves comfortably (an idle
-	// session costs one goroutine and a few KB, see internal/bench).
-	DefaultMaxSessions = 100_000
+	// DefaultMaxSessions, the budget of registered devices (with the few
+	// sessions about to register): sized so that a 1 GiB VPS stays up.
+	// An idle device costs the super peer 76 KiB over HTTP/2 and 113 KiB
+	// over HTTP/3 (heap and stacks, internal/bench BenchmarkIdleDevices);
+	// 4,096 of them take 453 MiB at most, and the relay's bounds (64 MiB
+	// of queues, 40 MiB of waiting legs), the pending lookups (20 MiB),
+	// the prefix table (20 MiB), Caddy and the runtime fit in the rest.
+	// Raise it by about 9,000 per GiB.
+	DefaultMaxSessions = 4096
 	// DefaultConnectRate is FrameConnect per second and session: a device
 	// introduces itself to a few peers at a time, not a scan.
 	DefaultConnectRate = 10

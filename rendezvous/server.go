@@ -116,6 +116,10 @@ func (s *Server) Sessions() (registered, all int) {
 	return len(s.byPeer), len(s.sessions)
 }
 
+// MaxSessions returns the budget of sessions in force
+// (Config.MaxSessions): registered devices, and those about to register.
+func (s *Server) MaxSessions() int { return s.config().MaxSessions }
+
 // Authenticate returns the registration on the connection that carried
 // r, so that a request on a registered connection needs no further proof;
 // false if the connection has none. Like a frame on the session, it makes

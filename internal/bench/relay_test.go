@@ -34,15 +34,17 @@ const (
 	targetH2Share = 0.40
 )
 
-// relayCaddyfile sets each leg's token bucket far above what loopback
+// relayCaddyfile sets each leg's token bucket and the budgets far above what loopback
 // carries, so that the limiter does not cap the measurement.
 const relayCaddyfile = testcaddy.Global + `
 localhost {
 	bind 127.0.0.1
 	netsody_superpeer {
 		relay {
-			rate  10GB
-			burst 16MB
+			rate        10GB
+			burst       16MB
+			device_rate 10GB 16MB
+			total_rate  10GB 16MB
 		}
 	}
 	respond "x"
