@@ -100,7 +100,7 @@ type RelayOptions struct {
 	MaxSessionsPerDevice int `json:"max_sessions_per_device,omitempty"`
 	// Rate is each relay leg's sustained rate, in bytes per second, a
 	// token bucket: HTTP/2 legs are throttled, excess HTTP/3 datagrams are
-	// dropped. Default: relay.DefaultRate (25000000, 200 Mbit/s).
+	// dropped. Default: relay.DefaultRate (50000000, 400 Mbit/s).
 	Rate float64 `json:"rate,omitempty"`
 	// Burst is the token bucket's size in bytes; at least
 	// max_datagram_size. Default: relay.DefaultBurst (1048576).
@@ -108,14 +108,14 @@ type RelayOptions struct {
 	// DeviceRate is each device's bandwidth budget, in bytes per second:
 	// one token bucket for what it sends on all its legs and paths.
 	// Throttled and dropped as for rate; a reload applies it to running
-	// sessions. Default: relay.DefaultDeviceRate (6250000, 50 Mbit/s).
+	// sessions. Default: relay.DefaultDeviceRate (50000000, 400 Mbit/s).
 	DeviceRate float64 `json:"device_rate,omitempty"`
 	// DeviceBurst is that token bucket's size in bytes; at least
 	// max_datagram_size. Default: relay.DefaultDeviceBurst (1048576).
 	DeviceBurst int `json:"device_burst,omitempty"`
 	// TotalRate is the super peer's bandwidth budget, in bytes per
 	// second, for what all devices send through the relay.
-	// Default: relay.DefaultTotalRate (12500000, 100 Mbit/s).
+	// Default: relay.DefaultTotalRate (125000000, 1 Gbit/s).
 	TotalRate float64 `json:"total_rate,omitempty"`
 	// TotalBurst is that token bucket's size in bytes; at least
 	// max_datagram_size. Default: relay.DefaultTotalBurst (4194304).

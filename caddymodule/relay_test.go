@@ -120,8 +120,9 @@ func transfer(t *testing.T, from, to net.PacketConn, size int) (sent, got int, s
 }
 
 // sendRate keeps transfers below the relay's default budget per device
-// (relay.DefaultDeviceRate), below which no datagram should be lost.
-const sendRate = relay.DefaultDeviceRate * 4 / 5
+// (relay.DefaultDeviceRate), below which no datagram should be lost, and
+// within what a loaded 2-core machine relays under the race detector.
+const sendRate = min(relay.DefaultDeviceRate*4/5, 20_000_000)
 
 // waitCond waits on c (its lock held) for at most d.
 func waitCond(c *sync.Cond, d time.Duration) {

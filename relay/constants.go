@@ -16,27 +16,31 @@ const (
 	// DefaultMaxSessionsPerDevice: a device relays to a handful of peers
 	// at once; more means a loop or abuse.
 	DefaultMaxSessionsPerDevice = 16
-	// DefaultRate, bytes per second and leg: 200 Mbit/s, more than a relayed
-	// path is expected to need, little enough that one pair cannot take a
-	// super peer's uplink.
-	DefaultRate = 25_000_000
+	// DefaultRate, bytes per second and leg: 400 Mbit/s, as a device's
+	// budget (a leg cannot use more than its device may anyway); a cap of
+	// its own only when an operator raises the device budget.
+	DefaultRate = DefaultDeviceRate
 	// DefaultBurst, bytes: a full QUIC congestion window's flight passes at
 	// once.
 	DefaultBurst = 1 << 20
 	// DefaultTotalRate, bytes per second the super peer relays in all
-	// (its budget): 100 Mbit/s. Sized for a 1 GiB VPS with one core:
-	// HTTP/3 legs, the costliest, took 32 CPU-seconds per GB relayed
-	// (internal/bench, BenchmarkRelay), so this rate keeps 0.4 of a core
-	// busy at most, and the NIC carries it twice (in and out), 200
-	// Mbit/s. Raise it with the cores and the uplink.
-	DefaultTotalRate = 12_500_000
+	// (its budget): 1 Gbit/s, a VPS's usual port, which the relayed bytes
+	// cross twice (in and out), so that relaying alone cannot fill it.
+	// CPU is the tighter bound on small machines: HTTP/3 legs, the
+	// costliest, took 32 CPU-seconds per GB relayed (internal/bench,
+	// BenchmarkRelay), so one core saturates near 30 MB/s over HTTP/3
+	// (the fast path costs about what a plain UDP forwarder does); lower
+	// it there to keep the rendezvous responsive under relaying.
+	DefaultTotalRate = 125_000_000
 	// DefaultTotalBurst, bytes: four devices' bursts at once.
 	DefaultTotalBurst = 4 * DefaultDeviceBurst
 	// DefaultDeviceRate, bytes per second one device sends through the
-	// relay over all its legs and paths (its budget): 50 Mbit/s, half of
-	// DefaultTotalRate, so that no single device takes the whole super
-	// peer; more than a video call or a remote desktop needs.
-	DefaultDeviceRate = DefaultTotalRate / 2
+	// relay over all its legs and paths (its budget): 400 Mbit/s, about
+	// what a direct path between two devices carries on the machines we
+	// measure (internal/bench), so that relaying is not made slower than
+	// the path it stands in for; under half of DefaultTotalRate, so that
+	// no single device takes the whole super peer.
+	DefaultDeviceRate = 50_000_000
 	// DefaultDeviceBurst, bytes: as a leg's, a QUIC flight at once.
 	DefaultDeviceBurst = DefaultBurst
 	// DefaultMaxDatagramSize, bytes of HTTP datagram payload: an Ethernet
