@@ -59,6 +59,7 @@ type Stats struct {
 	Bytes        atomic.Uint64 // payload bytes delivered
 	dropped      [numDropReasons]atomic.Uint64
 	refused      [len(refusals)]atomic.Uint64 // by refusal, as listed in refusals
+	byTransport  [numTransports]traffic       // delivered, by transport (operator.go)
 	FastPath     FastPathStats                // the fast path's (fastpath.go)
 }
 
