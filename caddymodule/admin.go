@@ -136,14 +136,19 @@ func serveHealth(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", http.MethodGet)
 		return apiError(http.StatusMethodNotAllowed, "%s takes GET", adminHealthPath)
 	}
-	p := runningSuperPeer()
+	status, v := health(runningSuperPeer())
+	return writeJSON(w, status, v)
+}
+
+// health is the health route's answer about p (nil: none runs).
+func health(p *pooledSuperPeer) (int, HealthView) {
 	switch {
 	case p == nil || !p.started():
-		return writeJSON(w, http.StatusServiceUnavailable, HealthView{Status: "not running", Reason: "no config runs a super peer"})
+		return http.StatusServiceUnavailable, HealthView{Status: "not running", Reason: "no config runs a super peer"}
 	case p.ops.drainReason() != "":
-		return writeJSON(w, http.StatusServiceUnavailable, HealthView{Status: "draining", Reason: p.ops.drainReason()})
+		return http.StatusServiceUnavailable, HealthView{Status: "draining", Reason: p.ops.drainReason()}
 	}
-	return writeJSON(w, http.StatusOK, HealthView{Status: "serving"})
+	return http.StatusOK, HealthView{Status: "serving"}
 }
 
 // PeerRequest is the body of POST /netsody/kick, and of POST and DELETE
