@@ -48,7 +48,7 @@ func wantAdmin(t *testing.T, c *testcaddy.Caddy, method, path, body string, stat
 		b = e.Error // Caddy's {"error": "..."}, unescaped
 	}
 	if got != status || !strings.Contains(b, want) {
-		t.Errorf("%s %s %s: %d %s\nwant %d with %q", method, path, body, got, b, status, want)
+		t.Errorf("%s %s %.100s: %d %.300s\nwant %d with %q", method, path, body, got, b, status, want)
 	}
 }
 
