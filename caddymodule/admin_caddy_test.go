@@ -52,6 +52,23 @@ func wantAdmin(t *testing.T, c *testcaddy.Caddy, method, path, body string, stat
 	}
 }
 
+// at is where a device registers: through which address of loopback,
+// over which transport.
+type at struct {
+	host string
+	tr   rendezvous.Transport
+}
+
+// registerAt registers a device at each place, in order.
+func registerAt(t *testing.T, c *testcaddy.Caddy, where ...at) []*device {
+	t.Helper()
+	devs := make([]*device, len(where))
+	for i, w := range where {
+		devs[i] = register(t, c, w.host, w.tr)
+	}
+	return devs
+}
+
 type stateView struct {
 	Serving     bool `json:"serving"`
 	Devices     int  `json:"devices"`
@@ -102,9 +119,8 @@ type relaysView struct {
 // metrics show the same; health answers 200.
 func TestAdminStateAndPages(t *testing.T) {
 	c := startSite(t, "site")
-	a := register(t, c, "127.0.0.1", rendezvous.TransportH3)
-	b := register(t, c, "127.0.0.1", rendezvous.TransportH2)
-	v6 := register(t, c, "::1", rendezvous.TransportH3)
+	devs := registerAt(t, c, at{"127.0.0.1", rendezvous.TransportH3}, at{"127.0.0.1", rendezvous.TransportH2}, at{"::1", rendezvous.TransportH3})
+	a, b, v6 := devs[0], devs[1], devs[2]
 	ca, cb := relayPair(t, a, b)
 	// An HTTP datagram's payload is the context ID (one byte) and the
 	// packet.
@@ -177,6 +193,27 @@ func TestAdminStateAndPages(t *testing.T) {
 		t.Errorf("relay %+v", r)
 	}
 
+	// v6 asks to relay to a, who never answers: a session waits.
+	ctx, cancel := context.WithCancel(context.Background())
+	waited := make(chan struct{})
+	go func() { defer close(waited); dialRelay(ctx, v6, a) }()
+	// Its leg ends with v6's registration, which a kick ends at once (a
+	// canceled dial waits for the pair timeout).
+	defer func() {
+		cancel()
+		if s, body := admin(t, c, http.MethodPost, "/netsody/kick", `{"peer_id":"`+v6.id.PeerID().String()+`"}`, nil); s != http.StatusOK {
+			t.Errorf("kick: %d %s", s, body)
+		}
+		<-waited
+	}()
+	for deadline := time.Now().Add(5 * time.Second); rl.Total < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		rl = relaysView{}
+		admin(t, c, http.MethodGet, "/netsody/relays?offset=1", "", &rl)
+	}
+	if w := rl.Relays; rl.Total != 2 || len(w) != 1 || w[0].State != "waiting" || w[0].A.PeerID != v6.id.PeerID().String() || w[0].B.PeerID != a.id.PeerID().String() || w[0].A.Transport != "h3" || w[0].B.Transport != "" {
+		t.Errorf("waiting relay: %+v", rl)
+	}
+
 	for _, q := range []struct{ query, want string }{
 		{"?limit=0", "limit \"0\" must be a whole number from 1 to 1000"},
 		{"?limit=1001", "from 1 to 1000"},
@@ -232,9 +269,8 @@ func sessionEnded(t *testing.T, d *device) *rendezvous.Error {
 // unknown device 404.
 func TestAdminKick(t *testing.T) {
 	c := startSite(t, "site")
-	a := register(t, c, "127.0.0.1", rendezvous.TransportH3)
-	b := register(t, c, "127.0.0.1", rendezvous.TransportH2)
-	other := register(t, c, "127.0.0.1", rendezvous.TransportH3)
+	devs := registerAt(t, c, at{"127.0.0.1", rendezvous.TransportH3}, at{"127.0.0.1", rendezvous.TransportH2}, at{"127.0.0.1", rendezvous.TransportH3})
+	a, b, other := devs[0], devs[1], devs[2]
 	ca, _ := relayPair(t, a, b)
 
 	wantAdmin(t, c, http.MethodPost, "/netsody/kick", `{"peer_id":"`+a.id.PeerID().String()+`"}`, http.StatusOK, `"ended":1`)
@@ -278,9 +314,8 @@ type denyList struct {
 // the device back. The metrics count the decisions across the reload.
 func TestAdminDeny(t *testing.T) {
 	c := startSite(t, "site")
-	x := register(t, c, "127.0.0.1", rendezvous.TransportH3)
-	y := register(t, c, "::1", rendezvous.TransportH2)
-	z := register(t, c, "127.0.0.1", rendezvous.TransportH2)
+	devs := registerAt(t, c, at{"127.0.0.1", rendezvous.TransportH3}, at{"::1", rendezvous.TransportH2}, at{"127.0.0.1", rendezvous.TransportH2})
+	x, y, z := devs[0], devs[1], devs[2]
 	xid := x.id.PeerID().String()
 
 	wantAdmin(t, c, http.MethodPost, "/netsody/deny", `{"peer_id":"`+xid+`"}`, http.StatusOK, `"ended":1`)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"maps"
 	"net/http"
 	"slices"
 	"sync/atomic"
@@ -115,10 +116,7 @@ type SessionInfo struct {
 // (the two legs together) and waiting ones. It walks the legs once.
 func (s *Server) SessionList() []SessionInfo {
 	s.mu.Lock()
-	legs := make([]*leg, 0, len(s.legs))
-	for l := range s.legs {
-		legs = append(legs, l)
-	}
+	legs := slices.Collect(maps.Keys(s.legs))
 	s.mu.Unlock()
 	type key struct{ from, to identity.PeerID }
 	bridged := make(map[key]*leg)

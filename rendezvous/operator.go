@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -34,10 +35,7 @@ type SessionInfo struct {
 // through it.
 func (s *Server) SessionList() []SessionInfo {
 	s.mu.Lock()
-	all := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		all = append(all, sess)
-	}
+	all := slices.Collect(maps.Keys(s.sessions))
 	// The fields a registration sets may be read once srv.mu showed the
 	// session in byPeer (see session); the others' are the reader's.
 	registered := make(map[*session]*Registration, len(s.byPeer))
@@ -75,10 +73,7 @@ type DeviceCount struct {
 func (s *Server) DeviceCounts() []DeviceCount {
 	counts := []DeviceCount{{4, "h2", 0}, {4, "h3", 0}, {6, "h2", 0}, {6, "h3", 0}}
 	s.mu.Lock()
-	regs := make([]*session, 0, len(s.byPeer))
-	for _, sess := range s.byPeer {
-		regs = append(regs, sess)
-	}
+	regs := slices.Collect(maps.Values(s.byPeer))
 	s.mu.Unlock()
 	for _, sess := range regs {
 		i := slices.IndexFunc(counts, func(c DeviceCount) bool {
@@ -106,10 +101,7 @@ func IPVersion(a netip.Addr) int {
 // admission now refuses it.
 func (s *Server) EndRegistered(match func(peer identity.PeerID, remote netip.AddrPort) bool, message string) int {
 	s.mu.Lock()
-	regs := make(map[identity.PeerID]*session, len(s.byPeer))
-	for p, sess := range s.byPeer {
-		regs[p] = sess
-	}
+	regs := maps.Clone(s.byPeer)
 	s.mu.Unlock()
 	n := 0
 	for p, sess := range regs {
