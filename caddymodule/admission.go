@@ -60,6 +60,8 @@ type admissionChain struct {
 	// key identifies what the chain decides: the modules' IDs, their
 	// JSON and their state. Two configs with one key admit alike.
 	key string
+	// observe, if set, is told each module's decision (for metrics).
+	observe func(module string, err error)
 }
 
 // loadAdmission loads the app's admission modules into a chain.
@@ -106,7 +108,11 @@ func (c *admissionChain) admit() func(context.Context, rendezvous.AdmissionReque
 	}
 	return func(ctx context.Context, req rendezvous.AdmissionRequest) error {
 		for i, m := range c.mods {
-			if err := m.Admit(ctx, req); err != nil {
+			err := m.Admit(ctx, req)
+			if c.observe != nil && admissionCost(m) > 0 {
+				c.observe(c.names[i], err)
+			}
+			if err != nil {
 				return fmt.Errorf("%s: %w", c.names[i], err)
 			}
 		}

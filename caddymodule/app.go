@@ -84,6 +84,7 @@ const superPeerKey = "superpeer"
 // started, the running config's again.
 type pooledSuperPeer struct {
 	*superpeer.Server
+	ops operatorState // the operator's run-time changes (operator.go)
 
 	mu      sync.Mutex // guards configs
 	configs []*appliedConfig
@@ -155,6 +156,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry(), a.superPeer.Server); err != nil {
 		return fmt.Errorf("netsody: registering metrics: %w", err)
 	}
+	if err := registerCollector(ctx.GetMetricsRegistry(), operatorCollector{a.superPeer}); err != nil {
+		return fmt.Errorf("netsody: registering metrics: %w", err)
+	}
 	return nil
 }
 
@@ -197,7 +201,8 @@ func (a *App) Start() error {
 		return err
 	}
 	cfg := a.options.superPeerConfig(a.logger)
-	cfg.Rendezvous.Admit = a.admission.admit()
+	a.admission.observe = a.superPeer.ops.decided
+	cfg.Rendezvous.Admit = a.superPeer.ops.admit(a.admission.admit())
 	a.applied = &appliedConfig{Config: cfg, admission: a.admission.key}
 	a.superPeer.apply(a.applied)
 	return nil

@@ -31,3 +31,19 @@ const (
 	// rendezvous.MaxErrorMessage.
 	maxAdmissionReason = 128
 )
+
+// The admin API (admin.go) and the operator's deny list (operator.go).
+const (
+	// maxDenyEntries bounds the deny list, which every registration scans:
+	// a longer list belongs in an allowlist file or a firewall.
+	maxDenyEntries = 4096
+	// defaultAdminPageLimit is a page of devices or relay sessions when the
+	// request names no limit.
+	defaultAdminPageLimit = 100
+	// maxAdminPageLimit bounds a page: one answer stays under a megabyte
+	// or so, however many devices there are.
+	maxAdminPageLimit = 1000
+	// maxAdminBody bounds a write request's JSON body, which holds one
+	// peer ID or prefix.
+	maxAdminBody = 4 << 10
+)

@@ -16,5 +16,9 @@ func TestDocsTables(t *testing.T) {
 		"caddymodule.DefaultAdmissionCacheSize":   DefaultAdmissionCacheSize,
 		"caddymodule.DefaultAdmissionCacheTTL":    DefaultAdmissionCacheTTL,
 		"caddymodule.maxAdmissionReason":          maxAdmissionReason,
-	}, "../docs/CONFIG.md")
+		"caddymodule.maxDenyEntries":              maxDenyEntries,
+		"caddymodule.defaultAdminPageLimit":       defaultAdminPageLimit,
+		"caddymodule.maxAdminPageLimit":           maxAdminPageLimit,
+		"caddymodule.maxAdminBody":                maxAdminBody,
+	}, "../docs/CONFIG.md", "../docs/OPERATIONS.md")
 }

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"errors"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,12 +132,5 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // registerMetrics adds the collector to reg; a reload that finds it there
 // already keeps the one it finds, which reads the same shared super peer.
 func registerMetrics(reg prometheus.Registerer, sp *superpeer.Server) error {
-	if reg == nil {
-		return nil
-	}
-	err := reg.Register(collector{sp})
-	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
-		return nil
-	}
-	return err
+	return registerCollector(reg, collector{sp})
 }

@@ -211,8 +211,7 @@ func (fp *fastPath) data(b *binding, p []byte, src netip.AddrPort) {
 			fp.out = fp.out[:len(fp.out)+1] // at most one per datagram read
 			m := &fp.out[len(fp.out)-1]
 			m.Buffers[0], m.Addr = p, oa.ua
-			fp.stats.Datagrams.Add(1)
-			fp.stats.Bytes.Add(uint64(len(payload)))
+			b.other.delivered(TransportFastPath, len(payload))
 			return
 		}
 	}
@@ -338,8 +337,7 @@ func (b *binding) sendData(d []byte) bool {
 		fp.stats.FastPath.drop(FastPathSendFailed)
 	} else {
 		fp.stats.FastPath.Datagrams.Add(1)
-		fp.stats.Datagrams.Add(1)
-		fp.stats.Bytes.Add(uint64(len(d)))
+		b.l.delivered(TransportFastPath, len(d))
 	}
 	*bp = p
 	sendBufs.Put(bp)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go/http3"
 
@@ -97,6 +98,12 @@ type leg struct {
 	fast      atomic.Pointer[binding]
 	fastAsked atomic.Bool
 
+	// The operator's view (operator.go): how, since when and how much was
+	// delivered to the device. Set by newLeg, got by deliver.
+	transport Transport
+	started   time.Time
+	got       traffic
+
 	endOnce sync.Once
 	done    chan struct{}
 	mu      sync.Mutex // guards why, and q until ready
@@ -116,6 +123,7 @@ func newLeg(kind legKind, w http.ResponseWriter, r *http.Request, peer, target i
 		done:    make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(r.Context())
+	l.transport, l.started = legTransport(kind, r), time.Now()
 	switch kind {
 	case kindDatagram:
 		hs := h3stream.Of(w)
@@ -208,8 +216,7 @@ func (l *leg) deliver(d []byte) {
 	}
 	switch l.q.push(l.io.frame(d)) {
 	case pushed:
-		l.stats.Datagrams.Add(1)
-		l.stats.Bytes.Add(uint64(len(d)))
+		l.delivered(l.transport, len(d))
 	case pushFull:
 		l.stats.drop(DropQueueFull)
 	case pushOverload:

@@ -71,7 +71,8 @@ type Stats struct {
 	dropped      [numDropReasons]atomic.Uint64
 	refused      [len(refusals)]atomic.Uint64 // by refusal, as listed in refusals
 	budgetHits   [numBudgets]atomic.Uint64
-	FastPath     FastPathStats // the fast path's (fastpath.go)
+	byTransport  [numTransports]traffic // delivered, by transport (operator.go)
+	FastPath     FastPathStats          // the fast path's (fastpath.go)
 }
 
 func (s *Stats) drop(r DropReason) { s.dropped[r].Add(1) }

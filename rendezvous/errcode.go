@@ -48,6 +48,9 @@ const (
 	// all busy, or the service it asks did not answer); retry later. The
 	// message says why.
 	ErrCodeTryLater ErrorCode = 15
+	// ErrCodeEndedByOperator: the super peer's operator ended the session
+	// (a kick, or a deny that matches the device); the message says which.
+	ErrCodeEndedByOperator ErrorCode = 16
 
 	// numErrorCodes is one more than the highest code, for tables indexed
 	// by code.
@@ -96,6 +99,8 @@ func (c ErrorCode) String() string {
 		return "upgrade required"
 	case ErrCodeTryLater:
 		return "try later"
+	case ErrCodeEndedByOperator:
+		return "ended by operator"
 	}
 	return fmt.Sprintf("error %d", uint16(c))
 }

@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/netsody/superpeer/identity"
 )
@@ -15,6 +16,7 @@ import (
 // the device's session expired, was replaced by a newer one, or left.
 type Registration struct {
 	peer   identity.PeerID
+	since  time.Time
 	sess   *session // whose lookups Server.LookUp charges
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -22,7 +24,7 @@ type Registration struct {
 
 func newRegistration(s *session) *Registration {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &Registration{peer: s.peer, sess: s, ctx: ctx, cancel: cancel}
+	return &Registration{peer: s.peer, since: time.Now(), sess: s, ctx: ctx, cancel: cancel}
 }
 
 // PeerID is the registered device.
