@@ -79,7 +79,12 @@ type stateView struct {
 		Transport string `json:"transport"`
 		Devices   int    `json:"devices"`
 	} `json:"devices_by_transport"`
-	Relay map[string]float64 `json:"relay"`
+	Relay   map[string]float64 `json:"relay"`
+	Budgets []struct {
+		Name  string  `json:"name"`
+		Limit float64 `json:"limit"`
+		Use   float64 `json:"use"`
+	} `json:"budgets"`
 }
 
 type deviceView struct {
@@ -144,6 +149,15 @@ func TestAdminStateAndPages(t *testing.T) {
 	}
 	if !st.Serving || st.Devices != 3 || st.Sessions != 3 || st.MaxSessions == 0 || st.Relay["sessions_bridged"] != 1 || st.Relay["max_waiting"] == 0 {
 		t.Errorf("state: %+v", st)
+	}
+	budgets := map[string]float64{}
+	for _, b := range st.Budgets {
+		if b.Limit > 0 {
+			budgets[b.Name] = b.Use
+		}
+	}
+	if len(budgets) != 4 || budgets["devices"] != 3 || budgets["device_sessions"] < 1 {
+		t.Errorf("state's budgets: %+v, want devices, device_sessions, device_bandwidth and total_bandwidth with their use", st.Budgets)
 	}
 	byTr := map[string]int{}
 	for _, bt := range st.ByTransport {

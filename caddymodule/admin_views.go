@@ -26,7 +26,19 @@ type StateView struct {
 	MaxSessions int               `json:"max_sessions"`
 	ByTransport []DeviceCountView `json:"devices_by_transport"`
 	Relay       RelayStateView    `json:"relay"`
+	Budgets     []BudgetView      `json:"budgets"`
 	DenyEntries int               `json:"deny_entries"`
+}
+
+// BudgetView is one budget in force and its use now
+// (superpeer.Server.Budgets): for a per-device budget, the busiest
+// device's use; bandwidth in bytes a second.
+type BudgetView struct {
+	Name  string  `json:"name"`
+	Limit float64 `json:"limit"`
+	Burst int     `json:"burst,omitempty"`
+	Use   float64 `json:"use"`
+	Hits  uint64  `json:"hits"`
 }
 
 // DeviceCountView is how many registered devices use one IP version and
@@ -77,6 +89,9 @@ func serveState(p *pooledSuperPeer, w http.ResponseWriter, _ *http.Request) erro
 	}
 	for _, c := range rv.DeviceCounts() {
 		v.ByTransport = append(v.ByTransport, DeviceCountView(c))
+	}
+	for _, b := range p.Budgets() {
+		v.Budgets = append(v.Budgets, BudgetView(b))
 	}
 	return writeJSON(w, http.StatusOK, v)
 }
