@@ -46,6 +46,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -123,6 +124,32 @@ func (s *Server) Rendezvous() *rendezvous.Server { return s.rv }
 
 // Relay is the super peer's relay, for its statistics.
 func (s *Server) Relay() *relay.Server { return s.rl }
+
+// Drain ends the super peer without dropping what it relays
+// (docs/OPERATIONS.md, "Drain and reloads"): it tells every device to
+// move (rendezvous.Server.Drain, with reason), refuses new sessions and
+// relay legs with 503, and keeps the relay legs that run until their
+// devices have moved them all to other super peers, the rendezvous
+// Config.DrainTimeout has passed, or ctx ends, whichever comes first;
+// then it closes the super peer (Close). It is safe to call more than
+// once, and alongside Close.
+func (s *Server) Drain(ctx context.Context, reason string) error {
+	until := s.rv.Drain(0, reason)
+	idle := s.rl.Drain()
+	timer := time.NewTimer(time.Until(until))
+	defer timer.Stop()
+	select {
+	case <-idle:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return s.Close()
+}
+
+// Draining reports whether the super peer drains or has drained: a
+// health check answers 503 then, so that a load balancer or monitor
+// sends no device here.
+func (s *Server) Draining() bool { return s.rv.Draining() }
 
 // Close ends every relay session, then every device session.
 func (s *Server) Close() error {
