@@ -41,6 +41,7 @@ type SuperPeerStatus struct {
 	Transport string  `json:"transport,omitempty"` // "h3" or "h2"
 	Observed  string  `json:"observed,omitempty"`  // this device's address as the super peer sees it
 	Error     string  `json:"error,omitempty"`     // why it is not connected
+	Draining  bool    `json:"draining,omitempty"`  // it drains: no relay goes through it (FrameMove)
 }
 
 // PeerStatus is the current path to one peer.
@@ -63,6 +64,7 @@ func (sp *superPeer) status() SuperPeerStatus {
 	s := SuperPeerStatus{URL: sp.url}
 	sp.mu.Lock()
 	sess, lastErr := sp.sess, sp.lastErr
+	s.Draining = sp.draining
 	sp.mu.Unlock()
 	switch {
 	case sess != nil:
