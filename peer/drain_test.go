@@ -2,8 +2,6 @@ package peer
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"io"
 	"testing"
 	"time"
@@ -13,87 +11,18 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-// drainTransfer is a paced one-way transfer from a to b over c: chunks
-// of chunkSize bytes every chunkEvery, calling at(i) after chunk i. The
-// receiver hashes what it gets and measures the longest gap between two
-// reads that delivered bytes; the transfer must arrive whole.
-func drainTransfer(t *testing.T, b *Device, c *Conn, chunks int, at func(i int)) (maxGap time.Duration) {
+// transfer is a paced transfer from a to b over c (sptest.PacedTransfer),
+// calling at(i) after chunk i; it returns the receiver's longest gap.
+func transfer(t *testing.T, b *Device, c *Conn, chunks int, at func(i int)) time.Duration {
 	t.Helper()
-	const chunkSize, chunkEvery = 32 << 10, 10 * time.Millisecond
-	data := make([]byte, chunks*chunkSize)
-	rand.Read(data)
-	want := sha256.Sum256(data)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	type result struct {
-		sum [32]byte
-		gap time.Duration
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		bc, err := b.Accept(ctx)
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		str, err := bc.AcceptStream(ctx)
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		h := sha256.New()
-		buf := make([]byte, 64<<10)
-		var r result
-		var last time.Time
-		for {
-			n, err := str.Read(buf)
-			if n > 0 {
-				now := time.Now()
-				if !last.IsZero() {
-					r.gap = max(r.gap, now.Sub(last))
-				}
-				last = now
-				h.Write(buf[:n])
-			}
-			if err == io.EOF {
-				break
-			}
+	return sptest.PacedTransfer(t, func(ctx context.Context) (io.WriteCloser, error) { return c.OpenStreamSync(ctx) },
+		func(ctx context.Context) (io.Reader, error) {
+			bc, err := b.Accept(ctx)
 			if err != nil {
-				r.err = err
-				break
+				return nil, err
 			}
-		}
-		copy(r.sum[:], h.Sum(nil))
-		got <- r
-	}()
-	str, err := c.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tick := time.NewTicker(chunkEvery)
-	defer tick.Stop()
-	for i := range chunks {
-		if _, err := str.Write(data[i*chunkSize : (i+1)*chunkSize]); err != nil {
-			t.Fatalf("chunk %d: %v (path %s)", i, err, c.Path())
-		}
-		at(i)
-		<-tick.C
-	}
-	str.Close()
-	select {
-	case r := <-got:
-		if r.err != nil {
-			t.Fatalf("receiving: %v (path %s)", r.err, c.Path())
-		}
-		if r.sum != want {
-			t.Fatal("the received bytes' SHA-256 differs from the sent bytes'")
-		}
-		return r.gap
-	case <-ctx.Done():
-		t.Fatalf("the transfer did not finish; path %s", c.Path())
-		return 0
-	}
+			return bc.AcceptStream(ctx)
+		}, chunks, at)
 }
 
 // A transfer relayed through super peer A while A drains: both devices
@@ -113,7 +42,7 @@ func TestDrainMovesRelayedTransfer(t *testing.T) {
 		t.Fatalf("path %s, want relay via %s", p, sA.H3URL)
 	}
 	drained := make(chan time.Duration, 1)
-	gap := drainTransfer(t, b, c, 200, func(i int) {
+	gap := transfer(t, b, c, 200, func(i int) {
 		if i == 50 {
 			go func() {
 				start := time.Now()
