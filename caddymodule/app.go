@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -226,13 +227,19 @@ func (a *App) Stop() error {
 // session, which Caddy's HTTP/2 servers and the app's HTTP/3 endpoints
 // wait for: a session never ends on its own.
 func (a *App) drainIfLast() {
-	refs, _ := superPeers.References(superPeerKey)
-	switch {
-	case caddy.Exiting():
-		a.superPeer.Drain(context.Background(), "the super peer is stopping")
-	case refs <= 1:
-		a.superPeer.Drain(context.Background(), "the super peer was removed from the configuration")
+	reason := "the super peer is stopping"
+	if refs, _ := superPeers.References(superPeerKey); !caddy.Exiting() {
+		if refs > 1 {
+			return // a newer config keeps it
+		}
+		reason = "the super peer was removed from the configuration"
 	}
+	start := time.Now()
+	if err := a.superPeer.Drain(context.Background(), reason); err != nil {
+		a.logger.Warn("drained", zap.Duration("took", time.Since(start)), zap.Error(err))
+		return
+	}
+	a.logger.Info("drained: every relay moved", zap.Duration("took", time.Since(start)))
 }
 
 // drainAtExit drains the super peer if Caddy is exiting. Caddy's HTTP/2

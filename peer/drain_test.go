@@ -2,7 +2,6 @@ package peer
 
 import (
 	"context"
-	"io"
 	"testing"
 	"time"
 
@@ -10,20 +9,6 @@ import (
 	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/rendezvous"
 )
-
-// transfer is a paced transfer from a to b over c (sptest.PacedTransfer),
-// calling at(i) after chunk i; it returns the receiver's longest gap.
-func transfer(t *testing.T, b *Device, c *Conn, chunks int, at func(i int)) time.Duration {
-	t.Helper()
-	return sptest.PacedTransfer(t, func(ctx context.Context) (io.WriteCloser, error) { return c.OpenStreamSync(ctx) },
-		func(ctx context.Context) (io.Reader, error) {
-			bc, err := b.Accept(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return bc.AcceptStream(ctx)
-		}, chunks, at)
-}
 
 // A transfer relayed through super peer A while A drains: both devices
 // are told to move, the relay moves to B before A closes, the transfer
@@ -42,7 +27,7 @@ func TestDrainMovesRelayedTransfer(t *testing.T) {
 		t.Fatalf("path %s, want relay via %s", p, sA.H3URL)
 	}
 	drained := make(chan time.Duration, 1)
-	gap := transfer(t, b, c, 200, func(i int) {
+	gap := sptest.PacedTransfer(t, c, b.Accept, 200, func(i int) {
 		if i == 50 {
 			go func() {
 				start := time.Now()

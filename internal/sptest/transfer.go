@@ -7,6 +7,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // Paced transfers (PacedTransfer): chunks of this many bytes, one every
@@ -17,14 +19,20 @@ const (
 	transferEvery = 10 * time.Millisecond
 )
 
-// PacedTransfer sends chunks random chunks, one every 10 ms, over the
-// stream that open returns, calling at(i) after chunk i, and reads them
-// from the stream that accept returns: the receiver hashes what arrives
-// and measures the longest gap between two reads that delivered bytes.
-// It fails t unless the stream arrives whole with the same SHA-256
-// within a minute, and returns that gap.
-func PacedTransfer(t testing.TB, open func(context.Context) (io.WriteCloser, error), accept func(context.Context) (io.Reader, error),
-	chunks int, at func(i int)) (maxGap time.Duration) {
+// StreamAccepter is the receiving end of a QUIC connection (a peer.Conn).
+type StreamAccepter interface {
+	AcceptStream(context.Context) (*quic.Stream, error)
+}
+
+// PacedTransfer sends chunks random chunks, one every 10 ms, over a new
+// stream of c, calling at(i) after chunk i; the receiver takes the
+// connection from accept (a peer.Device's Accept) and its first stream,
+// hashes what arrives and measures the longest gap between two reads
+// that delivered bytes. It fails t unless the stream arrives whole with
+// the same SHA-256 within a minute, and returns that gap.
+func PacedTransfer[C StreamAccepter](t testing.TB, c interface {
+	OpenStreamSync(context.Context) (*quic.Stream, error)
+}, accept func(context.Context) (C, error), chunks int, at func(i int)) (maxGap time.Duration) {
 	t.Helper()
 	data := make([]byte, chunks*transferChunk)
 	rand.Read(data)
@@ -40,7 +48,12 @@ func PacedTransfer(t testing.TB, open func(context.Context) (io.WriteCloser, err
 	go func() {
 		var r result
 		defer func() { got <- r }()
-		str, err := accept(ctx)
+		conn, err := accept(ctx)
+		if err != nil {
+			r.err = err
+			return
+		}
+		str, err := conn.AcceptStream(ctx)
 		if err != nil {
 			r.err = err
 			return
@@ -68,7 +81,7 @@ func PacedTransfer(t testing.TB, open func(context.Context) (io.WriteCloser, err
 		}
 		copy(r.sum[:], h.Sum(nil))
 	}()
-	str, err := open(ctx)
+	str, err := c.OpenStreamSync(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
