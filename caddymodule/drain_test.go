@@ -65,17 +65,14 @@ func relayDevices(t *testing.T, cs ...*testcaddy.Caddy) (a, b *peer.Device, c *p
 		devs = append(devs, d)
 	}
 	a, b = devs[0], devs[1]
-	b.Allow(a.PeerID())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	b.Allow(a.PeerID()) // as its application would
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	c, err := a.Dial(ctx, b.PeerID())
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || c.Path().Kind != peer.PathRelay {
+		t.Fatalf("dial: %v; want a relayed connection", err)
 	}
 	t.Cleanup(func() { c.CloseWithError(0, "") })
-	if p := c.Path(); p.Kind != peer.PathRelay {
-		t.Fatalf("path %s, want a relay", p)
-	}
 	return a, b, c
 }
 

@@ -36,12 +36,7 @@ func (d *Device) onMove(sp *superPeer, m rendezvous.Move) {
 // (movesRelay) and that carries its peer's traffic (no direct path) to
 // the best other super peer, each at once.
 func (d *Device) moveRelaysOff(sp *superPeer) {
-	d.mu.Lock()
-	peers := make([]*peerState, 0, len(d.peers))
-	for _, p := range d.peers {
-		peers = append(peers, p)
-	}
-	d.mu.Unlock()
+	peers := d.peerList()
 	for _, p := range peers {
 		p.mu.Lock()
 		rp, direct, gone := p.paths.relay, p.paths.direct.IsValid(), p.life.gone

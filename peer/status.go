@@ -93,12 +93,7 @@ func (d *Device) Status() Status {
 	for _, sp := range d.sps {
 		st.SuperPeers = append(st.SuperPeers, sp.status())
 	}
-	d.mu.Lock()
-	peers := make([]*peerState, 0, len(d.peers))
-	for _, p := range d.peers {
-		peers = append(peers, p)
-	}
-	d.mu.Unlock()
+	peers := d.peerList()
 	for _, p := range peers {
 		path := p.path()
 		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RelayTransport: path.Relay, RTTMillis: millis(path.RTT)}
@@ -114,4 +109,15 @@ func (d *Device) Status() Status {
 		Cooling: r.cooling.Load(), Dropped: r.dropped.Load(), Handshake: d.sock.strangers.Load(),
 	}
 	return st
+}
+
+// peerList returns the peers the device knows now.
+func (d *Device) peerList() []*peerState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	peers := make([]*peerState, 0, len(d.peers))
+	for _, p := range d.peers {
+		peers = append(peers, p)
+	}
+	return peers
 }
