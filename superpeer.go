@@ -46,6 +46,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -79,12 +81,16 @@ func prefixed(part string, err error) error {
 type Server struct {
 	rv *rendezvous.Server
 	rl *relay.Server
+
+	drainOnce sync.Once
+	drained   chan struct{} // closed when the first Drain returns
+	drainErr  error         // its result, set before drained closes
 }
 
 // New returns a super peer. Validate the configuration first: New takes
 // invalid values as the defaults.
 func New(cfg Config) *Server {
-	s := &Server{rv: rendezvous.NewServer(cfg.Rendezvous)}
+	s := &Server{rv: rendezvous.NewServer(cfg.Rendezvous), drained: make(chan struct{})}
 	s.rl = relay.NewServer(s.relayConfig(cfg.Relay))
 	return s
 }
@@ -134,6 +140,49 @@ func (s *Server) Budgets() []relay.BudgetUse {
 		Hits: s.rv.Stats().SessionsRefused[rendezvous.RefusedFull].Load()}
 	return append([]relay.BudgetUse{devices}, s.rl.Budgets()...)
 }
+
+// Drain ends the super peer without dropping what it relays
+// (docs/OPERATIONS.md, "Drain and reloads"): it tells every device to
+// move (rendezvous.Server.Drain, with reason), refuses new sessions and
+// relay legs with 503, and keeps the relay legs that run until their
+// devices have moved them all to other super peers, the rendezvous
+// Config.DrainTimeout has passed, or ctx ends, whichever comes first;
+// then it closes the super peer (Close). It returns nil when every relay
+// moved, and an error that says how many relay legs were cut when the
+// timeout or ctx ended the drain. Later calls wait for the first's end
+// (or their ctx) and return its result; Close may be called alongside.
+func (s *Server) Drain(ctx context.Context, reason string) error {
+	first := false
+	s.drainOnce.Do(func() { first = true })
+	if !first {
+		select {
+		case <-s.drained:
+			return s.drainErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer close(s.drained)
+	until := s.rv.Drain(0, reason)
+	idle := s.rl.Drain()
+	timer := time.NewTimer(time.Until(until))
+	defer timer.Stop()
+	var cut error
+	select {
+	case <-idle:
+	case <-timer.C:
+		cut = fmt.Errorf("superpeer: the drain timeout passed with %d relay legs left", s.rl.Stats().Active.Load()+s.rl.Stats().Waiting.Load())
+	case <-ctx.Done():
+		cut = fmt.Errorf("superpeer: the drain was cut short with %d relay legs left: %w", s.rl.Stats().Active.Load()+s.rl.Stats().Waiting.Load(), ctx.Err())
+	}
+	s.drainErr = errors.Join(cut, s.Close())
+	return s.drainErr
+}
+
+// Draining reports whether the super peer drains or has drained: a
+// health check answers 503 then, so that a load balancer or monitor
+// sends no device here.
+func (s *Server) Draining() bool { return s.rv.Draining() }
 
 // Close ends every relay session, then every device session.
 func (s *Server) Close() error {

@@ -23,10 +23,12 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -208,11 +210,12 @@ func (a *App) Start() error {
 	return nil
 }
 
-// Stop leaves the endpoints and withdraws this config's options. When
-// Caddy exits, it first ends every session with a reason, so that HTTP/3
-// shutdown need not wait for them.
+// Stop drains the super peer if this config is the last to use it, then
+// leaves the endpoints and withdraws this config's options. The
+// endpoints stay open through the drain, so that devices on HTTP/3 move
+// their relays over them.
 func (a *App) Stop() error {
-	a.endSessionsAtExit()
+	a.drainIfLast()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.applied != nil {
@@ -222,13 +225,36 @@ func (a *App) Stop() error {
 	return a.leaveEndpointsLocked()
 }
 
-// endSessionsAtExit ends every session if Caddy is exiting: Caddy's HTTP/2
-// servers and the app's HTTP/3 endpoints wait for every stream to end, a
-// session never does on its own, and which of them stops first is up to
-// Caddy.
-func (a *App) endSessionsAtExit() {
+// drainIfLast drains the super peer (superpeer.Server.Drain, bounded by
+// drain_timeout) when it is going away: Caddy exits (`caddy stop`), or no
+// config that uses it remains (a reload that removes it; a config that
+// keeps it joined the pool before this one stops). The drain ends every
+// session, which Caddy's HTTP/2 servers and the app's HTTP/3 endpoints
+// wait for: a session never ends on its own.
+func (a *App) drainIfLast() {
+	reason := "the super peer is stopping"
+	if refs, _ := superPeers.References(superPeerKey); !caddy.Exiting() {
+		if refs > 1 {
+			return // a newer config keeps it
+		}
+		reason = "the super peer was removed from the configuration"
+	}
+	start := time.Now()
+	a.superPeer.ops.drain(reason) // the health route answers 503 from now on
+	if err := a.superPeer.Drain(context.Background(), reason); err != nil {
+		a.logger.Warn("drained", zap.Duration("took", time.Since(start)), zap.Error(err))
+		return
+	}
+	a.logger.Info("drained: every relay moved", zap.Duration("took", time.Since(start)))
+}
+
+// drainAtExit drains the super peer if Caddy is exiting. Caddy's HTTP/2
+// servers call it as they shut down, since which of them and the app
+// stops first is up to Caddy; the app's Stop then waits for the same
+// drain.
+func (a *App) drainAtExit() {
 	if caddy.Exiting() {
-		a.superPeer.Close()
+		a.drainIfLast()
 	}
 }
 

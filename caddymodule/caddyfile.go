@@ -114,6 +114,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		prefix_session_rate <per_second> [<burst>]
 //		consent_timeout    <duration>
 //		hide_presence
+//		drain_timeout      <duration>
 //		relay {
 //			pair_timeout            <duration>
 //			write_timeout           <duration>
@@ -179,6 +180,8 @@ func (o *Options) unmarshalOption(d *caddyfile.Dispenser, opt, directive string)
 		o.MaxUnregisteredPerPrefix, err = countArg(d)
 	case "consent_timeout":
 		o.ConsentTimeout, err = durationArg(d)
+	case "drain_timeout":
+		o.DrainTimeout, err = durationArg(d)
 	case "hide_presence":
 		if d.NextArg() {
 			return d.ArgErr()

@@ -56,7 +56,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.app.takeOver(srv)
-	srv.RegisterOnShutdown(h.app.endSessionsAtExit)
+	srv.RegisterOnShutdown(h.app.drainAtExit)
 	// A session must register within register_timeout of its connection's
 	// accept, not of its request (HTTP/3: the endpoint's ConnContext).
 	srv.RegisterConnContext(rendezvous.ConnStarted)

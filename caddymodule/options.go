@@ -80,6 +80,12 @@ type Options struct {
 	// as one towards a device that never opens its side. Without it, an
 	// offline device is reported at once. Default: false.
 	HidePresence bool `json:"hide_presence,omitempty"`
+	// DrainTimeout bounds the drain when the super peer stops (`caddy
+	// stop`, or a reload that removes it): devices are told to move
+	// their relay sessions to other super peers, and it closes once they
+	// have, or after this long. Default: rendezvous.DefaultDrainTimeout
+	// (5s).
+	DrainTimeout caddy.Duration `json:"drain_timeout,omitempty"`
 	// Relay configures relaying between devices that cannot connect
 	// directly. Its defaults are a working relay.
 	Relay *RelayOptions `json:"relay,omitempty"`
@@ -168,6 +174,7 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			RegisterTimeout:   time.Duration(o.RegisterTimeout),
 			ConsentTimeout:    time.Duration(o.ConsentTimeout),
 			HidePresence:      o.HidePresence,
+			DrainTimeout:      time.Duration(o.DrainTimeout),
 			Logger:            logger.Named("rendezvous"),
 
 			MaxUnregisteredPerPrefix: o.MaxUnregisteredPerPrefix,
@@ -208,6 +215,7 @@ var optionNames = strings.NewReplacer(
 	"connect burst", "connect_burst",
 	"register timeout", "register_timeout",
 	"consent timeout", "consent_timeout",
+	"drain timeout", "drain_timeout",
 	"lookup rate", "lookup_rate",
 	"lookup burst", "lookup_burst",
 	"max unregistered per prefix", "max_unregistered_per_prefix",

@@ -41,7 +41,7 @@ var allOptions = Options{
 	KeepaliveInterval: caddyDuration("20s"), SessionTimeout: caddyDuration("1m"), WriteTimeout: caddyDuration("5s"),
 	MaxSessions: 5000, ConnectRate: 2.5, ConnectBurst: 10, LookupRate: 0.5, LookupBurst: 6,
 	RegisterTimeout: caddyDuration("5s"), MaxUnregisteredPerPrefix: 16, PrefixSessionRate: 50, PrefixSessionBurst: 2000,
-	ConsentTimeout: caddyDuration("4s"), HidePresence: true,
+	ConsentTimeout: caddyDuration("4s"), HidePresence: true, DrainTimeout: caddyDuration("3s"),
 	Relay: &RelayOptions{PairTimeout: caddyDuration("5s"), MaxSessionsPerDevice: 8, Rate: 12.5e6, Burst: 1 << 18, MaxDatagramSize: 1400, QueueLen: 128},
 }
 
@@ -54,6 +54,17 @@ func TestConsentOptions(t *testing.T) {
 	}
 	if err := (Options{ConsentTimeout: -1}).validate(); err == nil || !strings.Contains(err.Error(), "consent_timeout must not be negative") {
 		t.Errorf("a negative consent_timeout: %v", err)
+	}
+}
+
+// drain_timeout reaches the rendezvous server, which bounds drains by it;
+// a negative one is refused by its name.
+func TestDrainTimeoutOption(t *testing.T) {
+	if cfg := (Options{DrainTimeout: caddyDuration("3s")}).superPeerConfig(zap.NewNop()); cfg.Rendezvous.DrainTimeout != 3*time.Second {
+		t.Errorf("drain timeout %v, want 3s", cfg.Rendezvous.DrainTimeout)
+	}
+	if err := (Options{DrainTimeout: -1}).validate(); err == nil || !strings.Contains(err.Error(), "drain_timeout must not be negative") {
+		t.Errorf("a negative drain_timeout: %v", err)
 	}
 }
 
@@ -82,7 +93,7 @@ func TestOptionsMerge(t *testing.T) {
 		got.SessionTimeout != want.SessionTimeout || got.WriteTimeout != want.WriteTimeout || got.RegisterTimeout != want.RegisterTimeout ||
 		got.MaxUnregisteredPerPrefix != want.MaxUnregisteredPerPrefix || got.PrefixSessionRate != want.PrefixSessionRate ||
 		got.PrefixSessionBurst != want.PrefixSessionBurst || got.ConsentTimeout != want.ConsentTimeout || got.HidePresence != want.HidePresence ||
-		got.LookupRate != want.LookupRate || got.LookupBurst != want.LookupBurst {
+		got.LookupRate != want.LookupRate || got.LookupBurst != want.LookupBurst || got.DrainTimeout != want.DrainTimeout {
 		t.Errorf("merged %+v (relay %+v), want %+v", got, *got.Relay, want)
 	}
 	// Options from two places make the whole.

@@ -31,11 +31,19 @@ func superPeerServer(t testing.TB, keepalive ...time.Duration) (*sptest.Servers,
 	if len(keepalive) > 0 {
 		cfg.Rendezvous.KeepaliveInterval, cfg.Rendezvous.SessionTimeout = keepalive[0], 10*keepalive[0]
 	}
+	s, sp := newSuperPeer(t, cfg)
+	return s, sp.Relay()
+}
+
+// newSuperPeer is superPeerServer with a configuration, and the super
+// peer itself.
+func newSuperPeer(t testing.TB, cfg superpeer.Config) (*sptest.Servers, *superpeer.Server) {
+	t.Helper()
 	sp := superpeer.New(cfg)
 	s := sptest.Start(t, "127.0.0.1", sp, followRebinding)
 	t.Cleanup(func() { sp.Close() })
 	serveFastPath(t, sp.Relay())
-	return s, sp.Relay()
+	return s, sp
 }
 
 // serveFastPath serves rl's fast path on a loopback port of its own until

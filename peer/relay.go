@@ -97,12 +97,7 @@ func (d *Device) ensureRelay(p *peerState) {
 	for failures := 1; !p.isGone(); failures++ {
 		sp, sess := d.bestSuperPeer(p)
 		if sess != nil {
-			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-			_, err := sess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{Relay: true})
-			if err == nil {
-				err = d.dialRelay(ctx, p, sp, sess)
-			}
-			cancel()
+			err := d.relayThrough(p, sp, sess)
 			if err == nil {
 				return
 			}
@@ -117,6 +112,19 @@ func (d *Device) ensureRelay(p *peerState) {
 			return
 		}
 	}
+}
+
+// relayThrough opens a relay towards the peer through sp: it tells sp
+// (FlagRelay), which tells the peer, whose device opens its side there
+// (joinRelay); then it opens this side and makes it the peer's relay
+// path.
+func (d *Device) relayThrough(p *peerState, sp *superPeer, sess *rendezvous.Session) error {
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
+	defer cancel()
+	if _, err := sess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{Relay: true}); err != nil {
+		return err
+	}
+	return d.dialRelay(ctx, p, sp, sess)
 }
 
 // joinRelay opens this device's side of a relay that the peer opened
@@ -222,7 +230,8 @@ func (p *peerState) peerRTT(sp *superPeer) time.Duration {
 }
 
 // bestSuperPeer picks the super peer with the lowest latency between
-// this device and peer through it (relayCost).
+// this device and peer through it (relayCost), among those it has a
+// session with that do not drain (drain.go).
 func (d *Device) bestSuperPeer(p *peerState) (*superPeer, *rendezvous.Session) {
 	var (
 		best     *superPeer
@@ -231,7 +240,7 @@ func (d *Device) bestSuperPeer(p *peerState) (*superPeer, *rendezvous.Session) {
 	)
 	for _, sp := range d.sps {
 		sess := sp.session()
-		if sess == nil {
+		if sess == nil || sp.isDraining() {
 			continue
 		}
 		if rtt := p.relayCost(sp, sess); best == nil || rtt < bestRTT {
@@ -275,7 +284,7 @@ func (d *Device) maintainRelay(p *peerState) {
 }
 
 // moveRelay moves the relay rp to p to a clearly nearer super peer, if
-// there is one.
+// there is one, with fresh candidates from each.
 func (d *Device) moveRelay(p *peerState, rp *relayPath) {
 	// Fresh candidates from every super peer: the peer's RTT to each,
 	// and another round of punching while the connection is relayed.
@@ -286,20 +295,25 @@ func (d *Device) moveRelay(p *peerState, rp *relayPath) {
 			cancel()
 		}
 	}
+	d.relocateRelay(p, rp)
+}
+
+// relocateRelay moves the relay rp to p to the best super peer
+// (bestSuperPeer) if that is another one, and either clearly nearer or
+// rp's super peer drains (drain.go).
+func (d *Device) relocateRelay(p *peerState, rp *relayPath) {
 	cur := rp.sp.session()
 	best, bestSess := d.bestSuperPeer(p)
 	if cur == nil || best == nil || best == rp.sp {
 		return
 	}
 	now, better := p.relayCost(rp.sp, cur), p.relayCost(best, bestSess)
-	if !worthMoving(now, better) {
+	if !rp.sp.isDraining() && !worthMoving(now, better) {
 		return
 	}
 	d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("from", rp.sp.url), zap.String("to", best.url),
 		zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
-	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
-	defer cancel()
-	if _, err := bestSess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{Relay: true}); err == nil {
-		d.dialRelay(ctx, p, best, bestSess)
+	if err := d.relayThrough(p, best, bestSess); err != nil {
+		d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("to", best.url), zap.Error(err))
 	}
 }

@@ -41,6 +41,7 @@ type SuperPeerStatus struct {
 	Transport string  `json:"transport,omitempty"` // "h3" or "h2"
 	Observed  string  `json:"observed,omitempty"`  // this device's address as the super peer sees it
 	Error     string  `json:"error,omitempty"`     // why it is not connected
+	Draining  bool    `json:"draining,omitempty"`  // it drains: no relay goes through it (FrameMove)
 }
 
 // PeerStatus is the current path to one peer.
@@ -63,6 +64,7 @@ func (sp *superPeer) status() SuperPeerStatus {
 	s := SuperPeerStatus{URL: sp.url}
 	sp.mu.Lock()
 	sess, lastErr := sp.sess, sp.lastErr
+	s.Draining = sp.draining
 	sp.mu.Unlock()
 	switch {
 	case sess != nil:
@@ -91,12 +93,7 @@ func (d *Device) Status() Status {
 	for _, sp := range d.sps {
 		st.SuperPeers = append(st.SuperPeers, sp.status())
 	}
-	d.mu.Lock()
-	peers := make([]*peerState, 0, len(d.peers))
-	for _, p := range d.peers {
-		peers = append(peers, p)
-	}
-	d.mu.Unlock()
+	peers := d.peerList()
 	for _, p := range peers {
 		path := p.path()
 		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RelayTransport: path.Relay, RTTMillis: millis(path.RTT)}
@@ -112,4 +109,15 @@ func (d *Device) Status() Status {
 		Cooling: r.cooling.Load(), Dropped: r.dropped.Load(), Handshake: d.sock.strangers.Load(),
 	}
 	return st
+}
+
+// peerList returns the peers the device knows now.
+func (d *Device) peerList() []*peerState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	peers := make([]*peerState, 0, len(d.peers))
+	for _, p := range d.peers {
+		peers = append(peers, p)
+	}
+	return peers
 }

@@ -35,6 +35,7 @@ type superPeer struct {
 	lastErr   error
 	ready     chan struct{} // closed while a session is up
 	closed    bool
+	draining  bool             // the session's super peer drains (drain.go); a new session clears it
 	announced []netip.AddrPort // the local addresses the session has
 	// seenBy is the last HTTP/3 session: where it sees this device (its
 	// Observed) is where this super peer last saw it. Only HTTP/3 counts:
@@ -101,7 +102,7 @@ func (sp *superPeer) install(sess *rendezvous.Session, announced []netip.AddrPor
 	if sp.sess == nil {
 		close(sp.ready)
 	}
-	sp.sess, sp.announced, sp.lastErr = sess, announced, nil
+	sp.sess, sp.announced, sp.lastErr, sp.draining = sess, announced, nil, false
 	moved := false
 	if sess.Transport() == rendezvous.TransportH3 {
 		moved = sp.seenBy != nil && sp.seenBy.Observed().IsValid() && sp.seenBy.Observed() != sess.Observed()
@@ -182,6 +183,7 @@ func (sp *superPeer) clientConfig() (rendezvous.ClientConfig, error) {
 		LocalAddrs:    d.localAddrs(),
 		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, loopback, c) },
 		OnObserved:    func(a netip.AddrPort) { d.onObserved(sp, a) },
+		OnMove:        func(m rendezvous.Move) { d.onMove(sp, m) },
 		Logger:        d.log,
 	}, nil
 }

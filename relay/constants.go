@@ -106,6 +106,10 @@ const (
 	// its method) a refusal quotes back: enough to recognise it, never
 	// more than a stranger sent.
 	maxEchoed = 64
+	// retryAfterDraining is the Retry-After of a 503 while the super peer
+	// drains (Drain): past the drain's end (rendezvous.DefaultDrainTimeout),
+	// when a super peer that restarts is back.
+	retryAfterDraining = 10 * time.Second
 )
 
 // The fast path (fastpath.go; docs/PROTOCOL.md, "Relay fast path").

@@ -32,5 +32,6 @@ func TestDocsTables(t *testing.T) {
 		"relay.fastPathChallengeInterval":   fastPathChallengeInterval,
 		"relay.fastPathCookieSlot":          fastPathCookieSlot,
 		"relay.fastPathActive":              fastPathActive,
+		"relay.retryAfterDraining":          retryAfterDraining,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }

@@ -68,7 +68,9 @@ var (
 	// The super peer's state and limits.
 	refuseInternal     = &refusal{status: http.StatusInternalServerError, errType: errInternal, details: "%v"}
 	refuseShuttingDown = &refusal{status: http.StatusServiceUnavailable, errType: errInternal, details: "the super peer is shutting down"}
-	refuseTooMany      = &refusal{status: http.StatusTooManyRequests, errType: errDenied,
+	refuseDraining     = &refusal{status: http.StatusServiceUnavailable, errType: errInternal,
+		details: "the super peer is draining and opens no new relay session; relay through another super peer"}
+	refuseTooMany = &refusal{status: http.StatusTooManyRequests, errType: errDenied,
 		details: "this device already has %d relay sessions, the most allowed"}
 	refuseTooManyWaiting = &refusal{status: http.StatusTooManyRequests, errType: errDenied,
 		details: "this device already has %d relay sessions waiting for their counterparts, the most allowed"}
@@ -98,7 +100,7 @@ var refusals = [...]*refusal{
 	refuseHTTP1, refuseProtocol, refuseMethod, refuseNotHTTPS, refuseTooEarly,
 	refuseNotRelayPath, refuseBadPath, refuseNotPeerID, refuseNotKey,
 	refuseNoRegistration, refuseSelf, refuseNotFound,
-	refuseInternal, refuseShuttingDown, refuseTooMany, refuseTooManyWaiting, refuseBusy, refuseRegistrationEnded,
+	refuseInternal, refuseShuttingDown, refuseDraining, refuseTooMany, refuseTooManyWaiting, refuseBusy, refuseRegistrationEnded,
 	refuseTooManyWaitingPrefix, refuseLookupLimited,
 	refuseSuperseded, refuseCanceled, refusePairTimeout,
 }

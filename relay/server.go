@@ -156,6 +156,10 @@ type Server struct {
 	waitingAt map[netip.Prefix]int    // sessions per source prefix not yet paired
 	nWaiting  int                     // sessions not yet paired
 	closed    bool
+	// drained, once Drain made it, is closed (drainedClosed) when no leg
+	// is left (drain.go).
+	drained       chan struct{}
+	drainedClosed bool
 
 	handlers sync.WaitGroup
 	stats    Stats
@@ -267,6 +271,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*l
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, refuseShuttingDown
+	}
+	if s.drained != nil {
+		return nil, refuseDraining.with().after(retryAfterDraining)
 	}
 	if s.byDevice[peer] >= cfg.MaxSessionsPerDevice {
 		return nil, refuseTooMany.with(cfg.MaxSessionsPerDevice).after(cfg.PairTimeout)
@@ -411,6 +418,7 @@ func (s *Server) release(l *leg) {
 	if s.waiting[pairKey{l.peer, l.target}] == l {
 		delete(s.waiting, pairKey{l.peer, l.target})
 	}
+	s.closeIfDrainedLocked()
 	s.mu.Unlock()
 	l.unwatch()
 	s.handlers.Done()

@@ -97,6 +97,9 @@ func (s *Session) register(ctx context.Context) error {
 			// Nothing would answer a FrameRequest.
 			m.Protocol.Capabilities &^= CapConsent
 		}
+		if s.cfg.OnMove == nil {
+			m.Protocol.Capabilities &^= CapMove
+		}
 	}
 	if s.cfg.announce != nil {
 		m.Protocol = *s.cfg.announce
@@ -231,6 +234,13 @@ func (s *Session) handle(f frame) error {
 		// only with OnRequest set.
 		if s.cfg.OnRequest != nil {
 			s.cfg.OnRequest(*m)
+		}
+	case *Move:
+		// Sent only to a session that announced CapMove, which it did
+		// only with OnMove set.
+		s.log.Debug("super peer drains", zap.String("url", s.cfg.URL), zap.Duration("deadline", m.Deadline), zap.String("reason", m.Reason))
+		if s.cfg.OnMove != nil {
+			s.cfg.OnMove(*m)
 		}
 	case *Observed:
 		s.mu.Lock()

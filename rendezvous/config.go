@@ -63,6 +63,10 @@ type Config struct {
 	// source prefix (a token bucket); more get 429.
 	PrefixSessionRate  float64
 	PrefixSessionBurst int
+	// DrainTimeout bounds a drain (Server.Drain): devices are told to
+	// move their relay sessions within it, and the super peer closes at
+	// its end at the latest.
+	DrainTimeout time.Duration
 	// Admit, if set, decides whether a device may register, once its
 	// registration's signature verified (admission.go); nil admits all.
 	// An error refuses it with ErrCodeRefused and the error's text, or
@@ -104,6 +108,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.MaxUnregisteredPerPrefix, DefaultMaxUnregisteredPerPrefix)
 	defaults.Set(&c.PrefixSessionRate, DefaultPrefixSessionRate)
 	defaults.Set(&c.PrefixSessionBurst, DefaultPrefixSessionBurst)
+	defaults.Set(&c.DrainTimeout, DefaultDrainTimeout)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -124,6 +129,9 @@ func (c Config) Validate() error {
 	}
 	if c.LookupRate < 0 || c.LookupBurst < 0 || c.ConsentTimeout < 0 {
 		return fmt.Errorf("lookup rate, lookup burst and consent timeout must not be negative")
+	}
+	if c.DrainTimeout < 0 {
+		return fmt.Errorf("drain timeout must not be negative")
 	}
 	c = c.withDefaults()
 	if c.SessionTimeout <= c.KeepaliveInterval {

@@ -19,6 +19,9 @@ const (
 	// MaxErrorMessage is the longest error text, in bytes: a sentence a
 	// person can act on, not a log.
 	MaxErrorMessage = 256
+	// MaxMoveReason is the longest reason in FrameMove, in bytes: a
+	// sentence for a log, and it fits the frame's one-byte length.
+	MaxMoveReason = 200
 )
 
 // Defaults for Config's zero values, and for the device.
@@ -92,6 +95,12 @@ const (
 	// refills in 40 s.
 	DefaultPrefixSessionRate  = 100
 	DefaultPrefixSessionBurst = 4000
+	// DefaultDrainTimeout bounds a drain: moving a relay takes a device
+	// an introduction and a relay dial through another super peer, a few
+	// round trips (under a second even at 300 ms), so 5 s leaves room for
+	// a slow device and a retry, while a `caddy stop` or a reload that
+	// removes the super peer waits no longer than this.
+	DefaultDrainTimeout = 5 * time.Second
 )
 
 // Implementation values.
@@ -163,6 +172,10 @@ const (
 	// its limits: its unregistered sessions register or end within
 	// DefaultRegisterTimeout.
 	retryAfterPrefix = 10 * time.Second
+	// retryAfterDraining is the Retry-After of a 503 while the super peer
+	// drains: past the drain's end (DefaultDrainTimeout), when a super
+	// peer that restarts is back.
+	retryAfterDraining = 10 * time.Second
 	// clientWriteTimeout bounds a device's write of one frame to its
 	// super peer: as DefaultWriteTimeout does the other way, a super peer
 	// that takes no frame for this long is gone or hostile, and the

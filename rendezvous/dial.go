@@ -73,6 +73,13 @@ type ClientConfig struct {
 	// session announces CapConsent exactly when OnRequest is set; without
 	// it the super peer introduces any peer that asks, at once.
 	OnRequest func(Request)
+	// OnMove is called, on the session's reading goroutine, when the
+	// super peer drains (FrameMove): it ends this session within the
+	// Move's deadline, and the device should move its relay sessions
+	// there to other super peers first. It must not block. A session
+	// announces CapMove exactly when OnMove is set; without it the
+	// session just ends with ErrCodeShuttingDown when the drain does.
+	OnMove func(Move)
 	// KeepaliveInterval overrides the super peer's keepalive interval for
 	// this device's pings; 0 follows the super peer.
 	KeepaliveInterval time.Duration

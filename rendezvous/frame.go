@@ -36,7 +36,8 @@ import "fmt"
 // where family is 4 or 6; IPv4-mapped IPv6 addresses are sent as IPv4.
 // An address list is a count (1 byte, at most MaxAddrs) then the addresses.
 //
-// The limits (MaxPayload, MaxAddrs, MaxErrorMessage) are in constants.go.
+// The limits (MaxPayload, MaxAddrs, MaxErrorMessage, MaxMoveReason) are in
+// constants.go.
 
 // FrameType identifies a message.
 type FrameType byte
@@ -137,8 +138,24 @@ const (
 	// Sent only to a super peer that announced CapConsent.
 	FrameAnswer FrameType = 0x0B
 
+	// FrameMove (super peer → device) says that the super peer is
+	// draining (being stopped, or removed by a reload) and will end the
+	// session within the deadline:
+	//
+	//	deadline (4, ms) | reason length (1) | reason (UTF-8, at most MaxMoveReason)
+	//
+	// The device moves the relay sessions it holds here to its other
+	// super peers before then, opens none here, and registers here again
+	// only once this session has ended (a draining super peer refuses new
+	// sessions and relay legs with 503 and Retry-After). Its direct paths
+	// are not affected. A reason longer than MaxMoveReason, or not
+	// UTF-8, makes the frame malformed. Sent at most once per session,
+	// only to a device that announced CapMove; other devices get the
+	// ErrCodeShuttingDown they always got when the super peer closes.
+	FrameMove FrameType = 0x0C
+
 	// lastFrameType is the highest type this version knows.
-	lastFrameType = FrameAnswer
+	lastFrameType = FrameMove
 )
 
 // Flags of FrameConnect and FrameCandidates.
@@ -178,6 +195,8 @@ func (t FrameType) String() string {
 		return "request"
 	case FrameAnswer:
 		return "answer"
+	case FrameMove:
+		return "move"
 	}
 	return fmt.Sprintf("unknown(0x%02x)", byte(t))
 }
@@ -218,6 +237,8 @@ func decodeFrame(f frame) (message, error) {
 		m = new(Request)
 	case FrameAnswer:
 		m = new(Answer)
+	case FrameMove:
+		m = new(Move)
 	default:
 		return nil, nil
 	}

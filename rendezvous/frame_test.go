@@ -35,6 +35,7 @@ func sampleMessages() []message {
 		&Observed{Addr: addrs[1]},
 		&Request{Peer: peer, Relay: true},
 		&Answer{Peer: peer, Accept: true},
+		&Move{Deadline: 5 * time.Second, Reason: "caddy is stopping"},
 	}
 }
 
@@ -131,6 +132,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad family", &Addrs{}, []byte{1, 5, 1, 2, 3, 4, 0, 1}},
 		{"mapped v6", &Addrs{}, append([]byte{1, 6}, append(netip.MustParseAddr("::ffff:1.2.3.4").AsSlice(), 0, 1)...)},
 		{"too many addrs", &Addrs{}, []byte{MaxAddrs + 1}},
+		{"move reason too long", &Move{}, append([]byte{0, 0, 0, 1, MaxMoveReason + 1}, make([]byte, MaxMoveReason+1)...)},
+		{"move reason not UTF-8", &Move{}, []byte{0, 0, 0, 1, 2, 0xc3, 0x28}},
+		{"move reason ends early", &Move{}, []byte{0, 0, 0, 1, 5, 'a'}},
 	} {
 		if err := tc.m.decode(tc.in); !errors.Is(err, errMalformed) {
 			t.Errorf("%s: err = %v, want malformed", tc.name, err)
@@ -159,6 +163,19 @@ func TestErrorMessageCut(t *testing.T) {
 	}
 	if len(got.Message) > MaxErrorMessage || !utf8.ValidString(got.Message) || !strings.HasPrefix(msg, got.Message) {
 		t.Fatalf("cut to %d bytes, valid UTF-8 %v", len(got.Message), utf8.ValidString(got.Message))
+	}
+}
+
+// A long move reason is cut to MaxMoveReason at a character boundary,
+// and its deadline goes in whole milliseconds.
+func TestMoveReasonCut(t *testing.T) {
+	reason := strings.Repeat("a", MaxMoveReason-1) + "é and more"
+	var got Move
+	if err := got.decode((&Move{Deadline: 1500*time.Millisecond + 7, Reason: reason}).frame()[frameHeaderLen:]); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Reason) > MaxMoveReason || !utf8.ValidString(got.Reason) || !strings.HasPrefix(reason, got.Reason) || got.Deadline != 1500*time.Millisecond {
+		t.Fatalf("got %d bytes of reason (valid UTF-8 %v), deadline %v", len(got.Reason), utf8.ValidString(got.Reason), got.Deadline)
 	}
 }
 

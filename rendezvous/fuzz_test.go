@@ -53,6 +53,7 @@ func FuzzSessionFrames(f *testing.F) {
 	f.Add(true, bytes.Join([][]byte{connect, answer, (&Answer{Peer: fuzzPeer(3)}).frame(), connect}, nil))
 	f.Add(true, (&Request{Peer: target}).frame()) // from the wrong end
 	f.Add(false, answer)
+	f.Add(true, (&Move{Deadline: time.Second, Reason: "x"}).frame()) // from the wrong end
 	f.Fuzz(func(t *testing.T, registered bool, data []byte) {
 		base := runtime.NumGoroutine()
 		srv := NewServer(Config{})

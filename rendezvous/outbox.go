@@ -100,6 +100,18 @@ func (o *outbox) offer(asker identity.PeerID, f []byte) offerResult {
 	return offerQueued
 }
 
+// push queues f at once, past the queue's bounds if need be: for a frame
+// a session sends at most once (FrameMove), which must neither wait
+// behind a device's full queue nor be dropped. After close, f is
+// dropped.
+func (o *outbox) push(f []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.closed {
+		o.enqueueLocked(f)
+	}
+}
+
 // close queues final, if any, as the last frame and drops any later one.
 // It reports whether this call closed the outbox.
 func (o *outbox) close(final []byte) bool {

@@ -225,6 +225,35 @@ func (m *Answer) decode(b []byte) (err error) {
 	return err
 }
 
+// Move is FrameMove's payload: the super peer drains, and ends the
+// session within Deadline of sending it, for Reason.
+type Move struct {
+	Deadline time.Duration // whole milliseconds on the wire
+	Reason   string        // at most MaxMoveReason bytes of UTF-8
+}
+
+func (m *Move) frame() []byte {
+	reason := cutUTF8(m.Reason, MaxMoveReason)
+	p := binary.BigEndian.AppendUint32(nil, millis(m.Deadline))
+	p = append(p, byte(len(reason)))
+	return appendFrame(nil, FrameMove, append(p, reason...))
+}
+
+func (m *Move) decode(b []byte) error {
+	d := decoder{t: FrameMove, b: b}
+	m.Deadline = time.Duration(d.u32()) * time.Millisecond
+	n := int(d.u8())
+	if d.err == nil && n > MaxMoveReason {
+		d.fail("a reason of %d bytes, more than %d", n, MaxMoveReason)
+	}
+	reason := d.take(n)
+	if d.err == nil && !utf8.Valid(reason) {
+		d.fail("the reason is not UTF-8")
+	}
+	m.Reason = string(reason)
+	return d.done()
+}
+
 // decodePeerFlag decodes the payload of Connect, Request and Answer: a
 // peer ID and flags, of which it takes flag.
 func decodePeerFlag(t FrameType, b []byte, flag byte) (identity.PeerID, bool, error) {
@@ -263,20 +292,24 @@ func (e *Error) Error() string {
 }
 
 func (m *Error) frame() []byte {
-	msg := m.Message
-	if len(msg) > MaxErrorMessage {
-		// Cut at a character boundary: back over at most the
-		// continuation bytes of one UTF-8 sequence.
-		cut := MaxErrorMessage
-		for i := 1; i < utf8.UTFMax && cut > 0 && !utf8.RuneStart(msg[cut]); i++ {
-			cut--
-		}
-		msg = msg[:cut]
-	}
+	msg := cutUTF8(m.Message, MaxErrorMessage)
 	p := binary.BigEndian.AppendUint16(nil, uint16(m.Code))
 	p = append(p, m.Peer[:]...)
 	p = append(p, msg...)
 	return appendFrame(nil, FrameError, p)
+}
+
+// cutUTF8 cuts s to at most max bytes at a character boundary: back over
+// at most the continuation bytes of one UTF-8 sequence.
+func cutUTF8(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for i := 1; i < utf8.UTFMax && cut > 0 && !utf8.RuneStart(s[cut]); i++ {
+		cut--
+	}
+	return s[:cut]
 }
 
 // decode takes the message as the rest of the payload: FrameError has no

@@ -132,6 +132,9 @@ const (
 	// RefusedPrefixTableFull: maxPrefixes source prefixes hold
 	// unregistered sessions (503).
 	RefusedPrefixTableFull
+	// RefusedDraining: the super peer drains (Server.Drain) and takes no
+	// new session (503).
+	RefusedDraining
 
 	numSessionRefusals = iota
 )
@@ -158,6 +161,8 @@ func (r SessionRefusal) String() string {
 		return "prefix_rate_limited"
 	case RefusedPrefixTableFull:
 		return "prefix_table_full"
+	case RefusedDraining:
+		return "draining"
 	}
 	return fmt.Sprintf("refusal(%d)", int(r))
 }

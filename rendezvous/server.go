@@ -34,6 +34,7 @@ type Server struct {
 	byPeer    map[identity.PeerID]*session
 	byBinding map[Binding]*session // registered sessions
 	onConn    map[Binding]*session // every session, from admission
+	drain     *draining            // set once by Drain (drain.go)
 	closed    bool
 
 	prefixes  prefixTable
@@ -81,6 +82,9 @@ type Stats struct {
 	// those the new rules refused.
 	Rechecked      atomic.Uint64
 	RecheckRefused atomic.Uint64
+
+	// MovesSent counts FrameMove sent during a drain (drain.go).
+	MovesSent atomic.Uint64
 }
 
 // NewServer returns a Server with the given configuration.
@@ -306,6 +310,10 @@ func (s *Server) admit(sess *session) *refusal {
 	defer s.mu.Unlock()
 	if s.closed {
 		return &refusal{why: RefusedFull, msg: errClosed.Error()}
+	}
+	if s.drain != nil {
+		return &refusal{why: RefusedDraining, retryAfter: retryAfterDraining, msg: "the super peer is draining (" + s.drain.reason +
+			"); use another super peer, or retry later"}
 	}
 	if len(s.sessions) >= cfg.MaxSessions {
 		return &refusal{why: RefusedFull, retryAfter: retryAfterFull, msg: fmt.Sprintf(

@@ -58,6 +58,8 @@ type session struct {
 	addrsLimit *rate.Limiter // the device's FrameAddrs
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame from the device
+	welcomed atomic.Bool  // FrameRegistered was queued: a FrameMove may follow
+	moved    atomic.Bool  // FrameMove was queued (drain.go)
 
 	mu        sync.Mutex     // guards the following
 	remote    netip.AddrPort // the observed address
@@ -231,6 +233,12 @@ func (s *session) handleRegister(m *Register) *Error {
 		answer = ours
 	}
 	s.send((&Registered{Observed: observed, KeepaliveInterval: cfg.KeepaliveInterval, SessionTimeout: cfg.SessionTimeout, Protocol: answer}).frame())
+	s.welcomed.Store(true)
+	if d := s.srv.draining(); d != nil {
+		// Admitted before the drain began, welcomed after Drain looked:
+		// told now (tellMove tells once).
+		s.tellMove(d)
+	}
 	s.mu.Lock()
 	// The first keepalive goes at once, so that both ends know the RTT
 	// (and candidates carry it) from the start.

@@ -21,7 +21,7 @@ package rendezvous
 //     FrameObserved goes only to devices with CapObserved.
 //
 // Capabilities added since, which need no new version: CapConsent (frames
-// 0x0A FrameRequest and 0x0B FrameAnswer).
+// 0x0A FrameRequest and 0x0B FrameAnswer), CapMove (frame 0x0C FrameMove).
 const ProtocolVersion = 2
 
 // extensionsVersion is the first version whose decoders skip extensions:
@@ -55,9 +55,17 @@ const (
 	// once, as before consent existed.
 	CapConsent Capabilities = 1 << 1
 
+	// CapMove: the device handles FrameMove, moving its relay sessions
+	// to other super peers when this one drains; from the super peer, it
+	// sends FrameMove when it drains. A device that does not announce it
+	// learns of a drain only when the super peer ends its session
+	// (ErrCodeShuttingDown), as before drains existed.
+	CapMove Capabilities = 1 << 2
+
 	// supportedCaps is what this package announces (a client announces
-	// CapConsent only with ClientConfig.OnRequest).
-	supportedCaps = CapObserved | CapConsent
+	// CapConsent only with ClientConfig.OnRequest, CapMove only with
+	// ClientConfig.OnMove).
+	supportedCaps = CapObserved | CapConsent | CapMove
 )
 
 // Has reports whether c holds every capability in x.
