@@ -24,7 +24,7 @@ const (
 // UDP listener. After every round, clients that were not part of it are
 // still answered.
 func TestBurstsLeaveOthersServed(t *testing.T) {
-	_, port := startSTUN(t, 2*time.Second, "")
+	_, port := startSTUN(t, 2*time.Second)
 	server := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
 	req := bindingRequest(t).Raw
 	junk := []byte("not STUN, but a datagram all the same")

@@ -14,8 +14,8 @@ import (
 )
 
 // stunCaddyfile is a super peer with a layer4 server answering STUN on
-// {STUN} of 127.0.0.1 (and ::1, when the machine has it), behind the stun
-// matcher, with a short idle_timeout as in Caddyfile.example.
+// {LISTEN}, behind the stun matcher, with a short idle_timeout ({IDLE})
+// as in Caddyfile.example.
 const stunCaddyfile = `{
 	admin {ADMIN}
 	https_port {PORT}
@@ -27,7 +27,7 @@ const stunCaddyfile = `{
 			idle_timeout {IDLE}
 			@stun stun
 			route @stun {
-				netsody_stun {HANDLER}
+				netsody_stun
 			}
 		}
 	}
@@ -38,16 +38,15 @@ localhost {
 }
 `
 
-// startSTUN runs Caddy with stunCaddyfile; handler holds the handler's
-// options block, if any. It returns Caddy and the STUN port.
-func startSTUN(t *testing.T, idle time.Duration, handler string) (*testcaddy.Caddy, int) {
+// startSTUN runs Caddy with stunCaddyfile and returns it and the STUN
+// port.
+func startSTUN(t *testing.T, idle time.Duration) (*testcaddy.Caddy, int) {
 	t.Helper()
 	port := testcaddy.FreePort(t)
-	listen := "udp/127.0.0.1:" + strconv.Itoa(port)
-	if hasIPv6Loopback() {
-		listen += " udp/[::1]:" + strconv.Itoa(port)
-	}
-	cf := strings.NewReplacer("{LISTEN}", listen, "{IDLE}", idle.String(), "{HANDLER}", handler).Replace(stunCaddyfile)
+	// All addresses, as in Caddyfile.example: one dual-stack socket,
+	// which sees IPv4 clients as IPv4-mapped IPv6 addresses.
+	listen := "udp/:" + strconv.Itoa(port)
+	cf := strings.NewReplacer("{LISTEN}", listen, "{IDLE}", idle.String()).Replace(stunCaddyfile)
 	return testcaddy.Start(t, cf), port
 }
 
@@ -100,8 +99,7 @@ func ask(t testing.TB, pc net.PacketConn, server netip.AddrPort, tries int, rto 
 
 // A Go client (pion's codec) learns its exact address over IPv4 and IPv6.
 func TestMappedAddress(t *testing.T) {
-	c, port := startSTUN(t, 2*time.Second, "")
-	_ = c
+	_, port := startSTUN(t, 2*time.Second)
 	nets := []string{"127.0.0.1"}
 	if hasIPv6Loopback() {
 		nets = append(nets, "::1")

@@ -45,7 +45,7 @@ func run(t *testing.T, path string, args ...string) string {
 }
 
 func TestStandardClients(t *testing.T) {
-	c, port := startSTUN(t, 2*time.Second, "")
+	c, port := startSTUN(t, 2*time.Second)
 	server := "127.0.0.1:" + strconv.Itoa(port)
 
 	// Debian's stun-client (Vovida's stund client) speaks RFC 3489: no
