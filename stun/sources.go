@@ -4,7 +4,14 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/netsody/superpeer/rendezvous"
 )
+
+// sourcePrefix is what a source is counted as, the same prefix as the
+// rendezvous server's limits count it in: its IPv4 address (a host or a
+// NAT), or its IPv6 /64 (a subnet, which one host may hold whole).
+func sourcePrefix(a netip.Addr) netip.Prefix { return rendezvous.SourcePrefix(a) }
 
 // sourceTable bounds what one source prefix can make the responder send:
 // a token bucket of responses per prefix (Config.SourceRate,
@@ -14,26 +21,14 @@ import (
 // victim's: however many hosts send in its name, the victim receives at
 // most SourceBurst responses at once and SourceRate a second after that.
 type sourceTable struct {
-	mu        sync.Mutex // guards the following
-	m         map[netip.Prefix]*bucket
-	lastSweep time.Time
+	mu      sync.Mutex // guards the following
+	buckets map[netip.Prefix]*bucket
+	swept   time.Time // the last sweep
 }
 
 type bucket struct {
 	tokens float64   // at at
 	at     time.Time // when tokens was last brought up to date
-}
-
-// sourcePrefix is what a source is counted as: its IPv4 address (a host
-// or a NAT), or its IPv6 /64 (a subnet, which one host may hold whole).
-func sourcePrefix(a netip.Addr) netip.Prefix {
-	a = a.Unmap()
-	bits := 64
-	if a.Is4() {
-		bits = 32
-	}
-	p, _ := a.Prefix(bits)
-	return p
 }
 
 // fill brings b's tokens up to now.
@@ -48,16 +43,16 @@ func (b *bucket) fill(now time.Time, cfg *Config) {
 func (t *sourceTable) take(p netip.Prefix, now time.Time, cfg *Config) DropReason {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	b := t.m[p]
+	b := t.buckets[p]
 	if b == nil {
-		if len(t.m) >= maxSources && !t.sweepLocked(now, cfg) {
+		if len(t.buckets) >= maxSources && !t.sweepLocked(now, cfg) {
 			return DropSourcesFull
 		}
-		if t.m == nil {
-			t.m = make(map[netip.Prefix]*bucket)
+		if t.buckets == nil {
+			t.buckets = make(map[netip.Prefix]*bucket)
 		}
 		b = &bucket{tokens: float64(cfg.SourceBurst), at: now}
-		t.m[p] = b
+		t.buckets[p] = b
 	}
 	b.fill(now, cfg)
 	if b.tokens < 1 {
@@ -71,20 +66,20 @@ func (t *sourceTable) take(p netip.Prefix, now time.Time, cfg *Config) DropReaso
 // that comes back starts full anyway — at most once per sourceSweepEvery;
 // it reports whether there is room now.
 func (t *sourceTable) sweepLocked(now time.Time, cfg *Config) bool {
-	if now.Sub(t.lastSweep) >= sourceSweepEvery {
-		t.lastSweep = now
-		for p, b := range t.m {
+	if now.Sub(t.swept) >= sourceSweepEvery {
+		t.swept = now
+		for p, b := range t.buckets {
 			if b.fill(now, cfg); b.tokens >= float64(cfg.SourceBurst) {
-				delete(t.m, p)
+				delete(t.buckets, p)
 			}
 		}
 	}
-	return len(t.m) < maxSources
+	return len(t.buckets) < maxSources
 }
 
 // len returns the number of entries, for tests.
 func (t *sourceTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.m)
+	return len(t.buckets)
 }

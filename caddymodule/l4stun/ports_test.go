@@ -26,7 +26,7 @@ func TestPortTakenFailsAtStart(t *testing.T) {
 	addr := holder.LocalAddr().String()
 	dir := t.TempDir()
 	cf := strings.NewReplacer("{LISTEN}", "udp/"+addr, "{IDLE}", "5s",
-		"{ADMIN}", "127.0.0.1:"+strconv.Itoa(freeTCPPort(t)), "{PORT}", strconv.Itoa(testcaddy.FreePort(t)),
+		"admin {ADMIN}", "admin off", "{PORT}", strconv.Itoa(testcaddy.FreePort(t)),
 		"{HTTP_PORT}", "0", "{DIR}", dir).Replace(stunCaddyfile)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cf), 0o644); err != nil {
@@ -43,16 +43,6 @@ func TestPortTakenFailsAtStart(t *testing.T) {
 	if !strings.Contains(string(out), addr) || !strings.Contains(string(out), "address already in use") {
 		t.Errorf("the error does not name %s as taken:\n%s", addr, out)
 	}
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // One port carries STUN next to another layer4 route: the stun matcher
