@@ -24,6 +24,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -62,6 +63,7 @@ type App struct {
 	applied   *appliedConfig // by Start, until Stop
 	takeovers []*takeover
 	joined    []*registration
+	fastPath  *fastPathSocket // joined by Start, until Stop
 }
 
 // CaddyModule returns the Caddy module information.
@@ -196,6 +198,10 @@ func (a *App) Start() error {
 	if err := a.joinEndpointsLocked(); err != nil {
 		return err
 	}
+	if err := a.joinFastPathLocked(); err != nil {
+		a.leaveEndpointsLocked()
+		return err
+	}
 	cfg := a.options.superPeerConfig(a.logger)
 	cfg.Rendezvous.Admit = a.admission.admit()
 	a.applied = &appliedConfig{Config: cfg, admission: a.admission.key}
@@ -214,7 +220,7 @@ func (a *App) Stop() error {
 		a.superPeer.withdraw(a.applied)
 		a.applied = nil
 	}
-	return a.leaveEndpointsLocked()
+	return errors.Join(a.leaveFastPathLocked(), a.leaveEndpointsLocked())
 }
 
 // endSessionsAtExit ends every session if Caddy is exiting: Caddy's HTTP/2

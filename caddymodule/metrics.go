@@ -59,6 +59,9 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descRelayActive, descRelayWaiting, descRelayPaired, descRelayTimeouts, descRelayDgrams, descRelayBytes, descRelayDropped, descRelayRefused} {
 		ch <- d
 	}
+	for _, d := range fastPathDescs {
+		ch <- d
+	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -109,6 +112,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for status, n := range ls.Refused() {
 		ch <- prometheus.MustNewConstMetric(descRelayRefused, prometheus.CounterValue, float64(n), strconv.Itoa(status))
 	}
+	collectFastPath(ch, &ls.FastPath)
 }
 
 // registerMetrics adds the collector to reg; a reload that finds it there
