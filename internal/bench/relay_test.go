@@ -317,4 +317,3 @@ func dialRelayLegs(ctx context.Context, c *testcaddy.Caddy, tr rendezvous.Transp
 		devs[1].close()
 	}, nil
 }
-
