@@ -36,16 +36,8 @@ func withFastPort(port, config string) string {
 	return strings.NewReplacer("FAST_PORT", port, "CONFIG", config).Replace(fastCaddyfile)
 }
 
-// freeUDPPort returns a UDP port free on every address.
-func freeUDPPort(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
-}
+// freeUDPPort is a free UDP port, as the Caddyfile writes it.
+func freeUDPPort(t *testing.T) string { return strconv.Itoa(testcaddy.FreeUDPPort(t)) }
 
 // relayedPair starts two relay-only devices with c as their super peer;
 // b echoes, and a's connection to it is returned.

@@ -27,18 +27,6 @@ const (
 	fastProbeEvery      = 200 * time.Millisecond
 )
 
-// freeUDPPort returns a UDP port free on every address, for the super
-// peer's fast path.
-func freeUDPPort(b testing.TB) int {
-	b.Helper()
-	c, err := net.ListenPacket("udp", ":0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
 // measureFast measures the path through the super peer's fast path on
 // both legs: the devices register and pair over HTTP/2, ask for bindings
 // on their legs, and then send from UDP sockets of their own to the fast

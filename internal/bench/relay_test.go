@@ -71,7 +71,7 @@ func BenchmarkRelay(b *testing.B) {
 
 	udp := measureForwarder(ctx, b, fwdBin)
 
-	fastPort := freeUDPPort(b)
+	fastPort := testcaddy.FreeUDPPort(b)
 	c := testcaddy.Start(b, strings.Replace(relayCaddyfile, "FAST_PORT", strconv.Itoa(fastPort), 1))
 	pid, err := ChildPID(c.Bin)
 	if err != nil {
