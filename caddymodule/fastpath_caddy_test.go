@@ -222,3 +222,21 @@ func TestFastPathSocketLifetime(t *testing.T) {
 		t.Errorf("fast_path_port on the HTTPS port: err = %v", err)
 	}
 }
+
+// A reload that moves the port opens the new one while the old config
+// still serves the old one, and hands the relay over when the old config
+// stops: devices that pair afterwards are bound on the new port, and the
+// old one is closed.
+func TestFastPathPortMoves(t *testing.T) {
+	old, moved := freeUDPPort(t), freeUDPPort(t)
+	c := startWith(t, withFastPort(old, "old"), "site")
+	c.Reload(t, withFastPort(moved, "moved"))
+	if pc, err := net.ListenPacket("udp", ":"+old); err != nil {
+		t.Errorf("the old port %s is still open after the reload: %v", old, err)
+	} else {
+		pc.Close()
+	}
+	a, conn := relayedPair(t, c)
+	waitTransport(t, a, peer.RelayFast)
+	echoTransfer(t, conn, 1<<20, nil)
+}
