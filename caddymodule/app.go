@@ -25,6 +25,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -64,6 +65,7 @@ type App struct {
 	applied   *appliedConfig // by Start, until Stop
 	takeovers []*takeover
 	joined    []*registration
+	fastPath  *fastPathSocket // joined by Start, until Stop
 }
 
 // CaddyModule returns the Caddy module information.
@@ -202,6 +204,10 @@ func (a *App) Start() error {
 	if err := a.joinEndpointsLocked(); err != nil {
 		return err
 	}
+	if err := a.joinFastPathLocked(); err != nil {
+		a.leaveEndpointsLocked()
+		return err
+	}
 	cfg := a.options.superPeerConfig(a.logger)
 	a.admission.observe = a.superPeer.ops.decided
 	cfg.Rendezvous.Admit = a.superPeer.ops.admit(a.admission.admit())
@@ -222,7 +228,7 @@ func (a *App) Stop() error {
 		a.superPeer.withdraw(a.applied)
 		a.applied = nil
 	}
-	return a.leaveEndpointsLocked()
+	return errors.Join(a.leaveFastPathLocked(), a.leaveEndpointsLocked())
 }
 
 // drainIfLast drains the super peer (superpeer.Server.Drain, bounded by

@@ -131,6 +131,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			max_waiting             <count>
 //			max_waiting_per_device  <count>
 //			max_waiting_per_prefix  <count>
+//			fast_path_port          <port>|off
 //		}
 //	}
 //
@@ -240,6 +241,8 @@ func (r *RelayOptions) unmarshalBlock(d *caddyfile.Dispenser, directive string) 
 			r.MaxWaitingPerDevice, err = countArg(d)
 		case "max_waiting_per_prefix":
 			r.MaxWaitingPerPrefix, err = countArg(d)
+		case "fast_path_port":
+			r.FastPathPort, err = fastPathPortArg(d)
 		default:
 			err = d.Errf("unknown %s relay option %q", directive, opt)
 		}

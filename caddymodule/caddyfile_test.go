@@ -82,6 +82,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"netsody_superpeer {\n relay {\n total_rate\n }\n}", "wrong argument count"},
 		{"netsody_superpeer {\n relay {\n queue_len -1\n }\n}", "queue_len must be a positive whole number"},
 		{"netsody_superpeer {\n relay {\n pair_timeout\n }\n}", "wrong argument count"},
+		{"netsody_superpeer {\n relay {\n fast_path_port\n }\n}", "wrong argument count"},
+		{"netsody_superpeer {\n relay {\n fast_path_port 3479 3480\n }\n}", "wrong argument count"},
+		{"netsody_superpeer {\n relay {\n fast_path_port 70000\n }\n}", "fast_path_port must be a UDP port (1-65535), or off"},
+		{"netsody_superpeer {\n relay {\n fast_path_port on\n }\n}", "fast_path_port must be a UDP port"},
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))

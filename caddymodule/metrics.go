@@ -76,6 +76,9 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descBudgetLimit, descBudgetUse, descBudgetHits} {
 		ch <- d
 	}
+	for _, d := range fastPathDescs {
+		ch <- d
+	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -127,6 +130,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRelayRefused, prometheus.CounterValue, float64(n), strconv.Itoa(status))
 	}
 	collectBudgets(ch, c.sp)
+	collectFastPath(ch, &ls.FastPath)
 }
 
 // registerMetrics adds the collector to reg; a reload that finds it there

@@ -153,6 +153,11 @@ type RelayOptions struct {
 	// source prefix (an IPv4 address, an IPv6 /64); more get 429.
 	// Default: relay.DefaultMaxWaitingPerPrefix (256).
 	MaxWaitingPerPrefix int `json:"max_waiting_per_prefix,omitempty"`
+	// FastPathPort is the UDP port of the relay's fast path, opened on
+	// the hosts the super peer's sites listen on; off (or 0) serves none,
+	// and devices relay over HTTP/3 and HTTP/2 only.
+	// Default: relay.DefaultFastPathPort (3479).
+	FastPathPort FastPathPort `json:"fast_path_port,omitempty"`
 }
 
 // superPeerConfig is the super peer's configuration for these options.

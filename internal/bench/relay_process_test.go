@@ -131,6 +131,7 @@ func readRelayCounters(ctx context.Context, p Process) (c relayCounters, ok bool
 	const (
 		datagrams = "netsody_superpeer_relay_datagrams_total "
 		dropped   = `netsody_superpeer_relay_dropped_total{reason="`
+		fastDrop  = `netsody_superpeer_fast_path_dropped_total{reason="`
 	)
 	c.drops = map[string]float64{}
 	for line := range strings.Lines(sb.String()) {
@@ -140,6 +141,9 @@ func readRelayCounters(ctx context.Context, p Process) (c relayCounters, ok bool
 		} else if rest, found := strings.CutPrefix(line, dropped); found {
 			reason, v, _ := strings.Cut(rest, `"} `)
 			c.drops[reason], _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		} else if rest, found := strings.CutPrefix(line, fastDrop); found {
+			reason, v, _ := strings.Cut(rest, `"} `)
+			c.drops["fast path "+reason], _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
 	return c, ok

@@ -5,11 +5,8 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
-	"maps"
 	"net"
 	"os"
-	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,10 +38,11 @@ localhost {
 	bind 127.0.0.1
 	netsody_superpeer {
 		relay {
-			rate        10GB
-			burst       16MB
-			device_rate 10GB 16MB
-			total_rate  10GB 16MB
+			rate           10GB
+			burst          16MB
+			device_rate    10GB 16MB
+			total_rate     10GB 16MB
+			fast_path_port FAST_PORT
 		}
 	}
 	respond "x"
@@ -75,17 +73,19 @@ func BenchmarkRelay(b *testing.B) {
 
 	udp := measureForwarder(ctx, b, fwdBin)
 
-	c := testcaddy.Start(b, relayCaddyfile)
+	fastPort := testcaddy.FreeUDPPort(b)
+	c := testcaddy.Start(b, strings.Replace(relayCaddyfile, "FAST_PORT", strconv.Itoa(fastPort), 1))
 	pid, err := ChildPID(c.Bin)
 	if err != nil {
 		b.Fatal(err)
 	}
 	sp := Process{Admin: c.Admin, PID: pid}
+	fast := measureFast(ctx, b, c, sp, fastPort)
 	h3 := measureRelay(ctx, b, c, sp, rendezvous.TransportH3)
 	h2 := measureRelay(ctx, b, c, sp, rendezvous.TransportH2)
 	c.Stop(b)
 
-	reportRelay(b, h3, h2, udp)
+	reportRelay(b, []pathResult{fast, h3, h2}, udp)
 }
 
 // pathResult is what one path measured.
@@ -98,6 +98,8 @@ type pathResult struct {
 	otherCPU  time.Duration  // every other process's and the kernel's, likewise
 	relay     *relayCounters // the super peer's, in the phase; nil for the forwarder
 	target    float64        // of the forwarder's throughput; 0 for none
+	cpuTarget float64        // the most relay CPU per datagram, to the forwarder's; 0 for none
+	key       string         // of its benchmark metrics
 }
 
 // cpuPerGB is the relaying process's CPU seconds per GB (1e9 bytes) of
@@ -125,7 +127,9 @@ func measureForwarder(ctx context.Context, b *testing.B, bin string) pathResult 
 	fwd := startForwarder(b, bin, socks[0].LocalAddr(), socks[1].LocalAddr())
 	l := newLink("UDP forwarder", socks[0], socks[1], fwd.addr, fwd.addr, closeSocks)
 	defer l.close()
-	return measure(ctx, b, l, fwd.pid, nil)
+	r := measure(ctx, b, l, fwd.pid, nil)
+	r.key = "udp"
+	return r
 }
 
 // measureRelay measures the path through the super peer with both
@@ -138,9 +142,9 @@ func measureRelay(ctx context.Context, b *testing.B, c *testcaddy.Caddy, sp Proc
 	}
 	defer l.close()
 	r := measure(ctx, b, l, sp.PID, &sp)
-	r.target = targetH3Share
+	r.target, r.key = targetH3Share, "h3"
 	if tr == rendezvous.TransportH2 {
-		r.target = targetH2Share
+		r.target, r.key = targetH2Share, "h2"
 	}
 	return r
 }
@@ -225,7 +229,17 @@ func (d *relayDevice) close() {
 
 // dialRelayLink registers two devices over tr and opens their relay
 // sessions towards each other, at once, as consent requires.
-func dialRelayLink(ctx context.Context, c *testcaddy.Caddy, tr rendezvous.Transport) (_ *link, err error) {
+func dialRelayLink(ctx context.Context, c *testcaddy.Caddy, tr rendezvous.Transport) (*link, error) {
+	a, b, closeFn, err := dialRelayLegs(ctx, c, tr)
+	if err != nil {
+		return nil, err
+	}
+	return newLink(string(tr)+"↔"+string(tr), a, b, nil, nil, closeFn), nil
+}
+
+// dialRelayLegs registers two devices over tr and opens their relay
+// sessions towards each other; closeFn closes both and the devices.
+func dialRelayLegs(ctx context.Context, c *testcaddy.Caddy, tr rendezvous.Transport) (_, _ net.PacketConn, closeFn func(), err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*dialTimeout)
 	defer cancel()
 	var devs [2]*relayDevice
@@ -243,7 +257,7 @@ func dialRelayLink(ctx context.Context, c *testcaddy.Caddy, tr rendezvous.Transp
 		d := &relayDevice{}
 		devs[i] = d
 		if d.id, err = identity.Generate(); err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
 		cfg := rendezvous.ClientConfig{
 			Identity:  d.id,
@@ -255,13 +269,13 @@ func dialRelayLink(ctx context.Context, c *testcaddy.Caddy, tr rendezvous.Transp
 		if tr == rendezvous.TransportH3 {
 			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 			if err != nil {
-				return nil, err
+				return nil, nil, nil, err
 			}
 			d.sock = &quic.Transport{Conn: pc}
 			cfg.QUICTransport = d.sock
 		}
 		if d.s, err = rendezvous.Dial(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("registering device %c: %w", 'A'+i, err)
+			return nil, nil, nil, fmt.Errorf("registering device %c: %w", 'A'+i, err)
 		}
 	}
 
@@ -294,117 +308,14 @@ func dialRelayLink(ctx context.Context, c *testcaddy.Caddy, tr rendezvous.Transp
 			}
 		}
 		if ad.err != nil {
-			return nil, fmt.Errorf("relay A→B: %w", ad.err)
+			return nil, nil, nil, fmt.Errorf("relay A→B: %w", ad.err)
 		}
-		return nil, fmt.Errorf("relay B→A: %w", bd.err)
+		return nil, nil, nil, fmt.Errorf("relay B→A: %w", bd.err)
 	}
-	name := string(tr) + "↔" + string(tr)
-	return newLink(name, ad.c, bd.c, nil, nil, func() {
+	return ad.c, bd.c, func() {
 		ad.c.Close()
 		bd.c.Close()
 		devs[0].close()
 		devs[1].close()
-	}), nil
-}
-
-// reportRelay prints the table and reports the numbers as benchmark
-// metrics.
-func reportRelay(b *testing.B, h3, h2, udp pathResult) {
-	d := *flagRelayDuration
-	fmt.Printf("\n%d-byte datagrams from device A to device B for %v per path, then %d pings A→B→A, one at a time.\n",
-		datagramSize, d, *flagRelayPings)
-	fmt.Printf("All processes share this machine's %d CPUs: the super peer (Caddy) or the forwarder, and both devices\n"+
-		"(this benchmark's process, which runs a QUIC or TLS client per device on the relay paths). %s, %s/%s.\n\n",
-		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-
-	printRow := func(cells ...any) {
-		fmt.Println(strings.TrimRight(fmt.Sprintf("%-28s %11s %11s %13s %9s %9s", cells...), " "))
-	}
-	printRow("", "h3↔h3", "h2↔h2", "UDP forwarder", "h3/fwd", "h2/fwd")
-	ratio := func(get func(pathResult) float64, r pathResult) string {
-		if get(udp) == 0 {
-			return "-"
-		}
-		return strconv.FormatFloat(get(r)/get(udp), 'f', 2, 64)
-	}
-	line := func(name string, get func(pathResult) float64, format func(float64) string, ratios bool) {
-		r3, r2 := "", ""
-		if ratios {
-			r3, r2 = ratio(get, h3), ratio(get, h2)
-		}
-		printRow(name, format(get(h3)), format(get(h2)), format(get(udp)), r3, r2)
-	}
-	fixed := func(prec int) func(float64) string {
-		return func(v float64) string { return strconv.FormatFloat(v, 'f', prec, 64) }
-	}
-	pct := func(v float64) string { return strconv.FormatFloat(100*v, 'f', 2, 64) + "%" }
-	micros := func(v float64) string { return strconv.FormatFloat(v/1e3, 'f', 0, 64) }
-
-	mbits := func(r pathResult) float64 { return r.tp.mbitPerSec() }
-	line("throughput, Mbit/s", mbits, fixed(1), true)
-	line("datagrams/s", func(r pathResult) float64 { return r.tp.dgramsPerSec() }, fixed(0), true)
-	line("loss", func(r pathResult) float64 { return r.tp.loss() }, pct, false)
-	line("relay CPU, s per GB", pathResult.cpuPerGB, fixed(2), true)
-	line("relay CPU, cores busy", func(r pathResult) float64 { return cores(r.cpu, r.tp) }, fixed(2), false)
-	line("devices' CPU, cores busy", func(r pathResult) float64 { return cores(r.clientCPU, r.tp) }, fixed(2), false)
-	line("other CPU, cores busy", func(r pathResult) float64 { return cores(r.otherCPU, r.tp) }, fixed(2), false)
-	p50 := func(r pathResult) float64 { return float64(r.rtt.percentile(50)) }
-	p99 := func(r pathResult) float64 { return float64(r.rtt.percentile(99)) }
-	line("RTT p50, µs", p50, micros, true)
-	line("RTT p99, µs", p99, micros, true)
-	verdict := func(r pathResult) string {
-		share := mbits(r) / mbits(udp)
-		v := "PASS"
-		if share < r.target {
-			v = "FAIL"
-		}
-		return fmt.Sprintf("≥ %.2f %s", r.target, v)
-	}
-	printRow("throughput target", "", "", "", verdict(h3), verdict(h2))
-
-	fmt.Println()
-	const busy = 0.25 // cores
-	for _, r := range []pathResult{h3, h2, udp} {
-		if c := cores(r.otherCPU, r.tp); c > busy {
-			fmt.Printf("WARNING: other processes and the kernel kept %.2f cores busy while %s was measured: its numbers are disturbed; run again on a quiet machine.\n", c, r.name)
-		}
-	}
-	fmt.Printf("Throughput is UDP payload delivered to B, from A's first datagram to B's last. Loss is (sent − received) / sent.\n")
-	fmt.Printf("Relay CPU is the utime+stime of the relaying process in the throughput phase; GB = 1e9 bytes of payload.\n")
-	fmt.Printf("A sends with a sliding window that B acknowledges through the same path (AIMD, see relay_link_test.go).\n\n")
-	for _, r := range []pathResult{h3, h2, udp} {
-		tp := r.tp
-		fmt.Printf("%-14s A sent %d, B received %d; B sent %d acks, A received %d; mean window %.0f, %d cuts, %d stalls; %d pings lost\n",
-			r.name+":", tp.sent, tp.received, tp.acks, tp.acksIn, tp.meanWindow, tp.lossEvents, tp.stalls, r.rtt.lost)
-		if r.relay == nil {
-			continue
-		}
-		// Acks that reached A were relayed; the rest of what the super
-		// peer relayed was data, give or take the acks lost after it.
-		data := r.relay.datagrams - float64(tp.acksIn)
-		fmt.Printf("%-14s the super peer relayed about %.0f data datagrams: about %.0f lost on the way to it or in it, %.0f after it",
-			"", data, float64(tp.sent)-data, data-float64(tp.received))
-		for _, reason := range slices.Sorted(maps.Keys(r.relay.drops)) {
-			if v := r.relay.drops[reason]; v != 0 {
-				fmt.Printf("; it dropped %.0f (%s)", v, reason)
-			}
-		}
-		fmt.Println()
-	}
-	fmt.Println()
-
-	b.ReportMetric(0, "ns/op")
-	for _, r := range []struct {
-		key string
-		pathResult
-	}{{"h3", h3}, {"h2", h2}, {"udp", udp}} {
-		b.ReportMetric(r.tp.mbitPerSec(), r.key+"-Mbit/s")
-		b.ReportMetric(r.tp.dgramsPerSec(), r.key+"-dgrams/s")
-		b.ReportMetric(100*r.tp.loss(), r.key+"-loss-%")
-		b.ReportMetric(r.cpuPerGB(), r.key+"-CPU-s/GB")
-		b.ReportMetric(float64(r.rtt.percentile(50))/1e3, r.key+"-RTT-p50-us")
-		b.ReportMetric(float64(r.rtt.percentile(99))/1e3, r.key+"-RTT-p99-us")
-	}
-	b.ReportMetric(mbits(h3)/mbits(udp), "h3/udp-throughput")
-	b.ReportMetric(mbits(h2)/mbits(udp), "h2/udp-throughput")
+	}, nil
 }

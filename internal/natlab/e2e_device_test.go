@@ -91,10 +91,11 @@ type e2ePath struct {
 	Addr      string `json:"addr,omitempty"`
 	SuperPeer string `json:"super_peer,omitempty"`
 	Transport string `json:"transport,omitempty"`
+	Relay     string `json:"relay,omitempty"` // how relayed packets travel: fast, h3 or h2
 }
 
 func pathOf(p peer.Path) e2ePath {
-	e := e2ePath{Kind: string(p.Kind), SuperPeer: p.SuperPeer, Transport: string(p.Transport)}
+	e := e2ePath{Kind: string(p.Kind), SuperPeer: p.SuperPeer, Transport: string(p.Transport), Relay: string(p.Relay)}
 	if p.Addr.IsValid() {
 		e.Addr = p.Addr.String()
 	}
@@ -106,7 +107,11 @@ func (p e2ePath) String() string {
 	case string(peer.PathDirect):
 		return "direct " + p.Addr
 	case string(peer.PathRelay):
-		return fmt.Sprintf("relay %s via %s", p.Transport, strings.TrimPrefix(p.SuperPeer, "https://"))
+		s := fmt.Sprintf("relay %s via %s", p.Transport, strings.TrimPrefix(p.SuperPeer, "https://"))
+		if p.Relay == string(peer.RelayFast) {
+			s += " (fast)"
+		}
+		return s
 	}
 	return p.Kind
 }

@@ -54,6 +54,12 @@ type e2eCase struct {
 	want       peer.PathKind
 	transportA string // relay: the transport of A's relay leg
 	transportB string // relay: the transport of B's relay leg
+	// relayA and relayB are how each side's relayed packets travel at the
+	// end (peer.Path.Relay): "fast" where the fast path's UDP port is
+	// reachable, else the leg's transport. blockFast drops UDP to the
+	// super peers' fast-path port at both NATs (e2e_fast_test.go).
+	relayA, relayB string
+	blockFast      bool
 }
 
 var e2eCases = []e2eCase{
@@ -61,14 +67,15 @@ var e2eCases = []e2eCase{
 	{name: "EI-PDF", a: EndpointIndependent, b: PortDependentFiltering, want: peer.PathDirect},
 	{name: "EI-Sym", a: EndpointIndependent, b: Symmetric, want: peer.PathDirect},
 	{name: "PDF-PDF", a: PortDependentFiltering, b: PortDependentFiltering, want: peer.PathDirect},
-	{name: "PDF-Sym", a: PortDependentFiltering, b: Symmetric, want: peer.PathRelay, transportA: "h3", transportB: "h3"},
-	{name: "Sym-Sym", a: Symmetric, b: Symmetric, want: peer.PathRelay, transportA: "h3", transportB: "h3"},
-	{name: "Blocked-EI", a: UDPBlocked, b: EndpointIndependent, want: peer.PathRelay, transportA: "h2", transportB: "h3"},
-	{name: "Sym-Blocked", a: Symmetric, b: UDPBlocked, want: peer.PathRelay, transportA: "h3", transportB: "h2"},
-	{name: "Blocked-Blocked", a: UDPBlocked, b: UDPBlocked, want: peer.PathRelay, transportA: "h2", transportB: "h2"},
+	{name: "PDF-Sym", a: PortDependentFiltering, b: Symmetric, want: peer.PathRelay, transportA: "h3", transportB: "h3", relayA: "fast", relayB: "fast"},
+	{name: "Sym-Sym", a: Symmetric, b: Symmetric, want: peer.PathRelay, transportA: "h3", transportB: "h3", relayA: "fast", relayB: "fast"},
+	{name: "Blocked-EI", a: UDPBlocked, b: EndpointIndependent, want: peer.PathRelay, transportA: "h2", transportB: "h3", relayA: "h2", relayB: "fast"},
+	{name: "Sym-Blocked", a: Symmetric, b: UDPBlocked, want: peer.PathRelay, transportA: "h3", transportB: "h2", relayA: "fast", relayB: "h2"},
+	{name: "Blocked-Blocked", a: UDPBlocked, b: UDPBlocked, want: peer.PathRelay, transportA: "h2", transportB: "h2", relayA: "h2", relayB: "h2"},
 	{name: "SameNAT", a: PortDependentFiltering, b: PortDependentFiltering, sameNAT: true, want: peer.PathDirect},
 	{name: "Public-Sym", a: 0, b: Symmetric, want: peer.PathDirect},
-	{name: "TwoSPs-Sym-Sym", a: Symmetric, b: Symmetric, twoSPs: true, want: peer.PathRelay, transportA: "h3", transportB: "h3"},
+	{name: "TwoSPs-Sym-Sym", a: Symmetric, b: Symmetric, twoSPs: true, want: peer.PathRelay, transportA: "h3", transportB: "h3", relayA: "fast", relayB: "fast"},
+	{name: "Sym-Sym-FastBlocked", a: Symmetric, b: Symmetric, blockFast: true, want: peer.PathRelay, transportA: "h3", transportB: "h3", relayA: "h3", relayB: "h3"},
 }
 
 func sideName(k NATKind) string {
@@ -85,11 +92,19 @@ func (tc e2eCase) expected() string {
 	case tc.want == peer.PathDirect:
 		return "direct"
 	case tc.twoSPs:
-		return "relay " + tc.transportA + " via the nearer super peer"
+		return "relay " + tc.transportA + " via the nearer super peer" + tc.expectedRelay()
 	case tc.transportA == tc.transportB:
-		return "relay " + tc.transportA
+		return "relay " + tc.transportA + tc.expectedRelay()
 	}
-	return fmt.Sprintf("relay %s (A) / %s (B)", tc.transportA, tc.transportB)
+	return fmt.Sprintf("relay %s (A) / %s (B)", tc.transportA, tc.transportB) + tc.expectedRelay()
+}
+
+// expectedRelay says how the relayed packets must travel at the end.
+func (tc e2eCase) expectedRelay() string {
+	if tc.relayA == tc.relayB {
+		return ", packets " + tc.relayA
+	}
+	return fmt.Sprintf(", packets %s (A) / %s (B)", tc.relayA, tc.relayB)
 }
 
 // e2eResult is one row of the results table.
@@ -160,6 +175,9 @@ func runE2ECase(t *testing.T, lab *Lab, i int, v6 bool, near, far *labSuperPeer,
 	tc := res.tc
 	res.ran = true
 	ha, hb, natA, natB := buildE2ECase(t, lab, i, tc)
+	if tc.blockFast {
+		blockFastPath(t, natA, natB)
+	}
 
 	// Where each device must see the other on a direct path: the NAT's
 	// public address, the public host's, or the LAN address behind a
@@ -281,7 +299,7 @@ func runE2ECase(t *testing.T, lab *Lab, i int, v6 bool, near, far *labSuperPeer,
 	}
 
 	// The path each side reports.
-	checkPath := func(who string, p e2ePath, peerAddr netip.Addr, transport string) {
+	checkPath := func(who string, p e2ePath, peerAddr netip.Addr, transport, relay string) {
 		t.Helper()
 		if p.Kind != string(tc.want) {
 			t.Errorf("%s's path is %s, want %s", who, p, tc.expected())
@@ -306,13 +324,16 @@ func runE2ECase(t *testing.T, lab *Lab, i int, v6 bool, near, far *labSuperPeer,
 			if p.Transport != transport {
 				t.Errorf("%s's relay leg is over %q, want %s", who, p.Transport, transport)
 			}
+			if p.Relay != relay {
+				t.Errorf("%s's relayed packets travel on %q, want %s", who, p.Relay, relay)
+			}
 			if tc.twoSPs && p.SuperPeer != nearURL {
 				t.Errorf("%s relays via %s, want the nearer %s", who, p.SuperPeer, nearURL)
 			}
 		}
 	}
-	checkPath("A", res.pathA, addrOfB, tc.transportA)
-	checkPath("B", res.pathB, addrOfA, tc.transportB)
+	checkPath("A", res.pathA, addrOfB, tc.transportA, tc.relayA)
+	checkPath("B", res.pathB, addrOfA, tc.transportB, tc.relayB)
 
 	// Reached, and kept: no change while the second transfer ran; a relay
 	// row never went direct.
@@ -399,6 +420,9 @@ func e2eTable(results []e2eResult) string {
 		}
 		if r.tc.twoSPs {
 			a, bb = a+", far super peer listed first", bb+", near listed first"
+		}
+		if r.tc.blockFast {
+			a, bb = a+", fast-path port blocked", bb+", fast-path port blocked"
 		}
 		verdict, sha := "not run", "—"
 		if r.ran {

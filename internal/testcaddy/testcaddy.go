@@ -344,6 +344,18 @@ func FreePort(t testing.TB) int {
 	return 0
 }
 
+// FreeUDPPort returns a UDP port free on every address a moment ago: a
+// super peer's fast_path_port, say.
+func FreeUDPPort(t testing.TB) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
 func freeTCPPort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
