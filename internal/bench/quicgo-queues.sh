@@ -134,6 +134,8 @@ peer() {
 	local v=$1 r=$2 d=$work/peer-$1 np=$work/netsody-peer-$1
 	rm -rf "$d" "$work/drops/"*
 	mkdir -p "$d"
+	# The relay benchmark's site block (relayCaddyfile): its rates and
+	# budgets are far above what loopback carries.
 	cat >"$d/Caddyfile" <<EOF
 {
 	admin off
@@ -142,19 +144,9 @@ peer() {
 	skip_install_trust
 	storage file_system $d/data
 }
-localhost {
-	bind 127.0.0.1
-	netsody_superpeer {
-		relay {
-			rate        10GB
-			burst       16MB
-			device_rate 10GB 16MB
-			total_rate  10GB 16MB
-		}
-	}
-	respond "x"
-}
 EOF
+	sed -n '/^localhost {$/,/^}$/p' internal/bench/relay_test.go >>"$d/Caddyfile"
+	grep -q device_rate "$d/Caddyfile" || { echo "no relay settings in $d/Caddyfile" >&2; exit 1; }
 	QUICGO_DROPS_DIR=$work/drops QUICGO_DROPS_NAME=superpeer HOME=$d XDG_DATA_HOME=$d XDG_CONFIG_HOME=$d \
 		"$work/caddy-$v" run --config "$d/Caddyfile" --adapter caddyfile >"$d/caddy.log" 2>&1 &
 	local caddy=$!
