@@ -119,6 +119,50 @@ func TestStopMovesRelayedTransfer(t *testing.T) {
 	}
 }
 
+// A `caddy reload` to a config without the super peer drains it as a
+// stop does: the transfer it relays moves to the other Caddy whole
+// before the super peer closes, the reload is bounded (the drain, then
+// the HTTP/3 endpoint's shutdownTimeout for clients to close their
+// connections), and the site it leaves is served over HTTP/3 (Caddy's
+// own listener takes the port back) as well as over HTTP/2.
+func TestReloadRemovingSuperPeerMovesRelayedTransfer(t *testing.T) {
+	const drainTimeout = 10 * time.Second
+	one := testcaddy.Start(t, drainCaddyfile("10s", ""))
+	two := testcaddy.Start(t, drainCaddyfile("10s", ""))
+	_, b, c := relayDevices(t, one, two)
+	relaying, other := one, two
+	if c.Path().SuperPeer == superPeerURL(two) {
+		relaying, other = two, one
+	}
+	reloaded := make(chan time.Duration, 1)
+	gap := sptest.PacedTransfer(t, c, b.Accept, 200, func(i int) {
+		if i == 50 {
+			go func() {
+				start := time.Now()
+				relaying.Reload(t, testcaddy.Global+"\nlocalhost {\n\trespond \"only a website now\"\n}\n")
+				reloaded <- time.Since(start)
+			}()
+		}
+	})
+	t.Logf("longest gap between delivered bytes: %v", gap)
+	if gap >= time.Second {
+		t.Errorf("the receiver waited %v for bytes, want under 1s", gap)
+	}
+	if p := c.Path(); p.Kind != peer.PathRelay || p.SuperPeer != superPeerURL(other) {
+		t.Errorf("path %s after the reload, want relay via %s", p, superPeerURL(other))
+	}
+	took := <-reloaded
+	t.Logf("caddy reload took %v", took)
+	if took >= drainTimeout || !strings.Contains(relaying.Logs(), "drained: every relay moved") {
+		t.Errorf("caddy reload took %v, and the relays did not all move before the super peer closed; logs:\n%s", took, relaying.Logs())
+	}
+	for _, proto := range []string{"h2", "h3"} {
+		if status, body, _ := get(t, relaying, "127.0.0.1", proto, "/"); status != 200 || body != "only a website now" {
+			t.Errorf("%s after the reload: %d %q", proto, status, body)
+		}
+	}
+}
+
 // `caddy stop` with devices that are told to move and never do: their
 // relay session holds the drain until drain_timeout, no longer; then
 // their sessions end with shutting down.

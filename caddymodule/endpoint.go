@@ -197,15 +197,18 @@ func (reg *registration) leave() error {
 	return err
 }
 
-// Destruct closes the endpoint: it tells clients to go away (GOAWAY),
-// waits a bounded time for requests to end, then closes the socket.
+// Destruct closes the endpoint: it takes no new connection (the
+// listener is the endpoint's, so http3.Server.Shutdown would not close
+// it, and a device re-dialling meanwhile would hold the shutdown for its
+// whole wait), tells clients to go away (GOAWAY), waits a bounded time
+// for their requests to end, then closes the socket.
 func (ep *endpoint) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	ep.ln.Close()
 	if err := ep.h3.Shutdown(ctx); err != nil {
 		ep.h3.Close()
 	}
-	ep.ln.Close()
 	ep.tr.Close()
 	err := ep.pc.Close()
 	ep.logger.Info("stopped serving HTTP/3", zap.String("address", ep.key))
