@@ -100,6 +100,9 @@ func (s *Session) register(ctx context.Context) error {
 		if s.cfg.OnMove == nil {
 			m.Protocol.Capabilities &^= CapMove
 		}
+		if s.cfg.OnHeadroom == nil {
+			m.Protocol.Capabilities &^= CapHeadroom
+		}
 	}
 	if s.cfg.announce != nil {
 		m.Protocol = *s.cfg.announce
@@ -241,6 +244,12 @@ func (s *Session) handle(f frame) error {
 		s.log.Debug("super peer drains", zap.String("url", s.cfg.URL), zap.Duration("deadline", m.Deadline), zap.String("reason", m.Reason))
 		if s.cfg.OnMove != nil {
 			s.cfg.OnMove(*m)
+		}
+	case *Headroom:
+		// Sent only to a session that announced CapHeadroom, which it
+		// did only with OnHeadroom set.
+		if s.cfg.OnHeadroom != nil {
+			s.cfg.OnHeadroom(*m)
 		}
 	case *Observed:
 		s.mu.Lock()
