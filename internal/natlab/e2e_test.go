@@ -50,6 +50,9 @@ type e2eCase struct {
 	a, b    NATKind // 0: a public host, no NAT
 	sameNAT bool    // A and B behind one PortDependentFiltering NAT
 	twoSPs  bool    // both super peers, the far one listed first by A
+	// nearFull: the nearer super peer's relay is full (e2e_headroom_test.go),
+	// so the relay goes via the farther one.
+	nearFull bool
 
 	want       peer.PathKind
 	transportA string // relay: the transport of A's relay leg
@@ -84,6 +87,8 @@ func (tc e2eCase) expected() string {
 		return "direct over LAN addresses"
 	case tc.want == peer.PathDirect:
 		return "direct"
+	case tc.nearFull:
+		return "relay " + tc.transportA + " via the farther super peer (the nearer is full)"
 	case tc.twoSPs:
 		return "relay " + tc.transportA + " via the nearer super peer"
 	case tc.transportA == tc.transportB:
@@ -306,8 +311,11 @@ func runE2ECase(t *testing.T, lab *Lab, i int, v6 bool, near, far *labSuperPeer,
 			if p.Transport != transport {
 				t.Errorf("%s's relay leg is over %q, want %s", who, p.Transport, transport)
 			}
-			if tc.twoSPs && p.SuperPeer != nearURL {
+			if tc.twoSPs && !tc.nearFull && p.SuperPeer != nearURL {
 				t.Errorf("%s relays via %s, want the nearer %s", who, p.SuperPeer, nearURL)
+			}
+			if tc.nearFull && p.SuperPeer != farURL {
+				t.Errorf("%s relays via %s, want the farther %s: the nearer is full", who, p.SuperPeer, farURL)
 			}
 		}
 	}
