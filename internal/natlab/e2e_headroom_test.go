@@ -34,18 +34,9 @@ var e2eHeadroomCase = e2eCase{name: "TwoSPs-NearFull-Sym-Sym", a: Symmetric, b: 
 func TestE2EHeadroom(t *testing.T) {
 	lab := NewForTest(t, Options{Name: "e2ehr"})
 	bin := e2eCaddyBinary(t, t.TempDir())
-	nearHost, err := lab.AddPublicHost("spnear")
-	if err != nil {
-		t.Fatal(err)
-	}
-	farHost, err := lab.AddPublicHost("spfar", WithDelay(e2eFarDelay))
-	if err != nil {
-		t.Fatal(err)
-	}
 	full := fmt.Sprintf("netsody_superpeer {\n\t\trelay {\n\t\t\ttotal_rate %d %s\n\t\t}\n\t}", e2eFullRate, e2eFullBurst)
 	began := time.Now()
-	near := startSuperPeerWith(t, bin, nearHost, full)
-	far := startSuperPeer(t, bin, farHost)
+	near, far := startTwoSuperPeers(t, lab, bin, full)
 	t.Logf("two Caddy super peers ready in %v: near %s (total_rate %d B/s, burst %s), far %s (+%v each way)",
 		time.Since(began).Round(time.Millisecond), near.url, e2eFullRate, e2eFullBurst, far.url, e2eFarDelay)
 	var res e2eResult

@@ -103,6 +103,22 @@ func startSuperPeer(t testing.TB, bin string, host *Host) *labSuperPeer {
 	return startSuperPeerWith(t, bin, host, "netsody_superpeer")
 }
 
+// startTwoSuperPeers starts a super peer on a new public host of lab,
+// with the netsody_superpeer directive nearDirective, and another, as
+// startSuperPeer does, on one e2eFarDelay further each way.
+func startTwoSuperPeers(t testing.TB, lab *Lab, bin, nearDirective string) (near, far *labSuperPeer) {
+	t.Helper()
+	nearHost, err := lab.AddPublicHost("spnear")
+	if err != nil {
+		t.Fatal(err)
+	}
+	farHost, err := lab.AddPublicHost("spfar", WithDelay(e2eFarDelay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startSuperPeerWith(t, bin, nearHost, nearDirective), startSuperPeer(t, bin, farHost)
+}
+
 // startSuperPeerWith is startSuperPeer with the site's netsody_superpeer
 // directive, options and all.
 func startSuperPeerWith(t testing.TB, bin string, host *Host, directive string) *labSuperPeer {

@@ -127,16 +127,7 @@ func TestE2E(t *testing.T) {
 	bin := e2eCaddyBinary(t, t.TempDir())
 
 	began := time.Now()
-	nearHost, err := lab.AddPublicHost("spnear")
-	if err != nil {
-		t.Fatal(err)
-	}
-	farHost, err := lab.AddPublicHost("spfar", WithDelay(e2eFarDelay))
-	if err != nil {
-		t.Fatal(err)
-	}
-	near := startSuperPeer(t, bin, nearHost)
-	far := startSuperPeer(t, bin, farHost)
+	near, far := startTwoSuperPeers(t, lab, bin, "netsody_superpeer")
 	t.Logf("two Caddy super peers ready in %v: near %s, far %s (+%v each way)", time.Since(began).Round(time.Millisecond), near.url, far.url, e2eFarDelay)
 
 	var tables []string
