@@ -43,6 +43,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -51,6 +52,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/relay"
 	"github.com/netsody/superpeer/rendezvous"
 )
@@ -90,9 +92,29 @@ type Server struct {
 // New returns a super peer. Validate the configuration first: New takes
 // invalid values as the defaults.
 func New(cfg Config) *Server {
-	s := &Server{rv: rendezvous.NewServer(cfg.Rendezvous), drained: make(chan struct{})}
+	s := &Server{drained: make(chan struct{})}
+	s.rv = rendezvous.NewServer(s.rendezvousConfig(cfg.Rendezvous))
 	s.rl = relay.NewServer(s.relayConfig(cfg.Relay))
 	return s
+}
+
+// rendezvousConfig tells devices the relay's headroom, unless c has a
+// Headroom of its own.
+func (s *Server) rendezvousConfig(c rendezvous.Config) rendezvous.Config {
+	if c.Headroom == nil {
+		c.Headroom = s.headroom
+	}
+	return c
+}
+
+// headroom is the rendezvous Config.Headroom: one look at the relay's,
+// from which each device's follows.
+func (s *Server) headroom() func(identity.PeerID) rendezvous.Headroom {
+	h := s.rl.Headroom()
+	bandwidth := uint64(h.Bandwidth)
+	return func(peer identity.PeerID) rendezvous.Headroom {
+		return rendezvous.Headroom{Bandwidth: bandwidth, Sessions: uint32(min(h.SpareSessions(peer), math.MaxUint32))}
+	}
 }
 
 func (s *Server) relayConfig(c relay.Config) relay.Config {
@@ -103,7 +125,7 @@ func (s *Server) relayConfig(c relay.Config) relay.Config {
 // SetConfig replaces the configuration; running sessions are kept (see
 // rendezvous.Server.SetConfig and relay.Server.SetConfig).
 func (s *Server) SetConfig(cfg Config) {
-	s.rv.SetConfig(cfg.Rendezvous)
+	s.rv.SetConfig(s.rendezvousConfig(cfg.Rendezvous))
 	s.rl.SetConfig(s.relayConfig(cfg.Relay))
 }
 

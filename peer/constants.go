@@ -193,6 +193,21 @@ const (
 	relayMoveRatio  = 0.8
 	relayMoveMargin = 5 * time.Millisecond
 
+	// Good enough, then near (headroom.go). relayNeedFloor, bytes per
+	// second both ways, is what a relay is taken to need at the least,
+	// before it has carried anything: 1 Mbit/s, a call's audio and some
+	// video. A super peer takes a relay only with its need and
+	// relayHeadroomMargin of it again to spare; the one a relay runs
+	// through is full for it below relayHeadroomMargin of the floor
+	// spare: what a move leaves behind at the least, so that a relay that
+	// moved does not find its new super peer full at once.
+	relayNeedFloor      = 125_000
+	relayHeadroomMargin = 0.5
+	// relayRateWindow: a relay's rate is measured over at least this
+	// long; a shorter look reuses the last measure, since a burst is no
+	// rate.
+	relayRateWindow = time.Second
+
 	// sessionBackoffMin and sessionBackoffMax: a super peer that does not
 	// answer is dialled again after a doubling wait, within these.
 	sessionBackoffMin = 500 * time.Millisecond

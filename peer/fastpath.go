@@ -35,6 +35,9 @@ type fastLeg struct {
 	p    *peerState
 	cl   *relay.FastPathClient
 	addr netip.AddrPort // the super peer's fast-path port
+	// relayed is its relay path's byte count (relayPath.relayed), which
+	// what arrives here adds to.
+	relayed *atomic.Uint64
 
 	using    atomic.Bool  // DATA goes over the fast path, not the leg
 	lastRecv atomic.Int64 // unix nanoseconds of the last packet from addr
@@ -81,7 +84,7 @@ func (d *Device) runFastPath(p *peerState, rp *relayPath) {
 	if err != nil {
 		return
 	}
-	f := &fastLeg{p: p, cl: relay.NewFastPathClient(b), addr: netip.AddrPortFrom(spAddr.Addr().Unmap(), b.Port)}
+	f := &fastLeg{p: p, cl: relay.NewFastPathClient(b), addr: netip.AddrPortFrom(spAddr.Addr().Unmap(), b.Port), relayed: &rp.relayed}
 	if d.cfg.fastPathVia != nil {
 		f.addr = d.cfg.fastPathVia(f.addr)
 	}
@@ -208,6 +211,7 @@ func (f *fastLeg) handle(b []byte, from netip.AddrPort) {
 		f.write(answer)
 	}
 	if len(payload) > 1 && payload[0] == 0 { // context ID 0: a UDP payload
+		f.relayed.Add(uint64(len(payload) - 1))
 		f.p.dev.sock.deliverCopy(payload[1:], f.p.virtUDP)
 	}
 }

@@ -152,6 +152,12 @@ type relayCtl struct {
 	dialing  bool                         // ensureRelay runs
 	peerRTTs map[*superPeer]time.Duration // the peer's RTT to each, as it reported
 	maintain sync.Once                    // starts maintainRelay, with the first relay
+	// The relay's rate (relayNeed, headroom.go): the relay path metered,
+	// its count then and when, and the rate it carried since the one before.
+	metered      *relayPath
+	meteredBytes uint64
+	meteredAt    time.Time
+	rate         float64 // bytes per second
 }
 
 // lifetime is what decides when the device forgets the peer.

@@ -28,6 +28,9 @@ type relayPath struct {
 	remote string        // the super peer's address, for its fast-path port
 	done   chan struct{} // closed when the leg has ended (readRelay)
 	fast   atomic.Pointer[fastLeg]
+	// relayed counts the bytes of the packets it carried, both ways, for
+	// the relay's need (relayNeed, headroom.go).
+	relayed atomic.Uint64
 }
 
 // usingFast returns the fast path if the packets go over it now.
@@ -41,6 +44,7 @@ func (rp *relayPath) usingFast() *fastLeg {
 // write sends one packet to the peer: over the fast path while it
 // delivers, else over the leg.
 func (rp *relayPath) write(b []byte) {
+	rp.relayed.Add(uint64(len(b)))
 	if f := rp.usingFast(); f != nil {
 		f.send(b)
 		return
@@ -95,7 +99,7 @@ func (d *Device) ensureRelay(p *peerState) {
 		p.mu.Unlock()
 	}()
 	for failures := 1; !p.isGone(); failures++ {
-		sp, sess := d.bestSuperPeer(p)
+		sp, sess, _ := d.bestSuperPeer(p, p.relayNeed(time.Now()))
 		if sess != nil {
 			err := d.relayThrough(p, sp, sess)
 			if err == nil {
@@ -194,6 +198,7 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 		if err != nil {
 			break
 		}
+		rp.relayed.Add(uint64(n))
 		d.sock.deliverCopy(buf[:n], p.virtUDP)
 	}
 	rp.conn.Close()
@@ -229,25 +234,31 @@ func (p *peerState) peerRTT(sp *superPeer) time.Duration {
 	return p.relayCtl.peerRTTs[sp]
 }
 
-// bestSuperPeer picks the super peer with the lowest latency between
-// this device and peer through it (relayCost), among those it has a
-// session with that do not drain (drain.go).
-func (d *Device) bestSuperPeer(p *peerState) (*superPeer, *rendezvous.Session) {
-	var (
-		best     *superPeer
-		bestSess *rendezvous.Session
-		bestRTT  time.Duration
-	)
+// bestSuperPeer picks where the relay to p goes, the one rule
+// (docs/DEVICE.md, "Which super peer relays"): among the super peers
+// this device has a session with that do not drain (drain.go), the
+// nearest (relayCost) of those good enough for a relay that needs need
+// (goodEnough, headroom.go); if none is, the nearest of them all. good
+// reports whether the one picked is good enough.
+func (d *Device) bestSuperPeer(p *peerState, need float64) (best *superPeer, bestSess *rendezvous.Session, good bool) {
+	p.mu.Lock()
+	var holds *superPeer // where the relay goes now, if anywhere
+	if rp := p.paths.relay; rp != nil {
+		holds = rp.sp
+	}
+	p.mu.Unlock()
+	var bestRTT time.Duration
 	for _, sp := range d.sps {
 		sess := sp.session()
 		if sess == nil || sp.isDraining() {
 			continue
 		}
-		if rtt := p.relayCost(sp, sess); best == nil || rtt < bestRTT {
-			best, bestSess, bestRTT = sp, sess, rtt
+		ok := goodEnough(sess, need, sp == holds)
+		if rtt := p.relayCost(sp, sess); best == nil || ok && !good || ok == good && rtt < bestRTT {
+			best, bestSess, bestRTT, good = sp, sess, rtt, ok
 		}
 	}
-	return best, bestSess
+	return best, bestSess, good
 }
 
 // relayCost is the RTT between this device and p through a super peer:
@@ -298,21 +309,40 @@ func (d *Device) moveRelay(p *peerState, rp *relayPath) {
 	d.relocateRelay(p, rp)
 }
 
+// whyMove says why a relay moves to the best other super peer, or ""
+// if it stays: its super peer drains; or it is full for the relay and
+// the other is good enough (leftFull); or the other is clearly nearer
+// (worthMoving, costing better where the relay costs now).
+func whyMove(draining, leftFull bool, now, better time.Duration) string {
+	switch {
+	case draining:
+		return "drains"
+	case leftFull:
+		return "full"
+	case worthMoving(now, better):
+		return "nearer"
+	}
+	return ""
+}
+
 // relocateRelay moves the relay rp to p to the best super peer
-// (bestSuperPeer) if that is another one, and either clearly nearer or
-// rp's super peer drains (drain.go).
+// (bestSuperPeer) if that is another one, and either clearly nearer, or
+// good enough where rp's super peer is not (headroom.go), or rp's super
+// peer drains (drain.go).
 func (d *Device) relocateRelay(p *peerState, rp *relayPath) {
 	cur := rp.sp.session()
-	best, bestSess := d.bestSuperPeer(p)
+	need := p.relayNeed(time.Now())
+	best, bestSess, good := d.bestSuperPeer(p, need)
 	if cur == nil || best == nil || best == rp.sp {
 		return
 	}
 	now, better := p.relayCost(rp.sp, cur), p.relayCost(best, bestSess)
-	if !rp.sp.isDraining() && !worthMoving(now, better) {
+	why := whyMove(rp.sp.isDraining(), good && !goodEnough(cur, need, true), now, better)
+	if why == "" {
 		return
 	}
 	d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("from", rp.sp.url), zap.String("to", best.url),
-		zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
+		zap.String("why", why), zap.Duration("from_rtt", now), zap.Duration("to_rtt", better))
 	if err := d.relayThrough(p, best, bestSess); err != nil {
 		d.log.Debug("moving relay", zap.String("peer", p.id.Short()), zap.String("to", best.url), zap.Error(err))
 	}

@@ -184,6 +184,7 @@ func (sp *superPeer) clientConfig() (rendezvous.ClientConfig, error) {
 		OnCandidates:  func(c rendezvous.Candidates) { d.onCandidates(sp, loopback, c) },
 		OnObserved:    func(a netip.AddrPort) { d.onObserved(sp, a) },
 		OnMove:        func(m rendezvous.Move) { d.onMove(sp, m) },
+		OnHeadroom:    func(h rendezvous.Headroom) { d.onHeadroom(sp, h) },
 		Logger:        d.log,
 	}, nil
 }

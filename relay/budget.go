@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
 
@@ -82,6 +83,36 @@ func (s *Server) Budgets() []BudgetUse {
 		{Name: BudgetTotalBandwidth.String(), Limit: cfg.TotalRate, Burst: cfg.TotalBurst, Use: s.budgets.total.use(now),
 			Hits: s.stats.BudgetHits(BudgetTotalBandwidth)},
 	}
+}
+
+// Headroom is what the relay can still take now: bandwidth under its
+// total budget, and each device's sessions under its device budget. The
+// super peer tells its devices (rendezvous FrameHeadroom), so that a
+// loaded relay steers new relays to its siblings instead of refusing
+// them (docs/OPERATIONS.md, "Headroom: how load spreads across super
+// peers").
+type Headroom struct {
+	// Bandwidth, in bytes per second, is Config.TotalRate less what the
+	// relay carried over the last meterWindow; never below 0.
+	Bandwidth float64
+	perDevice int                     // Config.MaxSessionsPerDevice
+	sessions  map[identity.PeerID]int // each device's sessions, copied
+}
+
+// SpareSessions returns the relay sessions peer may still open.
+func (h Headroom) SpareSessions(peer identity.PeerID) int {
+	return max(h.perDevice-h.sessions[peer], 0)
+}
+
+// Headroom returns the relay's headroom now. It copies the sessions per
+// device: one call serves all devices.
+func (s *Server) Headroom() Headroom {
+	cfg := s.config()
+	s.mu.Lock()
+	sessions := maps.Clone(s.byDevice)
+	s.mu.Unlock()
+	spare := max(cfg.TotalRate-s.budgets.total.use(time.Now()), 0)
+	return Headroom{Bandwidth: spare, perDevice: cfg.MaxSessionsPerDevice, sessions: sessions}
 }
 
 // budgets holds the buckets shared across legs: one per device with legs,

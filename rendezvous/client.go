@@ -38,6 +38,7 @@ type Session struct {
 	rtt       rttEstimator // this device's pings
 	serverRTT time.Duration
 	observed  netip.AddrPort
+	headroom  *Headroom // the last FrameHeadroom; nil if none yet
 	timer     *time.Timer
 	err       error
 
@@ -99,6 +100,9 @@ func (s *Session) register(ctx context.Context) error {
 		}
 		if s.cfg.OnMove == nil {
 			m.Protocol.Capabilities &^= CapMove
+		}
+		if s.cfg.OnHeadroom == nil {
+			m.Protocol.Capabilities &^= CapHeadroom
 		}
 	}
 	if s.cfg.announce != nil {
@@ -242,6 +246,15 @@ func (s *Session) handle(f frame) error {
 		if s.cfg.OnMove != nil {
 			s.cfg.OnMove(*m)
 		}
+	case *Headroom:
+		// Sent only to a session that announced CapHeadroom, which it
+		// did only with OnHeadroom set.
+		s.mu.Lock()
+		s.headroom = m
+		s.mu.Unlock()
+		if s.cfg.OnHeadroom != nil {
+			s.cfg.OnHeadroom(*m)
+		}
 	case *Observed:
 		s.mu.Lock()
 		s.observed = m.Addr
@@ -365,6 +378,19 @@ func (s *Session) Observed() netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.observed
+}
+
+// Headroom returns what the super peer last said its relay can still
+// take (FrameHeadroom), and false if it said nothing yet: it says it
+// only to a session with ClientConfig.OnHeadroom, right after
+// registering.
+func (s *Session) Headroom() (Headroom, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.headroom == nil {
+		return Headroom{}, false
+	}
+	return *s.headroom, true
 }
 
 // Transport is how the session reaches its super peer.

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/defaults"
 )
 
@@ -74,6 +75,12 @@ type Config struct {
 	// session's reader with a context that ends after RegisterTimeout,
 	// and again for registered devices after Server.Recheck.
 	Admit func(ctx context.Context, req AdmissionRequest) error
+	// Headroom, if set, reports what the super peer's relay can still
+	// take, for FrameHeadroom (headroom.go): it is called once per
+	// headroomInterval, and the function it returns gives each device's
+	// headroom from that one look. superpeer.New sets it from the relay's
+	// budgets; without it no FrameHeadroom is sent.
+	Headroom func() func(identity.PeerID) Headroom
 	// Logger receives the server's logs; nil discards them.
 	Logger *zap.Logger
 

@@ -196,4 +196,19 @@ const (
 	// second, not one per device at the moment of a reload. 100,000
 	// devices take 17 minutes.
 	recheckRate = 100
+	// headroomLook is how often the super peer looks at its relay's
+	// headroom, once for all devices: the relay's meter window, so each
+	// look sees a fresh measurement.
+	headroomLook = time.Second
+	// headroomInterval is the least time between two FrameHeadroom to one
+	// device: a change reaches it within headroomInterval+headroomLook,
+	// and 10,000 devices get at most 5,000 small frames a second.
+	headroomInterval = 2 * time.Second
+	// headroomChangeRatio and headroomChangeMin: a device is told its
+	// headroom again only when the bandwidth moved by a quarter of what
+	// it was last told, and by at least 1 Mbit/s (what a device takes a
+	// relay to need at the least), or its spare sessions reached or left
+	// zero; smaller moves are the meter's noise and change no choice.
+	headroomChangeRatio = 0.25
+	headroomChangeMin   = 125_000
 )

@@ -80,6 +80,11 @@ type ClientConfig struct {
 	// announces CapMove exactly when OnMove is set; without it the
 	// session just ends with ErrCodeShuttingDown when the drain does.
 	OnMove func(Move)
+	// OnHeadroom is called, on the session's reading goroutine, for every
+	// FrameHeadroom: what the super peer's relay can still take, for the
+	// device's choice of where to relay. It must not block. A session
+	// announces CapHeadroom exactly when OnHeadroom is set.
+	OnHeadroom func(Headroom)
 	// KeepaliveInterval overrides the super peer's keepalive interval for
 	// this device's pings; 0 follows the super peer.
 	KeepaliveInterval time.Duration

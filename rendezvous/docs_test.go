@@ -53,5 +53,9 @@ func TestDocsTables(t *testing.T) {
 		"rendezvous.maxWaitingPerAsker":              maxWaitingPerAsker,
 		"rendezvous.maxWaitingPerPrefix":             maxWaitingPerPrefix,
 		"rendezvous.recheckRate":                     recheckRate,
+		"rendezvous.headroomLook":                    headroomLook,
+		"rendezvous.headroomInterval":                headroomInterval,
+		"rendezvous.headroomChangeRatio":             headroomChangeRatio,
+		"rendezvous.headroomChangeMin":               headroomChangeMin,
 	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
 }

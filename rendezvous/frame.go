@@ -154,8 +154,24 @@ const (
 	// ErrCodeShuttingDown they always got when the super peer closes.
 	FrameMove FrameType = 0x0C
 
+	// FrameHeadroom (super peer → device) says how much more the super
+	// peer's relay can take, so that a device relays through one that is
+	// good enough for its traffic before one that is nearer but full
+	// (docs/DEVICE.md, "Which super peer relays"):
+	//
+	//	spare bandwidth (8, bytes/s) | spare sessions (4)
+	//
+	// Spare bandwidth is the relay's total budget less what it relayed
+	// over the last second; spare sessions are the relay sessions this
+	// device may still open here (its per-device budget less those it
+	// holds). Sent right after FrameRegistered, then when either changes
+	// materially (headroom.go), at most once per headroomInterval. Only
+	// to a device that announced CapHeadroom; a device treats a super
+	// peer that sent none as good enough, as before headroom existed.
+	FrameHeadroom FrameType = 0x0D
+
 	// lastFrameType is the highest type this version knows.
-	lastFrameType = FrameMove
+	lastFrameType = FrameHeadroom
 )
 
 // Flags of FrameConnect and FrameCandidates.
@@ -197,6 +213,8 @@ func (t FrameType) String() string {
 		return "answer"
 	case FrameMove:
 		return "move"
+	case FrameHeadroom:
+		return "headroom"
 	}
 	return fmt.Sprintf("unknown(0x%02x)", byte(t))
 }
@@ -239,6 +257,8 @@ func decodeFrame(f frame) (message, error) {
 		m = new(Answer)
 	case FrameMove:
 		m = new(Move)
+	case FrameHeadroom:
+		m = new(Headroom)
 	default:
 		return nil, nil
 	}

@@ -36,6 +36,7 @@ func sampleMessages() []message {
 		&Request{Peer: peer, Relay: true},
 		&Answer{Peer: peer, Accept: true},
 		&Move{Deadline: 5 * time.Second, Reason: "caddy is stopping"},
+		&Headroom{Bandwidth: 125_000_000, Sessions: 16},
 	}
 }
 
@@ -135,6 +136,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"move reason too long", &Move{}, append([]byte{0, 0, 0, 1, MaxMoveReason + 1}, make([]byte, MaxMoveReason+1)...)},
 		{"move reason not UTF-8", &Move{}, []byte{0, 0, 0, 1, 2, 0xc3, 0x28}},
 		{"move reason ends early", &Move{}, []byte{0, 0, 0, 1, 5, 'a'}},
+		{"headroom ends early", &Headroom{}, make([]byte, 11)},
 	} {
 		if err := tc.m.decode(tc.in); !errors.Is(err, errMalformed) {
 			t.Errorf("%s: err = %v, want malformed", tc.name, err)

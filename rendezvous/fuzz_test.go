@@ -54,6 +54,7 @@ func FuzzSessionFrames(f *testing.F) {
 	f.Add(true, (&Request{Peer: target}).frame()) // from the wrong end
 	f.Add(false, answer)
 	f.Add(true, (&Move{Deadline: time.Second, Reason: "x"}).frame()) // from the wrong end
+	f.Add(true, (&Headroom{Bandwidth: 1, Sessions: 1}).frame())      // from the wrong end
 	f.Fuzz(func(t *testing.T, registered bool, data []byte) {
 		base := runtime.NumGoroutine()
 		srv := NewServer(Config{})

@@ -29,6 +29,7 @@ type outbox struct {
 	offered int                     // frames in queue that others caused
 	obytes  int                     // their bytes
 	byAsker map[identity.PeerID]int // where in queue each asker's offered frame is
+	latest  int                     // where in queue the frame update queued is, plus one; 0: none
 	room    chan struct{}           // closed when the writer takes the queue, or on close
 	writing bool                    // a writer goroutine runs
 	closed  bool                    // nothing more is queued
@@ -112,6 +113,29 @@ func (o *outbox) push(f []byte) {
 	}
 }
 
+// update queues f, a frame that a newer one of its kind supersedes
+// (FrameHeadroom): it replaces the one update queued that has not been
+// written yet, or joins the queue if there is room. It never waits, and
+// reports whether f is queued.
+func (o *outbox) update(f []byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.closed:
+		return false
+	case o.latest > 0:
+		i := o.latest - 1
+		o.bytes += len(f) - len(o.queue[i])
+		o.queue[i] = f
+		return true
+	case len(o.queue) >= maxQueuedFrames || o.bytes+len(f) > maxQueuedBytes:
+		return false
+	}
+	o.enqueueLocked(f)
+	o.latest = len(o.queue)
+	return true
+}
+
 // close queues final, if any, as the last frame and drops any later one.
 // It reports whether this call closed the outbox.
 func (o *outbox) close(final []byte) bool {
@@ -159,7 +183,7 @@ func (o *outbox) enqueueLocked(f []byte) {
 // takeLocked empties the queue into a batch for the writer.
 func (o *outbox) takeLocked() [][]byte {
 	batch := o.queue
-	o.queue, o.bytes, o.offered, o.obytes = nil, 0, 0, 0
+	o.queue, o.bytes, o.offered, o.obytes, o.latest = nil, 0, 0, 0, 0
 	clear(o.byAsker)
 	o.makeRoomLocked()
 	return batch

@@ -254,6 +254,26 @@ func (m *Move) decode(b []byte) error {
 	return d.done()
 }
 
+// Headroom is FrameHeadroom's payload: what the super peer's relay can
+// still take.
+type Headroom struct {
+	Bandwidth uint64 // bytes per second: the relay's total budget less its use
+	Sessions  uint32 // relay sessions this device may still open
+}
+
+func (m *Headroom) frame() []byte {
+	p := binary.BigEndian.AppendUint64(nil, m.Bandwidth)
+	p = binary.BigEndian.AppendUint32(p, m.Sessions)
+	return appendFrame(nil, FrameHeadroom, p)
+}
+
+func (m *Headroom) decode(b []byte) error {
+	d := decoder{t: FrameHeadroom, b: b}
+	m.Bandwidth = d.u64()
+	m.Sessions = d.u32()
+	return d.done()
+}
+
 // decodePeerFlag decodes the payload of Connect, Request and Answer: a
 // peer ID and flags, of which it takes flag.
 func decodePeerFlag(t FrameType, b []byte, flag byte) (identity.PeerID, bool, error) {

@@ -40,6 +40,7 @@ type Server struct {
 	prefixes  prefixTable
 	consent   consent
 	admission admission
+	headroom  headroomState // FrameHeadroom's ticker (headroom.go)
 
 	handlers sync.WaitGroup // running ServeHTTP calls
 	stats    Stats
@@ -85,6 +86,8 @@ type Stats struct {
 
 	// MovesSent counts FrameMove sent during a drain (drain.go).
 	MovesSent atomic.Uint64
+	// HeadroomSent counts FrameHeadroom sent (headroom.go).
+	HeadroomSent atomic.Uint64
 }
 
 // NewServer returns a Server with the given configuration.
@@ -412,6 +415,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.admission.close()
+	s.stopHeadroom()
 	for _, sess := range all {
 		sess.end(&Error{Code: ErrCodeShuttingDown, Message: "the super peer is shutting down"})
 	}

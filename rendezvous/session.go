@@ -69,6 +69,7 @@ type session struct {
 	wake      wakeups
 	ended     *Error        // the error that ended the session, if any
 	regToEnd  *Registration // reg, once registered: the session's end ends it at once
+	headroom  sentHeadroom  // the last FrameHeadroom (headroom.go)
 
 	// Guarded by srv.consent.mu (consent.go).
 	asks          map[identity.PeerID]*ask // this device's lookups, by target
@@ -239,6 +240,7 @@ func (s *session) handleRegister(m *Register) *Error {
 		// told now (tellMove tells once).
 		s.tellMove(d)
 	}
+	s.welcomeHeadroom()
 	s.mu.Lock()
 	// The first keepalive goes at once, so that both ends know the RTT
 	// (and candidates carry it) from the start.

@@ -21,7 +21,8 @@ package rendezvous
 //     FrameObserved goes only to devices with CapObserved.
 //
 // Capabilities added since, which need no new version: CapConsent (frames
-// 0x0A FrameRequest and 0x0B FrameAnswer), CapMove (frame 0x0C FrameMove).
+// 0x0A FrameRequest and 0x0B FrameAnswer), CapMove (frame 0x0C FrameMove),
+// CapHeadroom (frame 0x0D FrameHeadroom).
 const ProtocolVersion = 2
 
 // extensionsVersion is the first version whose decoders skip extensions:
@@ -62,10 +63,17 @@ const (
 	// (ErrCodeShuttingDown), as before drains existed.
 	CapMove Capabilities = 1 << 2
 
+	// CapHeadroom: the device takes FrameHeadroom into its choice of
+	// super peer for a relay; from the super peer, it sends FrameHeadroom
+	// (only when its Config.Headroom is set: a super peer without a
+	// relay has none to tell). A device that does not announce it is
+	// sent none, as before headroom existed.
+	CapHeadroom Capabilities = 1 << 3
+
 	// supportedCaps is what this package announces (a client announces
 	// CapConsent only with ClientConfig.OnRequest, CapMove only with
-	// ClientConfig.OnMove).
-	supportedCaps = CapObserved | CapConsent | CapMove
+	// ClientConfig.OnMove, CapHeadroom only with ClientConfig.OnHeadroom).
+	supportedCaps = CapObserved | CapConsent | CapMove | CapHeadroom
 )
 
 // Has reports whether c holds every capability in x.

@@ -32,8 +32,9 @@ import (
 // for that IP, and devices, which reach the super peer by IP because the
 // lab has no DNS, trust that CA's root.
 
-// e2eCaddyfile is the super peer's configuration; {DIR} and {SITES} (the
-// host's addresses, IPv4 and IPv6) are replaced. Beside the super peer, the site serves a small website, as a
+// e2eCaddyfile is the super peer's configuration; {DIR}, {SITES} (the
+// host's addresses, IPv4 and IPv6) and {SUPERPEER} (the directive, with
+// any options) are replaced. Beside the super peer, the site serves a small website, as a
 // real one would. The admin endpoint is off (the process is stopped by
 // signal), and the grace period bounds how long a stop waits for open
 // HTTP/1 and HTTP/2 connections (the plugin's HTTP/3 endpoint waits up to
@@ -50,7 +51,7 @@ const e2eCaddyfile = `{
 
 {SITES} {
 	tls internal
-	netsody_superpeer
+	{SUPERPEER}
 	respond "a website beside the super peer"
 }
 `
@@ -99,6 +100,29 @@ type labSuperPeer struct {
 // its output is shown if the test failed.
 func startSuperPeer(t testing.TB, bin string, host *Host) *labSuperPeer {
 	t.Helper()
+	return startSuperPeerWith(t, bin, host, "netsody_superpeer")
+}
+
+// startTwoSuperPeers starts a super peer on a new public host of lab,
+// with the netsody_superpeer directive nearDirective, and another, as
+// startSuperPeer does, on one e2eFarDelay further each way.
+func startTwoSuperPeers(t testing.TB, lab *Lab, bin, nearDirective string) (near, far *labSuperPeer) {
+	t.Helper()
+	nearHost, err := lab.AddPublicHost("spnear")
+	if err != nil {
+		t.Fatal(err)
+	}
+	farHost, err := lab.AddPublicHost("spfar", WithDelay(e2eFarDelay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startSuperPeerWith(t, bin, nearHost, nearDirective), startSuperPeer(t, bin, farHost)
+}
+
+// startSuperPeerWith is startSuperPeer with the site's netsody_superpeer
+// directive, options and all.
+func startSuperPeerWith(t testing.TB, bin string, host *Host, directive string) *labSuperPeer {
+	t.Helper()
 	sp := &labSuperPeer{
 		host: host,
 		url:  "https://" + netip.AddrPortFrom(host.Addr(), 443).String(),
@@ -111,7 +135,7 @@ func startSuperPeer(t testing.TB, bin string, host *Host) *labSuperPeer {
 		sp.url6 = "https://" + netip.AddrPortFrom(a6, 443).String()
 		sites += ", https://[" + a6.String() + "]"
 	}
-	caddyfile := strings.NewReplacer("{DIR}", sp.dir, "{SITES}", sites).Replace(e2eCaddyfile)
+	caddyfile := strings.NewReplacer("{DIR}", sp.dir, "{SITES}", sites, "{SUPERPEER}", directive).Replace(e2eCaddyfile)
 	path := filepath.Join(sp.dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o644); err != nil {
 		t.Fatal(err)

@@ -50,6 +50,9 @@ type e2eCase struct {
 	a, b    NATKind // 0: a public host, no NAT
 	sameNAT bool    // A and B behind one PortDependentFiltering NAT
 	twoSPs  bool    // both super peers, the far one listed first by A
+	// nearFull: the nearer super peer's relay is full (e2e_headroom_test.go),
+	// so the relay goes via the farther one.
+	nearFull bool
 
 	want       peer.PathKind
 	transportA string // relay: the transport of A's relay leg
@@ -91,6 +94,8 @@ func (tc e2eCase) expected() string {
 		return "direct over LAN addresses"
 	case tc.want == peer.PathDirect:
 		return "direct"
+	case tc.nearFull:
+		return "relay " + tc.transportA + " via the farther super peer (the nearer is full)"
 	case tc.twoSPs:
 		return "relay " + tc.transportA + " via the nearer super peer" + tc.expectedRelay()
 	case tc.transportA == tc.transportB:
@@ -137,16 +142,7 @@ func TestE2E(t *testing.T) {
 	bin := e2eCaddyBinary(t, t.TempDir())
 
 	began := time.Now()
-	nearHost, err := lab.AddPublicHost("spnear")
-	if err != nil {
-		t.Fatal(err)
-	}
-	farHost, err := lab.AddPublicHost("spfar", WithDelay(e2eFarDelay))
-	if err != nil {
-		t.Fatal(err)
-	}
-	near := startSuperPeer(t, bin, nearHost)
-	far := startSuperPeer(t, bin, farHost)
+	near, far := startTwoSuperPeers(t, lab, bin, "netsody_superpeer")
 	t.Logf("two Caddy super peers ready in %v: near %s, far %s (+%v each way)", time.Since(began).Round(time.Millisecond), near.url, far.url, e2eFarDelay)
 
 	var tables []string
@@ -327,8 +323,11 @@ func runE2ECase(t *testing.T, lab *Lab, i int, v6 bool, near, far *labSuperPeer,
 			if p.Relay != relay {
 				t.Errorf("%s's relayed packets travel on %q, want %s", who, p.Relay, relay)
 			}
-			if tc.twoSPs && p.SuperPeer != nearURL {
+			if tc.twoSPs && !tc.nearFull && p.SuperPeer != nearURL {
 				t.Errorf("%s relays via %s, want the nearer %s", who, p.SuperPeer, nearURL)
+			}
+			if tc.nearFull && p.SuperPeer != farURL {
+				t.Errorf("%s relays via %s, want the farther %s: the nearer is full", who, p.SuperPeer, farURL)
 			}
 		}
 	}
