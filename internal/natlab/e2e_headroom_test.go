@@ -21,7 +21,7 @@ const (
 
 // e2eHeadroomCase is the two-super-peer row with the nearer one full.
 var e2eHeadroomCase = e2eCase{name: "TwoSPs-NearFull-Sym-Sym", a: Symmetric, b: Symmetric, twoSPs: true, nearFull: true,
-	want: peer.PathRelay, transportA: "h3", transportB: "h3"}
+	want: peer.PathRelay, transportA: "h3", transportB: "h3", relayA: "fast", relayB: "fast"}
 
 // TestE2EHeadroom is the two-super-peer row of TestE2E with the nearer
 // super peer full: its relay budget (total_rate) is below what a relay
