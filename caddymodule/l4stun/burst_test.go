@@ -13,7 +13,7 @@ const (
 	// burstSources and burstDatagrams: each source sends a burst of
 	// datagrams at once, as a client that retransmits fast or an attacker
 	// does. caddy-l4 queues five per client; 30 stopped a listener whose
-	// handler had returned.
+	// handler had returned, every time.
 	burstSources   = 100
 	burstDatagrams = 30
 	burstRounds    = 3
@@ -21,8 +21,12 @@ const (
 
 // Attack: bursts of datagrams from many sources, to fill caddy-l4's queue
 // of a client whose handler no longer reads it, which stops the whole
-// UDP listener. After every round, clients that were not part of it are
-// still answered.
+// UDP listener. Every burst starts with a datagram that is not STUN: a
+// route behind the stun matcher would leave that client to caddy-l4's
+// empty handler, which returns at once (the same stall), and a kernel
+// that drops a burst's first Binding requests under load made that
+// happen now and then. After every round, clients that were not part of
+// it are still answered.
 func TestBurstsLeaveOthersServed(t *testing.T) {
 	_, port := startSTUN(t, 2*time.Second)
 	server := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
@@ -43,7 +47,7 @@ func TestBurstsLeaveOthersServed(t *testing.T) {
 				defer pc.Close()
 				for j := range burstDatagrams {
 					b := req
-					if j%3 == 2 {
+					if j%3 == 0 {
 						b = junk
 					}
 					pc.WriteTo(b, net.UDPAddrFromAddrPort(server))

@@ -14,8 +14,8 @@ import (
 )
 
 // stunCaddyfile is a super peer with a layer4 server answering STUN on
-// {LISTEN}, behind the stun matcher, with a short idle_timeout ({IDLE})
-// as in Caddyfile.example.
+// {LISTEN}, with netsody_stun as its one route, without a matcher, and a
+// short idle_timeout ({IDLE}), as in Caddyfile.example.
 const stunCaddyfile = `{
 	admin {ADMIN}
 	https_port {PORT}
@@ -25,8 +25,7 @@ const stunCaddyfile = `{
 	layer4 {
 		{LISTEN} {
 			idle_timeout {IDLE}
-			@stun stun
-			route @stun {
+			route {
 				netsody_stun
 			}
 		}

@@ -14,7 +14,10 @@
 // next datagrams fill its queue before caddy-l4 has noticed the return,
 // and the whole listener stops. So the handler answers every datagram of
 // its client until caddy-l4 ends the connection, and then reads on until
-// caddy-l4 has closed its queue. A short idle_timeout (Caddyfile.example
+// caddy-l4 has closed its queue. A first datagram that no route matches
+// does the same (caddy-l4's empty handler returns at once), so the
+// handler goes last on its server without a matcher, and the matcher
+// serves only routes before it. A short idle_timeout (Caddyfile.example
 // has 5s) keeps the goroutines few: a STUN client sends a request, maybe
 // a few retransmissions, and is gone.
 package l4stun

@@ -9,7 +9,9 @@ import (
 
 // MatchSTUN matches STUN Binding requests, with the magic cookie (RFC
 // 5389/8489) and without (RFC 3489), so that one port can carry STUN
-// next to other layer4 routes. It reads the header only: the type
+// next to other layer4 routes; the last route still needs a handler that
+// reads every datagram, such as netsody_stun without a matcher (see the
+// package doc). It reads the header only: the type
 // (0x0001), a length that is a multiple of four, and, over UDP, a
 // datagram that holds the whole message. RFC 3489's form has no cookie to
 // tell it from other protocols, so put more specific matchers first.

@@ -51,8 +51,10 @@ func TestPortTakenFailsAtStart(t *testing.T) {
 // dropped by reason.
 func TestMatcherBesideOtherRoutes(t *testing.T) {
 	port := testcaddy.FreePort(t)
+	// The stun route before echo, which goes last and reads every datagram.
 	cf := strings.NewReplacer("{LISTEN}", "udp/127.0.0.1:"+strconv.Itoa(port), "{IDLE}", "2s",
-		"\t\t\t}\n\t\t}\n\t}\n}", "\t\t\t}\n\t\t\troute {\n\t\t\t\techo\n\t\t\t}\n\t\t}\n\t}\n}").Replace(stunCaddyfile)
+		"\t\t\troute {\n\t\t\t\tnetsody_stun\n\t\t\t}\n",
+		"\t\t\t@stun stun\n\t\t\troute @stun {\n\t\t\t\tnetsody_stun\n\t\t\t}\n\t\t\troute {\n\t\t\t\techo\n\t\t\t}\n").Replace(stunCaddyfile)
 	c := testcaddy.Start(t, cf)
 	server := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
 
