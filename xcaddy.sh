@@ -26,4 +26,4 @@ go tool xcaddy build "$CADDY_VERSION" \
 	--with github.com/mholt/caddy-l4@v0.1.2 \
 	--with github.com/caddy-dns/cloudflare@v0.2.4
 
-./caddy list-modules | grep -E '^(netsody|http\.handlers\.netsody_superpeer)$'
+./caddy list-modules | grep -E '^(netsody|http\.handlers\.netsody_superpeer|layer4\.handlers\.netsody_stun|layer4\.matchers\.stun)$'
