@@ -58,19 +58,18 @@ func (d *datagramLeg) relay(other *leg) error {
 // which paces this loop to what the connection can carry.
 func (d *datagramLeg) send() {
 	for {
-		p := d.l.q.wait(d.l.done)
-		if p == nil {
+		it, ok := d.l.q.wait(d.l.done)
+		if !ok {
 			return
 		}
-		err := d.str.SendDatagram(p)
-		d.l.q.release(cap(p))
+		err := d.str.SendDatagram(it.b) // a copy: it.b is free after it
+		d.l.q.release(cap(it.b))
+		freeDatagram(it.b)
 		if err != nil {
 			d.l.stats.drop(DropSendFailed)
 		}
 	}
 }
-
-func (d *datagramLeg) frame(p []byte) []byte { return p }
 
 // unblock has nothing to do: the leg's context ends ReceiveDatagram, and
 // relay stops its stream reader itself.
