@@ -133,6 +133,39 @@ func (c *capsuleReader) peekDatagram() (n uint64, ok bool) {
 	return n, true
 }
 
+// readUDP reads the next DATAGRAM capsule's UDP payload (context ID 0,
+// RFC 9298 section 4) straight into b, cut to len(b) as a UDP read is.
+// ok is false, with nothing read, when the next capsule is not a DATAGRAM
+// whose type is in one byte: readDatagram reads that. A DATAGRAM of
+// another context, or over limit bytes, is skipped: n is -1.
+func (c *capsuleReader) readUDP(b []byte, limit int) (n int, ok bool, err error) {
+	size, ok := c.peekDatagram()
+	if !ok {
+		return 0, false, nil
+	}
+	rest, n := int(min(size, math.MaxInt)), -1
+	if size <= uint64(limit) && rest > 0 {
+		h, _ := c.br.Peek(1)
+		if len(h) == 1 {
+			idLen := 1 << (h[0] >> 6)
+			h, _ = c.br.Peek(idLen)
+			if id, _, perr := quicvarint.Parse(h); perr == nil && id == 0 && idLen <= rest {
+				c.br.Discard(idLen) // buffered: cannot fail
+				rest -= idLen
+				n, err = io.ReadFull(c.br, b[:min(len(b), rest)])
+				rest -= n
+			}
+		}
+	}
+	if err == nil {
+		_, err = c.br.Discard(rest)
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, true, err
+}
+
 // readFull reads n bytes from r into buf, reused when large enough. It
 // calls Read itself: io.ReadFull would take r as an interface, which
 // costs an allocation for http3.CapsuleReader.

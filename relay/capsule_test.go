@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -153,5 +154,42 @@ func TestCapsuleRelayAllocs(t *testing.T) {
 	}
 	if !bytes.Equal(batch, appendCapsule(nil, CapsuleDatagram, payload)) || total.Load() != 0 {
 		t.Fatalf("batch %d bytes, %d bytes still counted", len(batch), total.Load())
+	}
+}
+
+// readUDP reads a UDP payload straight into the caller's buffer, cut to
+// it, and skips what is not one; what it leaves, readDatagram reads.
+func TestReadUDP(t *testing.T) {
+	var stream []byte
+	stream = appendCapsule(stream, CapsuleDatagram, []byte("\x00hello"))
+	stream = appendCapsule(stream, CapsuleDatagram, []byte("\x02other context"))
+	stream = appendCapsule(stream, CapsuleDatagram, append([]byte{0}, make([]byte, 100)...)) // over the limit
+	stream = appendCapsule(stream, CapsuleDatagram, []byte("\x40\x00zero in two bytes"))
+	stream = appendCapsule(stream, CapsuleDatagram, []byte("\x00cut to the buffer, not longer"))
+	stream = append(stream, closeCapsule("bye")...)
+	p := newCapsuleReader(bytes.NewReader(stream))
+	b := make([]byte, 17)
+	var got []string
+	for range 6 {
+		n, ok, err := p.readUDP(b, 64)
+		if err != nil || !ok {
+			t.Fatalf("after %q: %d %v %v", got, n, ok, err)
+		}
+		if n >= 0 {
+			got = append(got, string(b[:n]))
+		}
+		if len(got) == 3 {
+			break
+		}
+	}
+	if want := []string{"hello", "zero in two bytes", "cut to the buffer"}; !slices.Equal(got, want) {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+	if _, ok, _ := p.readUDP(b, 64); ok {
+		t.Fatal("readUDP took a CLOSE capsule")
+	}
+	var closed *ClosedError
+	if _, err := p.readDatagram(nil, 64, nil); !errors.As(err, &closed) {
+		t.Fatalf("close: %v", err)
 	}
 }

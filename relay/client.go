@@ -194,6 +194,16 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
+		n, ok, err := c.capsules.readUDP(b, maxStreamDatagram)
+		if err != nil {
+			return 0, nil, err
+		}
+		if ok {
+			if n < 0 {
+				continue // another context, or too large: skip
+			}
+			return n, c.remote, nil
+		}
 		d, err := c.capsules.readDatagram(c.buf, maxStreamDatagram, c.fast.take)
 		if errors.Is(err, errCapsuleTooLarge) {
 			continue
