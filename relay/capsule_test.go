@@ -193,3 +193,33 @@ func TestReadUDP(t *testing.T) {
 		t.Fatalf("close: %v", err)
 	}
 }
+
+// FuzzReadUDP feeds arbitrary bytes to StreamConn's read: readUDP, and
+// readDatagram for what it leaves. Nothing may panic, no payload may
+// overrun the buffer, and every call must consume or stop.
+func FuzzReadUDP(f *testing.F) {
+	f.Add(appendCapsule(nil, CapsuleDatagram, []byte("\x00hi")))
+	f.Add(appendCapsule(nil, CapsuleDatagram, []byte("\x40\x00hi")))
+	f.Add(appendCapsule(nil, CapsuleDatagram, []byte("\x80")))
+	f.Add(append(appendCapsule(nil, CapsuleDatagram, nil), closeCapsule("bye")...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := newCapsuleReader(bytes.NewReader(data))
+		b := make([]byte, 8)
+		for range len(data) + 1 {
+			n, ok, err := p.readUDP(b, 64)
+			if err != nil {
+				return
+			}
+			if !ok {
+				if _, err := p.readDatagram(nil, 64, nil); err != nil && !errors.Is(err, errCapsuleTooLarge) {
+					return
+				}
+				continue
+			}
+			if n > len(b) {
+				t.Fatalf("read %d bytes into %d", n, len(b))
+			}
+		}
+		t.Fatalf("%d bytes not consumed in %d reads", len(data), len(data)+1)
+	})
+}
