@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"unicode/utf8"
 
 	"github.com/quic-go/quic-go/http3"
@@ -41,6 +43,17 @@ const (
 // limit; its contents have been discarded.
 var errCapsuleTooLarge = errors.New("relay: datagram capsule over the size limit")
 
+// capsuleReader reads the capsules of a buffered stream.
+type capsuleReader struct {
+	br *bufio.Reader
+	p  *http3.CapsuleParser // for capsules other than DATAGRAM
+}
+
+func newCapsuleReader(r io.Reader) *capsuleReader {
+	br := bufio.NewReaderSize(r, capsuleReadBuffer)
+	return &capsuleReader{br: br, p: http3.NewCapsuleParser(br)}
+}
+
 // readDatagram reads capsules until a DATAGRAM capsule and returns its
 // value in buf (reused when large enough). A CLOSE capsule's reason is
 // returned as a *ClosedError. A DATAGRAM over limit bytes is discarded
@@ -48,9 +61,22 @@ var errCapsuleTooLarge = errors.New("relay: datagram capsule over the size limit
 // on. Any other capsule is passed to onCapsule, if set, which may read
 // its value (a fast-path request or answer); what it leaves is skipped.
 // An error from onCapsule ends the read.
-func readDatagram(p *http3.CapsuleParser, buf []byte, limit int, onCapsule func(t http3.CapsuleType, r http3.CapsuleReader) error) ([]byte, error) {
+//
+// A DATAGRAM capsule (its type in one byte, as every sender writes it) is
+// read straight from the buffered stream, the one copy, allocating
+// nothing: http3.CapsuleParser allocates for every capsule.
+func (c *capsuleReader) readDatagram(buf []byte, limit int, onCapsule func(t http3.CapsuleType, r http3.CapsuleReader) error) ([]byte, error) {
 	for {
-		t, r, err := p.Next()
+		if n, ok := c.peekDatagram(); ok {
+			if n > uint64(limit) {
+				if _, err := c.br.Discard(int(min(n, math.MaxInt))); err != nil {
+					return nil, err
+				}
+				return nil, errCapsuleTooLarge
+			}
+			return readFull(c.br, buf, int(n))
+		}
+		t, r, err := c.p.Next()
 		if err != nil {
 			return nil, err
 		}
@@ -63,14 +89,7 @@ func readDatagram(p *http3.CapsuleParser, buf []byte, limit int, onCapsule func(
 				}
 				return nil, errCapsuleTooLarge
 			}
-			if int64(cap(buf)) < n {
-				buf = make([]byte, n)
-			}
-			buf = buf[:n]
-			if _, err := io.ReadFull(r, buf); err != nil {
-				return nil, err
-			}
-			return buf, nil
+			return readFull(r, buf, int(n))
 		case CapsuleClose:
 			if r.Remaining() > maxCloseReason {
 				return nil, fmt.Errorf("relay: close capsule of %d bytes", r.Remaining())
@@ -91,6 +110,81 @@ func readDatagram(p *http3.CapsuleParser, buf []byte, limit int, onCapsule func(
 			}
 		}
 	}
+}
+
+// peekDatagram consumes the header of a DATAGRAM capsule at the head of
+// the stream and returns its value's length; ok is false, with nothing
+// consumed, for another capsule, a type not in one byte, or a header that
+// the stream ends in (the parser reports that).
+func (c *capsuleReader) peekDatagram() (n uint64, ok bool) {
+	b, _ := c.br.Peek(2)
+	if len(b) < 2 || b[0] != byte(CapsuleDatagram) {
+		return 0, false
+	}
+	hlen := 1 + 1<<(b[1]>>6) // type, then the length's varint
+	if b, _ = c.br.Peek(hlen); len(b) < hlen {
+		return 0, false
+	}
+	n, _, err := quicvarint.Parse(b[1:])
+	if err != nil {
+		return 0, false
+	}
+	c.br.Discard(hlen) // buffered: cannot fail
+	return n, true
+}
+
+// readUDP reads the next DATAGRAM capsule's UDP payload (context ID 0,
+// RFC 9298 section 4) straight into b, cut to len(b) as a UDP read is.
+// ok is false, with nothing read, when the next capsule is not a DATAGRAM
+// whose type is in one byte: readDatagram reads that. A DATAGRAM of
+// another context, or over limit bytes, is skipped: n is -1.
+func (c *capsuleReader) readUDP(b []byte, limit int) (n int, ok bool, err error) {
+	size, ok := c.peekDatagram()
+	if !ok {
+		return 0, false, nil
+	}
+	rest, n := int(min(size, math.MaxInt)), -1
+	if size <= uint64(limit) && rest > 0 {
+		h, _ := c.br.Peek(1)
+		if len(h) == 1 {
+			idLen := 1 << (h[0] >> 6)
+			h, _ = c.br.Peek(idLen)
+			if id, _, perr := quicvarint.Parse(h); perr == nil && id == 0 && idLen <= rest {
+				c.br.Discard(idLen) // buffered: cannot fail
+				rest -= idLen
+				n, err = io.ReadFull(c.br, b[:min(len(b), rest)])
+				rest -= n
+			}
+		}
+	}
+	if err == nil {
+		_, err = c.br.Discard(rest)
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, true, err
+}
+
+// readFull reads n bytes from r into buf, reused when large enough. It
+// calls Read itself: io.ReadFull would take r as an interface, which
+// costs an allocation for http3.CapsuleReader.
+func readFull[R io.Reader](r R, buf []byte, n int) ([]byte, error) {
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	for off := 0; off < n; {
+		m, err := r.Read(buf[off:])
+		off += m
+		if err != nil && off < n {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 // appendCapsule appends a capsule of type t whose value is the parts one

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -145,7 +144,7 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 	}
 	return &StreamConn{
 		body:        resp.Body,
-		parser:      http3.NewCapsuleParser(bufio.NewReaderSize(resp.Body, capsuleReadBuffer)),
+		capsules:    newCapsuleReader(resp.Body),
 		pw:          pw,
 		cancel:      cancel,
 		sessionEnds: sessionEnds{remote: relayAddr(peer.String())},
@@ -173,10 +172,10 @@ func (a relayAddr) String() string  { return string(a) }
 // errors.ErrUnsupported. Close the conn to end a pending read. (masque-go's
 // Conn, over HTTP/3, can: QUIC datagrams are received with a context.)
 type StreamConn struct {
-	body   io.ReadCloser
-	parser *http3.CapsuleParser
-	pw     *io.PipeWriter
-	cancel context.CancelFunc
+	body     io.ReadCloser
+	capsules *capsuleReader
+	pw       *io.PipeWriter
+	cancel   context.CancelFunc
 	sessionEnds
 	fast fastPathAsk // answered while ReadFrom reads
 
@@ -195,7 +194,17 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
-		d, err := readDatagram(c.parser, c.buf, maxStreamDatagram, c.fast.take)
+		n, ok, err := c.capsules.readUDP(b, maxStreamDatagram)
+		if err != nil {
+			return 0, nil, err
+		}
+		if ok {
+			if n < 0 {
+				continue // another context, or too large: skip
+			}
+			return n, c.remote, nil
+		}
+		d, err := c.capsules.readDatagram(c.buf, maxStreamDatagram, c.fast.take)
 		if errors.Is(err, errCapsuleTooLarge) {
 			continue
 		}

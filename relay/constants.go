@@ -92,6 +92,10 @@ const (
 	// leg go out in one write and flush up to this size, a few TLS records,
 	// so a busy leg does not flush per packet.
 	maxCapsuleBatch = 64 << 10
+	// pooledDatagram, bytes per pooled datagram buffer (queue.go): room for
+	// DefaultMaxDatagramSize, rounded up to the Go allocator's size class,
+	// so that the capacity the queues count is what the buffer holds.
+	pooledDatagram = 1536
 	// maxStreamDatagram, bytes, bounds the DATAGRAM capsules a StreamConn
 	// reads: no UDP payload is larger.
 	maxStreamDatagram = 1 << 16

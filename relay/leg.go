@@ -58,8 +58,9 @@ type legIO interface {
 	relay(other *leg) error
 	// send writes the queue towards the device until the leg ends.
 	send()
-	// frame wraps a datagram payload for the queue towards the device.
-	frame(d []byte) []byte
+	// sendNow writes d to the device at once, from the caller's goroutine,
+	// if that cannot wait for the device; false leaves d to the queue.
+	sendNow(d []byte) bool
 	// unblock makes a read pending in relay return. end calls it once,
 	// from any goroutine, possibly before open.
 	unblock()
@@ -208,13 +209,23 @@ func reasonFor(err error, eof string) string {
 }
 
 // deliver queues one datagram payload for this leg's device, taking
-// ownership of d; it never blocks, so that the other leg keeps draining
-// its own queues (quic-go's hold only 32 datagrams a stream).
+// ownership of d (pooled once sent or dropped); it never blocks, so that
+// the other leg keeps draining its own queues (quic-go's hold only 32
+// datagrams a stream).
 func (l *leg) deliver(d []byte) {
-	if l.deliverFast(d) {
+	if l.deliverFast(d) { // a copy: d is free after it
+		freeDatagram(d)
 		return
 	}
-	switch l.q.push(l.io.frame(d)) {
+	if l.io.sendNow(d) {
+		l.delivered(l.transport, len(d))
+		return
+	}
+	r := l.q.push(item{b: d})
+	if r != pushed {
+		freeDatagram(d)
+	}
+	switch r {
 	case pushed:
 		l.delivered(l.transport, len(d))
 	case pushFull:

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net/http"
@@ -35,55 +34,70 @@ func (c *capsuleLeg) open() error { return c.rc.Flush() }
 // reading, which throttles the device through TCP (or QUIC flow control).
 func (c *capsuleLeg) relay(other *leg) error {
 	l := c.l
-	p := http3.NewCapsuleParser(bufio.NewReaderSize(c.body, capsuleReadBuffer))
+	cr := newCapsuleReader(c.body)
 	fastPath := func(t http3.CapsuleType, r http3.CapsuleReader) error {
 		if t != CapsuleFastPathRequest {
 			return nil
 		}
 		if c := l.fastPathAnswer(other, r.Remaining()); c != nil {
-			l.q.push(c) // if full, lost: the device asks on a new leg
+			l.q.push(item{b: c, capsule: true}) // if full, lost: the device asks on a new leg
 		}
 		return nil
 	}
+	var buf []byte // pooled, for the next datagram
+	defer func() { freeDatagram(buf) }()
 	for {
-		d, err := readDatagram(p, nil, l.cfg.MaxDatagramSize, fastPath)
+		if buf == nil {
+			buf = newDatagram(0)
+		}
+		d, err := cr.readDatagram(buf, l.cfg.MaxDatagramSize, fastPath)
 		if errors.Is(err, errCapsuleTooLarge) {
 			l.stats.drop(DropTooLarge)
 			continue
 		}
-		var closed *ClosedError
-		if errors.As(err, &closed) {
-			return errors.New("this device closed the session: " + closed.Reason)
-		}
 		if err != nil {
-			return err
+			return deviceClosed(err)
 		}
 		if err := l.account.wait(l.ctx, len(d)); err != nil {
 			return err
 		}
-		other.deliver(d) // d is the other leg's now: the next read gets a new buffer
+		// d is the other leg's now; buf, if d is not it, is left to the GC.
+		buf = nil
+		other.deliver(d)
 	}
 }
 
-// send writes queued capsules to the device until the leg ends, then the
-// CLOSE capsule. Capsules queued together go out in one write.
+// deviceClosed says why a device's capsule stream ended: a CLOSE capsule's
+// reason, or err.
+func deviceClosed(err error) error {
+	var closed *ClosedError
+	if errors.As(err, &closed) {
+		return errors.New("this device closed the session: " + closed.Reason)
+	}
+	return err
+}
+
+// send writes queued datagrams to the device, each framed as a DATAGRAM
+// capsule, until the leg ends, then the CLOSE capsule. What is queued
+// together goes out in one write: framing it into the reused buf is the
+// one copy on this side, and the queued buffers go back to their pool.
 func (c *capsuleLeg) send() {
 	l := c.l
 	var buf []byte
 	for {
-		b := l.q.wait(l.done)
-		if b == nil {
+		it, ok := l.q.wait(l.done)
+		if !ok {
 			c.write(closeCapsule(l.reason()))
 			return
 		}
-		buf = append(buf[:0], b...)
-		size := cap(b)
+		size := cap(it.b)
+		buf = appendItem(buf[:0], it)
 		for len(buf) < maxCapsuleBatch {
-			if b = l.q.next(); b == nil {
+			if it, ok = l.q.next(); !ok {
 				break
 			}
-			buf = append(buf, b...)
-			size += cap(b)
+			buf = appendItem(buf, it)
+			size += cap(it.b)
 		}
 		err := c.write(buf)
 		l.q.release(size)
@@ -93,6 +107,21 @@ func (c *capsuleLeg) send() {
 		}
 	}
 }
+
+// appendItem appends a queued item as a capsule to b and pools the item's
+// buffer.
+func appendItem(b []byte, it item) []byte {
+	if it.capsule {
+		return append(b, it.b...)
+	}
+	b = appendCapsule(b, CapsuleDatagram, it.b)
+	freeDatagram(it.b)
+	return b
+}
+
+// sendNow leaves every datagram to send: a write to the device waits for
+// its TCP window.
+func (c *capsuleLeg) sendNow([]byte) bool { return false }
 
 // write writes b and flushes it, giving up after Config.WriteTimeout, or
 // at once when abort is called. The deadline is set around this write
@@ -130,8 +159,6 @@ func (c *capsuleLeg) abort() {
 		_ = c.rc.SetWriteDeadline(time.Now().Add(-time.Second))
 	}
 }
-
-func (c *capsuleLeg) frame(d []byte) []byte { return appendCapsule(nil, CapsuleDatagram, d) }
 
 // unblock closes the request body under a pending read.
 func (c *capsuleLeg) unblock() { c.body.Close() }

@@ -14,7 +14,7 @@ type queue struct {
 	wake chan struct{} // a push since the sender last looked; 1 slot
 
 	mu       sync.Mutex // guards the following
-	ring     [][]byte   // FIFO of len(ring) slots: Config.QueueLen
+	ring     []item     // FIFO of len(ring) slots: Config.QueueLen
 	head, n  int
 	queued   int       // bytes in ring
 	inFlight int       // bytes taken by next, not yet released
@@ -30,7 +30,7 @@ type queue struct {
 func newQueue(cfg *Config, total *atomic.Int64) *queue {
 	return &queue{
 		wake:     make(chan struct{}, 1),
-		ring:     make([][]byte, cfg.QueueLen),
+		ring:     make([]item, cfg.QueueLen),
 		maxBytes: cfg.QueueBytes,
 		stall:    cfg.StallTimeout,
 		total:    total,
@@ -52,10 +52,17 @@ const (
 	pushStalled
 )
 
-// push queues b, taking ownership of it; it never blocks. Bytes count at
-// b's capacity, which is what b holds of the heap.
-func (q *queue) push(b []byte) pushResult {
-	size := cap(b)
+// item is what a queue holds: a datagram payload, or a capsule that a
+// capsule leg writes as it is (a fast-path answer).
+type item struct {
+	b       []byte
+	capsule bool
+}
+
+// push queues it, taking ownership of its bytes; it never blocks. Bytes
+// count at the buffer's capacity, which is what it holds of the heap.
+func (q *queue) push(it item) pushResult {
+	size := cap(it.b)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	switch {
@@ -70,7 +77,7 @@ func (q *queue) push(b []byte) pushResult {
 		q.total.Add(-int64(size))
 		return pushOverload
 	}
-	q.ring[(q.head+q.n)%len(q.ring)] = b
+	q.ring[(q.head+q.n)%len(q.ring)] = it
 	q.n++
 	q.queued += size
 	select {
@@ -80,36 +87,55 @@ func (q *queue) push(b []byte) pushResult {
 	return pushed
 }
 
-// next takes the oldest queued item, or nil; its bytes stay counted until
-// release.
-func (q *queue) next() []byte {
+// takeIdle counts size bytes as in flight, as push and next together
+// would, if nothing is queued nor in flight: the caller then writes them
+// itself, without the hand-off to the sender, and releases them.
+func (q *queue) takeIdle(size int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || q.n > 0 || q.inFlight > 0 || size > q.maxBytes {
+		return false
+	}
+	if q.total.Add(int64(size)) > q.maxTotal {
+		q.total.Add(-int64(size))
+		return false
+	}
+	q.since = time.Now()
+	q.inFlight = size
+	return true
+}
+
+// next takes the oldest queued item; ok is false if there is none. Its
+// bytes stay counted until release.
+func (q *queue) next() (it item, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.n == 0 {
-		return nil
+		return item{}, false
 	}
-	b := q.ring[q.head]
-	q.ring[q.head] = nil
+	it = q.ring[q.head]
+	q.ring[q.head] = item{}
 	q.head = (q.head + 1) % len(q.ring)
 	q.n--
-	q.queued -= cap(b)
+	q.queued -= cap(it.b)
 	if q.inFlight == 0 {
 		q.since = time.Now()
 	}
-	q.inFlight += cap(b)
-	return b
+	q.inFlight += cap(it.b)
+	return it, true
 }
 
-// wait returns the oldest item, waiting for one; nil once done is closed.
-func (q *queue) wait(done <-chan struct{}) []byte {
+// wait returns the oldest item, waiting for one; ok is false once done is
+// closed.
+func (q *queue) wait(done <-chan struct{}) (it item, ok bool) {
 	for {
-		if b := q.next(); b != nil {
-			return b
+		if it, ok := q.next(); ok {
+			return it, true
 		}
 		select {
 		case <-q.wake:
 		case <-done:
-			return nil
+			return item{}, false
 		}
 	}
 }
@@ -131,4 +157,27 @@ func (q *queue) close() {
 	q.n = 0
 	q.total.Add(-int64(q.queued))
 	q.queued = 0
+}
+
+// datagramBufs pools the buffers that carry a datagram from the leg that
+// read it to the write towards the other leg's device, so that relaying
+// allocates nothing per datagram.
+var datagramBufs = sync.Pool{New: func() any { return new([pooledDatagram]byte) }}
+
+// newDatagram returns a buffer of n bytes: pooled if n fits, which it does
+// up to DefaultMaxDatagramSize.
+func newDatagram(n int) []byte {
+	if n > pooledDatagram {
+		return make([]byte, n)
+	}
+	return datagramBufs.Get().(*[pooledDatagram]byte)[:n]
+}
+
+// freeDatagram pools b once nothing refers to it. A buffer of another
+// size is left to the garbage collector; one of the pooled size from
+// elsewhere (quic-go hands over what it received) may join the pool.
+func freeDatagram(b []byte) {
+	if cap(b) == pooledDatagram {
+		datagramBufs.Put((*[pooledDatagram]byte)(b[:pooledDatagram]))
+	}
 }
