@@ -8,11 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/netsody/superpeer/internal/sptest"
@@ -26,17 +24,8 @@ import (
 // never reads them, and the shutdown waits for its timeout.
 func TestEndpointKeepsConnectionsWhenASocketJoinsThePort(t *testing.T) {
 	const clients = 8 // all on the endpoint's socket by chance: 1 in 256
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	na, err := caddy.ParseNetworkAddress("udp/127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := openEndpoint(ctx, zap.NewNop(), "test", na, 0, &caddyhttp.Server{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ep.Destruct()
+	ctx := t.Context()
+	ep := testEndpoint(t)
 	if !ep.steered {
 		t.Fatal("the endpoint does not steer its packets")
 	}
