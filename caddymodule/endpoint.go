@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -198,7 +199,10 @@ func (ep *endpoint) getECHKeys(ch *tls.ClientHelloInfo) ([]tls.EncryptedClientHe
 
 // steerOrWarn steers (steer.go), and says what failing to costs.
 func (ep *endpoint) steerOrWarn() {
-	if err := ep.steer(); err != nil {
+	err := ep.steer()
+	if errors.Is(err, errNoSteering) {
+		ep.logger.Debug("HTTP/3 packets are not steered", zap.String("address", ep.key), zap.Error(err))
+	} else if err != nil {
 		ep.logger.Warn("HTTP/3 packets of this endpoint's connections may go to another socket on the port during a reload; a drain may then wait for its timeout", zap.String("address", ep.key), zap.Error(err))
 	}
 }
@@ -222,7 +226,8 @@ func (reg *registration) leave() error {
 // listener is the endpoint's, so http3.Server.Shutdown would not close
 // it, and a device re-dialling meanwhile would hold the shutdown for its
 // whole wait), tells clients to go away (GOAWAY), waits a bounded time
-// for their requests to end, then closes the socket.
+// for their requests to end, then takes its steering off the port
+// (steer.go) and closes the socket.
 func (ep *endpoint) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
