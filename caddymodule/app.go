@@ -244,6 +244,7 @@ func (a *App) drainIfLast() {
 			return // a newer config keeps it
 		}
 		reason = "the super peer was removed from the configuration"
+		a.holdEndpoints()
 	}
 	start := time.Now()
 	a.superPeer.ops.drain(reason) // the health route answers 503 from now on
@@ -252,6 +253,19 @@ func (a *App) drainIfLast() {
 		return
 	}
 	a.logger.Info("drained: every relay moved", zap.Duration("took", time.Since(start)))
+}
+
+// holdEndpoints steers the devices' HTTP/3 packets to this config's
+// endpoints through a reload's drain, though the new config's own HTTP/3
+// socket shares their ports (steer.go): the index probed when an
+// endpoint opened may have changed since. A `caddy stop` opens no socket.
+func (a *App) holdEndpoints() {
+	a.mu.Lock()
+	regs := slices.Clone(a.joined)
+	a.mu.Unlock()
+	for _, reg := range regs {
+		reg.ep.steerOrWarn()
+	}
 }
 
 // drainAtExit drains the super peer if Caddy is exiting. Caddy's HTTP/2

@@ -47,3 +47,24 @@ const (
 	// peer ID or prefix.
 	maxAdminBody = 4 << 10
 )
+
+// The HTTP/3 endpoint's steering through a reload (steer.go).
+const (
+	// connIDLen is the endpoint's connection IDs' length: a 2-byte
+	// marker and 6 random bytes, as unguessable as quic-go's default 4.
+	connIDLen = 8
+	// maxReusePortSockets bounds the probing for the endpoint's index in
+	// its SO_REUSEPORT group: Caddy puts one socket per config there, and
+	// a reload overlaps two configs.
+	maxReusePortSockets = 8
+	// steerProbeWait is how long a probe over loopback may take to
+	// arrive: far longer than it does, even under load, and short enough
+	// that a probe that went to another socket delays the drain little.
+	steerProbeWait = 100 * time.Millisecond
+	// probesPerIndex is how many probes an index gets before the next:
+	// a probe is lost only when the socket's queue overflows.
+	probesPerIndex = 2
+	// probeNonceLen makes a probe the endpoint's own, not a packet a
+	// stranger sent.
+	probeNonceLen = 16
+)

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -47,6 +48,13 @@ type endpoint struct {
 	ln     *quic.EarlyListener
 	h3     *http3.Server
 	logger *zap.Logger
+
+	// Steering through a reload (steer.go).
+	network string
+	sock    *net.UDPConn // the socket, if it is a UDP one
+	cids    markedCIDs
+	steerMu sync.Mutex // guards steered and the group's program
+	steered bool
 
 	mu   sync.RWMutex    // guards the following
 	regs []*registration // joined configs; the last one serves
@@ -96,14 +104,20 @@ func openEndpoint(ctx caddy.Context, logger *zap.Logger, key string, na caddy.Ne
 		}
 		raw = u.Unwrap()
 	}
-	ep := &endpoint{key: key, pc: pc, logger: logger}
+	ep := &endpoint{key: key, pc: pc, logger: logger, network: na.Network}
 	if udp, ok := raw.LocalAddr().(*net.UDPAddr); ok {
 		ep.port = udp.Port
 	}
+	ep.sock, _ = raw.(*net.UDPConn)
+	if ep.cids, err = newMarkedCIDs(); err != nil {
+		pc.Close()
+		return nil, err
+	}
 	limiter := rate.NewLimiter(handshakesPerSecond, handshakesPerSecond)
 	ep.tr = &quic.Transport{
-		Conn:                raw,
-		VerifySourceAddress: func(net.Addr) bool { return !limiter.Allow() },
+		Conn:                  raw,
+		ConnectionIDGenerator: ep.cids,
+		VerifySourceAddress:   func(net.Addr) bool { return !limiter.Allow() },
 	}
 	allow0RTT := true
 	if srv.Allow0RTT != nil {
@@ -137,6 +151,7 @@ func openEndpoint(ctx caddy.Context, logger *zap.Logger, key string, na caddy.Ne
 	}
 	go ep.h3.ServeListener(ep.ln)
 	logger.Info("serving HTTP/3 with datagrams", zap.String("address", pc.LocalAddr().String()))
+	ep.steerOrWarn()
 	return ep, nil
 }
 
@@ -182,6 +197,16 @@ func (ep *endpoint) getECHKeys(ch *tls.ClientHelloInfo) ([]tls.EncryptedClientHe
 	return reg.tlsCfg.GetEncryptedClientHelloKeys(ch)
 }
 
+// steerOrWarn steers (steer.go), and says what failing to costs.
+func (ep *endpoint) steerOrWarn() {
+	err := ep.steer()
+	if errors.Is(err, errNoSteering) {
+		ep.logger.Debug("HTTP/3 packets are not steered", zap.String("address", ep.key), zap.Error(err))
+	} else if err != nil {
+		ep.logger.Warn("HTTP/3 packets of this endpoint's connections may go to another socket on the port during a reload; a drain may then wait for its timeout", zap.String("address", ep.key), zap.Error(err))
+	}
+}
+
 // leave removes this config from its endpoint; the last one out closes it.
 func (reg *registration) leave() error {
 	ep := reg.ep
@@ -201,7 +226,8 @@ func (reg *registration) leave() error {
 // listener is the endpoint's, so http3.Server.Shutdown would not close
 // it, and a device re-dialling meanwhile would hold the shutdown for its
 // whole wait), tells clients to go away (GOAWAY), waits a bounded time
-// for their requests to end, then closes the socket.
+// for their requests to end, then takes its steering off the port
+// (steer.go) and closes the socket.
 func (ep *endpoint) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -209,6 +235,7 @@ func (ep *endpoint) Destruct() error {
 	if err := ep.h3.Shutdown(ctx); err != nil {
 		ep.h3.Close()
 	}
+	ep.release()
 	ep.tr.Close()
 	err := ep.pc.Close()
 	ep.logger.Info("stopped serving HTTP/3", zap.String("address", ep.key))

@@ -13,17 +13,7 @@ import (
 // The endpoint keeps Caddy's protection against handshake floods: past
 // handshakesPerSecond, new clients must prove their source address.
 func TestEndpointVerifiesSourceAddressUnderLoad(t *testing.T) {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	na, err := caddy.ParseNetworkAddress("udp/127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := openEndpoint(ctx, zap.NewNop(), "test", na, 0, &caddyhttp.Server{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ep.Destruct()
+	ep := testEndpoint(t)
 	if ep.tr.VerifySourceAddress == nil {
 		t.Fatal("no source address verification")
 	}
@@ -37,4 +27,21 @@ func TestEndpointVerifiesSourceAddressUnderLoad(t *testing.T) {
 	if verified < 50 {
 		t.Fatalf("%d of %d handshakes in a burst had to verify their address, want the excess over %d", verified, handshakesPerSecond+100, handshakesPerSecond)
 	}
+}
+
+// testEndpoint opens an endpoint on loopback, closed when the test ends.
+func testEndpoint(t *testing.T) *endpoint {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	na, err := caddy.ParseNetworkAddress("udp/127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := openEndpoint(ctx, zap.NewNop(), "test", na, 0, &caddyhttp.Server{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Destruct() })
+	return ep
 }
