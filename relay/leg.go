@@ -58,9 +58,6 @@ type legIO interface {
 	relay(other *leg) error
 	// send writes the queue towards the device until the leg ends.
 	send()
-	// sendNow writes d to the device at once, from the caller's goroutine,
-	// if that cannot wait for the device; false leaves d to the queue.
-	sendNow(d []byte) bool
 	// unblock makes a read pending in relay return. end calls it once,
 	// from any goroutine, possibly before open.
 	unblock()
@@ -215,10 +212,6 @@ func reasonFor(err error, eof string) string {
 func (l *leg) deliver(d []byte) {
 	if l.deliverFast(d) { // a copy: d is free after it
 		freeDatagram(d)
-		return
-	}
-	if l.io.sendNow(d) {
-		l.delivered(l.transport, len(d))
 		return
 	}
 	r := l.q.push(item{b: d})

@@ -119,10 +119,6 @@ func appendItem(b []byte, it item) []byte {
 	return b
 }
 
-// sendNow leaves every datagram to send: a write to the device waits for
-// its TCP window.
-func (c *capsuleLeg) sendNow([]byte) bool { return false }
-
 // write writes b and flushes it, giving up after Config.WriteTimeout, or
 // at once when abort is called. The deadline is set around this write
 // only (on HTTP/2 a deadline left set resets the stream even when no

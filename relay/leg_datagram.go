@@ -71,28 +71,6 @@ func (d *datagramLeg) send() {
 	}
 }
 
-// sendNow sends p from the other leg's goroutine when nothing is queued
-// nor being sent, saving the hand-off to send, a wake-up through the
-// scheduler per datagram; p counts as in flight meanwhile, as what send
-// sends does. SendDatagram returns once quic-go has queued a copy, and
-// waits only while the connection's own send queue (32 datagrams) is
-// full: the other leg's reader then waits with it, and what its device
-// sends meanwhile waits in quic-go's receive queues, as for any slow
-// reader, until this device's QUIC connection takes more or ends.
-func (d *datagramLeg) sendNow(p []byte) bool {
-	q := d.l.q
-	if !q.takeIdle(cap(p)) {
-		return false
-	}
-	err := d.str.SendDatagram(p) // a copy: p is free after it
-	q.release(cap(p))
-	freeDatagram(p)
-	if err != nil {
-		d.l.stats.drop(DropSendFailed)
-	}
-	return true
-}
-
 // unblock has nothing to do: the leg's context ends ReceiveDatagram, and
 // relay stops its stream reader itself.
 func (d *datagramLeg) unblock() {}

@@ -87,24 +87,6 @@ func (q *queue) push(it item) pushResult {
 	return pushed
 }
 
-// takeIdle counts size bytes as in flight, as push and next together
-// would, if nothing is queued nor in flight: the caller then writes them
-// itself, without the hand-off to the sender, and releases them.
-func (q *queue) takeIdle(size int) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closed || q.n > 0 || q.inFlight > 0 || size > q.maxBytes {
-		return false
-	}
-	if q.total.Add(int64(size)) > q.maxTotal {
-		q.total.Add(-int64(size))
-		return false
-	}
-	q.since = time.Now()
-	q.inFlight = size
-	return true
-}
-
 // next takes the oldest queued item; ok is false if there is none. Its
 // bytes stay counted until release.
 func (q *queue) next() (it item, ok bool) {
