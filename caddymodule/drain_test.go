@@ -86,12 +86,15 @@ func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool
 	}
 }
 
-// `caddy stop` of the super peer that relays a transfer: the devices move
-// the relay to the other Caddy before it exits, the transfer arrives
-// whole, the receiver never waits a second for bytes, and the stop takes
-// far less than drain_timeout, since the relay moved.
-func TestStopMovesRelayedTransfer(t *testing.T) {
-	const drainTimeout = 10 * time.Second
+// moveUnderTransfer runs two Caddy super peers and two devices relaying a
+// paced transfer through one of them, and calls end on that one (in a
+// goroutine) a quarter into the transfer. It checks that the transfer
+// arrives whole, the receiver never waits a second for bytes, the relay
+// ends on the other Caddy, and the relays all moved before the super
+// peer closed (its log says so); it returns the relaying Caddy and how
+// long end took.
+func moveUnderTransfer(t *testing.T, what string, end func(*testcaddy.Caddy)) (*testcaddy.Caddy, time.Duration) {
+	t.Helper()
 	one := testcaddy.Start(t, drainCaddyfile("10s", ""))
 	two := testcaddy.Start(t, drainCaddyfile("10s", ""))
 	_, b, c := relayDevices(t, one, two)
@@ -99,10 +102,14 @@ func TestStopMovesRelayedTransfer(t *testing.T) {
 	if c.Path().SuperPeer == superPeerURL(two) {
 		relaying, other = two, one
 	}
-	stopped := make(chan time.Duration, 1)
+	ended := make(chan time.Duration, 1)
 	gap := sptest.PacedTransfer(t, c, b.Accept, 200, func(i int) {
 		if i == 50 {
-			go func() { stopped <- relaying.Stop(t) }()
+			go func() {
+				start := time.Now()
+				end(relaying)
+				ended <- time.Since(start)
+			}()
 		}
 	})
 	t.Logf("longest gap between delivered bytes: %v", gap)
@@ -110,12 +117,23 @@ func TestStopMovesRelayedTransfer(t *testing.T) {
 		t.Errorf("the receiver waited %v for bytes, want under 1s", gap)
 	}
 	if p := c.Path(); p.Kind != peer.PathRelay || p.SuperPeer != superPeerURL(other) {
-		t.Errorf("path %s after the stop, want relay via %s", p, superPeerURL(other))
+		t.Errorf("path %s after the %s, want relay via %s", p, what, superPeerURL(other))
 	}
-	took := <-stopped
-	t.Logf("caddy stop took %v", took)
-	if took >= drainTimeout/2 || !strings.Contains(relaying.Logs(), "drained: every relay moved") {
-		t.Errorf("caddy stop took %v, and the relays did not all move before it closed", took)
+	took := <-ended
+	t.Logf("caddy %s took %v", what, took)
+	if !strings.Contains(relaying.Logs(), "drained: every relay moved") {
+		t.Errorf("the relays did not all move before the super peer closed; logs:\n%s", relaying.Logs())
+	}
+	return relaying, took
+}
+
+// `caddy stop` of the super peer that relays a transfer: the devices move
+// the relay to the other Caddy before it exits, the transfer arrives
+// whole, the receiver never waits a second for bytes, and the stop takes
+// far less than drain_timeout (10 s), since the relay moved.
+func TestStopMovesRelayedTransfer(t *testing.T) {
+	if _, took := moveUnderTransfer(t, "stop", func(c *testcaddy.Caddy) { c.Stop(t) }); took >= 5*time.Second {
+		t.Errorf("caddy stop took %v, want far less than drain_timeout", took)
 	}
 }
 
@@ -130,34 +148,11 @@ func TestStopMovesRelayedTransfer(t *testing.T) {
 // well as over HTTP/2.
 func TestReloadRemovingSuperPeerMovesRelayedTransfer(t *testing.T) {
 	const shutdownTimeout = 5 * time.Second // caddymodule.shutdownTimeout
-	one := testcaddy.Start(t, drainCaddyfile("10s", ""))
-	two := testcaddy.Start(t, drainCaddyfile("10s", ""))
-	_, b, c := relayDevices(t, one, two)
-	relaying, other := one, two
-	if c.Path().SuperPeer == superPeerURL(two) {
-		relaying, other = two, one
-	}
-	reloaded := make(chan time.Duration, 1)
-	gap := sptest.PacedTransfer(t, c, b.Accept, 200, func(i int) {
-		if i == 50 {
-			go func() {
-				start := time.Now()
-				relaying.Reload(t, testcaddy.Global+"\nlocalhost {\n\trespond \"only a website now\"\n}\n")
-				reloaded <- time.Since(start)
-			}()
-		}
+	relaying, took := moveUnderTransfer(t, "reload", func(c *testcaddy.Caddy) {
+		c.Reload(t, testcaddy.Global+"\nlocalhost {\n\trespond \"only a website now\"\n}\n")
 	})
-	t.Logf("longest gap between delivered bytes: %v", gap)
-	if gap >= time.Second {
-		t.Errorf("the receiver waited %v for bytes, want under 1s", gap)
-	}
-	if p := c.Path(); p.Kind != peer.PathRelay || p.SuperPeer != superPeerURL(other) {
-		t.Errorf("path %s after the reload, want relay via %s", p, superPeerURL(other))
-	}
-	took := <-reloaded
-	t.Logf("caddy reload took %v", took)
-	if took >= shutdownTimeout/2 || !strings.Contains(relaying.Logs(), "drained: every relay moved") {
-		t.Errorf("caddy reload took %v, and the relays did not all move before the super peer closed; logs:\n%s", took, relaying.Logs())
+	if took >= shutdownTimeout/2 {
+		t.Errorf("caddy reload took %v, want about as long as a stop", took)
 	}
 	for _, proto := range []string{"h2", "h3"} {
 		if status, body, _ := get(t, relaying, "127.0.0.1", proto, "/"); status != 200 || body != "only a website now" {
