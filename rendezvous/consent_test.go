@@ -429,3 +429,21 @@ func TestRelayFlagFromTheAsker(t *testing.T) {
 		})
 	}
 }
+
+// A lookup of the zero peer ID (which frames use for "no peer", so a
+// refusal naming it matches no waiter) is refused at once, on the
+// device, with a reason: before, Introduce waited for its context.
+func TestIntroduceZeroPeerRefusedAtOnce(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{})
+	s := ts.dial(t, TransportH2, newIdentity(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := s.Introduce(ctx, identity.PeerID{}, IntroduceOptions{})
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Fatalf("introducing the zero peer ID: %v after %v, want a refusal at once", err, time.Since(start))
+	}
+	if err := s.Err(); err != nil {
+		t.Errorf("the session ended: %v", err)
+	}
+}

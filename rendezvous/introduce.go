@@ -2,9 +2,15 @@ package rendezvous
 
 import (
 	"context"
+	"errors"
 
 	"github.com/netsody/superpeer/identity"
 )
+
+// ErrNoPeer is Introduce's answer for the zero peer ID: frames use it for
+// "no peer", so the super peer's refusal could not name it, and nobody
+// holds its key.
+var ErrNoPeer = errors.New("rendezvous: no peer ID given (the zero peer ID names no device)")
 
 // Introductions: a device asks the super peer for a peer's candidates,
 // and waits for them or for the refusal, both of which name the peer.
@@ -21,6 +27,9 @@ type IntroduceOptions struct {
 // ErrCodePeerNotFound, say). The peer receives this device's candidates
 // at the same moment.
 func (s *Session) Introduce(ctx context.Context, peer identity.PeerID, opts IntroduceOptions) (Candidates, error) {
+	if peer.IsZero() {
+		return Candidates{}, ErrNoPeer
+	}
 	ch := make(chan lookupResult, 1)
 	s.mu.Lock()
 	if s.err != nil {
