@@ -215,7 +215,9 @@ func (fp *fastPath) data(b *binding, p []byte, src netip.AddrPort) {
 			return
 		}
 	}
-	b.other.deliver(append([]byte(nil), payload...)) // the other leg's now
+	d := newDatagram(len(payload)) // pooled: the other leg frees it once sent
+	copy(d, payload)
+	b.other.deliver(d) // the other leg's now
 }
 
 // flush writes the batch. A datagram the socket refuses is dropped, as a
