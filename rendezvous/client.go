@@ -345,6 +345,26 @@ func (s *Session) SetLocalAddrs(as []netip.AddrPort) error {
 	return s.writeFrame((&Addrs{LocalAddrs: as}).frame())
 }
 
+// ErrNoMapping is SetMapping's error with a super peer that did not
+// announce CapMapping: it would not understand FrameMapping.
+var ErrNoMapping = errors.New("rendezvous: the super peer does not take a device's NAT mapping")
+
+// SetMapping tells the super peer how this device's NAT maps and
+// filters (FrameMapping), for it to pass on to the peers introduced to
+// this device. A device sends it once it knows its mapping, and when
+// that changes: the super peer counts it against its addrs rate.
+func (s *Session) SetMapping(m Mapping) error {
+	if !s.registered.Capabilities.Has(CapMapping) {
+		return ErrNoMapping
+	}
+	return s.writeFrame(m.frame())
+}
+
+// STUNPort is the UDP port on which the super peer answers STUN Binding
+// requests, at the address this session reached it on (its
+// RemoteAddr's); 0 if it named none.
+func (s *Session) STUNPort() uint16 { return s.registered.STUNPort }
+
 // HTTP3 is the session's HTTP/3 connection, nil over HTTP/2. Other
 // requests on it, relay sessions among them, are authenticated by this
 // session's registration.

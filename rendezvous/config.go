@@ -81,6 +81,11 @@ type Config struct {
 	// headroom from that one look. superpeer.New sets it from the relay's
 	// budgets; without it no FrameHeadroom is sent.
 	Headroom func() func(identity.PeerID) Headroom
+	// STUNPort is the UDP port on which this super peer answers STUN
+	// Binding requests (package stun, served by the layer4 app), named in
+	// FrameRegistered to devices that announced CapMapping, so that they
+	// learn their NAT's mapping behaviour; 0: no STUN here.
+	STUNPort uint16
 	// Logger receives the server's logs; nil discards them.
 	Logger *zap.Logger
 

@@ -351,6 +351,13 @@ func pairCandidates(asker, target *session, relay bool) (toAsker, toTarget []byt
 	mine, theirs := asker.candidates(), target.candidates()
 	theirs.Initiator = true
 	mine.Relay, theirs.Relay = relay, relay
+	// A peer's mapping goes only to a device that reads it.
+	if !asker.proto.Capabilities.Has(CapMapping) {
+		theirs.PeerNAT = Mapping{}
+	}
+	if !target.proto.Capabilities.Has(CapMapping) {
+		mine.PeerNAT = Mapping{}
+	}
 	return theirs.frame(), mine.frame()
 }
 

@@ -13,8 +13,8 @@ import "fmt"
 // ErrCodeFrameTooLarge before its payload is read. Multi-byte integers are
 // big-endian. Durations are unsigned microseconds or milliseconds as
 // stated; 0 means "unknown". After its known fields, every payload but
-// FrameError may carry extensions, which a receiver that does not know them
-// skips (see wire.go).
+// FrameError and FrameMapping may carry extensions, which a receiver that
+// does not know them skips (see wire.go).
 //
 // What a receiver does with a frame it cannot use:
 //
@@ -57,7 +57,8 @@ const (
 	// FrameRegistered (super peer → device) accepts a registration:
 	//
 	//	observed address | keepalive interval (4, ms) | session timeout (4, ms) |
-	//	extensions: version, capabilities (to a device of version 2 or later)
+	//	extensions: version, capabilities (to a device of version 2 or later),
+	//	            STUN port (to a device that announced CapMapping)
 	//
 	// The observed address is the device's address as the super peer sees
 	// it (its NAT mapping). The device should send some frame at least once
@@ -91,7 +92,9 @@ const (
 	// peer, so that both punch at the same moment:
 	//
 	//	peerID (32) | flags (1) | peer's RTT to this super peer (4, µs) |
-	//	peer's observed address | peer's local addresses
+	//	peer's observed address | peer's local addresses |
+	//	extensions: peer's mapping (to a device that announced CapMapping,
+	//	            when the peer sent one)
 	//
 	// Flag 0x01 (FlagInitiator) is set for the device that sent
 	// FrameConnect and clear for the device being asked to connect; flag
@@ -170,8 +173,23 @@ const (
 	// peer that sent none as good enough, as before headroom existed.
 	FrameHeadroom FrameType = 0x0D
 
+	// FrameMapping (device → super peer) tells the super peer how the
+	// device's NAT maps and filters (docs/PROTOCOL.md, "A device's NAT
+	// mapping behaviour"):
+	//
+	//	mapping (1) | filtering (1)
+	//
+	// Mapping is a NATMapping, filtering a NATFiltering; a value this
+	// version does not know is read as unknown (0). The device sends it
+	// once it knows its mapping and when that changes; the super peer
+	// keeps the latest in the session, passes it on in FrameCandidates
+	// (extCandMapping) and counts it against the addrs token bucket
+	// (Config.AddrsRate): a frame over it is ignored, as an addrs is.
+	// Sent only to a super peer that announced CapMapping.
+	FrameMapping FrameType = 0x0E
+
 	// lastFrameType is the highest type this version knows.
-	lastFrameType = FrameHeadroom
+	lastFrameType = FrameMapping
 )
 
 // Flags of FrameConnect and FrameCandidates.
@@ -215,6 +233,8 @@ func (t FrameType) String() string {
 		return "move"
 	case FrameHeadroom:
 		return "headroom"
+	case FrameMapping:
+		return "mapping"
 	}
 	return fmt.Sprintf("unknown(0x%02x)", byte(t))
 }
@@ -259,6 +279,8 @@ func decodeFrame(f frame) (message, error) {
 		m = new(Move)
 	case FrameHeadroom:
 		m = new(Headroom)
+	case FrameMapping:
+		m = new(Mapping)
 	default:
 		return nil, nil
 	}

@@ -26,17 +26,20 @@ func sampleMessages() []message {
 		&Register{Peer: peer, LocalAddrs: addrs, Protocol: protocolV1},
 		&Registered{Observed: addrs[1], KeepaliveInterval: 15 * time.Second, SessionTimeout: 45 * time.Second, Protocol: ours},
 		&Registered{Observed: addrs[0], Protocol: protocolV1},
+		&Registered{Observed: addrs[0], Protocol: ours, STUNPort: 3478},
 		&Addrs{LocalAddrs: addrs},
 		&Ping{Nonce: 9, RTT: 1500 * time.Microsecond},
 		&Pong{Nonce: 9},
 		&Connect{Peer: peer, Relay: true},
 		&Candidates{Peer: peer, Initiator: true, Relay: true, PeerRTT: time.Millisecond, Observed: addrs[0], LocalAddrs: addrs},
+		&Candidates{Peer: peer, Observed: addrs[0], PeerNAT: Mapping{Mapping: MappingDependent, Filtering: FilteringAddressPortDependent}},
 		&Error{Code: ErrCodePeerNotFound, Peer: peer, Message: "no"},
 		&Observed{Addr: addrs[1]},
 		&Request{Peer: peer, Relay: true},
 		&Answer{Peer: peer, Accept: true},
 		&Move{Deadline: 5 * time.Second, Reason: "caddy is stopping"},
 		&Headroom{Bandwidth: 125_000_000, Sessions: 16},
+		&Mapping{Mapping: MappingIndependent, Filtering: FilteringUnknown},
 	}
 }
 
@@ -96,8 +99,9 @@ func TestFrameRoundTrip(t *testing.T) {
 // an extension area; known ones are taken.
 func TestExtensionsSkipped(t *testing.T) {
 	for _, m := range sampleMessages() {
-		if _, ok := m.(*Error); ok {
-			continue // its message runs to the end
+		switch m.(type) {
+		case *Error, *Mapping:
+			continue // no extension area
 		}
 		f := withExt(m.frame(), 0x3f, []byte("later"))
 		got, err := decodeFrame(frame{typ: FrameType(f[0]), payload: f[frameHeaderLen:]})
@@ -120,6 +124,8 @@ func TestExtensionsSkipped(t *testing.T) {
 
 func TestDecodeErrors(t *testing.T) {
 	reg := (&Register{}).frame()[frameHeaderLen:]
+	registered := (&Registered{Observed: netip.MustParseAddrPort("192.0.2.1:1"), Protocol: ours}).frame()[frameHeaderLen:]
+	cands := (&Candidates{Observed: netip.MustParseAddrPort("192.0.2.1:1")}).frame()[frameHeaderLen:]
 	for _, tc := range []struct {
 		name string
 		m    message
@@ -137,6 +143,14 @@ func TestDecodeErrors(t *testing.T) {
 		{"move reason not UTF-8", &Move{}, []byte{0, 0, 0, 1, 2, 0xc3, 0x28}},
 		{"move reason ends early", &Move{}, []byte{0, 0, 0, 1, 5, 'a'}},
 		{"headroom ends early", &Headroom{}, make([]byte, 11)},
+		{"mapping ends early", &Mapping{}, []byte{1}},
+		{"empty mapping", &Mapping{}, nil},
+		{"mapping too long", &Mapping{}, []byte{1, 0, 0}},
+		{"STUN port 0", &Registered{}, append(append([]byte(nil), registered...), extSTUNPort, 1, 0)},
+		{"STUN port over 65535", &Registered{}, quicvarint.Append(append(append([]byte(nil), registered...), extSTUNPort, 4), 70000)},
+		{"STUN port repeated", &Registered{}, append(append([]byte(nil), registered...), extSTUNPort, 1, 7, extSTUNPort, 1, 7)},
+		{"peer mapping short", &Candidates{}, append(append([]byte(nil), cands...), extCandMapping, 1, 1)},
+		{"peer mapping long", &Candidates{}, append(append([]byte(nil), cands...), extCandMapping, 3, 1, 1, 1)},
 	} {
 		if err := tc.m.decode(tc.in); !errors.Is(err, errMalformed) {
 			t.Errorf("%s: err = %v, want malformed", tc.name, err)
@@ -145,6 +159,36 @@ func TestDecodeErrors(t *testing.T) {
 	var hdr [frameHeaderLen]byte
 	if _, err := readFrame(bytes.NewReader([]byte{1, 0xff, 0xff}), &hdr); !errors.Is(err, errFrameTooLarge) {
 		t.Errorf("oversized: %v", err)
+	}
+}
+
+// A mapping or filtering this version does not know is read as unknown,
+// in the frame and in the candidates' extension; the STUN port goes only
+// with version 2's extensions.
+func TestMappingValues(t *testing.T) {
+	var m Mapping
+	if err := m.decode([]byte{9, 9}); err != nil || m != (Mapping{}) {
+		t.Fatalf("unknown values: %+v, %v", m, err)
+	}
+	if err := m.decode([]byte{2, 3}); err != nil || m != (Mapping{Mapping: MappingDependent, Filtering: FilteringAddressPortDependent}) {
+		t.Fatalf("known values: %+v, %v", m, err)
+	}
+	cands := (&Candidates{Observed: netip.MustParseAddrPort("192.0.2.1:1")}).frame()[frameHeaderLen:]
+	var c Candidates
+	if err := c.decode(append(append([]byte(nil), cands...), extCandMapping, 2, 7, 1)); err != nil || c.PeerNAT != (Mapping{Filtering: FilteringIndependent}) {
+		t.Fatalf("candidates with an unknown mapping: %+v, %v", c.PeerNAT, err)
+	}
+	if with, without := (&Candidates{PeerNAT: Mapping{Mapping: MappingIndependent}}).frame(), (&Candidates{}).frame(); len(with) != len(without)+2+mappingLen {
+		t.Fatalf("candidates of %d bytes with a mapping, %d without: an unknown mapping is sent, or a known one is not", len(with), len(without))
+	}
+	var r Registered
+	if err := r.decode((&Registered{Protocol: protocolV1, STUNPort: 3478}).frame()[frameHeaderLen:]); err != nil || r.STUNPort != 0 {
+		t.Fatalf("a version-1 registered carries a STUN port: %+v, %v", r, err)
+	}
+	for m, want := range map[NATMapping]string{MappingUnknown: "unknown", MappingIndependent: "endpoint-independent", MappingDependent: "endpoint-dependent"} {
+		if m.String() != want {
+			t.Errorf("%d is %q, want %q", m, m, want)
+		}
 	}
 }
 

@@ -55,6 +55,9 @@ func FuzzSessionFrames(f *testing.F) {
 	f.Add(false, answer)
 	f.Add(true, (&Move{Deadline: time.Second, Reason: "x"}).frame()) // from the wrong end
 	f.Add(true, (&Headroom{Bandwidth: 1, Sessions: 1}).frame())      // from the wrong end
+	mapping := (&Mapping{Mapping: MappingDependent}).frame()
+	f.Add(true, bytes.Join([][]byte{mapping, connect, bytes.Repeat(mapping, 8)}, nil))
+	f.Add(true, appendFrame(nil, FrameMapping, []byte{1, 2, 3})) // too long
 	f.Fuzz(func(t *testing.T, registered bool, data []byte) {
 		base := runtime.NumGoroutine()
 		srv := NewServer(Config{})

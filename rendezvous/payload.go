@@ -7,6 +7,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/quic-go/quic-go/quicvarint"
+
 	"github.com/netsody/superpeer/identity"
 )
 
@@ -47,13 +49,22 @@ type Registered struct {
 	KeepaliveInterval time.Duration
 	SessionTimeout    time.Duration
 	Protocol          // the super peer's
+	// STUNPort is the UDP port on which the super peer answers STUN
+	// Binding requests, at the address the session reached it on; 0:
+	// none (extSTUNPort, sent only to a device that announced
+	// CapMapping, and only with Protocol's extensions).
+	STUNPort uint16
 }
 
 func (m *Registered) frame() []byte {
 	p := appendAddr(nil, m.Observed)
 	p = binary.BigEndian.AppendUint32(p, millis(m.KeepaliveInterval))
 	p = binary.BigEndian.AppendUint32(p, millis(m.SessionTimeout))
-	return appendFrame(nil, FrameRegistered, m.Protocol.append(p))
+	p = m.Protocol.append(p)
+	if m.STUNPort != 0 && m.Version >= extensionsVersion {
+		p = appendExtVarint(p, extSTUNPort, uint64(m.STUNPort))
+	}
+	return appendFrame(nil, FrameRegistered, p)
 }
 
 func (m *Registered) decode(b []byte) error {
@@ -61,7 +72,18 @@ func (m *Registered) decode(b []byte) error {
 	m.Observed = d.addr()
 	m.KeepaliveInterval = time.Duration(d.u32()) * time.Millisecond
 	m.SessionTimeout = time.Duration(d.u32()) * time.Millisecond
-	m.Protocol.decodeExtensions(&d)
+	m.Protocol, m.STUNPort = protocolV1, 0
+	d.extensions(func(typ uint64, v *decoder) bool {
+		if typ != extSTUNPort {
+			return m.Protocol.decodeExtension(typ, v)
+		}
+		port := v.varint()
+		if v.err == nil && (port == 0 || port > 0xffff) {
+			v.fail("STUN port %d is not a port", port)
+		}
+		m.STUNPort = uint16(port)
+		return true
+	})
 	return d.err
 }
 
@@ -137,6 +159,11 @@ type Candidates struct {
 	PeerRTT    time.Duration // the peer's RTT to the super peer, 0 if unknown
 	Observed   netip.AddrPort
 	LocalAddrs []netip.AddrPort
+	// PeerNAT is the peer's NAT behaviour as it told the super peer
+	// (FrameMapping); zero: unknown, or not sent (extCandMapping goes
+	// only to a device that announced CapMapping, when the peer sent a
+	// known one).
+	PeerNAT Mapping
 }
 
 // All returns the candidate addresses in the order to try them: local
@@ -165,6 +192,11 @@ func (m *Candidates) frame() []byte {
 	p = binary.BigEndian.AppendUint32(p, micros(m.PeerRTT))
 	p = appendAddr(p, m.Observed)
 	p = appendAddrs(p, m.LocalAddrs)
+	if m.PeerNAT != (Mapping{}) {
+		p = quicvarint.Append(p, extCandMapping)
+		p = quicvarint.Append(p, mappingLen)
+		p = m.PeerNAT.append(p)
+	}
 	return appendFrame(nil, FrameCandidates, p)
 }
 
@@ -177,7 +209,15 @@ func (m *Candidates) decode(b []byte) error {
 	m.PeerRTT = time.Duration(d.u32()) * time.Microsecond
 	m.Observed = d.addr()
 	m.LocalAddrs = d.addrs()
-	return d.done()
+	m.PeerNAT = Mapping{}
+	d.extensions(func(typ uint64, v *decoder) bool {
+		if typ != extCandMapping {
+			return false
+		}
+		m.PeerNAT.take(v)
+		return true
+	})
+	return d.err
 }
 
 // Observed is FrameObserved's payload.
@@ -272,6 +312,107 @@ func (m *Headroom) decode(b []byte) error {
 	m.Bandwidth = d.u64()
 	m.Sessions = d.u32()
 	return d.done()
+}
+
+// NATMapping is how a device's NAT maps its one socket to public
+// addresses (RFC 4787 section 4.1), as the device learned it.
+type NATMapping uint8
+
+const (
+	// MappingUnknown: not learned (UDP blocked, no STUN answer, one
+	// super peer without STUN), or not told.
+	MappingUnknown NATMapping = 0
+	// MappingIndependent: every destination sees the socket at one
+	// address and port (endpoint-independent mapping; no NAT at all).
+	MappingIndependent NATMapping = 1
+	// MappingDependent: destinations see the socket at different
+	// addresses or ports (address- or address-and-port-dependent
+	// mapping: a "symmetric" NAT; tailscale netcheck's
+	// MappingVariesByDestIP). A peer behind another such NAT cannot
+	// reach it by punching.
+	MappingDependent NATMapping = 2
+
+	lastMapping = MappingDependent
+)
+
+// String is the mapping's name in status, metrics and docs.
+func (m NATMapping) String() string {
+	switch m {
+	case MappingIndependent:
+		return "endpoint-independent"
+	case MappingDependent:
+		return "endpoint-dependent"
+	}
+	return "unknown"
+}
+
+// NATFiltering is which packets a device's NAT lets in to a mapping
+// (RFC 4787 section 5), as the device learned it: only from punching
+// outcomes, so mostly unknown.
+type NATFiltering uint8
+
+const (
+	FilteringUnknown              NATFiltering = 0
+	FilteringIndependent          NATFiltering = 1 // from anyone
+	FilteringAddressDependent     NATFiltering = 2 // from addresses the device sent to
+	FilteringAddressPortDependent NATFiltering = 3 // from addresses and ports the device sent to
+
+	lastFiltering = FilteringAddressPortDependent
+)
+
+// String is the filtering's name in status and docs.
+func (f NATFiltering) String() string {
+	switch f {
+	case FilteringIndependent:
+		return "endpoint-independent"
+	case FilteringAddressDependent:
+		return "address-dependent"
+	case FilteringAddressPortDependent:
+		return "address-and-port-dependent"
+	}
+	return "unknown"
+}
+
+// Mapping is FrameMapping's payload, and the peer's NAT behaviour in
+// Candidates (extCandMapping): what a device learned of its NAT.
+type Mapping struct {
+	Mapping   NATMapping
+	Filtering NATFiltering
+}
+
+// mappingLen is the length of a Mapping on the wire.
+const mappingLen = 2
+
+func (m Mapping) append(b []byte) []byte { return append(b, byte(m.Mapping), byte(m.Filtering)) }
+
+// take decodes a Mapping from d; a value this version does not know is
+// unknown (0).
+func (m *Mapping) take(d *decoder) {
+	mp, f := NATMapping(d.u8()), NATFiltering(d.u8())
+	if mp > lastMapping {
+		mp = MappingUnknown
+	}
+	if f > lastFiltering {
+		f = FilteringUnknown
+	}
+	if d.err == nil {
+		*m = Mapping{Mapping: mp, Filtering: f}
+	}
+}
+
+func (m *Mapping) frame() []byte {
+	return appendFrame(nil, FrameMapping, m.append(make([]byte, 0, mappingLen)))
+}
+
+// decode refuses a payload that is not exactly two bytes: FrameMapping
+// has no extension area (a mapping is all it will ever say).
+func (m *Mapping) decode(b []byte) error {
+	d := decoder{t: FrameMapping, b: b}
+	m.take(&d)
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d bytes after the mapping", len(d.b))
+	}
+	return d.err
 }
 
 // decodePeerFlag decodes the payload of Connect, Request and Answer: a

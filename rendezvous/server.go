@@ -64,7 +64,7 @@ type Stats struct {
 
 	SessionsRefused  [numSessionRefusals]atomic.Uint64 // by SessionRefusal
 	RegisterTimeouts atomic.Uint64                     // sessions ended for not registering in time
-	AddrsLimited     atomic.Uint64                     // FrameAddrs over AddrsRate, ignored
+	AddrsLimited     atomic.Uint64                     // FrameAddrs and FrameMapping over AddrsRate, ignored
 	AddrsDropped     atomic.Uint64                     // announced addresses of a class never handed out
 
 	// Consent (consent.go): requests sent to devices that ask for it,

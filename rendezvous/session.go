@@ -70,6 +70,7 @@ type session struct {
 	ended     *Error        // the error that ended the session, if any
 	regToEnd  *Registration // reg, once registered: the session's end ends it at once
 	headroom  sentHeadroom  // the last FrameHeadroom (headroom.go)
+	nat       Mapping       // the device's NAT behaviour, from its last FrameMapping
 
 	// Guarded by srv.consent.mu (consent.go).
 	asks          map[identity.PeerID]*ask // this device's lookups, by target
@@ -183,6 +184,17 @@ func (s *session) handle(f frame) *Error {
 		s.mu.Lock()
 		s.rtt.pong(m.Nonce, time.Now())
 		s.mu.Unlock()
+	case *Mapping:
+		// A device learns its mapping anew when its network changes: as
+		// often as it announces addresses, and under the same bucket.
+		if !s.addrsLimit.Allow() {
+			s.srv.stats.AddrsLimited.Add(1)
+			s.send((&Error{Code: ErrCodeRateLimited, Message: "too many mapping frames; this one is ignored, send it again later"}).frame())
+			return nil
+		}
+		s.mu.Lock()
+		s.nat = *m
+		s.mu.Unlock()
 	case *Connect:
 		s.handleConnect(m)
 	case *Answer:
@@ -233,7 +245,11 @@ func (s *session) handleRegister(m *Register) *Error {
 	if m.Version >= extensionsVersion {
 		answer = ours
 	}
-	s.send((&Registered{Observed: observed, KeepaliveInterval: cfg.KeepaliveInterval, SessionTimeout: cfg.SessionTimeout, Protocol: answer}).frame())
+	var stunPort uint16
+	if m.Capabilities.Has(CapMapping) {
+		stunPort = cfg.STUNPort
+	}
+	s.send((&Registered{Observed: observed, KeepaliveInterval: cfg.KeepaliveInterval, SessionTimeout: cfg.SessionTimeout, Protocol: answer, STUNPort: stunPort}).frame())
 	s.welcomed.Store(true)
 	if d := s.srv.draining(); d != nil {
 		// Admitted before the drain began, welcomed after Drain looked:
@@ -266,7 +282,7 @@ func (s *session) become(peer identity.PeerID, proto Protocol, cfg *Config) {
 func (s *session) candidates() Candidates {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Candidates{Peer: s.peer, PeerRTT: s.rtt.srtt, Observed: s.remote, LocalAddrs: s.local}
+	return Candidates{Peer: s.peer, PeerRTT: s.rtt.srtt, Observed: s.remote, LocalAddrs: s.local, PeerNAT: s.nat}
 }
 
 // keepalive runs on the session's timer: it expires a silent device,

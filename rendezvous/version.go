@@ -22,7 +22,8 @@ package rendezvous
 //
 // Capabilities added since, which need no new version: CapConsent (frames
 // 0x0A FrameRequest and 0x0B FrameAnswer), CapMove (frame 0x0C FrameMove),
-// CapHeadroom (frame 0x0D FrameHeadroom).
+// CapHeadroom (frame 0x0D FrameHeadroom), CapMapping (frame 0x0E
+// FrameMapping, Registered's STUN port, Candidates' peer mapping).
 const ProtocolVersion = 2
 
 // extensionsVersion is the first version whose decoders skip extensions:
@@ -70,10 +71,18 @@ const (
 	// sent none, as before headroom existed.
 	CapHeadroom Capabilities = 1 << 3
 
+	// CapMapping: the device sends FrameMapping (its NAT's mapping
+	// behaviour, once it knows it) and reads the peer's in
+	// FrameCandidates (extCandMapping); from the super peer, it takes
+	// FrameMapping, passes it on in FrameCandidates, and names its STUN
+	// port in FrameRegistered (extSTUNPort). Extensions and frames of it
+	// go only to an end that announced it.
+	CapMapping Capabilities = 1 << 4
+
 	// supportedCaps is what this package announces (a client announces
 	// CapConsent only with ClientConfig.OnRequest, CapMove only with
 	// ClientConfig.OnMove, CapHeadroom only with ClientConfig.OnHeadroom).
-	supportedCaps = CapObserved | CapConsent | CapMove | CapHeadroom
+	supportedCaps = CapObserved | CapConsent | CapMove | CapHeadroom | CapMapping
 )
 
 // Has reports whether c holds every capability in x.

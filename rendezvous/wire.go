@@ -201,6 +201,8 @@ func (d *decoder) fail(format string, args ...any) {
 const (
 	extVersion      = 0x01 // Register, Registered: ProtocolVersion (varint)
 	extCapabilities = 0x02 // Register, Registered: Capabilities (varint)
+	extSTUNPort     = 0x03 // Registered: the super peer's STUN port (varint, 1 to 65535)
+	extCandMapping  = 0x03 // Candidates: the peer's Mapping (2 bytes, FrameMapping's payload)
 )
 
 // extensions walks the extension area, calling known for each extension.
@@ -268,17 +270,21 @@ func (p Protocol) append(b []byte) []byte {
 // decodeExtensions takes p from d's extension area.
 func (p *Protocol) decodeExtensions(d *decoder) {
 	*p = protocolV1
-	d.extensions(func(typ uint64, v *decoder) bool {
-		switch typ {
-		case extVersion:
-			p.Version = v.varint()
-		case extCapabilities:
-			p.Capabilities = Capabilities(v.varint())
-		default:
-			return false
-		}
-		return true
-	})
+	d.extensions(p.decodeExtension)
+}
+
+// decodeExtension takes one of p's extensions, and reports whether typ
+// is one.
+func (p *Protocol) decodeExtension(typ uint64, v *decoder) bool {
+	switch typ {
+	case extVersion:
+		p.Version = v.varint()
+	case extCapabilities:
+		p.Capabilities = Capabilities(v.varint())
+	default:
+		return false
+	}
+	return true
 }
 
 // appendExtVarint appends an extension whose value is one varint.
