@@ -209,6 +209,7 @@ func (a *App) Start() error {
 		return err
 	}
 	cfg := a.options.superPeerConfig(a.logger)
+	cfg.Rendezvous.STUNPort = stunPort(a.ctx)
 	a.admission.observe = a.superPeer.ops.decided
 	cfg.Rendezvous.Admit = a.superPeer.ops.admit(a.admission.admit())
 	a.applied = &appliedConfig{Config: cfg, admission: a.admission.key}

@@ -245,6 +245,29 @@ const (
 	fastPathRetryMin = 250 * time.Millisecond
 	fastPathRetryMax = 4 * time.Second
 	fastPathGiveUp   = 12
+	// The NAT mapping check (mapping.go). mappingRecheck: a mapping
+	// seldom changes without a rebinding or a new network, which check
+	// at once; this catches the rest, for a few packets an hour.
+	mappingRecheck = 5 * time.Minute
+	// mappingSettle: after a kick, the check waits this long, so that
+	// super peers whose sessions come up together are compared together.
+	mappingSettle = 250 * time.Millisecond
+	// stunTries and stunRetry: a Binding request is sent this many times
+	// this far apart (RFC 8489 section 6.2.1's RTO, 500 ms; fewer
+	// tries: a device checks again later), and waited for stunWait in all.
+	stunTries = 3
+	stunRetry = 500 * time.Millisecond
+	stunWait  = 2 * time.Second
+	// maxSTUNPending bounds the Binding requests in flight: one per super
+	// peer and check, and checks do not overlap; more than a device has
+	// super peers. A response is taken only for one of them.
+	maxSTUNPending = 16
+	// slowPunchInterval: when both NATs map per destination, punching
+	// cannot work, so a peer's addresses get one ping this far apart
+	// (punchTries per introduction) instead of a fast phase: in case a
+	// verdict was wrong, at a cost of nothing.
+	slowPunchInterval = 20 * time.Second
+
 	// packetBufSize is the size of the pooled packet buffers: a QUIC
 	// packet of the largest size quic-go sends (1452) with the fast
 	// path's header; larger ones grow their buffer.

@@ -46,6 +46,8 @@ type Device struct {
 
 	policy policy // which peers the device accepts (policy.go)
 
+	mapping mappingState // its NAT's mapping behaviour (mapping.go)
+
 	events hub // the Watchers of the device's events (events.go)
 
 	// raceHook, if set, is called at the points named by the hook*
@@ -99,6 +101,7 @@ func New(cfg Config) (*Device, error) {
 	}
 	d.guard.init(cfg)
 	d.policy.init(cfg)
+	d.mapping.init()
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.sock = newSock(udps, d)
 	d.tr = &quic.Transport{Conn: d.sock}
@@ -117,6 +120,7 @@ func New(cfg Config) (*Device, error) {
 	d.startCallbacks()
 	d.goRun(d.forgetIdlePeers)
 	d.goRun(d.watchLocalAddrs)
+	d.goRun(d.mappingLoop)
 	for _, sp := range d.sps {
 		d.goRun(sp.run)
 	}
@@ -243,6 +247,7 @@ func (d *Device) onCandidates(sp *superPeer, spLoopback bool, c rendezvous.Candi
 	}
 	d.hook(hookCreated, c.Peer)
 	p.setPeerRTT(sp, c.PeerRTT)
+	p.setPeerNAT(c.PeerNAT.Mapping)
 	p.addCandidates(c.All(), true, d.scopeVia(spLoopback))
 	if c.Relay && !c.Initiator {
 		d.goRun(func() { d.joinRelay(p, sp) })

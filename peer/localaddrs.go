@@ -76,6 +76,7 @@ func (d *Device) watchLocalAddrs() {
 		if !slices.Equal(now, last) {
 			d.log.Info("local addresses changed", zap.Stringers("from", last), zap.Stringers("to", now))
 			last = now
+			d.mapping.recheck()
 			d.introduceAgain(d.sps...)
 		}
 		return true

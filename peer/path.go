@@ -64,13 +64,24 @@ type Path struct {
 	// it delivers, else the leg's transport.
 	Relay RelayTransport
 	RTT   time.Duration // of the direct path, from punches
+	// Reason says why the path is what it is, when the device chose it
+	// for one: PathReasonBothDependent.
+	Reason string
 }
+
+// PathReasonBothDependent: the path is relayed, without a punching
+// phase, because both devices' NATs map per destination (mapping.go):
+// neither can learn the port the other's NAT opens towards it.
+const PathReasonBothDependent = "both NATs map per destination (endpoint-dependent): relayed without punching"
 
 func (p Path) String() string {
 	switch p.Kind {
 	case PathDirect:
 		return "direct " + p.Addr.String()
 	case PathRelay:
+		if p.Reason != "" {
+			return fmt.Sprintf("relay via %s (%s): %s", p.SuperPeer, p.Relay, p.Reason)
+		}
 		return fmt.Sprintf("relay via %s (%s)", p.SuperPeer, p.Relay)
 	}
 	return string(p.Kind)
@@ -145,6 +156,12 @@ type punching struct {
 	wokenAt   time.Time           // by a punch from a known address (a triggered check)
 	fastUntil time.Time           // answered addresses are pinged every FastPunchInterval until then
 	keptAlive time.Time           // the direct path's last keepalive ping
+	// peerNAT is the peer's NAT mapping, from its last candidates; slow
+	// is set by an introduction when both it and the device's own are
+	// endpoint-dependent: no fast phase, one ping per slowPunchInterval
+	// (addCandidates).
+	peerNAT rendezvous.NATMapping
+	slow    bool
 }
 
 // relayCtl is the management of the peer's relay (relay.go).
@@ -256,7 +273,11 @@ func (p *peerState) pathLocked() Path {
 		return Path{Kind: PathDirect, Addr: p.paths.direct, RTT: p.paths.directRTT}
 	case p.paths.relay != nil:
 		rp := p.paths.relay
-		return Path{Kind: PathRelay, SuperPeer: rp.sp.url, Transport: rp.tr, Relay: rp.transport()}
+		path := Path{Kind: PathRelay, SuperPeer: rp.sp.url, Transport: rp.tr, Relay: rp.transport()}
+		if p.punch.slow {
+			path.Reason = PathReasonBothDependent
+		}
+		return path
 	}
 	return Path{Kind: PathNone}
 }
@@ -271,7 +292,7 @@ func (p *peerState) path() Path {
 func (p *peerState) changedLocked() {
 	now, last := p.pathLocked(), p.paths.last
 	p.paths.last = now
-	if now.Kind == last.Kind && now.Addr == last.Addr && now.SuperPeer == last.SuperPeer && now.Relay == last.Relay {
+	if now.Kind == last.Kind && now.Addr == last.Addr && now.SuperPeer == last.SuperPeer && now.Relay == last.Relay && now.Reason == last.Reason {
 		return
 	}
 	if now.Kind != PathNone {

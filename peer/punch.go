@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // takesDirectPaths reports whether the device punches and answers
@@ -46,6 +48,16 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool, scope pu
 		p.mu.Unlock()
 		return
 	}
+	if introduced {
+		// Both NATs map per destination: punching cannot work, so no
+		// fast phase; the relay carries the connection (Dial opens it at
+		// once) and a slow background punch checks the verdicts.
+		p.punch.slow = p.punch.peerNAT == rendezvous.MappingDependent && p.dev.mapping.mapping() == rendezvous.MappingDependent
+	}
+	first := now
+	if p.punch.slow {
+		first = now.Add(slowPunchInterval)
+	}
 	added := false
 	for _, a := range as {
 		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
@@ -54,20 +66,23 @@ func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool, scope pu
 		}
 		if i := p.candidateLocked(a); i >= 0 {
 			if introduced {
-				p.punch.cands[i].tries, p.punch.cands[i].nextTry = 0, now
+				p.punch.cands[i].tries, p.punch.cands[i].nextTry = 0, first
 			}
 			continue
 		}
 		if len(p.punch.cands) >= maxCandidates {
 			p.evictCandidateLocked()
 		}
-		p.punch.cands = append(p.punch.cands, candidate{addr: a, nextTry: now})
+		p.punch.cands = append(p.punch.cands, candidate{addr: a, nextTry: first})
 		p.dev.sock.mapCandidate(a, p)
 		added = true
 	}
 	if introduced {
-		p.punch.fastUntil = now.Add(p.dev.cfg.FastPunchFor)
+		if !p.punch.slow {
+			p.punch.fastUntil = now.Add(p.dev.cfg.FastPunchFor)
+		}
 		p.life.lastUsed = now
+		p.changedLocked() // the path's reason may have changed
 	} else if !added {
 		p.triggeredCheckLocked(as, now)
 	}
@@ -224,6 +239,9 @@ func (p *peerState) dueLocked(now time.Time) (targets []netip.AddrPort, next tim
 		default:
 			targets = append(targets, c.addr)
 			c.lastPing, c.nextTry = now, now.Add(cfg.FastPunchInterval<<c.tries)
+			if p.punch.slow {
+				c.nextTry = now.Add(slowPunchInterval)
+			}
 			c.tries++
 			if c.tries < punchTries {
 				earliest(c.nextTry)

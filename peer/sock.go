@@ -13,6 +13,7 @@ import (
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/relay"
+	"github.com/netsody/superpeer/stun"
 )
 
 // sock is the device's one UDP socket, seen by its QUIC transport as a
@@ -106,8 +107,8 @@ func (s *sock) writeUDP(b []byte, addr netip.AddrPort) (int, error) {
 
 var errNoSocket = errors.New("peer: no socket of that address family")
 
-// readLoop reads one socket until it is closed: punch messages go to the
-// device, packets from a peer's direct path to QUIC under the peer's
+// readLoop reads one socket until it is closed: punch messages and STUN
+// responses go to the device, packets from a peer's direct path to QUIC under the peer's
 // virtual address, everything else (super peers) to QUIC as it is.
 func (s *sock) readLoop(udp *net.UDPConn) {
 	buf := make([]byte, maxUDPPayload)
@@ -133,6 +134,10 @@ func (s *sock) readLoop(udp *net.UDPConn) {
 func (s *sock) demux(b []byte, from netip.AddrPort) {
 	if relay.IsFastPath(b) {
 		s.fastPacket(b, from)
+		return
+	}
+	if stun.IsResponse(b) { // the answer to the device's STUN, or a forgery: never QUIC's
+		s.dev.mapping.onSTUN(b, from)
 		return
 	}
 	if isPunch(b) {

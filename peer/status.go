@@ -17,6 +17,9 @@ type Status struct {
 	SuperPeers []SuperPeerStatus `json:"super_peers"`
 	Peers      []PeerStatus      `json:"peers"`
 	Refusals   Refusals          `json:"refusals"`
+	// NAT is what the device learned of its NAT's behaviour (mapping.go):
+	// "why am I relayed?" starts here.
+	NAT MappingStatus `json:"nat"`
 }
 
 // Refusals count what the device's accept policy refused since it
@@ -42,6 +45,13 @@ type SuperPeerStatus struct {
 	Observed  string  `json:"observed,omitempty"`  // this device's address as the super peer sees it
 	Error     string  `json:"error,omitempty"`     // why it is not connected
 	Draining  bool    `json:"draining,omitempty"`  // it drains: no relay goes through it (FrameMove)
+	// STUNPort is the super peer's STUN port (FrameRegistered), 0 if it
+	// named none; STUNObserved is this device's address as the last
+	// Binding response from it named it, and STUNRTTMillis that request's
+	// round trip.
+	STUNPort      uint16  `json:"stun_port,omitempty"`
+	STUNObserved  string  `json:"stun_observed,omitempty"`
+	STUNRTTMillis float64 `json:"stun_rtt_ms,omitempty"`
 }
 
 // PeerStatus is the current path to one peer.
@@ -55,6 +65,9 @@ type PeerStatus struct {
 	// relay's UDP fast path), "h3" or "h2" (the leg's own).
 	RelayTransport RelayTransport `json:"relay_transport,omitempty"`
 	RTTMillis      float64        `json:"rtt_ms,omitempty"` // of the direct path
+	// Reason says why the path is what it is, when the device chose it
+	// for a reason (PathReasonBothDependent).
+	Reason string `json:"reason,omitempty"`
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -72,6 +85,7 @@ func (sp *superPeer) status() SuperPeerStatus {
 		s.RTTMillis = millis(sess.RTT())
 		s.Transport = string(sess.Transport())
 		s.Observed = sess.Observed().String()
+		s.STUNPort = sess.STUNPort()
 		if remote, err := netip.ParseAddrPort(sess.RemoteAddr().String()); err == nil {
 			s.Family = "ipv6"
 			if remote.Addr().Unmap().Is4() {
@@ -80,6 +94,9 @@ func (sp *superPeer) status() SuperPeerStatus {
 		}
 	case lastErr != nil:
 		s.Error = lastErr.Error()
+	}
+	if v, ok := sp.dev.mapping.stunView(sp.url); ok && s.Connected {
+		s.STUNObserved, s.STUNRTTMillis = v.Mapped.String(), v.RTTMillis
 	}
 	return s
 }
@@ -96,7 +113,7 @@ func (d *Device) Status() Status {
 	peers := d.peerList()
 	for _, p := range peers {
 		path := p.path()
-		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RelayTransport: path.Relay, RTTMillis: millis(path.RTT)}
+		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RelayTransport: path.Relay, RTTMillis: millis(path.RTT), Reason: path.Reason}
 		if path.Addr.IsValid() {
 			ps.Addr = path.Addr.String()
 		}
@@ -108,6 +125,7 @@ func (d *Device) Status() Status {
 		Declined: r.declined.Load(), Busy: r.busy.Load(), TimedOut: r.timedOut.Load(),
 		Cooling: r.cooling.Load(), Dropped: r.dropped.Load(), Handshake: d.sock.strangers.Load(),
 	}
+	st.NAT = d.mapping.status()
 	return st
 }
 

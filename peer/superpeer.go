@@ -110,6 +110,7 @@ func (sp *superPeer) install(sess *rendezvous.Session, announced []netip.AddrPor
 	}
 	sp.mu.Unlock()
 	sp.changed()
+	sp.dev.mapping.recheck() // a new view, and a session to tell
 	if moved {
 		sp.dev.introduceAgain(sp)
 	}
@@ -404,6 +405,7 @@ func (sp *superPeer) changed() {
 func (d *Device) onObserved(sp *superPeer, a netip.AddrPort) {
 	d.log.Info("super peer observes a new address", zap.String("url", sp.url), zap.Stringer("observed", a))
 	sp.changed()
+	d.mapping.recheck()
 	d.introduceAgain(sp)
 }
 

@@ -36,6 +36,7 @@ type Handler struct {
 	cfg       stun.Config
 	responder *pooledResponder
 	logger    *zap.Logger
+	app       *layer4.App // whose STUN ports it noted (ports.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -60,6 +61,7 @@ func (*pooledResponder) Destruct() error { return nil }
 // Provision sets the defaults and joins the process's responder.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.app = noteApp(ctx)
 	h.cfg = stun.Config{SourceRate: h.SourceRate, SourceBurst: h.SourceBurst}
 	if err := h.cfg.Validate(); err != nil {
 		return err
@@ -75,8 +77,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return registerMetrics(ctx.GetMetricsRegistry(), &h.responder.Responder)
 }
 
-// Cleanup leaves the responder.
+// Cleanup leaves the responder, and forgets its app's STUN ports.
 func (h *Handler) Cleanup() error {
+	forgetApp(h.app)
+	h.app = nil
 	if h.responder != nil {
 		_, err := responders.Delete(responderKey)
 		return err
