@@ -10,6 +10,7 @@ import (
 
 	"github.com/netsody/superpeer"
 	"github.com/netsody/superpeer/internal/sptest"
+	"github.com/netsody/superpeer/internal/stuntest"
 	"github.com/netsody/superpeer/rendezvous"
 	"github.com/netsody/superpeer/stun"
 )
@@ -54,57 +55,12 @@ func TestClassifyMapping(t *testing.T) {
 	}
 }
 
-// stunServer answers STUN Binding requests on a loopback port until the
-// test ends, as the layer4 app does beside Caddy; shift, if set, is
-// added to the port it reports, as a NAT that maps per destination
-// would make the report differ from what port 443 sees; each answer
-// waits delay.
-func stunServer(t testing.TB, shift func() uint16, delay time.Duration) uint16 {
-	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var r stun.Responder
-		cfg := stun.Config{}
-		cfg.SetDefaults()
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if shift != nil {
-				from = netip.AddrPortFrom(from.Addr(), from.Port()+shift())
-			}
-			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-			resp, drop := r.Respond(nil, buf[:n], from, &cfg, time.Now())
-			if drop != stun.DropNone {
-				continue
-			}
-			var to net.UDPAddr
-			if shift != nil {
-				to = net.UDPAddr{IP: from.Addr().AsSlice(), Port: int(from.Port() - shift())}
-			} else {
-				to = *net.UDPAddrFromAddrPort(from)
-			}
-			time.Sleep(delay)
-			conn.WriteToUDP(resp, &to)
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-done })
-	return uint16(conn.LocalAddr().(*net.UDPAddr).Port)
-}
-
 // superPeerWithSTUN is newSuperPeer naming a STUN server in its
 // registrations.
-func superPeerWithSTUN(t testing.TB, shift func() uint16, delay ...time.Duration) *sptest.Servers {
+func superPeerWithSTUN(t testing.TB, o stuntest.Options) *sptest.Servers {
 	t.Helper()
 	var cfg superpeer.Config
-	cfg.Rendezvous.STUNPort = stunServer(t, shift, append(delay, 0)[0])
+	cfg.Rendezvous.STUNPort = stuntest.Serve(t, o)
 	s, _ := newSuperPeer(t, cfg)
 	return s
 }
@@ -125,7 +81,7 @@ func waitMapping(t testing.TB, d *Device, want rendezvous.NATMapping) {
 // its status, and tells the super peer, which passes it on to the peers
 // it introduces.
 func TestMappingLearnedAndTold(t *testing.T) {
-	s := superPeerWithSTUN(t, nil)
+	s := superPeerWithSTUN(t, stuntest.Options{})
 	a, b := newDevice(t, s, allowAny), newDevice(t, s, allowAny)
 	waitMapping(t, a, rendezvous.MappingIndependent)
 	waitMapping(t, b, rendezvous.MappingIndependent)
@@ -156,7 +112,7 @@ func TestMappingLearnedAndTold(t *testing.T) {
 // without a punching phase: no address is pinged while the slow
 // background punch waits, and the path says why.
 func TestBothDependentSkipPunching(t *testing.T) {
-	s := superPeerWithSTUN(t, func() uint16 { return 1 }) // STUN sees another port than 443 does
+	s := superPeerWithSTUN(t, stuntest.Options{Shift: 1}) // STUN sees another port than 443 does
 	a, b := newDevice(t, s, allowAny), newDevice(t, s, allowAny)
 	waitMapping(t, a, rendezvous.MappingDependent)
 	waitMapping(t, b, rendezvous.MappingDependent)
@@ -197,7 +153,7 @@ func TestBothDependentSkipPunching(t *testing.T) {
 // reaches QUIC.
 func TestForgedSTUNAnswers(t *testing.T) {
 	// The super peer answers late: the stranger's answers come first.
-	s := superPeerWithSTUN(t, nil, 50*time.Millisecond)
+	s := superPeerWithSTUN(t, stuntest.Options{Delay: 50 * time.Millisecond})
 	d := newDevice(t, s, allowAny)
 	waitMapping(t, d, rendezvous.MappingIndependent)
 	attacker, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

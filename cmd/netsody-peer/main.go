@@ -8,6 +8,7 @@
 //	netsody-peer connect --identity FILE --super-peer URL... [--relay-only] PEERID
 //	netsody-peer bench --identity FILE --super-peer URL... [--duration D] PEERID
 //	netsody-peer status ADDR
+//	netsody-peer netcheck --identity FILE --super-peer URL... [--json]
 //
 // Messages for people go to stderr, one line each; data goes to stdout.
 // Exit status: 0 on success, 1 on failure, 2 for a mistake on the command
@@ -39,6 +40,9 @@ commands:
   bench    --identity FILE --super-peer URL PEERID
                                               measure throughput and RTT to a peer
   status   ADDR                               show the status a device serves
+  netcheck --identity FILE --super-peer URL [--json]
+                                              what each super peer sees of this device,
+                                              and its NAT's mapping: why am I relayed?
 
 Run 'netsody-peer <command> -h' for a command's flags.
 `
@@ -59,6 +63,8 @@ var commands = map[string]func(ctx context.Context, args []string) error{
 	"connect": runConnect,
 	"bench":   runBench,
 	"status":  runStatus,
+
+	"netcheck": runNetcheck,
 }
 
 func main() {

@@ -296,6 +296,10 @@ func TestStatus(t *testing.T) {
 		`netsody_peer_path{path="none",peer="` + connector + `"} 0`,
 		`netsody_peer_refused_total{reason="busy"} 0`,
 		`netsody_peer_refused_total{reason="handshakes"} `,
+		// One super peer without a STUN port: one view, no verdict.
+		`netsody_peer_nat_mapping{mapping="unknown"} 1`,
+		`netsody_peer_nat_mapping{mapping="endpoint-dependent"} 0`,
+		`netsody_peer_stun_responses_total{result="dropped"} 0`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s:\n%s", want, metrics)

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/netsody/superpeer/peer"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // The metrics that --status serves on /metrics, computed from the
@@ -29,7 +30,18 @@ var (
 		"netsody_peer_refused_total",
 		"What the accept policy refused, by reason: declined (any request declined or candidates ignored), busy (no Accept slot), timed_out (Accept calls without an answer in time), cooling (declined without asking after a timeout), dropped (requests beyond a super peer's queue), handshakes (QUIC handshake packets from unknown addresses).",
 		[]string{"reason"}, nil)
+	mappingDesc = prometheus.NewDesc(
+		"netsody_peer_nat_mapping",
+		"The device's NAT mapping as it learned it from its one socket: 1 for the verdict now (endpoint-independent, endpoint-dependent or unknown), 0 for the others.",
+		[]string{"mapping"}, nil)
+	stunDesc = prometheus.NewDesc(
+		"netsody_peer_stun_responses_total",
+		"STUN Binding responses that reached the device's socket: taken (the answer to a request it sent, from where it went) or dropped (any other: a stranger's, or late).",
+		[]string{"result"}, nil)
 )
+
+// mappings are the values of netsody_peer_nat_mapping's mapping label.
+var mappings = []rendezvous.NATMapping{rendezvous.MappingUnknown, rendezvous.MappingIndependent, rendezvous.MappingDependent}
 
 // pathKinds are the values of netsody_peer_path's path label.
 var pathKinds = []peer.PathKind{peer.PathNone, peer.PathDirect, peer.PathRelay}
@@ -45,6 +57,8 @@ func (statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pathDesc
 	ch <- peerRTTDesc
 	ch <- refusedDesc
+	ch <- mappingDesc
+	ch <- stunDesc
 }
 
 func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
@@ -70,6 +84,11 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(n), reason)
 	}
+	for _, m := range mappings {
+		ch <- prometheus.MustNewConstMetric(mappingDesc, prometheus.GaugeValue, boolValue(st.NAT.Mapping == m.String()), m.String())
+	}
+	ch <- prometheus.MustNewConstMetric(stunDesc, prometheus.CounterValue, float64(st.NAT.STUNAnswers), "taken")
+	ch <- prometheus.MustNewConstMetric(stunDesc, prometheus.CounterValue, float64(st.NAT.STUNDropped), "dropped")
 }
 
 func boolValue(b bool) float64 {

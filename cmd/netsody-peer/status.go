@@ -136,6 +136,7 @@ func printStatus(w io.Writer, st peer.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "peer ID\t%s\n", st.PeerID)
 	fmt.Fprintf(tw, "socket\t%s\n", st.LocalAddr)
+	fmt.Fprintf(tw, "NAT mapping\t%s\n", dash(st.NAT.Mapping))
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "SUPER PEER\tCONNECTED\tRTT\tFAMILY\tTRANSPORT\tSEEN AS")
 	for _, sp := range st.SuperPeers {
@@ -166,6 +167,9 @@ func printStatus(w io.Writer, st peer.Status) error {
 		id := p.PeerID
 		if pid, err := identity.ParsePeerID(id); err == nil {
 			id = pid.Short()
+		}
+		if p.Reason != "" {
+			via += ": " + p.Reason
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", id, p.Path, via, fmtMillis(p.RTTMillis))
 	}
