@@ -92,10 +92,11 @@ type e2ePath struct {
 	SuperPeer string `json:"super_peer,omitempty"`
 	Transport string `json:"transport,omitempty"`
 	Relay     string `json:"relay,omitempty"` // how relayed packets travel: fast, h3 or h2
+	Reason    string `json:"reason,omitempty"`
 }
 
 func pathOf(p peer.Path) e2ePath {
-	e := e2ePath{Kind: string(p.Kind), SuperPeer: p.SuperPeer, Transport: string(p.Transport), Relay: string(p.Relay)}
+	e := e2ePath{Kind: string(p.Kind), SuperPeer: p.SuperPeer, Transport: string(p.Transport), Relay: string(p.Relay), Reason: p.Reason}
 	if p.Addr.IsValid() {
 		e.Addr = p.Addr.String()
 	}
@@ -110,6 +111,9 @@ func (p e2ePath) String() string {
 		s := fmt.Sprintf("relay %s via %s", p.Transport, strings.TrimPrefix(p.SuperPeer, "https://"))
 		if p.Relay == string(peer.RelayFast) {
 			s += " (fast)"
+		}
+		if p.Reason == peer.PathReasonBothDependent {
+			s += ", no punching"
 		}
 		return s
 	}
@@ -141,6 +145,7 @@ type e2eEvent struct {
 	PeerID     string                 `json:"peer_id,omitempty"`
 	Registered time.Duration          `json:"registered,omitempty"` // process start to registered with every super peer
 	SuperPeers []peer.SuperPeerStatus `json:"super_peers,omitempty"`
+	NAT        peer.MappingStatus     `json:"nat"` // the mapping, checked once registered
 
 	// stream (echo role): what arrived on one stream, the path after it
 	Bytes  int     `json:"bytes,omitempty"`
@@ -232,7 +237,14 @@ func runDeviceHelper(raw string, start time.Time, out *eventWriter) error {
 	if err := waitRegistered(ctx, dev); err != nil {
 		return err
 	}
-	out.emit(e2eEvent{Type: "ready", PeerID: dev.PeerID().String(), Registered: time.Since(start), SuperPeers: dev.Status().SuperPeers})
+	registered := time.Since(start)
+	// The mapping, learned and told to the super peers before the test
+	// goes on, as a device that has run a while has it: an introduction
+	// carries what the super peer knows then.
+	checkCtx, cancelCheck := context.WithTimeout(ctx, 10*time.Second)
+	nat := dev.CheckMapping(checkCtx)
+	cancelCheck()
+	out.emit(e2eEvent{Type: "ready", PeerID: dev.PeerID().String(), Registered: registered, SuperPeers: dev.Status().SuperPeers, NAT: nat})
 
 	switch cfg.Role {
 	case "echo":

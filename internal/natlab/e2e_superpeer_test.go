@@ -35,7 +35,8 @@ import (
 // e2eCaddyfile is the super peer's configuration; {DIR}, {SITES} (the
 // host's addresses, IPv4 and IPv6) and {SUPERPEER} (the directive, with
 // any options) are replaced. Beside the super peer, the site serves a small website, as a
-// real one would. The admin endpoint is off (the process is stopped by
+// real one would, and the layer4 app answers STUN on UDP 3478, as in
+// Caddyfile.example: devices learn their NAT's mapping from it. The admin endpoint is off (the process is stopped by
 // signal), and the grace period bounds how long a stop waits for open
 // HTTP/1 and HTTP/2 connections (the plugin's HTTP/3 endpoint waits up to
 // 5 s of its own).
@@ -47,6 +48,14 @@ const e2eCaddyfile = `{
 	storage file_system {DIR}/data
 	grace_period 2s
 	auto_https disable_redirects
+	layer4 {
+		udp/:3478 {
+			idle_timeout 5s
+			route {
+				netsody_stun
+			}
+		}
+	}
 }
 
 {SITES} {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/netsody/superpeer/peer"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // e2eRecord makes TestE2E write its results table into docs/NAT.md:
@@ -81,6 +82,26 @@ var e2eCases = []e2eCase{
 	{name: "Sym-Sym-FastBlocked", a: Symmetric, b: Symmetric, blockFast: true, want: peer.PathRelay, transportA: "h3", transportB: "h3", relayA: "h3", relayB: "h3"},
 }
 
+// wantMapping is the mapping a device behind k must learn (docs/NAT.md,
+// "NAT mapping"): a NAT that keeps one mapping for every destination, or
+// none at all, is endpoint-independent; a symmetric one maps per
+// destination; behind a blocked UDP nothing answers.
+func wantMapping(k NATKind) rendezvous.NATMapping {
+	switch k {
+	case Symmetric:
+		return rendezvous.MappingDependent
+	case UDPBlocked:
+		return rendezvous.MappingUnknown
+	}
+	return rendezvous.MappingIndependent
+}
+
+// bothDependent reports a row whose devices both map per destination:
+// they relay without a punching phase.
+func (tc e2eCase) bothDependent() bool {
+	return wantMapping(tc.a) == rendezvous.MappingDependent && wantMapping(tc.b) == rendezvous.MappingDependent
+}
+
 func sideName(k NATKind) string {
 	if k == 0 {
 		return "public (no NAT)"
@@ -98,6 +119,8 @@ func (tc e2eCase) expected() string {
 		return "relay " + tc.transportA + " via the farther super peer (the nearer is full)"
 	case tc.twoSPs:
 		return "relay " + tc.transportA + " via the nearer super peer" + tc.expectedRelay()
+	case tc.transportA == tc.transportB && tc.bothDependent():
+		return "relay " + tc.transportA + tc.expectedRelay() + ", no punching"
 	case tc.transportA == tc.transportB:
 		return "relay " + tc.transportA + tc.expectedRelay()
 	}
@@ -121,6 +144,8 @@ type e2eResult struct {
 	registered time.Duration // A: process start to registered
 	firstByte  time.Duration // A: dial to the first echoed byte
 	finalAt    time.Duration // A: dial to the last path change
+	mappingA   string        // what each learned of its NAT
+	mappingB   string
 	ran, pass  bool
 }
 
@@ -277,6 +302,18 @@ func runE2ECase(t *testing.T, lab *Lab, i int, v6 bool, near, far *labSuperPeer,
 		t.Errorf("first echoed byte after %v, want within %v", res.firstByte, e2eFirstByteMax)
 	}
 
+	// What each learned of its NAT's mapping.
+	res.mappingA, res.mappingB = readyA.NAT.Mapping, readyB.NAT.Mapping
+	for _, side := range []struct {
+		name string
+		kind NATKind
+		got  peer.MappingStatus
+	}{{"A", tc.a, readyA.NAT}, {"B", tc.b, readyB.NAT}} {
+		if want := wantMapping(side.kind).String(); side.got.Mapping != want {
+			t.Errorf("%s (%s) learned mapping %s, want %s: %+v", side.name, sideName(side.kind), side.got.Mapping, want, side.got.Views)
+		}
+	}
+
 	// The sessions with the super peers: over HTTP/3 unless UDP is blocked.
 	for _, side := range []struct {
 		name  string
@@ -328,6 +365,9 @@ func runE2ECase(t *testing.T, lab *Lab, i int, v6 bool, near, far *labSuperPeer,
 			}
 			if tc.nearFull && p.SuperPeer != farURL {
 				t.Errorf("%s relays via %s, want the farther %s: the nearer is full", who, p.SuperPeer, farURL)
+			}
+			if both := p.Reason == peer.PathReasonBothDependent; both != tc.bothDependent() {
+				t.Errorf("%s's relay reason is %q; both NATs map per destination: %v", who, p.Reason, tc.bothDependent())
 			}
 		}
 	}
@@ -410,8 +450,8 @@ func e2eTable(results []e2eResult) string {
 		return fmt.Sprintf("%d ms", d.Round(time.Millisecond).Milliseconds())
 	}
 	var b strings.Builder
-	b.WriteString("| device A | device B | expected | A's path | B's path | SHA-256 | first byte | final path at | A registered | result |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| device A | device B | expected | A's path | B's path | SHA-256 | first byte | final path at | A registered | mapping A / B | result |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		a, bb := sideName(r.tc.a), sideName(r.tc.b)
 		if r.tc.sameNAT {
@@ -434,10 +474,17 @@ func e2eTable(results []e2eResult) string {
 				sha = "ok (2 × 1 MiB)"
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			a, bb, r.tc.expected(), r.pathA, r.pathB, sha, ms(r.firstByte), ms(r.finalAt), ms(r.registered), verdict)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |\n",
+			a, bb, r.tc.expected(), r.pathA, r.pathB, sha, ms(r.firstByte), ms(r.finalAt), ms(r.registered), dashIfEmpty(r.mappingA), dashIfEmpty(r.mappingB), verdict)
 	}
 	return b.String()
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
 }
 
 // Markers around the generated part of docs/NAT.md's results section.
