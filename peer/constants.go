@@ -259,8 +259,9 @@ const (
 	stunRetry = 500 * time.Millisecond
 	stunWait  = 2 * time.Second
 	// maxSTUNPending bounds the Binding requests in flight: one per super
-	// peer and check, and checks do not overlap; more than a device has
-	// super peers. A response is taken only for one of them.
+	// peer and check, and at most the device's own check and a
+	// CheckMapping run at once; beyond it, a request is not sent. A
+	// response is taken only for one of them.
 	maxSTUNPending = 16
 	// slowPunchInterval: when both NATs map per destination, punching
 	// cannot work, so a peer's addresses get one ping this far apart
