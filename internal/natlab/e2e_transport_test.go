@@ -285,4 +285,3 @@ writing:
 	res.SuperPeers = dev.Status().SuperPeers
 	return res, nil
 }
-
