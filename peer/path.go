@@ -63,7 +63,11 @@ type Path struct {
 	// Relay is how the relayed packets travel now: the fast path while
 	// it delivers, else the leg's transport.
 	Relay RelayTransport
-	RTT   time.Duration // of the direct path, from punches
+	// Why says why Relay is not a better transport, when it moved
+	// there by measurement: "fast path unanswered", "HTTP/3 unanswered
+	// for 3s" (transport.go).
+	Why string
+	RTT time.Duration // of the direct path, from punches
 }
 
 func (p Path) String() string {
@@ -71,6 +75,9 @@ func (p Path) String() string {
 	case PathDirect:
 		return "direct " + p.Addr.String()
 	case PathRelay:
+		if p.Why != "" {
+			return fmt.Sprintf("relay via %s (%s: %s)", p.SuperPeer, p.Relay, p.Why)
+		}
 		return fmt.Sprintf("relay via %s (%s)", p.SuperPeer, p.Relay)
 	}
 	return string(p.Kind)
@@ -256,7 +263,7 @@ func (p *peerState) pathLocked() Path {
 		return Path{Kind: PathDirect, Addr: p.paths.direct, RTT: p.paths.directRTT}
 	case p.paths.relay != nil:
 		rp := p.paths.relay
-		return Path{Kind: PathRelay, SuperPeer: rp.sp.url, Transport: rp.tr, Relay: rp.transport()}
+		return Path{Kind: PathRelay, SuperPeer: rp.sp.url, Transport: rp.tr, Relay: rp.transport(), Why: rp.transportWhy()}
 	}
 	return Path{Kind: PathNone}
 }

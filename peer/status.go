@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // Status is a device's view of its super peers and peers: "which super
@@ -39,9 +41,12 @@ type SuperPeerStatus struct {
 	RTTMillis float64 `json:"rtt_ms"`              // smoothed, from the registration on
 	Family    string  `json:"family,omitempty"`    // "ipv4" or "ipv6"
 	Transport string  `json:"transport,omitempty"` // "h3" or "h2"
-	Observed  string  `json:"observed,omitempty"`  // this device's address as the super peer sees it
-	Error     string  `json:"error,omitempty"`     // why it is not connected
-	Draining  bool    `json:"draining,omitempty"`  // it drains: no relay goes through it (FrameMove)
+	// TransportReason says why Transport is "h2": HTTP/3 stopped
+	// answering, or lost the race when the session opened.
+	TransportReason string `json:"transport_reason,omitempty"`
+	Observed        string `json:"observed,omitempty"` // this device's address as the super peer sees it
+	Error           string `json:"error,omitempty"`    // why it is not connected
+	Draining        bool   `json:"draining,omitempty"` // it drains: no relay goes through it (FrameMove)
 }
 
 // PeerStatus is the current path to one peer.
@@ -54,7 +59,10 @@ type PeerStatus struct {
 	// RelayTransport is how relayed packets travel now: "fast" (the
 	// relay's UDP fast path), "h3" or "h2" (the leg's own).
 	RelayTransport RelayTransport `json:"relay_transport,omitempty"`
-	RTTMillis      float64        `json:"rtt_ms,omitempty"` // of the direct path
+	// RelayReason says why RelayTransport is not a better one, when it
+	// moved there by measurement (Path.Why).
+	RelayReason string  `json:"relay_reason,omitempty"`
+	RTTMillis   float64 `json:"rtt_ms,omitempty"` // of the direct path
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -65,12 +73,16 @@ func (sp *superPeer) status() SuperPeerStatus {
 	sp.mu.Lock()
 	sess, lastErr := sp.sess, sp.lastErr
 	s.Draining = sp.draining
+	why := sp.transportWhy
 	sp.mu.Unlock()
 	switch {
 	case sess != nil:
 		s.Connected = true
 		s.RTTMillis = millis(sess.RTT())
 		s.Transport = string(sess.Transport())
+		if sess.Transport() == rendezvous.TransportH2 {
+			s.TransportReason = why
+		}
 		s.Observed = sess.Observed().String()
 		if remote, err := netip.ParseAddrPort(sess.RemoteAddr().String()); err == nil {
 			s.Family = "ipv6"
@@ -96,7 +108,7 @@ func (d *Device) Status() Status {
 	peers := d.peerList()
 	for _, p := range peers {
 		path := p.path()
-		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RelayTransport: path.Relay, RTTMillis: millis(path.RTT)}
+		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RelayTransport: path.Relay, RelayReason: path.Why, RTTMillis: millis(path.RTT)}
 		if path.Addr.IsValid() {
 			ps.Addr = path.Addr.String()
 		}

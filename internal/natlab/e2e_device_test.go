@@ -102,10 +102,11 @@ type e2ePath struct {
 	SuperPeer string `json:"super_peer,omitempty"`
 	Transport string `json:"transport,omitempty"`
 	Relay     string `json:"relay,omitempty"` // how relayed packets travel: fast, h3 or h2
+	Why       string `json:"why,omitempty"`   // why not a better transport (peer.Path.Why)
 }
 
 func pathOf(p peer.Path) e2ePath {
-	e := e2ePath{Kind: string(p.Kind), SuperPeer: p.SuperPeer, Transport: string(p.Transport), Relay: string(p.Relay)}
+	e := e2ePath{Kind: string(p.Kind), SuperPeer: p.SuperPeer, Transport: string(p.Transport), Relay: string(p.Relay), Why: p.Why}
 	if p.Addr.IsValid() {
 		e.Addr = p.Addr.String()
 	}
@@ -118,8 +119,11 @@ func (p e2ePath) String() string {
 		return "direct " + p.Addr
 	case string(peer.PathRelay):
 		s := fmt.Sprintf("relay %s via %s", p.Transport, strings.TrimPrefix(p.SuperPeer, "https://"))
-		if p.Relay == string(peer.RelayFast) {
+		switch {
+		case p.Relay == string(peer.RelayFast):
 			s += " (fast)"
+		case p.Why != "":
+			s += fmt.Sprintf(" (%s: %s)", p.Relay, p.Why)
 		}
 		return s
 	}

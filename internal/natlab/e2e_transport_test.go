@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -46,9 +47,13 @@ const (
 // packets must be on within the bound after it.
 type transportStep struct {
 	name   string
-	toggle func(t *testing.T)
-	want   peer.RelayTransport
-	within time.Duration
+	toggle func(t *testing.T) // nil: a move that follows the step before
+
+	want peer.RelayTransport
+	// wantLeg, if set instead, is the relay leg's transport to wait for
+	// (the packets may take the fast path at once on it).
+	wantLeg string
+	within  time.Duration
 	// notBefore: the move must not come sooner (hysteresis).
 	notBefore time.Duration
 }
@@ -96,25 +101,44 @@ func TestE2ETransportChoice(t *testing.T) {
 	steps := []transportStep{
 		{name: "fast-path port blocked", toggle: func(t *testing.T) { blockFastPath(t, natA) }, want: peer.RelayH3, within: 3 * time.Second},
 		{name: "fast-path port unblocked", toggle: func(t *testing.T) { unblockNFT(t, natA, "natlab_nofast") }, want: peer.RelayFast, within: 15 * time.Second, notBefore: transportHold},
+		{name: "UDP to the super peer blocked", toggle: func(t *testing.T) { blockUDPTo(t, natA, spHost.Addr()) }, want: peer.RelayH2, within: 60 * time.Second},
+		{name: "UDP unblocked", toggle: func(t *testing.T) { unblockNFT(t, natA, "natlab_noudp") }, wantLeg: "h3", within: 90 * time.Second},
+		{name: "then", want: peer.RelayFast, within: 15 * time.Second},
 	}
 	var figures []string
+	var last time.Time // when the last step's transport was reached
 	for _, st := range steps {
 		at := time.Now()
-		st.toggle(t)
+		if st.toggle != nil {
+			st.toggle(t)
+		} else {
+			at = last // no toggle: a move that follows the last one
+		}
+		want := string(st.want)
 		ev, err := waitEvent(a, "path", st.within, func(ev e2eEvent) bool {
-			return ev.Wall.After(at) && ev.Path.Kind == string(peer.PathRelay) && ev.Path.Relay == string(st.want)
+			if ev.Wall.Before(at) || ev.Path.Kind != string(peer.PathRelay) {
+				return false
+			}
+			if st.wantLeg != "" {
+				return ev.Path.Transport == st.wantLeg
+			}
+			return ev.Path.Relay == want
 		})
+		if st.wantLeg != "" {
+			want = "a leg over " + st.wantLeg
+		}
 		if err != nil {
-			t.Fatalf("%s: A's relayed packets not on %s within %v: %v", st.name, st.want, st.within, err)
+			t.Fatalf("%s: A's relayed packets not on %s within %v: %v", st.name, want, st.within, err)
 		}
 		took := ev.Wall.Sub(at)
 		if took < st.notBefore {
-			t.Errorf("%s: A moved to %s after %v, sooner than the hysteresis allows (%v)", st.name, st.want, took, st.notBefore)
+			t.Errorf("%s: A moved to %s after %v, sooner than the hysteresis allows (%v)", st.name, want, took, st.notBefore)
 		}
 		if _, err := waitCarried(a, ev.Wall, transportCarried); err != nil {
-			t.Fatalf("%s: on %s: %v", st.name, st.want, err)
+			t.Fatalf("%s: on %s: %v", st.name, want, err)
 		}
-		figures = append(figures, fmt.Sprintf("%s → %s in %v", st.name, st.want, took.Round(time.Millisecond)))
+		figures = append(figures, fmt.Sprintf("%s → %s in %v", st.name, ev.Path, took.Round(time.Millisecond)))
+		last = ev.Wall
 	}
 	t.Logf("A's relayed packets moved: %s", strings.Join(figures, "; "))
 
@@ -137,6 +161,25 @@ func TestE2ETransportChoice(t *testing.T) {
 	}
 	t.Logf("one stream of %d KiB over %v, intact at B and back at A; A's path: %s", tr.Bytes>>10, tr.Took.Round(time.Millisecond), pathSteps(a, out.Wall))
 	t.Logf("B's path: %s", pathSteps(b, out.Wall))
+}
+
+// blockUDPTo drops, at n, all UDP between its devices and addr, both
+// ways: a network that stops passing UDP to the super peer (QUIC, the
+// fast path) while TCP still goes through.
+func blockUDPTo(t *testing.T, n *NAT, addr netip.Addr) {
+	t.Helper()
+	ruleset := fmt.Sprintf(`
+table inet natlab_noudp {
+	chain forward {
+		type filter hook forward priority filter - 1; policy accept;
+		ip daddr %[1]s meta l4proto udp drop
+		ip saddr %[1]s meta l4proto udp drop
+	}
+}
+`, addr)
+	if err := applyNFT(n.router.ns, ruleset); err != nil {
+		t.Fatalf("blocking UDP to %s at %s: %v", addr, n.router.name, err)
+	}
 }
 
 // unblockNFT removes the table name that a block added at n.
