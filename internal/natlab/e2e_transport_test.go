@@ -41,6 +41,12 @@ const (
 	// a fast path that came back is taken again only after answering for
 	// this long, so no return is sooner.
 	transportHold = 2 * time.Second
+	// transportRetry is the first HTTP/3 retry after a fall (peer's
+	// h3RetryMin): HTTP/3 comes back no sooner.
+	transportRetry = 5 * time.Second
+	// Why status says the packets moved (peer's whyNoFast and whyH2).
+	whyNoFast = "fast path unanswered"
+	whyH2     = "HTTP/3 unanswered for 3s"
 )
 
 // transportStep is one toggle at A's NAT and the transport A's relayed
@@ -54,8 +60,11 @@ type transportStep struct {
 	// (the packets may take the fast path at once on it).
 	wantLeg string
 	within  time.Duration
-	// notBefore: the move must not come sooner (hysteresis).
-	notBefore time.Duration
+	// notBefore: the move must not come sooner after the toggle, nor
+	// afterLast after the step before's move (hysteresis).
+	notBefore, afterLast time.Duration
+	// why: the reason status must give for the transport reached.
+	why string
 }
 
 // TestE2ETransportChoice runs one relayed connection between devices
@@ -66,6 +75,11 @@ type transportStep struct {
 //  1. the fast path's port blocked: A's packets go over its HTTP/3 leg's
 //     datagrams within about a second (fastpath.go's probes);
 //  2. unblocked: back on the fast path, after its hysteresis;
+//  3. all UDP to the super peer blocked, both ways: the fast path falls
+//     back, the session's pings go unanswered, and within seconds the
+//     session and the relay move to HTTP/2 (transport.go);
+//  4. unblocked: HTTP/3 again at the first retry after the fall (its
+//     hysteresis), and the fast path on the new leg.
 //
 // A's relayed packets must follow each step within its bound, carry data
 // on each transport, and the whole transfer must arrive intact at B and
@@ -99,10 +113,10 @@ func TestE2ETransportChoice(t *testing.T) {
 	}
 
 	steps := []transportStep{
-		{name: "fast-path port blocked", toggle: func(t *testing.T) { blockFastPath(t, natA) }, want: peer.RelayH3, within: 3 * time.Second},
+		{name: "fast-path port blocked", toggle: func(t *testing.T) { blockFastPath(t, natA) }, want: peer.RelayH3, within: 3 * time.Second, why: whyNoFast},
 		{name: "fast-path port unblocked", toggle: func(t *testing.T) { unblockNFT(t, natA, "natlab_nofast") }, want: peer.RelayFast, within: 15 * time.Second, notBefore: transportHold},
-		{name: "UDP to the super peer blocked", toggle: func(t *testing.T) { blockUDPTo(t, natA, spHost.Addr()) }, want: peer.RelayH2, within: 60 * time.Second},
-		{name: "UDP unblocked", toggle: func(t *testing.T) { unblockNFT(t, natA, "natlab_noudp") }, wantLeg: "h3", within: 90 * time.Second},
+		{name: "UDP to the super peer blocked", toggle: func(t *testing.T) { blockUDPTo(t, natA, spHost.Addr()) }, want: peer.RelayH2, within: 10 * time.Second, why: whyH2},
+		{name: "UDP unblocked", toggle: func(t *testing.T) { unblockNFT(t, natA, "natlab_noudp") }, wantLeg: "h3", within: 15 * time.Second, afterLast: transportRetry},
 		{name: "then", want: peer.RelayFast, within: 15 * time.Second},
 	}
 	var figures []string
@@ -133,6 +147,21 @@ func TestE2ETransportChoice(t *testing.T) {
 		took := ev.Wall.Sub(at)
 		if took < st.notBefore {
 			t.Errorf("%s: A moved to %s after %v, sooner than the hysteresis allows (%v)", st.name, want, took, st.notBefore)
+		}
+		if since := ev.Wall.Sub(last); st.afterLast > 0 && since < st.afterLast {
+			t.Errorf("%s: A moved to %s %v after the move before, sooner than the hysteresis allows (%v)", st.name, want, since, st.afterLast)
+		}
+		if ev.Path.Why != st.why {
+			t.Errorf("%s: A's path says %q, want the reason %q", st.name, ev.Path.Why, st.why)
+		}
+		if st.want == peer.RelayH2 {
+			// The super peer's session moved, and says why.
+			sp, err := waitEvent(a, "superpeer", 5*time.Second, func(ev e2eEvent) bool {
+				return ev.SuperPeers[0].Connected && ev.SuperPeers[0].Transport == "h2"
+			})
+			if err != nil || sp.SuperPeers[0].TransportReason != whyH2 {
+				t.Errorf("%s: A's super peer status %+v (%v), want over h2 saying %q", st.name, sp.SuperPeers, err, whyH2)
+			}
 		}
 		if _, err := waitCarried(a, ev.Wall, transportCarried); err != nil {
 			t.Fatalf("%s: on %s: %v", st.name, want, err)
