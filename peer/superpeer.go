@@ -22,7 +22,8 @@ import (
 
 // superPeer keeps the device's session with one super peer: over HTTP/3,
 // falling back to HTTP/2 when HTTP/3 does not answer within H3HeadStart,
-// and again after it ends. It also re-introduces the device to its peers
+// and again after it ends; while it lasts, HTTP/3 that stops answering
+// gives way to HTTP/2, and HTTP/2 to HTTP/3 again (transport.go). It also re-introduces the device to its peers
 // through that super peer (introduceAgain).
 type superPeer struct {
 	dev *Device
