@@ -39,6 +39,7 @@ package peer
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -191,11 +192,9 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 				d.log.Debug("super peer: no HTTP/2 either", zap.String("url", sp.url), zap.Error(err))
 				continue
 			}
-			if !sp.install(h2, announced) {
-				h2.Close()
+			if !sp.replace(sess, h2, announced) {
 				return sess
 			}
-			sess.Close() // its relays' legs end, and open again over h2 (readRelay)
 			sess = h2
 			retry.Reset(ctl.fell(now, d.cfg.H3RetryInterval))
 		case <-retryC:
@@ -204,15 +203,26 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 				retry.Reset(ctl.retryFailed(d.cfg.H3RetryInterval))
 				continue
 			}
-			if !sp.install(h3, announced) {
-				h3.Close()
+			if !sp.replace(sess, h3, announced) {
 				return sess
 			}
-			sess.Close() // its relays' legs end, and open again over h3 (readRelay)
 			sess = h3
 			onH3(h3)
 		}
 	}
+}
+
+// replace makes next the super peer's session in place of cur, which it
+// closes: the relays' legs on cur end, and their readers open them again
+// over next (readRelay). It reports false, and closes next, when the
+// device is closing.
+func (sp *superPeer) replace(cur, next *rendezvous.Session, announced []netip.AddrPort) bool {
+	if !sp.install(next, announced) {
+		next.Close()
+		return false
+	}
+	cur.Close()
+	return true
 }
 
 // onlyH2 connects over HTTP/2 alone.
