@@ -75,7 +75,8 @@ type Config struct {
 	// before the device tries HTTP/2 alongside; default 500ms.
 	H3HeadStart time.Duration
 	// H3RetryInterval is how often a session over HTTP/2 tries HTTP/3
-	// again; default 1m.
+	// again; default 1m. After HTTP/3 stopped answering (a fall,
+	// transport.go), the first retry comes sooner, backing off to this.
 	H3RetryInterval time.Duration
 	// PunchInterval is the keepalive of a direct path; default 1s.
 	PunchInterval time.Duration

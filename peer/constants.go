@@ -268,6 +268,27 @@ const (
 	// (punchTries per introduction) instead of a fast phase: in case a
 	// verdict was wrong, at a cost of nothing.
 	slowPunchInterval = 20 * time.Second
+	// The transport to a super peer (transport.go). h3CheckTick: how
+	// often an HTTP/3 session's measure is looked at; finer than the
+	// others.
+	h3CheckTick = 100 * time.Millisecond
+	// h3CheckEvery: while its relays carry packets, a super peer is
+	// pinged this often over HTTP/3: a measure a second, for one small
+	// frame each way.
+	h3CheckEvery = time.Second
+	// h3Unanswered: an HTTP/3 session whose ping stays unanswered this
+	// long no longer delivers, and its relays move to HTTP/2: many RTTs
+	// to any super peer, and a loaded machine's scheduling, yet within
+	// seconds rather than at QUIC's idle timeout (30 s), which would end
+	// the end-to-end connections too.
+	h3Unanswered = 3 * time.Second
+	// h3RetryMin: after a fall to HTTP/2, HTTP/3 is tried again this
+	// soon, then twice as late after each fall and each failed retry, up
+	// to H3RetryInterval (the hysteresis: a path that flaps moves the
+	// device at most once per H3RetryInterval after a few falls).
+	h3RetryMin = 5 * time.Second
+	// h3StableFor: HTTP/3 that held this long forgets the falls before.
+	h3StableFor = 5 * time.Minute
 
 	// packetBufSize is the size of the pooled packet buffers: a QUIC
 	// packet of the largest size quic-go sends (1452) with the fast

@@ -39,9 +39,12 @@ type fastLeg struct {
 	// what arrives here adds to.
 	relayed *atomic.Uint64
 
-	using    atomic.Bool  // DATA goes over the fast path, not the leg
-	lastRecv atomic.Int64 // unix nanoseconds of the last packet from addr
-	lastSent atomic.Int64 // of the last DATA sent
+	using atomic.Bool // DATA goes over the fast path, not the leg
+	// unanswered: it fell back, or gave up before it was ever used, for
+	// want of answers (status says why the packets take the leg).
+	unanswered atomic.Bool
+	lastRecv   atomic.Int64 // unix nanoseconds of the last packet from addr
+	lastSent   atomic.Int64 // of the last DATA sent
 
 	// The loop's own.
 	probeAt   time.Time // an unanswered PROBE's; zero if none
@@ -126,6 +129,7 @@ func (f *fastLeg) tick(now time.Time) bool {
 	}
 	if f.using.Load() {
 		if f.fails >= fastPathDeadProbes {
+			f.unanswered.Store(true)
 			f.setUsing(false)
 			f.nextProbe = now.Add(fastPathRetryMin)
 			return true
@@ -144,6 +148,7 @@ func (f *fastLeg) tick(now time.Time) bool {
 		return true
 	}
 	if !f.everUsed && f.fails >= fastPathGiveUp {
+		f.unanswered.Store(true)
 		return false // its port is blocked: the leg carries on alone
 	}
 	if f.probeAt.IsZero() && !now.Before(f.nextProbe) {
@@ -167,6 +172,9 @@ func (f *fastLeg) probe(now time.Time) {
 // setUsing moves the peer's packets onto the fast path or off it, and
 // reports the change as a path change.
 func (f *fastLeg) setUsing(on bool) {
+	if on {
+		f.unanswered.Store(false)
+	}
 	if f.using.Swap(on) == on {
 		return
 	}

@@ -63,7 +63,11 @@ type Path struct {
 	// Relay is how the relayed packets travel now: the fast path while
 	// it delivers, else the leg's transport.
 	Relay RelayTransport
-	RTT   time.Duration // of the direct path, from punches
+	// Why says why Relay is not a better transport, when it moved
+	// there by measurement: "fast path unanswered", "HTTP/3 unanswered
+	// for 3s" (transport.go).
+	Why string
+	RTT time.Duration // of the direct path, from punches
 	// Reason says why the path is what it is, when the device chose it
 	// for one: PathReasonBothDependent.
 	Reason string
@@ -79,10 +83,14 @@ func (p Path) String() string {
 	case PathDirect:
 		return "direct " + p.Addr.String()
 	case PathRelay:
-		if p.Reason != "" {
-			return fmt.Sprintf("relay via %s (%s): %s", p.SuperPeer, p.Relay, p.Reason)
+		relay := string(p.Relay)
+		if p.Why != "" {
+			relay += ": " + p.Why
 		}
-		return fmt.Sprintf("relay via %s (%s)", p.SuperPeer, p.Relay)
+		if p.Reason != "" {
+			return fmt.Sprintf("relay via %s (%s): %s", p.SuperPeer, relay, p.Reason)
+		}
+		return fmt.Sprintf("relay via %s (%s)", p.SuperPeer, relay)
 	}
 	return string(p.Kind)
 }
@@ -273,7 +281,7 @@ func (p *peerState) pathLocked() Path {
 		return Path{Kind: PathDirect, Addr: p.paths.direct, RTT: p.paths.directRTT}
 	case p.paths.relay != nil:
 		rp := p.paths.relay
-		path := Path{Kind: PathRelay, SuperPeer: rp.sp.url, Transport: rp.tr, Relay: rp.transport()}
+		path := Path{Kind: PathRelay, SuperPeer: rp.sp.url, Transport: rp.tr, Relay: rp.transport(), Why: rp.transportWhy()}
 		if p.punch.slow {
 			path.Reason = PathReasonBothDependent
 		}

@@ -26,6 +26,7 @@ type relayPath struct {
 	sp     *superPeer
 	tr     rendezvous.Transport
 	remote string        // the super peer's address, for its fast-path port
+	why    string        // why its session is over HTTP/2, if it is (transport.go)
 	done   chan struct{} // closed when the leg has ended (readRelay)
 	fast   atomic.Pointer[fastLeg]
 	// relayed counts the bytes of the packets it carried, both ways, for
@@ -45,6 +46,7 @@ func (rp *relayPath) usingFast() *fastLeg {
 // delivers, else over the leg.
 func (rp *relayPath) write(b []byte) {
 	rp.relayed.Add(uint64(len(b)))
+	rp.sp.relayOut.Add(1)
 	if f := rp.usingFast(); f != nil {
 		f.send(b)
 		return
@@ -61,6 +63,25 @@ func (rp *relayPath) transport() RelayTransport {
 		return RelayH3
 	}
 	return RelayH2
+}
+
+// whyNoFast says why a leg with a fast path does not use it.
+const whyNoFast = "fast path unanswered"
+
+// transportWhy says why the packets do not travel on a better transport
+// than they do ("" when they take the best there is): the fast path
+// stopped answering, or the session is over HTTP/2 (transport.go).
+func (rp *relayPath) transportWhy() string {
+	switch {
+	case rp.usingFast() != nil:
+		return ""
+	case rp.tr == rendezvous.TransportH2:
+		return rp.why
+	}
+	if f := rp.fast.Load(); f != nil && f.unanswered.Load() {
+		return whyNoFast
+	}
+	return ""
 }
 
 // movesRelay reports whether this device decides where the relay to p
@@ -163,6 +184,9 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 		return err
 	}
 	rp := &relayPath{conn: conn, sp: sp, tr: sess.Transport(), remote: sess.RemoteAddr().String(), done: make(chan struct{})}
+	if rp.tr == rendezvous.TransportH2 {
+		rp.why = sp.status().TransportReason
+	}
 	p.mu.Lock()
 	if p.life.gone || !d.policy.accepts(p.id) {
 		p.mu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // Status is a device's view of its super peers and peers: "which super
@@ -42,9 +44,12 @@ type SuperPeerStatus struct {
 	RTTMillis float64 `json:"rtt_ms"`              // smoothed, from the registration on
 	Family    string  `json:"family,omitempty"`    // "ipv4" or "ipv6"
 	Transport string  `json:"transport,omitempty"` // "h3" or "h2"
-	Observed  string  `json:"observed,omitempty"`  // this device's address as the super peer sees it
-	Error     string  `json:"error,omitempty"`     // why it is not connected
-	Draining  bool    `json:"draining,omitempty"`  // it drains: no relay goes through it (FrameMove)
+	// TransportReason says why Transport is "h2": HTTP/3 stopped
+	// answering, or lost the race when the session opened.
+	TransportReason string `json:"transport_reason,omitempty"`
+	Observed        string `json:"observed,omitempty"` // this device's address as the super peer sees it
+	Error           string `json:"error,omitempty"`    // why it is not connected
+	Draining        bool   `json:"draining,omitempty"` // it drains: no relay goes through it (FrameMove)
 	// STUNPort is the super peer's STUN port (FrameRegistered), 0 if it
 	// named none; STUNObserved is this device's address as the last
 	// Binding response from it named it, and STUNRTTMillis that request's
@@ -64,7 +69,10 @@ type PeerStatus struct {
 	// RelayTransport is how relayed packets travel now: "fast" (the
 	// relay's UDP fast path), "h3" or "h2" (the leg's own).
 	RelayTransport RelayTransport `json:"relay_transport,omitempty"`
-	RTTMillis      float64        `json:"rtt_ms,omitempty"` // of the direct path
+	// RelayReason says why RelayTransport is not a better one, when it
+	// moved there by measurement (Path.Why).
+	RelayReason string  `json:"relay_reason,omitempty"`
+	RTTMillis   float64 `json:"rtt_ms,omitempty"` // of the direct path
 	// Reason says why the path is what it is, when the device chose it
 	// for a reason (PathReasonBothDependent).
 	Reason string `json:"reason,omitempty"`
@@ -78,12 +86,16 @@ func (sp *superPeer) status() SuperPeerStatus {
 	sp.mu.Lock()
 	sess, lastErr := sp.sess, sp.lastErr
 	s.Draining = sp.draining
+	why := sp.transportWhy
 	sp.mu.Unlock()
 	switch {
 	case sess != nil:
 		s.Connected = true
 		s.RTTMillis = millis(sess.RTT())
 		s.Transport = string(sess.Transport())
+		if sess.Transport() == rendezvous.TransportH2 {
+			s.TransportReason = why
+		}
 		s.Observed = sess.Observed().String()
 		s.STUNPort = sess.STUNPort()
 		if remote, err := netip.ParseAddrPort(sess.RemoteAddr().String()); err == nil {
@@ -113,7 +125,7 @@ func (d *Device) Status() Status {
 	peers := d.peerList()
 	for _, p := range peers {
 		path := p.path()
-		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RelayTransport: path.Relay, RTTMillis: millis(path.RTT), Reason: path.Reason}
+		ps := PeerStatus{PeerID: p.id.String(), Path: path.Kind, SuperPeer: path.SuperPeer, Transport: string(path.Transport), RelayTransport: path.Relay, RelayReason: path.Why, RTTMillis: millis(path.RTT), Reason: path.Reason}
 		if path.Addr.IsValid() {
 			ps.Addr = path.Addr.String()
 		}

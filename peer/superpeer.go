@@ -22,7 +22,8 @@ import (
 
 // superPeer keeps the device's session with one super peer: over HTTP/3,
 // falling back to HTTP/2 when HTTP/3 does not answer within H3HeadStart,
-// and again after it ends. It also re-introduces the device to its peers
+// and again after it ends; while it lasts, HTTP/3 that stops answering
+// gives way to HTTP/2, and HTTP/2 to HTTP/3 again (transport.go). It also re-introduces the device to its peers
 // through that super peer (introduceAgain).
 type superPeer struct {
 	dev *Device
@@ -49,6 +50,14 @@ type superPeer struct {
 	reintro   map[*peerState]struct{}
 	reintroOn bool
 	pace      *rate.Limiter
+
+	// The transport choice (transport.go): why the session is not over
+	// HTTP/3 (under mu), the packets relayed through this super peer so
+	// far (h3Check's measure of a relay in use), and the run goroutine's
+	// own state.
+	transportWhy string
+	relayOut     atomic.Uint64
+	transportCtl transportCtl
 }
 
 func (sp *superPeer) run() {
@@ -69,6 +78,13 @@ func (sp *superPeer) run() {
 			continue
 		}
 		backoff = 0
+		if sess.Transport() == rendezvous.TransportH2 {
+			why := whyNoH3
+			if sp.transportCtl.falls > 0 {
+				why = whyH2
+			}
+			sp.setTransportWhy(why)
+		}
 		if !sp.install(sess, announced) {
 			sess.Close()
 			return
@@ -105,6 +121,7 @@ func (sp *superPeer) install(sess *rendezvous.Session, announced []netip.AddrPor
 	sp.sess, sp.announced, sp.lastErr, sp.draining = sess, announced, nil, false
 	moved := false
 	if sess.Transport() == rendezvous.TransportH3 {
+		sp.transportWhy = ""
 		moved = sp.seenBy != nil && sp.seenBy.Observed().IsValid() && sp.seenBy.Observed() != sess.Observed()
 		sp.seenBy = sess
 	}
@@ -335,37 +352,6 @@ func (sp *superPeer) wait(ctx context.Context) (*rendezvous.Session, error) {
 			return nil, ctx.Err()
 		case <-sp.dev.closed:
 			return nil, errors.New("peer: device closed")
-		}
-	}
-}
-
-// awaitEnd waits for the session to end. A session over HTTP/2 tries
-// HTTP/3 again every H3RetryInterval and gives way to it when it works:
-// the HTTP/3 session is then the super peer's, and the one awaited.
-// awaitEnd returns the session it awaited last.
-func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
-	retry := time.NewTimer(sp.dev.cfg.H3RetryInterval)
-	defer retry.Stop()
-	for {
-		var retryC <-chan time.Time
-		if sess.Transport() == rendezvous.TransportH2 {
-			retryC = retry.C
-		}
-		select {
-		case <-sess.Done():
-			return sess
-		case <-sp.dev.closed:
-			return sess
-		case <-retryC:
-			retry.Reset(sp.dev.cfg.H3RetryInterval)
-			if h3, announced, err := sp.dial(sp.onlyH3); err == nil {
-				if !sp.install(h3, announced) {
-					h3.Close()
-					return sess
-				}
-				sess.Close() // relays on it move on their own
-				sess = h3
-			}
 		}
 	}
 }

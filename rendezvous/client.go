@@ -138,6 +138,7 @@ func (s *Session) register(ctx context.Context) error {
 		// A first RTT sample: the registration's round trip (it includes
 		// one signature check at the super peer).
 		s.rtt.add(time.Since(sent))
+		s.rtt.answered = time.Now()
 		return nil
 	}
 }
@@ -426,6 +427,16 @@ func (s *Session) RTT() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.rtt.srtt
+}
+
+// Answered is when the super peer last answered this device: its
+// registration, then the last pong to any of the device's pings (Ping).
+// A device that pinged at t and finds Answered still before t has not
+// been heard since: its measure of whether the session's path delivers.
+func (s *Session) Answered() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rtt.answered
 }
 
 // ServerRTT is the smoothed round-trip time as the super peer measured it.

@@ -9,6 +9,9 @@ type rttEstimator struct {
 	nonce uint64        // of the last ping sent
 	sent  time.Time     // when it went; zero once answered
 	srtt  time.Duration // smoothed; 0 before the first sample
+	// answered is when a pong last answered one of the pings sent, the
+	// last or an earlier one: the other end hears this one and is heard.
+	answered time.Time
 }
 
 // ping returns the next ping to send at now; it carries the smoothed RTT
@@ -22,6 +25,9 @@ func (r *rttEstimator) ping(now time.Time) Ping {
 // pong takes the answer to the last ping; an answer to an older one, or a
 // second answer, is no sample.
 func (r *rttEstimator) pong(nonce uint64, now time.Time) {
+	if nonce != 0 && nonce <= r.nonce {
+		r.answered = now
+	}
 	if nonce == r.nonce && !r.sent.IsZero() {
 		r.add(now.Sub(r.sent))
 		r.sent = time.Time{}

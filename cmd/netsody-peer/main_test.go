@@ -62,7 +62,7 @@ func TestMain(m *testing.M) {
 }
 
 // pathLine is connect's report of a path.
-var pathLine = regexp.MustCompile(`(?m)^path: (direct 127\.0\.0\.1:\d+|relay via https://127\.0\.0\.1:\d+ \((h[23]|fast)\))$`)
+var pathLine = regexp.MustCompile(`(?m)^path: (direct 127\.0\.0\.1:\d+|relay via https://127\.0\.0\.1:\d+ \((h[23]|fast)(: [^)]+)?\))$`)
 
 func TestKeygen(t *testing.T) {
 	t.Parallel()
@@ -231,7 +231,7 @@ func TestBench(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", code, errOut)
 	}
-	summary := regexp.MustCompile(`^bench: \d+\.\d Mbit/s up, RTT p50 [\d.]+ ms p99 [\d.]+ ms, under load p50 [\d.]+ ms, path (direct 127\.0\.0\.1:\d+|relay via https://127\.0\.0\.1:\d+ \((h[23]|fast)\))( \(.*\))?\n$`)
+	summary := regexp.MustCompile(`^bench: \d+\.\d Mbit/s up, RTT p50 [\d.]+ ms p99 [\d.]+ ms, under load p50 [\d.]+ ms, path (direct 127\.0\.0\.1:\d+|relay via https://127\.0\.0\.1:\d+ \((h[23]|fast)(: [^)]+)?\))( \(.*\))?\n$`)
 	if !summary.MatchString(out) {
 		t.Errorf("summary %q", out)
 	}

@@ -104,6 +104,8 @@ func (r *reporter) superPeer(sp peer.SuperPeerStatus) {
 	switch {
 	case sp.Connected && !was.up:
 		fmt.Fprintf(os.Stderr, "super peer %s: connected over %s (%s), seen as %s\n", sp.URL, sp.Transport, sp.Family, sp.Observed)
+	case sp.Connected && sp.Transport != was.transport && sp.TransportReason != "":
+		fmt.Fprintf(os.Stderr, "super peer %s: now over %s (%s), seen as %s\n", sp.URL, sp.Transport, sp.TransportReason, sp.Observed)
 	case sp.Connected && sp.Transport != was.transport:
 		fmt.Fprintf(os.Stderr, "super peer %s: now over %s, seen as %s\n", sp.URL, sp.Transport, sp.Observed)
 	case sp.Connected && sp.Observed != was.observed:

@@ -148,7 +148,11 @@ func printStatus(w io.Writer, st peer.Status) error {
 			fmt.Fprintf(tw, "%s\tno\t-\t-\t-\t%s\n", sp.URL, reason)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\tyes\t%s\t%s\t%s\t%s\n", sp.URL, fmtMillis(sp.RTTMillis), sp.Family, sp.Transport, dash(sp.Observed))
+		transport := sp.Transport
+		if sp.TransportReason != "" {
+			transport += " (" + sp.TransportReason + ")"
+		}
+		fmt.Fprintf(tw, "%s\tyes\t%s\t%s\t%s\t%s\n", sp.URL, fmtMillis(sp.RTTMillis), sp.Family, transport, dash(sp.Observed))
 	}
 	fmt.Fprintln(tw)
 	if len(st.Peers) == 0 {
@@ -162,7 +166,11 @@ func printStatus(w io.Writer, st peer.Status) error {
 		case peer.PathDirect:
 			via = p.Addr
 		case peer.PathRelay:
-			via = fmt.Sprintf("%s (%s)", p.SuperPeer, cmp.Or(string(p.RelayTransport), p.Transport))
+			how := cmp.Or(string(p.RelayTransport), p.Transport)
+			if p.RelayReason != "" {
+				how += ": " + p.RelayReason // why not a better transport
+			}
+			via = fmt.Sprintf("%s (%s)", p.SuperPeer, how)
 		}
 		id := p.PeerID
 		if pid, err := identity.ParsePeerID(id); err == nil {

@@ -54,6 +54,12 @@ import (
 //	soak role:  ready → direct (once the path is direct; Wall is when the
 //	            dial began) → result, once the path is direct to another
 //	            address than the first, or after Hold.
+//	stream role: ready → one stream to Peer carrying Size bytes every
+//	            StreamEvery, echoed back, with a progress event (Bytes
+//	            echoed so far) every streamProgressEvery, until its stdin
+//	            is closed → result (the one transfer's checksums).
+//	Every role: each change of the path to a peer is a path event (Wall
+//	            is when it changed).
 
 // envDevice carries a helper's e2eDeviceConfig as JSON.
 const envDevice = "NETSODY_E2E_DEVICE"
@@ -83,6 +89,10 @@ type e2eDeviceConfig struct {
 	// to another address than the first and one more transfer went over
 	// it, or until Hold.
 	Hold time.Duration `json:"hold,omitempty"`
+
+	// The stream role's pace: Size bytes every StreamEvery
+	// (e2e_transport_test.go).
+	StreamEvery time.Duration `json:"stream_every,omitempty"`
 }
 
 // e2ePath is a peer.Path as events carry it.
@@ -93,10 +103,11 @@ type e2ePath struct {
 	Transport string `json:"transport,omitempty"`
 	Relay     string `json:"relay,omitempty"` // how relayed packets travel: fast, h3 or h2
 	Reason    string `json:"reason,omitempty"`
+	Why       string `json:"why,omitempty"` // why not a better transport (peer.Path.Why)
 }
 
 func pathOf(p peer.Path) e2ePath {
-	e := e2ePath{Kind: string(p.Kind), SuperPeer: p.SuperPeer, Transport: string(p.Transport), Relay: string(p.Relay), Reason: p.Reason}
+	e := e2ePath{Kind: string(p.Kind), SuperPeer: p.SuperPeer, Transport: string(p.Transport), Relay: string(p.Relay), Reason: p.Reason, Why: p.Why}
 	if p.Addr.IsValid() {
 		e.Addr = p.Addr.String()
 	}
@@ -109,8 +120,11 @@ func (p e2ePath) String() string {
 		return "direct " + p.Addr
 	case string(peer.PathRelay):
 		s := fmt.Sprintf("relay %s via %s", p.Transport, strings.TrimPrefix(p.SuperPeer, "https://"))
-		if p.Relay == string(peer.RelayFast) {
+		switch {
+		case p.Relay == string(peer.RelayFast):
 			s += " (fast)"
+		case p.Why != "":
+			s += fmt.Sprintf(" (%s: %s)", p.Relay, p.Why)
 		}
 		if p.Reason == peer.PathReasonBothDependent {
 			s += ", no punching"
@@ -157,8 +171,8 @@ type e2eEvent struct {
 	Transfers []e2eTransfer `json:"transfers,omitempty"`
 	Timeline  []e2eStep     `json:"timeline,omitempty"`
 
-	// direct (soak role)
-	Wall time.Time `json:"wall,omitzero"` // when the dial began
+	// direct (soak role): when the dial began; path: when it changed
+	Wall time.Time `json:"wall,omitzero"`
 }
 
 // TestLabDeviceHelper is not a test: it is the device process that the
@@ -226,13 +240,16 @@ func runDeviceHelper(raw string, start time.Time, out *eventWriter) error {
 		OnSuperPeer: func(st peer.SuperPeerStatus) {
 			out.emit(e2eEvent{Type: "superpeer", SuperPeers: []peer.SuperPeerStatus{st}})
 		},
+		OnPathChange: func(_ identity.PeerID, p peer.Path) {
+			out.emit(e2eEvent{Type: "path", Path: pathOf(p), Wall: time.Now()})
+		},
 	})
 	if err != nil {
 		return err
 	}
 	defer dev.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	if err := waitRegistered(ctx, dev); err != nil {
 		return err
@@ -263,6 +280,13 @@ func runDeviceHelper(raw string, start time.Time, out *eventWriter) error {
 		return nil
 	case "soak":
 		res, err := dialAndSoak(ctx, dev, cfg, out)
+		if err != nil {
+			return err
+		}
+		out.emit(res)
+		return nil
+	case "stream":
+		res, err := dialAndStream(ctx, dev, cfg, out)
 		if err != nil {
 			return err
 		}
@@ -531,7 +555,7 @@ func startDevice(t testing.TB, host *Host, cfg e2eDeviceConfig) *labDevice {
 		t.Fatal(err)
 	}
 	d := &labDevice{host: host, role: cfg.Role, logs: &testcaddy.SyncBuffer{}, notify: make(chan struct{}), done: make(chan struct{})}
-	d.cmd = host.Command(exe, "-test.run=^TestLabDeviceHelper$", "-test.count=1", "-test.timeout=2m")
+	d.cmd = host.Command(exe, "-test.run=^TestLabDeviceHelper$", "-test.count=1", "-test.timeout=3m")
 	// Under -race the helper would sleep a second at exit (the race
 	// detector's atexit_sleep_ms) for reports that are printed anyway.
 	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")

@@ -1,0 +1,243 @@
+package peer
+
+// The transport to a super peer, by measurement (docs/DEVICE.md, "Which
+// transport carries a relay"). Which super peer relays is bestSuperPeer's
+// one rule; this file decides how the device reaches it. Relayed packets
+// take the relay's fast path while it is validated and delivering (its
+// own state machine, fastpath.go), else the session's HTTP/3 datagrams,
+// else HTTP/2 capsules: a relay leg's transport is its session's, so the
+// session's transport is the choice between the last two. It is the
+// super peer's state below, run by its goroutine (superPeer.run, from
+// awaitEnd):
+//
+//	        raceH3H2: HTTP/3, HTTP/2 after H3HeadStart
+//	dial -----------------------------------------------------+
+//	  | HTTP/3 answers first                 HTTP/2 first      |
+//	  v                                                        v
+//	on h3 ---- relays carry packets, pings unanswered ----> on h2 (why: "HTTP/3 unanswered")
+//	  ^        for h3Unanswered (h3Check): HTTP/2 opened,      |
+//	  |        the relays' legs move with the session          |
+//	  +---------- an HTTP/3 session opens and registers -------+
+//	             at the retry (transportCtl.wait)
+//
+// The retry is the hysteresis: after a start on HTTP/2 (UDP blocked from
+// the start) it comes every H3RetryInterval; after a fall, h3RetryMin
+// later, doubling with each fall and each failed retry up to
+// H3RetryInterval, so that a path that flaps (or an adversary who drops
+// UDP at will) moves the device at most once per H3RetryInterval once
+// the first few falls have passed. Falls are forgotten once HTTP/3 held
+// for h3StableFor.
+//
+// A relay leg moves between sessions as when its super peer went away:
+// the session's new registration ends the old one's legs at the super
+// peer, the device closes the old session, each leg's reader sees it end
+// (readRelay) and opens it again through bestSuperPeer, now over the new
+// session. The end-to-end QUIC connection keeps the peer's virtual
+// address throughout and retransmits what the move lost; the packets
+// sent meanwhile wait (pending) and go with the new leg.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// transportCtl is a super peer's transport choice between sessions: the
+// run goroutine's own.
+type transportCtl struct {
+	falls   int           // falls from HTTP/3 to HTTP/2 since HTTP/3 last held for h3StableFor
+	h3Since time.Time     // when the HTTP/3 session in use opened; zero on HTTP/2
+	wait    time.Duration // until the next HTTP/3 retry, while on HTTP/2
+}
+
+// onH3 records an HTTP/3 session in use from now.
+func (c *transportCtl) onH3(now time.Time) { c.h3Since = now }
+
+// startedOnH2 sets the retry for a session that the race opened over
+// HTTP/2: H3RetryInterval, or what falls left (HTTP/3 failed lately).
+func (c *transportCtl) startedOnH2(ceiling time.Duration) time.Duration {
+	c.h3Since = time.Time{}
+	if c.falls == 0 || c.wait <= 0 {
+		c.wait = ceiling
+	}
+	return c.wait
+}
+
+// fell records a fall from HTTP/3 at now and returns the wait until the
+// next HTTP/3 retry.
+func (c *transportCtl) fell(now time.Time, ceiling time.Duration) time.Duration {
+	if !c.h3Since.IsZero() && now.Sub(c.h3Since) >= h3StableFor {
+		c.falls = 0
+	}
+	c.h3Since = time.Time{}
+	c.falls++
+	c.wait = min(h3RetryMin<<min(c.falls-1, 16), ceiling)
+	return c.wait
+}
+
+// retryFailed doubles the wait after an HTTP/3 retry that failed.
+func (c *transportCtl) retryFailed(ceiling time.Duration) time.Duration {
+	c.wait = min(max(2*c.wait, h3RetryMin), ceiling)
+	return c.wait
+}
+
+// answerer is what h3Check needs of a session: rendezvous.Session.
+type answerer interface {
+	Ping()
+	Answered() time.Time
+}
+
+// h3Check measures whether an HTTP/3 session still delivers, while its
+// relays carry packets: every h3CheckEvery it pings the super peer, and
+// a session whose pings stay unanswered for h3Unanswered does not. A
+// pong travels the path that the relay's datagrams do (one QUIC
+// connection, one UDP flow), both ways, and cannot be forged on the path.
+//
+//	         relays carried packets, h3CheckEvery since the last ping
+//	quiet -----------------------------------------------------------> asked (ping at askedAt)
+//	  ^                                                                  |      |
+//	  +------------------- answered after askedAt -----------------------+      | not for h3Unanswered
+//	                                                                            v
+//	                                                                          dead: fall to HTTP/2
+type h3Check struct {
+	sess answerer
+	ping func(func()) // runs a ping off the caller's goroutine: Device.goRun
+
+	carried uint64    // the super peer's relayOut at the last tick
+	askedAt time.Time // the ping waited for; zero if none
+	lastAsk time.Time
+	pinging atomic.Bool // a Ping is being written
+}
+
+// tick looks at the session at now, relayOut being its super peer's
+// relayed packets so far, and reports whether it no longer delivers.
+func (c *h3Check) tick(now time.Time, relayOut uint64) (dead bool) {
+	carried := relayOut != c.carried
+	c.carried = relayOut
+	if !c.askedAt.IsZero() {
+		if c.sess.Answered().After(c.askedAt) {
+			c.askedAt = time.Time{}
+			return false
+		}
+		return now.Sub(c.askedAt) >= h3Unanswered
+	}
+	if carried && now.Sub(c.lastAsk) >= h3CheckEvery && !c.pinging.Load() {
+		c.askedAt, c.lastAsk = now, now
+		c.pinging.Store(true)
+		c.ping(func() {
+			defer c.pinging.Store(false)
+			c.sess.Ping()
+		})
+	}
+	return false
+}
+
+// Why a session is over HTTP/2, for status and connect: HTTP/3 stopped
+// delivering (h3Check), or lost the race when the session opened.
+var (
+	whyH2   = fmt.Sprintf("HTTP/3 unanswered for %v", h3Unanswered)
+	whyNoH3 = "HTTP/3 did not answer first"
+)
+
+// awaitEnd waits for the session to end, choosing its transport on the
+// way (the diagram above): an HTTP/3 session that stops delivering gives
+// way to HTTP/2, and one over HTTP/2 tries HTTP/3 again at the retry. The
+// session that replaces another becomes the super peer's, and the one
+// awaited. awaitEnd returns the session it awaited last.
+func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
+	d := sp.dev
+	ctl := &sp.transportCtl
+	var check *h3Check
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	onH3 := func(s *rendezvous.Session) {
+		ctl.onH3(time.Now())
+		check = &h3Check{sess: s, ping: d.goRun, carried: sp.relayOut.Load()}
+	}
+	if sess.Transport() == rendezvous.TransportH3 {
+		onH3(sess)
+	} else {
+		retry.Reset(ctl.startedOnH2(d.cfg.H3RetryInterval))
+	}
+	tick := time.NewTicker(h3CheckTick)
+	defer tick.Stop()
+	for {
+		var retryC, tickC <-chan time.Time
+		if sess.Transport() == rendezvous.TransportH2 {
+			retryC = retry.C
+		} else if check != nil {
+			tickC = tick.C
+		}
+		select {
+		case <-sess.Done():
+			return sess
+		case <-d.closed:
+			return sess
+		case now := <-tickC:
+			if !check.tick(now, sp.relayOut.Load()) {
+				continue
+			}
+			check = nil // measured once: a failed fall leaves the session to end by itself
+			d.log.Info("super peer: HTTP/3 unanswered, moving to HTTP/2", zap.String("url", sp.url), zap.Duration("unanswered", h3Unanswered))
+			sp.setTransportWhy(whyH2)
+			h2, announced, err := sp.dial(sp.onlyH2)
+			if err != nil {
+				d.log.Debug("super peer: no HTTP/2 either", zap.String("url", sp.url), zap.Error(err))
+				continue
+			}
+			if !sp.replace(sess, h2, announced) {
+				return sess
+			}
+			sess = h2
+			retry.Reset(ctl.fell(now, d.cfg.H3RetryInterval))
+		case <-retryC:
+			h3, announced, err := sp.dial(sp.onlyH3)
+			if err != nil {
+				retry.Reset(ctl.retryFailed(d.cfg.H3RetryInterval))
+				continue
+			}
+			if !sp.replace(sess, h3, announced) {
+				return sess
+			}
+			sess = h3
+			onH3(h3)
+		}
+	}
+}
+
+// replace makes next the super peer's session in place of cur, which it
+// closes: the relays' legs on cur end, and their readers open them again
+// over next (readRelay). It reports false, and closes next, when the
+// device is closing.
+func (sp *superPeer) replace(cur, next *rendezvous.Session, announced []netip.AddrPort) bool {
+	if !sp.install(next, announced) {
+		next.Close()
+		return false
+	}
+	cur.Close()
+	return true
+}
+
+// onlyH2 connects over HTTP/2 alone.
+func (sp *superPeer) onlyH2(ctx context.Context, cfg rendezvous.ClientConfig) (*rendezvous.Session, error) {
+	sess, err := sp.opener(cfg, rendezvous.TransportH2)(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sess, sp.register(ctx, sess)
+}
+
+// setTransportWhy records why the super peer's session is not over
+// HTTP/3; an HTTP/3 session clears it (install).
+func (sp *superPeer) setTransportWhy(why string) {
+	sp.mu.Lock()
+	sp.transportWhy = why
+	sp.mu.Unlock()
+}
