@@ -152,6 +152,12 @@ const (
 	// fastPathBatch, datagrams read (recvmmsg) and written (sendmmsg) per
 	// system call: a burst of a congestion window at loopback speeds.
 	fastPathBatch = 64
+	// fastPathSocketBuffer, bytes: the fast-path socket's kernel receive
+	// and send buffers, quic-go's choice for its own sockets (7 MiB). The
+	// default (net.core.rmem_default, 208 KiB on Linux) holds about 90
+	// datagrams, a few milliseconds of a busy relay: the reader missing a
+	// CPU for that long lost datagrams in the kernel (UDP RcvbufErrors).
+	fastPathSocketBuffer = 7 << 20
 	// fastPathBuffer, bytes per read buffer: the header and the default
 	// DefaultMaxDatagramSize with room; a longer datagram fills it and is
 	// dropped as too_large.
