@@ -44,7 +44,7 @@ type sock struct {
 	// addresses the device itself began a handshake with (its super
 	// peers), up to maxDialedAddrs.
 	byCand map[netip.AddrPort]*peerState
-	dialed map[netip.AddrPort]struct{}
+	dialed map[netip.AddrPort]*net.UDPAddr // the address as QUIC is handed it, made once
 	// The relay fast paths, by binding ID (fastpath.go).
 	byBinding map[uint64]*fastLeg
 
@@ -68,7 +68,7 @@ func newSock(udps []*net.UDPConn, dev *Device) *sock {
 		byAddr: make(map[netip.AddrPort]*peerState),
 		byVirt: make(map[netip.AddrPort]*peerState),
 		byCand: make(map[netip.AddrPort]*peerState),
-		dialed: make(map[netip.AddrPort]struct{}),
+		dialed: make(map[netip.AddrPort]*net.UDPAddr),
 
 		byBinding: make(map[uint64]*fastLeg),
 	}
@@ -146,14 +146,18 @@ func (s *sock) demux(b []byte, from netip.AddrPort) {
 	}
 	s.mu.RLock()
 	p := s.byAddr[from]
+	sp := s.dialed[from] // a super peer's packets allocate no address each
 	s.mu.RUnlock()
 	if p == nil && isLongHeader(b) && !s.handshakeAllowed(from) {
 		s.strangers.Add(1)
 		return
 	}
-	if p != nil {
+	switch {
+	case p != nil:
 		s.deliverCopy(b, p.virtUDP)
-	} else {
+	case sp != nil:
+		s.deliverCopy(b, sp)
+	default:
 		s.deliverCopy(b, net.UDPAddrFromAddrPort(from))
 	}
 }
@@ -196,7 +200,7 @@ func (s *sock) noteDialed(addr netip.AddrPort) {
 			break
 		}
 	}
-	s.dialed[addr] = struct{}{}
+	s.dialed[addr] = net.UDPAddrFromAddrPort(addr)
 }
 
 // deliver hands a packet to QUIC, or drops it when QUIC is behind.

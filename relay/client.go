@@ -106,7 +106,7 @@ func DialH2Connect(ctx context.Context, cc http.RoundTripper, authority string, 
 }
 
 func dialStream(ctx context.Context, cc http.RoundTripper, authority string, peer identity.PeerID, extendedConnect bool) (*StreamConn, error) {
-	pr, pw := io.Pipe()
+	out := newStreamBody()
 	reqCtx, cancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, cancel)
 	u, err := url.Parse(relayURL(authority, peer))
@@ -120,7 +120,7 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 		URL:           u,
 		Host:          authority,
 		Header:        http.Header{http3.CapsuleProtocolHeader: {"?1"}},
-		Body:          pr,
+		Body:          out,
 		ContentLength: -1,
 	}).WithContext(reqCtx)
 	if extendedConnect {
@@ -131,7 +131,7 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 	stopped := stop()
 	if err != nil {
 		cancel()
-		pw.Close()
+		out.closeWrite()
 		if !stopped {
 			err = ctx.Err()
 		}
@@ -139,13 +139,13 @@ func dialStream(ctx context.Context, cc http.RoundTripper, authority string, pee
 	}
 	if resp.StatusCode != http.StatusOK {
 		cancel()
-		pw.Close()
+		out.closeWrite()
 		return nil, refusedError(resp)
 	}
 	return &StreamConn{
 		body:        resp.Body,
 		capsules:    newCapsuleReader(resp.Body),
-		pw:          pw,
+		out:         out,
 		cancel:      cancel,
 		sessionEnds: sessionEnds{remote: relayAddr(peer.String())},
 		fast:        newFastPathAsk(),
@@ -174,16 +174,13 @@ func (a relayAddr) String() string  { return string(a) }
 type StreamConn struct {
 	body     io.ReadCloser
 	capsules *capsuleReader
-	pw       *io.PipeWriter
+	out      *streamBody // the request body
 	cancel   context.CancelFunc
 	sessionEnds
 	fast fastPathAsk // answered while ReadFrom reads
 
 	rmu sync.Mutex // serialises reads
 	buf []byte
-
-	wmu  sync.Mutex // serialises writes
-	wbuf []byte
 
 	closeOnce sync.Once
 }
@@ -220,12 +217,11 @@ func (c *StreamConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// WriteTo sends a packet to the peer; addr is ignored.
+// WriteTo sends a packet to the peer; addr is ignored. Packets queue for
+// the HTTP/2 stream, and go out together (streamBody); a write waits
+// while maxStreamPending bytes are queued.
 func (c *StreamConn) WriteTo(p []byte, _ net.Addr) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wbuf = appendCapsule(c.wbuf[:0], CapsuleDatagram, contextIDZero, p)
-	if _, err := c.pw.Write(c.wbuf); err != nil {
+	if err := c.out.writePacket(p); err != nil {
 		return 0, fmt.Errorf("relay: %w", err)
 	}
 	return len(p), nil
@@ -235,7 +231,7 @@ func (c *StreamConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 func (c *StreamConn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.fast.closed)
-		c.pw.Close()
+		c.out.closeWrite()
 		c.body.Close()
 		c.cancel()
 	})

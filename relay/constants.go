@@ -96,6 +96,16 @@ const (
 	// DefaultMaxDatagramSize, rounded up to the Go allocator's size class,
 	// so that the capacity the queues count is what the buffer holds.
 	pooledDatagram = 1536
+	// maxStreamPending, bytes of capsules a device's HTTP/2 relay session
+	// (StreamConn) queues for its stream, which one DATA frame takes; a
+	// write beyond it waits. A QUIC sender's burst (quic-go paces in
+	// bursts of ten packets) several times over, so that a burst leaves
+	// in one write, while the queue ahead of TCP stays under a
+	// millisecond at the rates a leg carries.
+	maxStreamPending = 64 << 10
+	// capsuleOverhead, bytes, bounds a DATAGRAM capsule's header (type,
+	// length) and context ID around a packet.
+	capsuleOverhead = 1 + 8 + 1
 	// maxStreamDatagram, bytes, bounds the DATAGRAM capsules a StreamConn
 	// reads: no UDP payload is larger.
 	maxStreamDatagram = 1 << 16
@@ -142,6 +152,12 @@ const (
 	// fastPathBatch, datagrams read (recvmmsg) and written (sendmmsg) per
 	// system call: a burst of a congestion window at loopback speeds.
 	fastPathBatch = 64
+	// fastPathSocketBuffer, bytes: the fast-path socket's kernel receive
+	// and send buffers, quic-go's choice for its own sockets (7 MiB). The
+	// default (net.core.rmem_default, 208 KiB on Linux) holds about 90
+	// datagrams, a few milliseconds of a busy relay: the reader missing a
+	// CPU for that long lost datagrams in the kernel (UDP RcvbufErrors).
+	fastPathSocketBuffer = 7 << 20
 	// fastPathBuffer, bytes per read buffer: the header and the default
 	// DefaultMaxDatagramSize with room; a longer datagram fills it and is
 	// dropped as too_large.

@@ -78,6 +78,11 @@ func newFastPath(conn *net.UDPConn, stats *Stats) (*fastPath, error) {
 	if !ok {
 		return nil, errors.New("relay: the fast path needs a UDP socket")
 	}
+	// As large as the system allows (net.core.rmem_max, wmem_max cap it
+	// silently): a full buffer drops what the kernel receives while the
+	// reader waits for a CPU.
+	_ = conn.SetReadBuffer(fastPathSocketBuffer)
+	_ = conn.SetWriteBuffer(fastPathSocketBuffer)
 	bufs := make([][]byte, fastPathBatch)
 	for i := range bufs {
 		bufs[i] = make([]byte, fastPathBuffer)

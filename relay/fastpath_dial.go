@@ -94,12 +94,7 @@ func (e *FastPathRefusedError) Error() string { return "relay: fast path refused
 // session and waits for the answer, which arrives while ReadFrom reads:
 // keep reading. A session asks once.
 func (c *StreamConn) RequestFastPath(ctx context.Context) (FastPathBinding, error) {
-	return c.fast.request(ctx, func(b []byte) error {
-		c.wmu.Lock()
-		defer c.wmu.Unlock()
-		_, err := c.pw.Write(b)
-		return err
-	})
+	return c.fast.request(ctx, c.out.writeControl)
 }
 
 // DatagramConn is a relay session over HTTP/3 datagrams, on a CONNECT-UDP
