@@ -70,6 +70,9 @@ type session struct {
 	ended     *Error        // the error that ended the session, if any
 	regToEnd  *Registration // reg, once registered: the session's end ends it at once
 	headroom  sentHeadroom  // the last FrameHeadroom (headroom.go)
+	leave     func()        // withdraws the device from the cluster (cluster.go)
+	// leftCluster: the session ended, and joins no cluster again.
+	leftCluster bool
 
 	// Guarded by srv.consent.mu (consent.go).
 	asks          map[identity.PeerID]*ask // this device's lookups, by target
