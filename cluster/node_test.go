@@ -328,4 +328,3 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
-
