@@ -225,11 +225,11 @@ func (a *App) unmarshalCluster(d *caddyfile.Dispenser) error {
 type clusterCollector struct{ sp *pooledSuperPeer }
 
 var (
-	descClusterConnected = prometheus.NewDesc("netsody_cluster_connected", "1 while this node's connection to NATS is up, 0 while it is down; absent without a cluster.", nil, nil)
-	descClusterDevices   = prometheus.NewDesc("netsody_cluster_devices", "Devices this node makes reachable through the cluster now.", nil, nil)
-	descClusterAsked     = prometheus.NewDesc("netsody_cluster_introductions_total", "Introductions this node asked of other nodes, by result.", []string{"result"}, nil)
-	descClusterServed    = prometheus.NewDesc("netsody_cluster_served_total", "Introduction requests of other nodes, by result.", []string{"result"}, nil)
-	descClusterInbound   = prometheus.NewDesc("netsody_cluster_inbound", "Requests of other nodes held now, waiting for a device's consent.", nil, nil)
+	descClusterConnected = prometheus.NewDesc(ns+"_cluster_connected", "1 while this node's connection to NATS is up, 0 while it is down; absent without a cluster.", nil, nil)
+	descClusterDevices   = prometheus.NewDesc(ns+"_cluster_devices", "Devices this node makes reachable through the cluster now.", nil, nil)
+	descClusterAsked     = prometheus.NewDesc(ns+"_cluster_introductions_total", "Introductions this node asked of other nodes, by result.", []string{"result"}, nil)
+	descClusterServed    = prometheus.NewDesc(ns+"_cluster_served_total", "Introduction requests of other nodes, by result.", []string{"result"}, nil)
+	descClusterInbound   = prometheus.NewDesc(ns+"_cluster_inbound", "Requests of other nodes held now, waiting for a device's consent.", nil, nil)
 )
 
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
