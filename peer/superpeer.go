@@ -51,7 +51,7 @@ type superPeer struct {
 	pace      *rate.Limiter
 
 	// turn picks which of the name's addresses the next session tries
-	// (resolve); a failure moves it on, so that a device fails over
+	// (resolve); a failed dial moves it on, so that a device fails over
 	// between the nodes behind one name.
 	turn atomic.Uint32
 }
@@ -65,6 +65,7 @@ func (sp *superPeer) run() {
 		}
 		sess, announced, err := sp.dial(sp.raceH3H2)
 		if err != nil {
+			sp.turn.Add(1) // the next dial tries the name's next address
 			sp.mu.Lock()
 			sp.lastErr = err
 			sp.mu.Unlock()
@@ -230,7 +231,6 @@ func (sp *superPeer) failed(err error) {
 	down := sp.sess == nil
 	if down {
 		sp.lastErr = err
-		sp.turn.Add(1) // the next attempt tries the name's next address
 	}
 	sp.mu.Unlock()
 	if down {
