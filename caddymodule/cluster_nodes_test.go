@@ -43,15 +43,25 @@ localhost, ` + clusterName + ` {
 // 127.0.0.2, .3 and .4 and one port, sharing their devices through ns.
 func startCluster(t *testing.T, ns *natsserver.Server) ([]*testcaddy.Caddy, []netip.Addr) {
 	t.Helper()
+	return startNodes(t, testcaddy.Binary(t), func(int, netip.Addr) (string, string) { return "", ns.ClientURL() })
+}
+
+// clusterHosts are the nodes' addresses.
+var clusterHosts = []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4")}
+
+// startNodes runs bin as the three nodes; nats gives each node's extra
+// global options and the NATS URL it connects to.
+func startNodes(t *testing.T, bin string, nats func(i int, host netip.Addr) (global, url string)) ([]*testcaddy.Caddy, []netip.Addr) {
+	t.Helper()
 	port := testcaddy.FreePort(t)
 	data := t.TempDir()
-	hosts := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4")}
-	nodes := make([]*testcaddy.Caddy, len(hosts))
-	for i, h := range hosts {
-		cfg := strings.NewReplacer("NATS_URL", ns.ClientURL(), "NODE", "node-"+strconv.Itoa(i+1)).Replace(nodeCaddyfile)
-		nodes[i] = testcaddy.StartNode(t, h.String(), port, data, cfg)
+	nodes := make([]*testcaddy.Caddy, len(clusterHosts))
+	for i, h := range clusterHosts {
+		global, url := nats(i, h)
+		cfg := strings.NewReplacer("NATS_URL", url, "NODE", "node-"+strconv.Itoa(i+1), "\tnetsody {", global+"\tnetsody {").Replace(nodeCaddyfile)
+		nodes[i] = testcaddy.StartNodeBinary(t, bin, h.String(), port, data, cfg)
 	}
-	return nodes, hosts
+	return nodes, clusterHosts
 }
 
 // roundRobin resolves clusterName to every node, starting at first, as
@@ -118,6 +128,41 @@ func devicesAt(t *testing.T, c *testcaddy.Caddy) int {
 func TestClusterThreeNodes(t *testing.T) {
 	ns := startNATS(t, 0)
 	nodes, hosts := startCluster(t, ns)
+	checkAcrossNodes(t, nodes, hosts)
+}
+
+// The same with a NATS server embedded in each node (netsody_nats),
+// routed to its siblings.
+func TestClusterThreeNodesEmbeddedNATS(t *testing.T) {
+	bin := testcaddy.BinaryWithTags(t, "netsody_natsembed")
+	natsPort, routePort := strconv.Itoa(testcaddy.FreePort(t)), strconv.Itoa(testcaddy.FreePort(t))
+	nodes, hosts := startNodes(t, bin, func(i int, h netip.Addr) (string, string) {
+		var routes []string
+		for _, o := range clusterHosts {
+			if o != h {
+				routes = append(routes, "nats-route://"+o.String()+":"+routePort)
+			}
+		}
+		global := "\tnetsody_nats {\n\t\tlisten " + h.String() + ":" + natsPort + "\n\t\ttoken " + natsToken +
+			"\n\t\tcluster_listen " + h.String() + ":" + routePort + "\n\t\troutes " + strings.Join(routes, " ") +
+			"\n\t\troute_auth node s3cret-route\n\t}\n"
+		return global, "nats://" + h.String() + ":" + natsPort
+	})
+	checkAcrossNodes(t, nodes, hosts)
+}
+
+// checkAcrossNodes registers two devices at nodes 1 and 2 through the
+// cluster's one name, and checks that they connect directly and carry a
+// transfer intact.
+func checkAcrossNodes(t *testing.T, nodes []*testcaddy.Caddy, hosts []netip.Addr) {
+	t.Helper()
+	for i, n := range nodes {
+		for deadline := time.Now().Add(15 * time.Second); n.Metrics(t)["netsody_superpeer_cluster_connected"] != 1; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d not connected to NATS within 15s", i+1)
+			}
+		}
+	}
 	idA, idB := sptest.NewIdentity(t), sptest.NewIdentity(t)
 	a := clusterDevice(t, nodes[0], hosts, 0, idA, idB.PeerID())
 	b := clusterDevice(t, nodes[0], hosts, 1, idB, idA.PeerID())

@@ -189,7 +189,13 @@ const NodeGlobal = `{
 // its block). Start the first node alone: it makes the CA.
 func StartNode(t testing.TB, host string, port int, data, caddyfile string, env ...string) *Caddy {
 	t.Helper()
-	c := &Caddy{Bin: Binary(t), Dir: t.TempDir(), logs: &SyncBuffer{}, done: make(chan struct{}), Host: host, Port: port, Data: data}
+	return StartNodeBinary(t, Binary(t), host, port, data, caddyfile, env...)
+}
+
+// StartNodeBinary is StartNode with a binary of BinaryWithTags.
+func StartNodeBinary(t testing.TB, bin, host string, port int, data, caddyfile string, env ...string) *Caddy {
+	t.Helper()
+	c := &Caddy{Bin: bin, Dir: t.TempDir(), logs: &SyncBuffer{}, done: make(chan struct{}), Host: host, Port: port, Data: data}
 	return c.start(t, caddyfile, env)
 }
 
