@@ -12,31 +12,16 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/natstest"
 	"github.com/netsody/superpeer/internal/testcaddy"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
 const natsToken = "test-cluster-token-0123456789"
 
-// startNATS runs a real nats-server, from its Go module, in the test
-// process on loopback, until the test ends.
-func startNATS(t *testing.T, port int) *natsserver.Server {
-	t.Helper()
-	if port == 0 {
-		port = -1
-	}
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
-		Authorization: natsToken, PingInterval: time.Second, MaxPingsOut: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready within 10s")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
+// startNATS runs a real nats-server in the test's process, at port (0:
+// any), until the test ends.
+func startNATS(t *testing.T, port int) *natsserver.Server { return natstest.Start(t, port, natsToken) }
 
 // clusterCaddyfile is siteCaddyfile's super peer as a node of cluster
 // "test" at NATS_URL, calling itself NODE_URL.

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/natstest"
 	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/rendezvous"
 )
@@ -27,25 +28,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// startNATS runs a real nats-server on loopback, at port (0: any), with
-// token authentication, until the test ends.
-func startNATS(t *testing.T, port int) *natsserver.Server {
-	t.Helper()
-	if port == 0 {
-		port = -1
-	}
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
-		Authorization: testToken, PingInterval: time.Second, MaxPingsOut: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready within 10s")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
+// startNATS runs a real nats-server in the test's process, at port (0:
+// any), until the test ends.
+func startNATS(t *testing.T, port int) *natsserver.Server { return natstest.Start(t, port, testToken) }
 
 const testToken = "s3cret-cluster-token"
 
