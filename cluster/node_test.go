@@ -109,6 +109,16 @@ func (d *device) introduce(t *testing.T, peer identity.PeerID) (rendezvous.Candi
 	return c, e
 }
 
+// flush waits until the nodes' subscriptions have reached NATS.
+func flush(t *testing.T, nodes ...*node) {
+	t.Helper()
+	for _, n := range nodes {
+		if err := n.node.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(15 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
@@ -129,6 +139,9 @@ func TestIntroductionAcrossNodes(t *testing.T) {
 	yes := true
 	asker, target := n1.device(t, &yes), n2.device(t, &yes)
 	waitFor(t, "both devices joined", func() bool { return n1.node.Stats().Joined.Load() == 1 && n2.node.Stats().Joined.Load() == 1 })
+	// Join does not wait for the network: the subscription reaches the
+	// server a moment later.
+	flush(t, n1, n2)
 
 	c, e := asker.introduce(t, target.id.PeerID())
 	if e != nil || c.Peer != target.id.PeerID() || c.Observed != target.Observed() || !c.Initiator {
@@ -185,6 +198,7 @@ func TestInboundBoundedPerNode(t *testing.T) {
 	n.node.maxPerNode = perNode
 	silent := n.device(t, nil)
 	waitFor(t, "the device joined", func() bool { return n.node.Stats().Joined.Load() == 1 })
+	flush(t, n)
 
 	nc, err := nats.Connect(ns.ClientURL(), nats.Token(testToken))
 	if err != nil {
@@ -255,6 +269,7 @@ func TestBadRequests(t *testing.T) {
 	n := startNode(t, ns, "test", rendezvous.Config{})
 	d := n.device(t, nil)
 	waitFor(t, "the device joined", func() bool { return n.node.Stats().Joined.Load() == 1 })
+	flush(t, n)
 	nc, err := nats.Connect(ns.ClientURL(), nats.Token(testToken))
 	if err != nil {
 		t.Fatal(err)
