@@ -35,6 +35,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer"
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 func init() {
@@ -54,11 +55,18 @@ type App struct {
 	// netsody.admission, inline key "policy"): a device must pass all of
 	// them, cheapest first, to register. Default: allow_all.
 	AdmissionRaw []json.RawMessage `json:"admission,omitempty" caddy:"namespace=netsody.admission inline_key=policy"`
+	// Cluster, if set, makes this super peer a node of a cluster that
+	// shares its devices through NATS (docs/CLUSTER.md). Default: none,
+	// a single super peer with no NATS.
+	Cluster *ClusterOptions `json:"cluster,omitempty"`
 
 	ctx       caddy.Context
 	logger    *zap.Logger
 	superPeer *pooledSuperPeer
 	admission admissionChain
+	// The cluster connection this config uses (cluster.go), if any.
+	clusterKey  string
+	clusterNode *pooledNode
 
 	mu        sync.Mutex     // guards the following
 	options   optionSet      // the app's and every handler's, merged
@@ -99,6 +107,7 @@ type pooledSuperPeer struct {
 type appliedConfig struct {
 	superpeer.Config
 	admission string
+	cluster   rendezvous.Cluster // nil: none
 }
 
 // apply makes cfg the super peer's configuration.
@@ -132,6 +141,9 @@ func (p *pooledSuperPeer) withdraw(cfg *appliedConfig) {
 // differently, registered devices are checked again under to's rules.
 func (p *pooledSuperPeer) switchLocked(was, to *appliedConfig) {
 	p.SetConfig(to.Config)
+	if was == nil || was.cluster != to.cluster {
+		p.Rendezvous().SetCluster(to.cluster)
+	}
 	if was != nil && was.admission != to.admission {
 		p.Rendezvous().Recheck()
 	}
@@ -163,7 +175,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := registerCollector(ctx.GetMetricsRegistry(), operatorCollector{a.superPeer}); err != nil {
 		return fmt.Errorf("netsody: registering metrics: %w", err)
 	}
-	return nil
+	if err := registerCollector(ctx.GetMetricsRegistry(), clusterCollector{a.superPeer}); err != nil {
+		return fmt.Errorf("netsody: registering metrics: %w", err)
+	}
+	return a.joinCluster()
 }
 
 // Validate checks the app's own options; Start checks them merged with
@@ -171,6 +186,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 func (a *App) Validate() error {
 	if err := a.Options.validate(); err != nil {
 		return fmt.Errorf("netsody: %w", err)
+	}
+	if a.Cluster != nil {
+		if err := a.Cluster.validate(); err != nil {
+			return fmt.Errorf("netsody: %w", err)
+		}
 	}
 	return nil
 }
@@ -212,7 +232,7 @@ func (a *App) Start() error {
 	cfg.Rendezvous.STUNPort = stunPort(a.ctx)
 	a.admission.observe = a.superPeer.ops.decided
 	cfg.Rendezvous.Admit = a.superPeer.ops.admit(a.admission.admit())
-	a.applied = &appliedConfig{Config: cfg, admission: a.admission.key}
+	a.applied = &appliedConfig{Config: cfg, admission: a.admission.key, cluster: a.cluster()}
 	a.superPeer.apply(a.applied)
 	return nil
 }
@@ -282,11 +302,12 @@ func (a *App) drainAtExit() {
 // Cleanup leaves the process's super peer; the last config out closes it.
 // Safe after a failed Provision.
 func (a *App) Cleanup() error {
+	err := a.leaveCluster()
 	if a.superPeer == nil {
-		return nil
+		return err
 	}
-	_, err := superPeers.Delete(superPeerKey)
-	return err
+	_, err2 := superPeers.Delete(superPeerKey)
+	return errors.Join(err, err2)
 }
 
 // Interface guards

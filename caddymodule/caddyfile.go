@@ -62,6 +62,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		netsody {
 //			keepalive_interval <duration>
 //			...
+//			cluster {
+//				name          <name>
+//				url           <this node's https URL>
+//				nats          <nats_url>...
+//				nats_creds    <file>
+//				nats_user     <user> <password>
+//				nats_token    <token>
+//				nats_tls_ca   <file>
+//				nats_tls_cert <cert_file> <key_file>
+//			}
 //			admission {
 //				allow_all
 //				allowlist [<peer_id>...] {
@@ -89,8 +99,11 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	}
 	var app App
 	err := eachOption(d, func(opt string) error {
-		if opt == "admission" {
+		switch opt {
+		case "admission":
 			return app.unmarshalAdmission(d)
+		case "cluster":
+			return app.unmarshalCluster(d)
 		}
 		return app.Options.unmarshalOption(d, opt, "netsody")
 	})

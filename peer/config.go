@@ -40,6 +40,12 @@ type Config struct {
 	// net.Dialer. (A test lab passes one that dials from the device's
 	// network namespace.)
 	DialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
+	// LookupNetIP resolves a super peer's host name to its addresses;
+	// nil uses net.DefaultResolver. A session tries one of them; when it
+	// fails, the next try takes the next address, so that a device fails
+	// over between the nodes of a cluster behind one name
+	// (docs/CLUSTER.md). A test resolves a name of its own with it.
+	LookupNetIP func(ctx context.Context, host string) ([]netip.Addr, error)
 	// LocalAddrs returns the addresses to announce as local candidates;
 	// nil announces the socket's port on every interface address of its
 	// family.

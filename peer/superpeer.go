@@ -58,6 +58,10 @@ type superPeer struct {
 	transportWhy string
 	relayOut     atomic.Uint64
 	transportCtl transportCtl
+	// turn picks which of the name's addresses the next session tries
+	// (resolve); a failed dial moves it on, so that a device fails over
+	// between the nodes behind one name.
+	turn atomic.Uint32
 }
 
 func (sp *superPeer) run() {
@@ -69,6 +73,7 @@ func (sp *superPeer) run() {
 		}
 		sess, announced, err := sp.dial(sp.raceH3H2)
 		if err != nil {
+			sp.turn.Add(1) // the next dial tries the name's next address
 			sp.mu.Lock()
 			sp.lastErr = err
 			sp.mu.Unlock()
@@ -301,7 +306,9 @@ func race(ctx context.Context, first, second func(context.Context) (*rendezvous.
 }
 
 // resolve finds the super peer's address in a family the device has a
-// socket for, IPv4 first.
+// socket for: of the name's addresses (IPv4 first, then IPv6, each in
+// the resolver's order), the one whose turn it is, so that a failure
+// tries the next one (docs/CLUSTER.md: many nodes behind one name).
 func (sp *superPeer) resolve() (string, error) {
 	u, err := url.Parse(sp.url)
 	if err != nil {
@@ -311,18 +318,29 @@ func (sp *superPeer) resolve() (string, error) {
 	if port == "" {
 		port = httpsPort
 	}
-	ips, err := net.DefaultResolver.LookupNetIP(sp.dev.ctx, "ip", u.Hostname())
+	lookup := sp.dev.cfg.LookupNetIP
+	if lookup == nil {
+		lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+	}
+	ips, err := lookup(sp.dev.ctx, u.Hostname())
 	if err != nil || len(ips) == 0 {
 		return "", errors.Join(errors.New("peer: cannot resolve "+u.Hostname()), err)
 	}
+	var usable []netip.Addr
 	for _, want4 := range []bool{true, false} {
 		for _, ip := range ips {
 			ip = ip.Unmap()
 			ap := netip.AddrPortFrom(ip, 0)
 			if ip.Is4() == want4 && sp.dev.sock.socketFor(ap) != nil {
-				return net.JoinHostPort(ip.String(), port), nil
+				usable = append(usable, ip)
 			}
 		}
+	}
+	if len(usable) > 0 {
+		ip := usable[int(sp.turn.Load()%uint32(len(usable)))]
+		return net.JoinHostPort(ip.String(), port), nil
 	}
 	return "", fmt.Errorf("peer: %s has no address of a family this device has a socket for", u.Hostname())
 }

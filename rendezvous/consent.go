@@ -66,6 +66,9 @@ type ask struct {
 	target *session  // while the target is asked
 	relay  bool      // the asker relays (FrameConnect's FlagRelay)
 	since  time.Time // when the request went out
+	// remote is set, and asker nil, for an asker at another node of the
+	// cluster (cluster.go).
+	remote *remoteAsk
 }
 
 // handleConnect answers a FrameConnect: candidates to both devices,
@@ -81,6 +84,7 @@ func (s *session) handleConnect(m *Connect) {
 	}
 	cfg := s.srv.config()
 	other := s.srv.lookup(m.Peer)
+	cl := s.srv.Cluster()
 	now := time.Now()
 	c := &s.srv.consent
 	c.mu.Lock()
@@ -110,6 +114,11 @@ func (s *session) handleConnect(m *Connect) {
 		c.mu.Unlock()
 		s.srv.stats.LookupsLimited.Add(1)
 		s.refuse(m.Peer, ErrCodeRateLimited, "this device, or its network, has too many lookups waiting for answers; retry once they are answered")
+		return
+	case other == nil && cl != nil:
+		f := s.askClusterLocked(a, cl, m.Relay, now, cfg)
+		c.mu.Unlock()
+		s.sendNow(f)
 		return
 	case other == nil || other.consentClosed:
 		f := c.unavailableLocked(a, now, cfg)
@@ -161,6 +170,8 @@ func (s *session) askLocked(peer identity.PeerID, cfg *Config, now time.Time) *a
 func (c *consent) requestLocked(a *ask, target *session, relay bool, now time.Time, cfg *Config) (f []byte, busy string) {
 	stats := &a.asker.srv.stats
 	switch {
+	case target.asked[a.asker.peer] != nil: // from this device, at another node
+		busy = "the peer has a request from this device waiting for its answer already; retry in a moment"
 	case !target.intros.Allow():
 		stats.IntroductionsLimited.Add(1)
 		busy = "the peer is asked for by too many devices now; retry in a moment"
@@ -271,10 +282,13 @@ func (c *consent) dropLocked(a *ask) {
 	if a.target == nil {
 		return
 	}
-	delete(a.target.asked, a.asker.peer)
+	delete(a.target.asked, a.from())
 	a.target = nil
 	c.pending--
 	c.stopLocked(a)
+	if a.remote != nil {
+		a.remote.timer.Stop()
+	}
 }
 
 // handleAnswer acts on the device's answer to a request: on accept, both
@@ -288,6 +302,13 @@ func (s *session) handleAnswer(m *Answer) {
 	if a == nil {
 		c.mu.Unlock()
 		s.srv.stats.ConsentIgnored.Add(1)
+		return
+	}
+	if a.remote != nil {
+		s.silent = 0
+		c.dropLocked(a)
+		c.mu.Unlock()
+		s.answerRemote(a, m.Accept)
 		return
 	}
 	asker, relay := a.asker, a.relay
@@ -378,8 +399,13 @@ func (srv *Server) closeConsent(s *session) {
 		f  []byte
 	}
 	var now []late
+	var remote []*ask
 	for _, a := range s.asked {
 		c.dropLocked(a)
+		if a.remote != nil {
+			remote = append(remote, a)
+			continue
+		}
 		if f := c.unavailableLocked(a, a.since, cfg); f != nil {
 			now = append(now, late{a.asker, f})
 		}
@@ -388,6 +414,9 @@ func (srv *Server) closeConsent(s *session) {
 	c.mu.Unlock()
 	for _, l := range now {
 		s.offerTo(l.to, l.f)
+	}
+	for _, a := range remote {
+		a.remote.reply(ClusterAnswer{})
 	}
 }
 

@@ -212,3 +212,18 @@ const (
 	headroomChangeRatio = 0.25
 	headroomChangeMin   = 125_000
 )
+
+// A cluster's values (cluster.go, docs/CLUSTER.md).
+const (
+	// maxClusterRequests bounds the introductions this node waits for
+	// other nodes to answer, one goroutine each (a few KiB): as many as
+	// maxPendingPerTarget targets' worth of requests, each bounded per
+	// asker and per source prefix too (maxWaitingPerAsker,
+	// maxWaitingPerPrefix). Beyond it, askers get ErrCodeRateLimited.
+	maxClusterRequests = 4096
+	// clusterReplyMargin is how much longer than ConsentTimeout the
+	// asker's node waits for the target's node to answer: the target's
+	// own timeout, plus the round trips through NATS, with room for a
+	// loaded node.
+	clusterReplyMargin = 2 * time.Second
+)

@@ -57,5 +57,7 @@ func TestDocsTables(t *testing.T) {
 		"rendezvous.headroomInterval":                headroomInterval,
 		"rendezvous.headroomChangeRatio":             headroomChangeRatio,
 		"rendezvous.headroomChangeMin":               headroomChangeMin,
-	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md")
+		"rendezvous.maxClusterRequests":              maxClusterRequests,
+		"rendezvous.clusterReplyMargin":              clusterReplyMargin,
+	}, "../docs/PROTOCOL.md", "../docs/CONFIG.md", "../docs/CLUSTER.md")
 }

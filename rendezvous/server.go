@@ -41,6 +41,7 @@ type Server struct {
 	consent   consent
 	admission admission
 	headroom  headroomState // FrameHeadroom's ticker (headroom.go)
+	cluster   clusterState  // the other nodes, if any (cluster.go)
 
 	handlers sync.WaitGroup // running ServeHTTP calls
 	stats    Stats
@@ -88,6 +89,16 @@ type Stats struct {
 	MovesSent atomic.Uint64
 	// HeadroomSent counts FrameHeadroom sent (headroom.go).
 	HeadroomSent atomic.Uint64
+
+	// Cluster (cluster.go): introductions asked of other nodes; of
+	// those, the ones the cluster could not be asked for, that no node
+	// answered in time, and that were refused over maxClusterRequests;
+	// and introductions other nodes asked of this one.
+	ClusterAsked       atomic.Uint64
+	ClusterUnavailable atomic.Uint64
+	ClusterTimeouts    atomic.Uint64
+	ClusterBusy        atomic.Uint64
+	ClusterServed      atomic.Uint64
 }
 
 // NewServer returns a Server with the given configuration.
@@ -380,6 +391,7 @@ func (s *Server) remove(sess *session) {
 	s.mu.Unlock()
 	if sess.registered {
 		sess.reg.end(sess.endReason())
+		sess.leaveCluster()
 		s.closeConsent(sess)
 	}
 	s.handlers.Done()
@@ -395,6 +407,7 @@ func (s *Server) register(sess *session) {
 	if old != nil && old != sess {
 		old.end(&Error{Code: ErrCodeReplaced, Message: "a newer session registered this peer ID"})
 	}
+	sess.joinCluster()
 }
 
 // lookup returns the registered session of peer, or nil.
@@ -420,5 +433,6 @@ func (s *Server) Close() error {
 		sess.end(&Error{Code: ErrCodeShuttingDown, Message: "the super peer is shutting down"})
 	}
 	s.handlers.Wait()
+	s.cluster.outbound.Wait() // the sessions' ends ended their requests
 	return nil
 }

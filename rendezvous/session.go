@@ -71,6 +71,9 @@ type session struct {
 	regToEnd  *Registration // reg, once registered: the session's end ends it at once
 	headroom  sentHeadroom  // the last FrameHeadroom (headroom.go)
 	nat       Mapping       // the device's NAT behaviour, from its last FrameMapping
+	leave     func()        // withdraws the device from the cluster (cluster.go)
+	// leftCluster: the session ended, and joins no cluster again.
+	leftCluster bool
 
 	// Guarded by srv.consent.mu (consent.go).
 	asks          map[identity.PeerID]*ask // this device's lookups, by target

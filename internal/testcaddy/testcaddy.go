@@ -118,6 +118,9 @@ type Caddy struct {
 	Port  int    // the HTTPS port, TCP and UDP
 	Admin string // admin endpoint host:port
 	Roots *x509.CertPool
+	// Host is the address Caddy is checked at (StartNode), and Data its
+	// storage directory: "127.0.0.1" and Dir/data for Start.
+	Host, Data string
 
 	cmd  *exec.Cmd
 	logs *SyncBuffer
@@ -125,14 +128,16 @@ type Caddy struct {
 	err  error
 }
 
-// Vars are substituted in Caddyfiles: {PORT}, {HTTP_PORT}, {ADMIN} and
-// {DIR}.
+// Vars are substituted in Caddyfiles: {PORT}, {HTTP_PORT}, {ADMIN},
+// {DIR}, and {HOST} and {DATA} (Host and Data).
 func (c *Caddy) expand(caddyfile string) string {
 	return strings.NewReplacer(
 		"{PORT}", strconv.Itoa(c.Port),
 		"{HTTP_PORT}", strconv.Itoa(c.httpPort()),
 		"{ADMIN}", c.Admin,
 		"{DIR}", c.Dir,
+		"{HOST}", c.Host,
+		"{DATA}", c.Data,
 	).Replace(caddyfile)
 }
 
@@ -160,8 +165,42 @@ func Start(t testing.TB, caddyfile string, env ...string) *Caddy {
 // StartBinary is Start with a binary of BinaryWithTags.
 func StartBinary(t testing.TB, bin, caddyfile string, env ...string) *Caddy {
 	t.Helper()
-	c := &Caddy{Bin: bin, Dir: t.TempDir(), logs: &SyncBuffer{}, done: make(chan struct{})}
+	c := &Caddy{Bin: bin, Dir: t.TempDir(), logs: &SyncBuffer{}, done: make(chan struct{}), Host: "127.0.0.1"}
 	c.Port = FreePort(t)
+	c.Data = filepath.Join(c.Dir, "data")
+	return c.start(t, caddyfile, env)
+}
+
+// NodeGlobal is Global for StartNode: Caddy binds host alone, and keeps
+// its data (its internal CA, its certificates) in the shared {DATA}.
+const NodeGlobal = `{
+	admin {ADMIN}
+	https_port {PORT}
+	http_port {HTTP_PORT}
+	default_bind {HOST}
+	skip_install_trust
+	storage file_system {DATA}
+`
+
+// StartNode runs a Caddy that listens on host (a loopback address) and
+// port alone, with its storage in data, so that several share a port on
+// distinct addresses and, through the storage, one internal CA: the
+// nodes of a cluster. caddyfile should start with NodeGlobal (and close
+// its block). Start the first node alone: it makes the CA.
+func StartNode(t testing.TB, host string, port int, data, caddyfile string, env ...string) *Caddy {
+	t.Helper()
+	return StartNodeBinary(t, Binary(t), host, port, data, caddyfile, env...)
+}
+
+// StartNodeBinary is StartNode with a binary of BinaryWithTags.
+func StartNodeBinary(t testing.TB, bin, host string, port int, data, caddyfile string, env ...string) *Caddy {
+	t.Helper()
+	c := &Caddy{Bin: bin, Dir: t.TempDir(), logs: &SyncBuffer{}, done: make(chan struct{}), Host: host, Port: port, Data: data}
+	return c.start(t, caddyfile, env)
+}
+
+func (c *Caddy) start(t testing.TB, caddyfile string, env []string) *Caddy {
+	t.Helper()
 	c.Admin = "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	path := c.WriteCaddyfile(t, "Caddyfile", caddyfile)
 	c.cmd = exec.Command(c.Bin, "run", "--config", path, "--adapter", "caddyfile")
@@ -196,7 +235,7 @@ func (c *Caddy) WriteCaddyfile(t testing.TB, name, caddyfile string) string {
 // waitReady waits for the internal CA and an HTTPS answer on the port.
 func (c *Caddy) waitReady(t testing.TB) {
 	t.Helper()
-	rootPath := filepath.Join(c.Dir, "data", "pki", "authorities", "local", "root.crt")
+	rootPath := c.RootCAFile()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -208,7 +247,7 @@ func (c *Caddy) waitReady(t testing.TB) {
 			pool := x509.NewCertPool()
 			if pool.AppendCertsFromPEM(pem) {
 				c.Roots = pool
-				conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(c.Port), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+				conn, err := tls.Dial("tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), &tls.Config{RootCAs: pool, ServerName: "localhost"})
 				if err == nil {
 					conn.Close()
 					return
@@ -222,7 +261,7 @@ func (c *Caddy) waitReady(t testing.TB) {
 
 // RootCAFile is the path of Caddy's internal root certificate.
 func (c *Caddy) RootCAFile() string {
-	return filepath.Join(c.Dir, "data", "pki", "authorities", "local", "root.crt")
+	return filepath.Join(c.Data, "pki", "authorities", "local", "root.crt")
 }
 
 // Reload loads a new Caddyfile with `caddy reload`, as an operator would.

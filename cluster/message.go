@@ -1,0 +1,122 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/rendezvous"
+)
+
+// The messages between nodes (docs/CLUSTER.md, "Messages"): JSON objects
+// of at most maxMessage bytes, each with the sender's protocol version
+// and capabilities. A receiver ignores fields it does not know, and uses
+// a capability only if the other end announced it; a change that older
+// nodes cannot ignore goes to a new subject (subjectVersion).
+
+const (
+	// Version is the cluster protocol version this package speaks.
+	Version = 1
+	// subjectVersion names the subjects of Version 1; a node that speaks
+	// a later, incompatible version subscribes to both during an upgrade.
+	subjectVersion = "v1"
+	// capabilities are this node's: none yet.
+	capabilities = 0
+)
+
+// Reply statuses.
+const (
+	statusAccepted = "accepted"
+	statusNotFound = "not_found"
+	statusBusy     = "busy"
+)
+
+// request is an introduction request: subject peerSubject(target).
+type request struct {
+	V      int        `json:"v"`
+	Caps   uint64     `json:"caps"`
+	Node   string     `json:"node"`    // the asking node's public URL
+	NodeID string     `json:"node_id"` // the asking node's connection, for per-node bounds
+	Asker  candidates `json:"asker"`
+	Relay  bool       `json:"relay,omitempty"`
+}
+
+// reply answers a request.
+type reply struct {
+	V      int         `json:"v"`
+	Caps   uint64      `json:"caps"`
+	Node   string      `json:"node"` // the answering node's public URL: a relay candidate
+	Status string      `json:"status"`
+	Reason string      `json:"reason,omitempty"`
+	Target *candidates `json:"target,omitempty"`
+}
+
+// candidates is how to reach a device, as its node sees it.
+type candidates struct {
+	Peer     identity.PeerID  `json:"peer"`
+	RTT      uint64           `json:"rtt_us,omitempty"`
+	Observed netip.AddrPort   `json:"observed"`
+	Local    []netip.AddrPort `json:"local,omitempty"`
+}
+
+func fromCandidates(c rendezvous.Candidates) candidates {
+	return candidates{Peer: c.Peer, RTT: uint64(c.PeerRTT.Microseconds()), Observed: c.Observed, Local: c.LocalAddrs}
+}
+
+// check refuses what a node may not say of a device: more local
+// addresses than a device may announce, or a peer RTT beyond reason.
+func (c *candidates) check() error {
+	if c.Peer.IsZero() {
+		return fmt.Errorf("no peer ID")
+	}
+	if len(c.Local) > rendezvous.MaxAddrs {
+		return fmt.Errorf("%d local addresses, at most %d allowed", len(c.Local), rendezvous.MaxAddrs)
+	}
+	if c.RTT > uint64(time.Hour.Microseconds()) {
+		return fmt.Errorf("an RTT of %d µs", c.RTT)
+	}
+	return nil
+}
+
+func (c *candidates) rendezvous() rendezvous.Candidates {
+	return rendezvous.Candidates{Peer: c.Peer, PeerRTT: time.Duration(c.RTT) * time.Microsecond, Observed: c.Observed, LocalAddrs: c.Local}
+}
+
+// decode decodes a message of at most maxMessage bytes into v.
+func decode(data []byte, v any) error {
+	if len(data) > maxMessage {
+		return fmt.Errorf("a message of %d bytes, more than %d", len(data), maxMessage)
+	}
+	return json.Unmarshal(data, v)
+}
+
+func (r *request) decode(data []byte) error {
+	if err := decode(data, r); err != nil {
+		return err
+	}
+	if r.V < 1 {
+		return fmt.Errorf("version %d", r.V)
+	}
+	if len(r.NodeID) == 0 || len(r.NodeID) > maxNodeID {
+		return fmt.Errorf("a node ID of %d bytes", len(r.NodeID))
+	}
+	return r.Asker.check()
+}
+
+func (r *reply) decode(data []byte) error {
+	if err := decode(data, r); err != nil {
+		return err
+	}
+	if r.V < 1 {
+		return fmt.Errorf("version %d", r.V)
+	}
+	if r.Status == statusAccepted {
+		if r.Target == nil {
+			return fmt.Errorf("accepted without the target's candidates")
+		}
+		return r.Target.check()
+	}
+	return nil
+}
