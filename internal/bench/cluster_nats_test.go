@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ type natsServer struct {
 type natsVarz struct {
 	Mem           int64  `json:"mem"` // resident memory, bytes
 	Connections   int    `json:"connections"`
+	Routes        int    `json:"routes"`
 	Subscriptions uint32 `json:"subscriptions"`
 	InMsgs        int64  `json:"in_msgs"`
 	OutMsgs       int64  `json:"out_msgs"`
@@ -34,17 +36,29 @@ type natsVarz struct {
 	SlowConsumers int64  `json:"slow_consumers"`
 }
 
-// startNATSServer builds nats-server and runs it on loopback, taking
-// clients with token, until the benchmark ends.
-func startNATSServer(ctx context.Context, b *testing.B, token string) *natsServer {
+// buildNATSServer builds nats-server and returns the binary's path.
+func buildNATSServer(ctx context.Context, b *testing.B) string {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), "nats-server")
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building nats-server: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// startNATSServer runs bin on loopback, taking clients with token, with
+// a cluster listener for routes at routePort, routing to the servers
+// at routes (nats://host:port), until the benchmark ends.
+func startNATSServer(ctx context.Context, b *testing.B, bin, token string, routePort int, routes ...string) *natsServer {
+	b.Helper()
 	port, monitor := testcaddy.FreePort(b), testcaddy.FreePort(b)
-	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-m", strconv.Itoa(monitor), "--auth", token)
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-m", strconv.Itoa(monitor), "--auth", token,
+		"--cluster_name", "bench", "--cluster", "nats://127.0.0.1:" + strconv.Itoa(routePort)}
+	if len(routes) > 0 {
+		args = append(args, "--routes", strings.Join(routes, ","))
+	}
+	cmd := exec.Command(bin, args...)
 	// Its log (a dozen lines at start and stop) is not shown.
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

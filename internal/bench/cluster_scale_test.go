@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/testcaddy"
 	"github.com/netsody/superpeer/rendezvous"
@@ -23,6 +26,7 @@ var (
 	flagClusterDevices = flag.String("cluster-devices", "1500,3000,6000", "ClusterScale: devices registered in all after each step, comma-separated and rising (each rounded up to a multiple of the three nodes)")
 	flagIntroductions  = flag.Int("introductions", 300, "ClusterScale: introductions of each kind (on one node, across nodes) per step")
 	flagFailover       = flag.Bool("failover", true, "ClusterScale: after the last step, kill a node and re-register its devices at the two others")
+	flagClusterH3      = flag.Bool("cluster-h3", false, "ClusterScale: devices register over HTTP/3 (sharing a UDP socket per 250) instead of HTTP/2")
 )
 
 const (
@@ -72,6 +76,7 @@ var clusterBenchHosts = []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
 type simDevice struct {
 	id   *identity.Identity
 	node int
+	sock *quic.Transport // for HTTP/3; nil for HTTP/2
 	sess atomic.Pointer[rendezvous.Session]
 }
 
@@ -84,16 +89,28 @@ func (d *simDevice) onRequest(r rendezvous.Request) {
 	}()
 }
 
-// benchCluster is three Caddy nodes sharing one external nats-server.
+// benchCluster is three Caddy nodes sharing one external nats-server,
+// to which a second nats-server routes without clients of its own: it
+// holds the interest graph as every server of a NATS cluster does.
 type benchCluster struct {
-	nodes []*testcaddy.Caddy
-	procs []Process
-	ns    *natsServer
+	nodes   []*testcaddy.Caddy
+	procs   []Process
+	ns      *natsServer
+	routed  *natsServer
+	sockets []*quic.Transport // HTTP/3 devices' UDP sockets
 }
 
 func startBenchCluster(ctx context.Context, b *testing.B) *benchCluster {
 	b.Helper()
-	c := &benchCluster{ns: startNATSServer(ctx, b, clusterBenchToken)}
+	natsBin := buildNATSServer(ctx, b)
+	routePort := testcaddy.FreePort(b)
+	c := &benchCluster{ns: startNATSServer(ctx, b, natsBin, clusterBenchToken, routePort)}
+	c.routed = startNATSServer(ctx, b, natsBin, clusterBenchToken, testcaddy.FreePort(b), "nats://127.0.0.1:"+strconv.Itoa(routePort))
+	for deadline := time.Now().Add(30 * time.Second); c.routed.mustVarz(ctx, b).Routes == 0 || c.ns.mustVarz(ctx, b).Routes == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("the two nats-servers not routed within 30s")
+		}
+	}
 	bin := testcaddy.Binary(b)
 	port := testcaddy.FreePort(b)
 	data := b.TempDir()
@@ -116,7 +133,12 @@ func startBenchCluster(ctx context.Context, b *testing.B) *benchCluster {
 // dial registers d at its node.
 func (c *benchCluster) dial(ctx context.Context, d *simDevice) (*rendezvous.Session, error) {
 	n := c.nodes[d.node]
-	cfg := n.ClientConfig(d.id, clusterBenchHosts[d.node], rendezvous.TransportH2)
+	tr := rendezvous.TransportH2
+	if d.sock != nil {
+		tr = rendezvous.TransportH3
+	}
+	cfg := n.ClientConfig(d.id, clusterBenchHosts[d.node], tr)
+	cfg.QUICTransport = d.sock
 	cfg.OnRequest = d.onRequest
 	s, err := rendezvous.Dial(ctx, cfg)
 	if err != nil {
@@ -151,6 +173,7 @@ type scaleStep struct {
 	nodes    []Sample
 	perNode  []int // devices at each node (its metric)
 	nats     natsVarz
+	routed   natsVarz        // the routed server without clients
 	one      []time.Duration // introductions on one node
 	cross    []time.Duration // introductions across nodes
 	failed   int
@@ -187,12 +210,16 @@ func BenchmarkClusterScale(b *testing.B) {
 			}
 		}
 		closeAll(ss)
+		for _, tr := range c.sockets {
+			tr.Close()
+			tr.Conn.Close()
+		}
 	}()
 	base := make([]Sample, len(c.nodes))
 	for i, p := range c.procs {
 		base[i] = mustSample(ctx, b, p)
 	}
-	natsBase := c.ns.mustVarz(ctx, b)
+	natsBase, routedBase := c.ns.mustVarz(ctx, b), c.routed.mustVarz(ctx, b)
 
 	var results []scaleStep
 	offset := 0
@@ -204,7 +231,18 @@ func BenchmarkClusterScale(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			batch = append(batch, &simDevice{id: id, node: i % len(c.nodes)})
+			d := &simDevice{id: id, node: i % len(c.nodes)}
+			if *flagClusterH3 {
+				if i%devicesPerSocket == 0 {
+					pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.sockets = append(c.sockets, &quic.Transport{Conn: pc})
+				}
+				d.sock = c.sockets[len(c.sockets)-1]
+			}
+			batch = append(batch, d)
 		}
 		st.regWall, st.regFails = c.registerAll(ctx, b, batch)
 		st.added = len(batch)
@@ -215,7 +253,7 @@ func BenchmarkClusterScale(b *testing.B) {
 			st.nodes = append(st.nodes, mustSample(ctx, b, p))
 			st.perNode = append(st.perNode, devicesAt(b, c.nodes[i]))
 		}
-		st.nats = c.ns.mustVarz(ctx, b)
+		st.nats, st.routed = c.ns.mustVarz(ctx, b), c.routed.mustVarz(ctx, b)
 		if got := sum(st.perNode); got != total {
 			b.Fatalf("the nodes hold %d devices (%v); want %d", got, st.perNode, total)
 		}
@@ -224,7 +262,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		results = append(results, st)
 		printStep(st)
 	}
-	printScale(results, base, natsBase)
+	printScale(results, base, natsBase, routedBase)
 	reportScale(b, results[len(results)-1], base, natsBase)
 	if *flagFailover {
 		c.failover(ctx, b, devs)
@@ -347,12 +385,16 @@ func printStep(st scaleStep) {
 
 // printScale prints the table of all steps and reports the last step's
 // figures as metrics.
-func printScale(steps []scaleStep, base []Sample, natsBase natsVarz) {
+func printScale(steps []scaleStep, base []Sample, natsBase, routedBase natsVarz) {
 	const kib = 1024.0
-	fmt.Printf("\nCluster scale: three Caddy nodes, one external nats-server, HTTP/2 devices spread evenly (KiB = 1024 bytes; %d CPUs, %s).\n", runtime.NumCPU(), runtime.Version())
+	transport := "HTTP/2"
+	if *flagClusterH3 {
+		transport = "HTTP/3"
+	}
+	fmt.Printf("\nCluster scale: three Caddy nodes, one external nats-server and one routed to it, %s devices spread evenly (KiB = 1024 bytes; %d CPUs, %s).\n", transport, runtime.NumCPU(), runtime.Version())
 	fmt.Printf("Memory per device is each node's growth since it started empty, after GC, divided by the devices it holds; NATS's is its RSS growth over all devices.\n\n")
-	const row = "%8s %8s | %-20s %-20s %-8s | %9s %9s %6s | %-17s %-17s %9s\n"
-	fmt.Printf(row, "devices", "reg/s", "node heap+stk KiB/d", "node RSS KiB/dev", "gor/dev", "NATS KiB/d", "NATS subs", "conns", "one node p50/p99", "across p50/p99", "msgs/intro")
+	const row = "%8s %8s | %-20s %-20s %-7s | %10s %9s %5s | %10s %9s | %-17s %-17s %9s\n"
+	fmt.Printf(row, "devices", "reg/s", "node heap+stk KiB/d", "node RSS KiB/dev", "gor/dev", "NATS KiB/d", "NATS subs", "conns", "routed KiB/d", "subs", "one node p50/p99", "across p50/p99", "msgs/intro")
 	for _, st := range steps {
 		var held, rssPer, gor []string
 		for i, s := range st.nodes {
@@ -362,6 +404,7 @@ func printScale(steps []scaleStep, base []Sample, natsBase natsVarz) {
 			gor = append(gor, strconv.FormatFloat(float64(s.Goroutines-base[i].Goroutines)/n, 'f', 1, 64))
 		}
 		natsPer := float64(st.nats.Mem-natsBase.Mem) / float64(st.devices) / kib
+		routedPer := float64(st.routed.Mem-routedBase.Mem) / float64(st.devices) / kib
 		msgs := "-"
 		if len(st.cross) > 0 {
 			msgs = fmt.Sprintf("%.2f/%.2f", float64(st.inMsgs)/float64(len(st.cross)), float64(st.outMsgs)/float64(len(st.cross)))
@@ -369,9 +412,11 @@ func printScale(steps []scaleStep, base []Sample, natsBase natsVarz) {
 		fmt.Printf(row, strconv.Itoa(st.devices), strconv.FormatFloat(st.regRate, 'f', 0, 64),
 			strings.Join(held, " "), strings.Join(rssPer, " "), gor[0],
 			strconv.FormatFloat(natsPer, 'f', 2, 64), strconv.Itoa(int(st.nats.Subscriptions)), strconv.Itoa(st.nats.Connections),
+			strconv.FormatFloat(routedPer, 'f', 2, 64), strconv.Itoa(int(st.routed.Subscriptions)),
 			percentiles(st.one), percentiles(st.cross), msgs)
 	}
 	fmt.Printf("\nreg/s: registrations per second in the step (TLS, HTTP/2, a signed registration and, in the cluster, a NATS subscription), -parallel=%d at a time.\n", *flagParallel)
+	fmt.Printf("routed: the second nats-server, without clients, routed to the first: the interest graph every server of a NATS cluster holds.\n")
 	fmt.Printf("msgs/intro: NATS messages in/out at nats-server per cross-node introduction (one-node introductions send none).\n")
 	fmt.Printf("Latencies: from the asker's FrameConnect to the target's candidates, the target consenting; one introduction at a time, one-node and cross-node alternating.\n\n")
 }
