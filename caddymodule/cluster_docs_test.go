@@ -5,13 +5,17 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	_ "github.com/netsody/superpeer/caddymodule/natsembed"
 	"github.com/netsody/superpeer/internal/testcaddy"
@@ -23,6 +27,13 @@ const clusterDoc = "../docs/CLUSTER.md"
 // docCaddyfiles returns the ```caddyfile blocks of the document at path.
 func docCaddyfiles(t *testing.T, path string) []string {
 	t.Helper()
+	return docBlocks(t, path, "caddyfile")
+}
+
+// docBlocks returns the fenced blocks of the document at path in
+// language lang.
+func docBlocks(t *testing.T, path, lang string) []string {
+	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +42,7 @@ func docCaddyfiles(t *testing.T, path string) []string {
 	var cur *strings.Builder
 	for line := range strings.Lines(string(b)) {
 		switch {
-		case cur == nil && strings.TrimSpace(line) == "```caddyfile":
+		case cur == nil && strings.TrimSpace(line) == "```"+lang:
 			cur = &strings.Builder{}
 		case cur != nil && strings.TrimSpace(line) == "```":
 			blocks = append(blocks, cur.String())
@@ -41,7 +52,7 @@ func docCaddyfiles(t *testing.T, path string) []string {
 		}
 	}
 	if cur != nil {
-		t.Fatalf("%s: a caddyfile block is not closed", path)
+		t.Fatalf("%s: a %s block is not closed", path, lang)
 	}
 	return blocks
 }
@@ -77,6 +88,33 @@ func TestClusterDocCaddyfilesAdapt(t *testing.T) {
 				t.Errorf("no netsody app in %s", out)
 			}
 		})
+	}
+}
+
+// The nats-server configuration docs/CLUSTER.md shows is one that
+// nats-server loads, with the account and permissions it describes.
+func TestClusterDocNATSConfig(t *testing.T) {
+	blocks := docBlocks(t, clusterDoc, "conf")
+	if len(blocks) != 1 {
+		t.Fatalf("%s shows %d nats-server configurations; want 1", clusterDoc, len(blocks))
+	}
+	path := filepath.Join(t.TempDir(), "nats-server.conf")
+	if err := os.WriteFile(path, []byte(blocks[0]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := natsserver.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("nats-server does not load it: %v\n%s", err, blocks[0])
+	}
+	if len(opts.Users) != 1 || opts.Users[0].Account == nil || opts.Users[0].Account.Name != "NETSODY" || opts.Users[0].Permissions == nil {
+		t.Fatalf("users: %+v; want one user of account NETSODY with permissions", opts.Users)
+	}
+	want := []string{"netsody.prod-eu.>", "_INBOX.>"}
+	if p := opts.Users[0].Permissions; !slices.Equal(p.Publish.Allow, want) || !slices.Equal(p.Subscribe.Allow, want) {
+		t.Errorf("permissions: publish %v, subscribe %v; want %v for both", p.Publish, p.Subscribe, want)
+	}
+	if opts.PingInterval > 10*time.Second || opts.Cluster.Name == "" || len(opts.Routes) == 0 {
+		t.Errorf("ping_interval %v, cluster %q, routes %v", opts.PingInterval, opts.Cluster.Name, opts.Routes)
 	}
 }
 

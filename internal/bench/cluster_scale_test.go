@@ -415,7 +415,7 @@ func printScale(steps []scaleStep, base []Sample, natsBase, routedBase natsVarz)
 			strconv.FormatFloat(routedPer, 'f', 2, 64), strconv.Itoa(int(st.routed.Subscriptions)),
 			percentiles(st.one), percentiles(st.cross), msgs)
 	}
-	fmt.Printf("\nreg/s: registrations per second in the step (TLS, HTTP/2, a signed registration and, in the cluster, a NATS subscription), -parallel=%d at a time.\n", *flagParallel)
+	fmt.Printf("\nreg/s: registrations per second in the step (TLS, HTTP/2 or HTTP/3, a signed registration, a NATS subscription; the devices share the 2 cores), -parallel=%d at a time.\n", *flagParallel)
 	fmt.Printf("routed: the second nats-server, without clients, routed to the first: the interest graph every server of a NATS cluster holds.\n")
 	fmt.Printf("msgs/intro: NATS messages in/out at nats-server per cross-node introduction (one-node introductions send none).\n")
 	fmt.Printf("Latencies: from the asker's FrameConnect to the target's candidates, the target consenting; one introduction at a time, one-node and cross-node alternating.\n\n")
