@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -26,6 +27,8 @@ var (
 	flagClusterDevices = flag.String("cluster-devices", "1500,3000,6000", "ClusterScale: devices registered in all after each step, comma-separated and rising (each rounded up to a multiple of the three nodes)")
 	flagIntroductions  = flag.Int("introductions", 300, "ClusterScale: introductions of each kind (on one node, across nodes) per step")
 	flagFailover       = flag.Bool("failover", true, "ClusterScale: after the last step, kill a node and re-register its devices at the two others")
+	flagBurst          = flag.Int("intro-burst", 1000, "ClusterScale: introductions across nodes per step run -intro-parallel at a time, for their rate (0: none)")
+	flagBurstParallel  = flag.Int("intro-parallel", 32, "ClusterScale: introductions at a time in the burst")
 	flagClusterH3      = flag.Bool("cluster-h3", false, "ClusterScale: devices register over HTTP/3 (sharing a UDP socket per 250) instead of HTTP/2")
 )
 
@@ -165,21 +168,24 @@ func (c *benchCluster) registerAll(ctx context.Context, b *testing.B, devs []*si
 
 // scaleStep is what one step measured.
 type scaleStep struct {
-	devices  int
-	added    int // registered in this step
-	regWall  time.Duration
-	regFails int
-	regRate  float64
-	nodes    []Sample
-	perNode  []int // devices at each node (its metric)
-	nats     natsVarz
-	routed   natsVarz        // the routed server without clients
-	one      []time.Duration // introductions on one node
-	cross    []time.Duration // introductions across nodes
-	failed   int
-	inMsgs   int64 // NATS messages in, during the introductions
-	outMsgs  int64
-	load     [2]string // load average before and after
+	devices     int
+	added       int // registered in this step
+	regWall     time.Duration
+	regFails    int
+	regRate     float64
+	nodes       []Sample
+	perNode     []int // devices at each node (its metric)
+	nats        natsVarz
+	routed      natsVarz        // the routed server without clients
+	one         []time.Duration // introductions on one node
+	cross       []time.Duration // introductions across nodes
+	failed      int
+	inMsgs      int64 // NATS messages in, during the introductions
+	outMsgs     int64
+	burst       []time.Duration // the burst's introductions, across nodes
+	burstFailed int
+	burstWall   time.Duration
+	load        [2]string // load average before and after
 }
 
 // BenchmarkClusterScale runs three Caddy nodes (each its own process, on
@@ -258,6 +264,7 @@ func BenchmarkClusterScale(b *testing.B) {
 			b.Fatalf("the nodes hold %d devices (%v); want %d", got, st.perNode, total)
 		}
 		offset = c.introduce(ctx, b, devs, offset, &st)
+		offset = burst(ctx, devs, offset, &st)
 		st.load[1] = loadAvg()
 		results = append(results, st)
 		printStep(st)
@@ -301,6 +308,46 @@ func (c *benchCluster) introduce(ctx context.Context, b *testing.B, devs []*simD
 		b.Errorf("%d introductions failed", st.failed)
 	}
 	return (offset + 6**flagIntroductions) % n
+}
+
+// burst runs -intro-burst introductions across nodes, -intro-parallel
+// at a time: pair k is (devs[j], devs[j+1]), j = offset+2k modulo
+// len(devs), at neighbouring nodes. It returns the next offset.
+func burst(ctx context.Context, devs []*simDevice, offset int, st *scaleStep) int {
+	n, total := len(devs), *flagBurst
+	if total <= 0 {
+		return offset
+	}
+	durations := make([]time.Duration, total)
+	errs := make([]error, total)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range min(max(*flagBurstParallel, 1), total) {
+		wg.Go(func() {
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= total || ctx.Err() != nil {
+					return
+				}
+				j := (offset + 2*k) % n
+				durations[k], errs[k] = introduceOnce(ctx, devs[j], devs[(j+1)%n])
+			}
+		})
+	}
+	wg.Wait()
+	st.burstWall = time.Since(start)
+	for k, err := range errs {
+		if err != nil {
+			if st.burstFailed == 0 {
+				fmt.Printf("burst introduction %d: %v\n", k, err)
+			}
+			st.burstFailed++
+			continue
+		}
+		st.burst = append(st.burst, durations[k])
+	}
+	return (offset + 2*total) % n
 }
 
 // introduceOnce asks a's node to introduce a to t, which accepts, and
@@ -379,6 +426,11 @@ func devicesAt(b *testing.B, n *testcaddy.Caddy) int {
 }
 
 func printStep(st scaleStep) {
+	if len(st.burst)+st.burstFailed > 0 {
+		fmt.Printf("burst: %d introductions across nodes, %d at a time, in %v: %.0f/s, p50/p99 %s, %d failed\n",
+			len(st.burst)+st.burstFailed, *flagBurstParallel, st.burstWall.Round(time.Millisecond),
+			float64(len(st.burst))/st.burstWall.Seconds(), percentiles(st.burst), st.burstFailed)
+	}
 	fmt.Printf("step: %d devices registered (%d new in %v, %d failed attempts), introductions: %d on one node, %d across, %d failed; load %s -> %s\n",
 		st.devices, st.added, st.regWall.Round(time.Millisecond), st.regFails, len(st.one), len(st.cross), st.failed, st.load[0], st.load[1])
 }
@@ -436,6 +488,9 @@ func reportScale(b *testing.B, st scaleStep, base []Sample, natsBase natsVarz) {
 	b.ReportMetric(ms(percentile(st.one, 0.99)), "one-node-p99-ms")
 	b.ReportMetric(ms(percentile(st.cross, 0.50)), "across-p50-ms")
 	b.ReportMetric(ms(percentile(st.cross, 0.99)), "across-p99-ms")
+	if st.burstWall > 0 {
+		b.ReportMetric(float64(len(st.burst))/st.burstWall.Seconds(), "burst-intro/s")
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
