@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,12 +25,7 @@ type baseline struct {
 // buildBaseline builds ./baseline and returns the binary's path.
 func buildBaseline(ctx context.Context, b *testing.B) string {
 	b.Helper()
-	bin := filepath.Join(b.TempDir(), "baseline")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./baseline")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building the baseline server: %v\n%s", err, out)
-	}
-	return bin
+	return goBuild(ctx, b, "./baseline", "the baseline server")
 }
 
 // startBaseline runs the baseline server; it is stopped, by closing its

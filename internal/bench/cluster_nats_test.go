@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,12 +38,7 @@ type natsVarz struct {
 // buildNATSServer builds nats-server and returns the binary's path.
 func buildNATSServer(ctx context.Context, b *testing.B) string {
 	b.Helper()
-	bin := filepath.Join(b.TempDir(), "nats-server")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building nats-server: %v\n%s", err, out)
-	}
-	return bin
+	return goBuild(ctx, b, "github.com/nats-io/nats-server/v2", "nats-server")
 }
 
 // startNATSServer runs bin on loopback, taking clients with token, with

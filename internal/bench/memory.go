@@ -206,6 +206,19 @@ func parentPID(pid int) (int, error) {
 	return 0, fmt.Errorf("no PPid for process %d", pid)
 }
 
+// goBuild builds the Go package pkg (a path or "./dir") into the
+// benchmark's temporary directory and returns the binary's path; what
+// names it in the error.
+func goBuild(ctx context.Context, b *testing.B, pkg, what string) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), filepath.Base(strings.TrimSuffix(pkg, "/v2")))
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building %s: %v\n%s", what, err, out)
+	}
+	return bin
+}
+
 // startChild starts cmd, whose standard input ending asks it to stop, and
 // returns its standard output. When the benchmark ends it closes that
 // input and waits up to 10s for the process, then kills it.

@@ -80,12 +80,7 @@ type forwarder struct {
 // buildForwarder builds ./udpforward and returns the binary's path.
 func buildForwarder(ctx context.Context, b *testing.B) string {
 	b.Helper()
-	bin := filepath.Join(b.TempDir(), "udpforward")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./udpforward")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building the UDP forwarder: %v\n%s", err, out)
-	}
-	return bin
+	return goBuild(ctx, b, "./udpforward", "the UDP forwarder")
 }
 
 // startForwarder runs the forwarder between the addresses a and b; it is
