@@ -10,17 +10,19 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"go.uber.org/goleak"
 
 	"github.com/netsody/superpeer"
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/sptest"
+	"github.com/netsody/superpeer/internal/testcaddy"
 	"github.com/netsody/superpeer/relay"
 	"github.com/quic-go/quic-go/http3"
 )
 
+// TestMain fails the run if goroutines leaked, and removes the Caddy
+// binary that the cluster tests build (testcaddy.Main).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testcaddy.Main(m)
 }
 
 // superPeerServer is a super peer without Caddy on loopback: rendezvous
