@@ -99,20 +99,7 @@ func clusterRelayDevice(t *testing.T, nodes []*testcaddy.Caddy, first int, mod .
 		RootCAs: nodes[0].Roots, ListenAddr: "127.0.0.1:0", LookupNetIP: clusterResolver(first),
 		cutDirect: func() bool { return true },
 	}
-	for _, m := range mod {
-		m(&cfg)
-	}
-	d, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if _, err := d.sps[0].wait(ctx); err != nil {
-		t.Fatalf("no session with the cluster: %v", err)
-	}
-	return d
+	return openDevice(t, cfg, 20*time.Second, mod...)
 }
 
 // eventually waits up to within for ok, failing with what() then.
