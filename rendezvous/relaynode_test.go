@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,13 +17,20 @@ import (
 // the asker's URL in the request, and answer as the answering node's.
 type namedNode struct {
 	memNode
-	url, answer string
+	url    string
+	answer atomic.Pointer[string]
+}
+
+func newNamedNode(m *memCluster, srv *Server, url, answer string) *namedNode {
+	n := &namedNode{memNode: memNode{m: m, srv: srv}, url: url}
+	n.answer.Store(&answer)
+	return n
 }
 
 func (n *namedNode) Introduce(ctx context.Context, req ClusterRequest) (ClusterAnswer, error) {
 	req.Node = n.url
 	a, err := n.memNode.Introduce(ctx, req)
-	a.Node = n.answer
+	a.Node = *n.answer.Load()
 	return a, err
 }
 
@@ -56,9 +64,9 @@ func TestClusterNamesRelayNode(t *testing.T) {
 	n1, n2 := newTestServer(t, "127.0.0.1", cfg), newTestServer(t, "127.0.0.1", cfg)
 	var mesh memCluster
 	const url1, url2 = "https://sp-1.example.com", "https://sp-2.example.com:8443"
-	node1 := &namedNode{memNode: memNode{m: &mesh, srv: n1.rv}, url: url1, answer: url2}
+	node1 := newNamedNode(&mesh, n1.rv, url1, url2)
 	n1.rv.SetCluster(node1)
-	n2.rv.SetCluster(&namedNode{memNode: memNode{m: &mesh, srv: n2.rv}, url: url2, answer: url1})
+	n2.rv.SetCluster(newNamedNode(&mesh, n2.rv, url2, url1))
 	yes := true
 	target := n2.consenting(t, TransportH3, &yes)
 	targetCands := func() Candidates {
@@ -90,7 +98,7 @@ func TestClusterNamesRelayNode(t *testing.T) {
 	targetCands()
 
 	for _, hostile := range []string{"http://sp-2.example.com", "https://" + strings.Repeat("a", MaxRelayNodeURL), "https://x/../y"} {
-		node1.answer = hostile
+		node1.answer.Store(&hostile)
 		if c, e, _ := lookup(t, asker, target.cfg.Identity.PeerID()); e != nil || c.RelayNode != "" {
 			t.Errorf("node named %q: the asker got %+v, %v", hostile, c, e)
 		}
