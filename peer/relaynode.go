@@ -207,7 +207,7 @@ func (d *Device) relayNodeStatus() []SuperPeerStatus {
 	out := make([]SuperPeerStatus, 0, len(all))
 	for _, e := range all {
 		st := e.sp.status()
-		st.ForPeers = e.peers
+		st.ForPeers = strings.Join(e.peers, ",")
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b SuperPeerStatus) int { return strings.Compare(a.URL, b.URL) })

@@ -60,9 +60,11 @@ type SuperPeerStatus struct {
 	// Temporary says that it is a relay node, not one of
 	// Config.SuperPeers: a node of a cluster that holds ForPeers, where
 	// the device is registered for the life of its relays to them
-	// (docs/DEVICE.md, "Which super peer relays").
-	Temporary bool     `json:"temporary,omitempty"`
-	ForPeers  []string `json:"for_peers,omitempty"`
+	// (docs/DEVICE.md, "Which super peer relays"). ForPeers are their
+	// peer IDs, in order, comma-separated: a string, so that the status
+	// (and SuperPeerEvent) stays comparable.
+	Temporary bool   `json:"temporary,omitempty"`
+	ForPeers  string `json:"for_peers,omitempty"`
 }
 
 // PeerStatus is the current path to one peer.

@@ -142,7 +142,7 @@ func printStatus(w io.Writer, st peer.Status) error {
 	for _, sp := range st.SuperPeers {
 		name := sp.URL
 		if sp.Temporary { // a relay node, held for relays to these peers
-			name += fmt.Sprintf(" (relay node for %d peers)", len(sp.ForPeers))
+			name += fmt.Sprintf(" (relay node for %d peers)", strings.Count(sp.ForPeers, ",")+1)
 		}
 		if !sp.Connected {
 			reason := "-"
