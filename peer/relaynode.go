@@ -188,30 +188,36 @@ func (d *Device) closeRelayNodes() {
 // relayNodeStatus is the relay nodes' entries of Status.SuperPeers, in
 // URL order.
 func (d *Device) relayNodeStatus() []SuperPeerStatus {
-	type held struct {
-		sp    *superPeer
-		peers []string
-	}
 	r := &d.relayNodes
 	r.mu.Lock()
-	all := make([]held, 0, len(r.byURL))
+	sps := make([]*superPeer, 0, len(r.byURL))
 	for _, h := range r.byURL {
-		e := held{sp: h.sp}
-		for p := range h.peers {
-			e.peers = append(e.peers, p.id.String())
-		}
-		slices.Sort(e.peers)
-		all = append(all, e)
+		sps = append(sps, h.sp)
 	}
 	r.mu.Unlock()
-	out := make([]SuperPeerStatus, 0, len(all))
-	for _, e := range all {
-		st := e.sp.status()
-		st.ForPeers = strings.Join(e.peers, ",")
-		out = append(out, st)
+	slices.SortFunc(sps, func(a, b *superPeer) int { return strings.Compare(a.url, b.url) })
+	out := make([]SuperPeerStatus, 0, len(sps))
+	for _, sp := range sps {
+		out = append(out, sp.status())
 	}
-	slices.SortFunc(out, func(a, b SuperPeerStatus) int { return strings.Compare(a.URL, b.URL) })
 	return out
+}
+
+// relayNodeHolders are the peers that hold the relay node sp, for its
+// status (SuperPeerStatus.ForPeers): their peer IDs in order,
+// comma-separated.
+func (d *Device) relayNodeHolders(sp *superPeer) string {
+	r := &d.relayNodes
+	r.mu.Lock()
+	var ids []string
+	if h := r.byURL[sp.url]; h != nil && h.sp == sp {
+		for p := range h.peers {
+			ids = append(ids, p.id.String())
+		}
+	}
+	r.mu.Unlock()
+	slices.Sort(ids)
+	return strings.Join(ids, ",")
 }
 
 // reachRelayNode registers at the peer's relay node, if a super peer

@@ -115,6 +115,9 @@ func (sp *superPeer) status() SuperPeerStatus {
 	case lastErr != nil:
 		s.Error = lastErr.Error()
 	}
+	if sp.relayNode {
+		s.ForPeers = sp.dev.relayNodeHolders(sp)
+	}
 	if v, ok := sp.dev.mapping.stunView(sp.url); ok && s.Connected {
 		s.STUNObserved, s.STUNRTTMillis = v.Mapped.String(), v.RTTMillis
 	}
