@@ -187,6 +187,20 @@ const (
 	// direct path asks again.
 	relayRetriesWhileDirect = 4
 
+	// Relay nodes (relaynode.go): the nodes of a cluster that its super
+	// peers name as holding a peer, where the device registers for the
+	// life of a relay. maxRelayNodes bounds the sessions it holds for
+	// them at once: a device relays to few peers at a time, and each
+	// costs a QUIC connection here and a registration there, so that a
+	// super peer naming many nodes cannot make it hold many; beyond it,
+	// a relay to a peer at yet another node waits for one to end.
+	// relayNodeRate and relayNodeBurst pace the new ones, per device,
+	// so that nodes named by a hostile super peer never make the device
+	// a scanner: one new node a second after a burst of a few.
+	maxRelayNodes  = 8
+	relayNodeRate  = 1
+	relayNodeBurst = 4
+
 	// Hysteresis for moving a relay to a nearer super peer: the new one
 	// must be this much better, relatively and absolutely, so that two
 	// similar super peers do not take turns.

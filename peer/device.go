@@ -12,7 +12,6 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/rendezvous"
@@ -29,7 +28,10 @@ type Device struct {
 	sock *sock
 	tr   *quic.Transport
 	ln   *quic.Listener
-	sps  []*superPeer
+	sps  []*superPeer // Config.SuperPeers, fixed at New
+	// relayNodes are the super peers held for relays to peers at other
+	// nodes of a cluster (relaynode.go), added and dropped as they go.
+	relayNodes relayNodes
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -37,7 +39,8 @@ type Device struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup // every goroutine of the device's (goRun)
 
-	// Lock order: mu before peerState.mu before sock.mu.
+	// Lock order: mu before peerState.mu before sock.mu. relayNodes.mu
+	// and superPeer.mu are taken with none of these held.
 	mu         sync.Mutex // guards peers and lastPinged
 	peers      map[identity.PeerID]*peerState
 	lastPinged time.Time // pingSuperPeers
@@ -102,6 +105,7 @@ func New(cfg Config) (*Device, error) {
 	d.guard.init(cfg)
 	d.policy.init(cfg)
 	d.mapping.init()
+	d.relayNodes.init()
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.sock = newSock(udps, d)
 	d.tr = &quic.Transport{Conn: d.sock}
@@ -115,7 +119,7 @@ func New(cfg Config) (*Device, error) {
 	}
 	// d.sps is complete before anything that reads it runs.
 	for _, u := range cfg.SuperPeers {
-		d.sps = append(d.sps, &superPeer{dev: d, url: u, ready: make(chan struct{}), pace: rate.NewLimiter(introduceRate, introduceBurst)})
+		d.sps = append(d.sps, makeSuperPeer(d, u, false))
 	}
 	d.startCallbacks()
 	d.goRun(d.forgetIdlePeers)
@@ -248,6 +252,7 @@ func (d *Device) onCandidates(sp *superPeer, spLoopback bool, c rendezvous.Candi
 	d.hook(hookCreated, c.Peer)
 	p.setPeerRTT(sp, c.PeerRTT)
 	p.setPeerNAT(c.PeerNAT.Mapping)
+	p.setRelayNode(sp, c.RelayNode, c.PeerRTT)
 	p.addCandidates(c.All(), true, d.scopeVia(spLoopback))
 	if c.Relay && !c.Initiator {
 		d.goRun(func() { d.joinRelay(p, sp) })
@@ -284,6 +289,7 @@ func (d *Device) close() {
 	for _, sp := range d.sps {
 		sp.close()
 	}
+	d.closeRelayNodes()
 	close(d.closed)
 	d.cancel()
 	d.ln.Close()

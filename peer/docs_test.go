@@ -54,6 +54,8 @@ func TestDocsTables(t *testing.T) {
 		"peer.h3RetryMin":                h3RetryMin,
 		"peer.h3StableFor":               h3StableFor,
 		"peer.relayRetriesWhileDirect":   relayRetriesWhileDirect,
+		"peer.maxRelayNodes":             maxRelayNodes,
+		"peer.relayNodeRate":             relayNodeRate,
 		"peer.sessionBackoffMin":         sessionBackoffMin,
 		"peer.sessionBackoffMax":         sessionBackoffMax,
 		"peer.sessionDialTimeout":        sessionDialTimeout,

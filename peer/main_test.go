@@ -10,17 +10,19 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"go.uber.org/goleak"
 
 	"github.com/netsody/superpeer"
 	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/internal/sptest"
+	"github.com/netsody/superpeer/internal/testcaddy"
 	"github.com/netsody/superpeer/relay"
 	"github.com/quic-go/quic-go/http3"
 )
 
+// TestMain fails the run if goroutines leaked, and removes the Caddy
+// binary that the cluster tests build (testcaddy.Main).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testcaddy.Main(m)
 }
 
 // superPeerServer is a super peer without Caddy on loopback: rendezvous
@@ -68,7 +70,13 @@ func newDevice(t testing.TB, s *sptest.Servers, mod ...func(*Config)) *Device {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Identity: id, SuperPeers: []string{s.H3URL}, RootCAs: s.Pool, ListenAddr: "127.0.0.1:0"}
+	return openDevice(t, Config{Identity: id, SuperPeers: []string{s.H3URL}, RootCAs: s.Pool, ListenAddr: "127.0.0.1:0"}, 5*time.Second, mod...)
+}
+
+// openDevice starts a device of cfg, changed by mod, closed when the
+// test ends, and waits up to within for its sessions.
+func openDevice(t testing.TB, cfg Config, within time.Duration, mod ...func(*Config)) *Device {
+	t.Helper()
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -77,7 +85,7 @@ func newDevice(t testing.TB, s *sptest.Servers, mod ...func(*Config)) *Device {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	for _, sp := range d.sps {
 		if _, err := sp.wait(ctx); err != nil {

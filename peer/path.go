@@ -176,7 +176,13 @@ type punching struct {
 type relayCtl struct {
 	dialing  bool                         // ensureRelay runs
 	peerRTTs map[*superPeer]time.Duration // the peer's RTT to each, as it reported
-	maintain sync.Once                    // starts maintainRelay, with the first relay
+	// elsewhere are the super peers that named another node of their
+	// cluster as the peer's (relaynode.go), with that node; node is the
+	// last one named, and nodeRTT the peer's RTT to it.
+	elsewhere map[*superPeer]string
+	node      string
+	nodeRTT   time.Duration
+	maintain  sync.Once // starts maintainRelay, with the first relay
 	// The relay's rate (relayNeed, headroom.go): the relay path metered,
 	// its count then and when, and the rate it carried since the one before.
 	metered      *relayPath

@@ -9,7 +9,10 @@ package peer
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -118,15 +121,22 @@ func (d *Device) ensureRelay(p *peerState) {
 		p.mu.Lock()
 		p.relayCtl.dialing = false
 		p.mu.Unlock()
+		d.settleRelayNode(p)
 	}()
+	elsewhere := false // a super peer named the peer's node: try there at once, once
 	for failures := 1; !p.isGone(); failures++ {
+		d.reachRelayNode(p)
 		sp, sess, _ := d.bestSuperPeer(p, p.relayNeed(time.Now()))
 		if sess != nil {
 			err := d.relayThrough(p, sp, sess)
 			if err == nil {
 				return
 			}
-			d.log.Debug("relay", zap.String("peer", p.id.Short()), zap.Error(err))
+			d.log.Debug("relay", zap.String("peer", p.id.Short()), zap.String("url", sp.url), zap.Error(err))
+			if errors.Is(err, errRelayElsewhere) && !elsewhere {
+				elsewhere = true
+				continue
+			}
 		}
 		select {
 		case <-d.closed:
@@ -146,8 +156,13 @@ func (d *Device) ensureRelay(p *peerState) {
 func (d *Device) relayThrough(p *peerState, sp *superPeer, sess *rendezvous.Session) error {
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayDialTimeout)
 	defer cancel()
-	if _, err := sess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{Relay: true}); err != nil {
+	c, err := sess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{Relay: true})
+	if err != nil {
 		return err
+	}
+	if c.RelayNode != "" { // no leg here: the peer's would never come (relaynode.go)
+		p.setRelayNode(sp, c.RelayNode, c.PeerRTT)
+		return fmt.Errorf("%w: %s", errRelayElsewhere, c.RelayNode)
 	}
 	return d.dialRelay(ctx, p, sp, sess)
 }
@@ -198,6 +213,7 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 	if old != nil {
 		old.conn.Close()
 	}
+	d.settleRelayNode(p) // a relay node the relay left
 	select {
 	case <-d.closed: // Close may have gone over the relays already
 		conn.Close()
@@ -236,8 +252,10 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 	default:
 		if current && inUse {
 			d.ensureRelay(p) // through another super peer, if this one went away
+			return
 		}
 	}
+	d.settleRelayNode(p)
 }
 
 // setPeerRTT records the peer's RTT to a super peer, as it reported.
@@ -260,8 +278,10 @@ func (p *peerState) peerRTT(sp *superPeer) time.Duration {
 
 // bestSuperPeer picks where the relay to p goes, the one rule
 // (docs/DEVICE.md, "Which super peer relays"): among the super peers
-// this device has a session with that do not drain (drain.go), the
-// nearest (relayCost) of those good enough for a relay that needs need
+// this device has a session with that do not drain (drain.go), and that
+// hold p (one that named another node of its cluster as p's does not:
+// p's relay node, relaynode.go, stands in for it), the nearest
+// (relayCost) of those good enough for a relay that needs need
 // (goodEnough, headroom.go); if none is, the nearest of them all. good
 // reports whether the one picked is good enough.
 func (d *Device) bestSuperPeer(p *peerState, need float64) (best *superPeer, bestSess *rendezvous.Session, good bool) {
@@ -272,9 +292,9 @@ func (d *Device) bestSuperPeer(p *peerState, need float64) (best *superPeer, bes
 	}
 	p.mu.Unlock()
 	var bestRTT time.Duration
-	for _, sp := range d.sps {
+	for _, sp := range d.relayChoices(p) {
 		sess := sp.session()
-		if sess == nil || sp.isDraining() {
+		if sess == nil || sp.isDraining() || p.elsewhere(sp) {
 			continue
 		}
 		ok := goodEnough(sess, need, sp == holds)
@@ -283,6 +303,15 @@ func (d *Device) bestSuperPeer(p *peerState, need float64) (best *superPeer, bes
 		}
 	}
 	return best, bestSess, good
+}
+
+// relayChoices are the super peers a relay to p may go through: the
+// device's own, and p's relay node if it holds one (relaynode.go).
+func (d *Device) relayChoices(p *peerState) []*superPeer {
+	if node := d.relayNodeOf(p); node != nil {
+		return append(slices.Clip(d.sps), node)
+	}
+	return d.sps
 }
 
 // relayCost is the RTT between this device and p through a super peer:
@@ -323,7 +352,7 @@ func (d *Device) maintainRelay(p *peerState) {
 func (d *Device) moveRelay(p *peerState, rp *relayPath) {
 	// Fresh candidates from every super peer: the peer's RTT to each,
 	// and another round of punching while the connection is relayed.
-	for _, sp := range d.sps {
+	for _, sp := range d.relayChoices(p) {
 		if sess := sp.session(); sess != nil {
 			ctx, cancel := context.WithTimeout(d.ctx, d.cfg.RelayCheckInterval)
 			sess.Introduce(ctx, p.id, rendezvous.IntroduceOptions{})

@@ -57,6 +57,14 @@ type SuperPeerStatus struct {
 	STUNPort      uint16  `json:"stun_port,omitempty"`
 	STUNObserved  string  `json:"stun_observed,omitempty"`
 	STUNRTTMillis float64 `json:"stun_rtt_ms,omitempty"`
+	// Temporary says that it is a relay node, not one of
+	// Config.SuperPeers: a node of a cluster that holds ForPeers, where
+	// the device is registered for the life of its relays to them
+	// (docs/DEVICE.md, "Which super peer relays"). ForPeers are their
+	// peer IDs, in order, comma-separated: a string, so that the status
+	// (and SuperPeerEvent) stays comparable.
+	Temporary bool   `json:"temporary,omitempty"`
+	ForPeers  string `json:"for_peers,omitempty"`
 }
 
 // PeerStatus is the current path to one peer.
@@ -82,7 +90,7 @@ func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // status is the super peer's entry of Status.SuperPeers.
 func (sp *superPeer) status() SuperPeerStatus {
-	s := SuperPeerStatus{URL: sp.url}
+	s := SuperPeerStatus{URL: sp.url, Temporary: sp.relayNode}
 	sp.mu.Lock()
 	sess, lastErr := sp.sess, sp.lastErr
 	s.Draining = sp.draining
@@ -107,6 +115,9 @@ func (sp *superPeer) status() SuperPeerStatus {
 	case lastErr != nil:
 		s.Error = lastErr.Error()
 	}
+	if sp.relayNode {
+		s.ForPeers = sp.dev.relayNodeHolders(sp)
+	}
 	if v, ok := sp.dev.mapping.stunView(sp.url); ok && s.Connected {
 		s.STUNObserved, s.STUNRTTMillis = v.Mapped.String(), v.RTTMillis
 	}
@@ -122,6 +133,7 @@ func (d *Device) Status() Status {
 	for _, sp := range d.sps {
 		st.SuperPeers = append(st.SuperPeers, sp.status())
 	}
+	st.SuperPeers = append(st.SuperPeers, d.relayNodeStatus()...)
 	peers := d.peerList()
 	for _, p := range peers {
 		path := p.path()

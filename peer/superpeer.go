@@ -28,6 +28,13 @@ import (
 type superPeer struct {
 	dev *Device
 	url string
+	// relayNode says that it is a relay node (relaynode.go), held for
+	// the life of relays, not one of Config.SuperPeers.
+	relayNode bool
+	// ctx ends when the super peer is closed (close): its session, its
+	// dials and its goroutines end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// mu guards the following. No other lock of the device's is held
 	// with it; under it, only a session's own (Observed).
@@ -64,10 +71,17 @@ type superPeer struct {
 	turn atomic.Uint32
 }
 
+// makeSuperPeer makes the device's super peer at url; run starts it.
+func makeSuperPeer(d *Device, url string, relayNode bool) *superPeer {
+	sp := &superPeer{dev: d, url: url, relayNode: relayNode, ready: make(chan struct{}), pace: rate.NewLimiter(introduceRate, introduceBurst)}
+	sp.ctx, sp.cancel = context.WithCancel(d.ctx)
+	return sp
+}
+
 func (sp *superPeer) run() {
 	for backoff := time.Duration(0); ; {
 		select {
-		case <-sp.dev.closed:
+		case <-sp.ctx.Done():
 			return
 		case <-time.After(backoff):
 		}
@@ -101,7 +115,7 @@ func (sp *superPeer) run() {
 		sp.mu.Unlock()
 		sess.Close()
 		select {
-		case <-sp.dev.closed: // the device's own close is not news
+		case <-sp.ctx.Done(): // the device's own close, or the super peer's, is not news
 		default:
 			sp.changed()
 		}
@@ -146,7 +160,7 @@ func (sp *superPeer) dial(connect func(context.Context, rendezvous.ClientConfig)
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(sp.dev.ctx, sessionDialTimeout)
+	ctx, cancel := context.WithTimeout(sp.ctx, sessionDialTimeout)
 	defer cancel()
 	sess, err := connect(ctx, cfg)
 	return sess, cfg.LocalAddrs, err
@@ -324,7 +338,7 @@ func (sp *superPeer) resolve() (string, error) {
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		}
 	}
-	ips, err := lookup(sp.dev.ctx, u.Hostname())
+	ips, err := lookup(sp.ctx, u.Hostname())
 	if err != nil || len(ips) == 0 {
 		return "", errors.Join(errors.New("peer: cannot resolve "+u.Hostname()), err)
 	}
@@ -368,8 +382,8 @@ func (sp *superPeer) wait(ctx context.Context) (*rendezvous.Session, error) {
 				return nil, lastErr
 			}
 			return nil, ctx.Err()
-		case <-sp.dev.closed:
-			return nil, errors.New("peer: device closed")
+		case <-sp.ctx.Done():
+			return nil, errors.New("peer: device closed, or super peer dropped")
 		}
 	}
 }
@@ -510,6 +524,7 @@ func (sp *superPeer) close() {
 	sp.closed = true
 	sess := sp.sess
 	sp.mu.Unlock()
+	sp.cancel()
 	if sess != nil {
 		sess.Close()
 	}

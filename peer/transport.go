@@ -178,7 +178,7 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 		select {
 		case <-sess.Done():
 			return sess
-		case <-d.closed:
+		case <-sp.ctx.Done():
 			return sess
 		case now := <-tickC:
 			if !check.tick(now, sp.relayOut.Load()) {

@@ -3,6 +3,8 @@ package rendezvous
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/url"
 	"sync"
 	"time"
 
@@ -32,9 +34,14 @@ import (
 // one. The consent outcome alone crosses: a decline, a timeout and a
 // departed target are all ClusterNotFound.
 //
-// Cross-node introductions name no relay yet: FlagRelay is cleared on
-// both sides, since a relay leg rides a connection registered at the node
-// that relays, which the other device does not hold (docs/CLUSTER.md).
+// A relay runs on one node, never forwarded between nodes: FlagRelay is
+// cleared on both sides of a cross-node introduction, since a relay leg
+// rides a connection registered at the node that relays, which the
+// other device does not hold. Instead each device that announced
+// CapRelayNode learns the other's node (Candidates.RelayNode): the
+// asker the target's, the target the asker's. A device that relays
+// registers at that node for the life of the relay and asks for it
+// there, where both legs meet (docs/CLUSTER.md, "Relays").
 
 // Cluster is how a Server reaches devices registered at the other nodes
 // of its cluster. Its methods may be called from any goroutine.
@@ -60,8 +67,11 @@ type ClusterRequest struct {
 	// Asker is how to reach the asking device (Asker.Peer), as its node
 	// sees it; the flags are not used.
 	Asker Candidates
-	// Relay is FrameConnect's FlagRelay (not acted on yet: see above).
+	// Relay is FrameConnect's FlagRelay (not acted on: see above).
 	Relay bool
+	// Node is the asking node's public URL (the cluster's url option),
+	// which the target learns as the asker's RelayNode; "" if none.
+	Node string
 }
 
 // ClusterStatus is what became of a ClusterRequest.
@@ -84,6 +94,39 @@ type ClusterAnswer struct {
 	Status ClusterStatus
 	Target Candidates // with ClusterAccepted: how to reach the target
 	Reason string     // with ClusterBusy: why, in words for the device
+	// Node is the answering node's public URL, which the asker learns as
+	// the target's RelayNode; "" if none.
+	Node string
+}
+
+// CheckRelayNode reports whether u may be named as a relay node
+// (Candidates.RelayNode): an https URL of at most MaxRelayNodeURL bytes
+// that names a host (and perhaps a port), and nothing else. Both ends
+// check it: a super peer before it names a node, a device before it
+// dials one.
+func CheckRelayNode(u string) error {
+	if len(u) == 0 || len(u) > MaxRelayNodeURL {
+		return fmt.Errorf("a relay node URL of %d bytes, 1 to %d allowed", len(u), MaxRelayNodeURL)
+	}
+	p, err := url.Parse(u)
+	if err != nil {
+		return fmt.Errorf("the relay node %q is not a URL", u)
+	}
+	if p.Scheme != "https" || p.Host == "" || p.Hostname() == "" || p.User != nil || p.Opaque != "" ||
+		(p.Path != "" && p.Path != "/") || p.RawQuery != "" || p.Fragment != "" {
+		return fmt.Errorf("the relay node %q is not https://host[:port]", u)
+	}
+	return nil
+}
+
+// relayNodeFor is node as what a device that announced caps may be
+// told of its peer's node: "" if it did not announce CapRelayNode, or if
+// node is not a URL a device may be named (CheckRelayNode).
+func relayNodeFor(caps Capabilities, node string) string {
+	if !caps.Has(CapRelayNode) || CheckRelayNode(node) != nil {
+		return ""
+	}
+	return node
 }
 
 // msgClusterUnavailable is the refusal when the rest of the cluster
@@ -230,6 +273,7 @@ func (s *session) clusterAnswered(a *ask, t *time.Timer, ans ClusterAnswer, err 
 	case ans.Status == ClusterAccepted && ans.Target.Peer == a.peer:
 		theirs := ans.Target
 		theirs.Initiator, theirs.Relay = true, false
+		theirs.RelayNode = relayNodeFor(s.proto.Capabilities, ans.Node)
 		f = theirs.frame()
 		srv.stats.Connects.Add(1)
 	case ans.Status == ClusterBusy && !cfg.HidePresence:
@@ -268,6 +312,7 @@ func (srv *Server) IntroduceFromCluster(req ClusterRequest, reply func(ClusterAn
 		reply(ClusterAnswer{})
 		return
 	}
+	req.Asker.RelayNode = relayNodeFor(target.proto.Capabilities, req.Node)
 	cfg := srv.config()
 	c := &srv.consent
 	c.mu.Lock()

@@ -22,6 +22,10 @@ const (
 	// MaxMoveReason is the longest reason in FrameMove, in bytes: a
 	// sentence for a log, and it fits the frame's one-byte length.
 	MaxMoveReason = 200
+	// MaxRelayNodeURL is the longest relay node URL in FrameCandidates,
+	// in bytes: a host name (at most 253) with scheme and port fits, and
+	// the frame with MaxAddrs IPv6 addresses stays well under MaxPayload.
+	MaxRelayNodeURL = 256
 )
 
 // Defaults for Config's zero values, and for the device.

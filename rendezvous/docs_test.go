@@ -14,6 +14,7 @@ func TestDocsTables(t *testing.T) {
 		"rendezvous.MaxAddrs":                        MaxAddrs,
 		"rendezvous.MaxErrorMessage":                 MaxErrorMessage,
 		"rendezvous.MaxMoveReason":                   MaxMoveReason,
+		"rendezvous.MaxRelayNodeURL":                 MaxRelayNodeURL,
 		"rendezvous.DefaultDrainTimeout":             DefaultDrainTimeout,
 		"rendezvous.retryAfterDraining":              retryAfterDraining,
 		"rendezvous.DefaultKeepaliveInterval":        DefaultKeepaliveInterval,

@@ -94,7 +94,9 @@ const (
 	//	peerID (32) | flags (1) | peer's RTT to this super peer (4, µs) |
 	//	peer's observed address | peer's local addresses |
 	//	extensions: peer's mapping (to a device that announced CapMapping,
-	//	            when the peer sent one)
+	//	            when the peer sent one); peer's relay node (to a
+	//	            device that announced CapRelayNode, when the
+	//	            introduction crossed the nodes of a cluster)
 	//
 	// Flag 0x01 (FlagInitiator) is set for the device that sent
 	// FrameConnect and clear for the device being asked to connect; flag

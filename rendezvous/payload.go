@@ -164,6 +164,13 @@ type Candidates struct {
 	// only to a device that announced CapMapping, when the peer sent a
 	// known one).
 	PeerNAT Mapping
+	// RelayNode is the public URL of the node of the super peer's cluster
+	// that holds the peer, when the super peer introduced it through its
+	// cluster: a relay between the two meets there, not here. Empty:
+	// the peer is registered at this super peer (or it did not say:
+	// extCandRelayNode goes only to a device that announced
+	// CapRelayNode).
+	RelayNode string
 }
 
 // All returns the candidate addresses in the order to try them: local
@@ -197,6 +204,11 @@ func (m *Candidates) frame() []byte {
 		p = quicvarint.Append(p, mappingLen)
 		p = m.PeerNAT.append(p)
 	}
+	if m.RelayNode != "" {
+		p = quicvarint.Append(p, extCandRelayNode)
+		p = quicvarint.Append(p, uint64(len(m.RelayNode)))
+		p = append(p, m.RelayNode...)
+	}
 	return appendFrame(nil, FrameCandidates, p)
 }
 
@@ -209,12 +221,19 @@ func (m *Candidates) decode(b []byte) error {
 	m.PeerRTT = time.Duration(d.u32()) * time.Microsecond
 	m.Observed = d.addr()
 	m.LocalAddrs = d.addrs()
-	m.PeerNAT = Mapping{}
+	m.PeerNAT, m.RelayNode = Mapping{}, ""
 	d.extensions(func(typ uint64, v *decoder) bool {
-		if typ != extCandMapping {
+		switch typ {
+		case extCandMapping:
+			m.PeerNAT.take(v)
+		case extCandRelayNode:
+			m.RelayNode = string(v.take(len(v.b)))
+			if err := CheckRelayNode(m.RelayNode); err != nil {
+				v.fail("%v", err)
+			}
+		default:
 			return false
 		}
-		m.PeerNAT.take(v)
 		return true
 	})
 	return d.err

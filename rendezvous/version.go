@@ -23,7 +23,8 @@ package rendezvous
 // Capabilities added since, which need no new version: CapConsent (frames
 // 0x0A FrameRequest and 0x0B FrameAnswer), CapMove (frame 0x0C FrameMove),
 // CapHeadroom (frame 0x0D FrameHeadroom), CapMapping (frame 0x0E
-// FrameMapping, Registered's STUN port, Candidates' peer mapping).
+// FrameMapping, Registered's STUN port, Candidates' peer mapping),
+// CapRelayNode (Candidates' relay node).
 const ProtocolVersion = 2
 
 // extensionsVersion is the first version whose decoders skip extensions:
@@ -79,10 +80,18 @@ const (
 	// go only to an end that announced it.
 	CapMapping Capabilities = 1 << 4
 
+	// CapRelayNode: the device reads the relay node in FrameCandidates
+	// (extCandRelayNode): the public URL of the node of a cluster that
+	// holds the peer, where a relay between the two can meet
+	// (docs/CLUSTER.md, "Relays"); from the super peer, it names that
+	// node when it introduced the peer through its cluster. A device that
+	// does not announce it is sent none, and relays as before.
+	CapRelayNode Capabilities = 1 << 5
+
 	// supportedCaps is what this package announces (a client announces
 	// CapConsent only with ClientConfig.OnRequest, CapMove only with
 	// ClientConfig.OnMove, CapHeadroom only with ClientConfig.OnHeadroom).
-	supportedCaps = CapObserved | CapConsent | CapMove | CapHeadroom | CapMapping
+	supportedCaps = CapObserved | CapConsent | CapMove | CapHeadroom | CapMapping | CapRelayNode
 )
 
 // Has reports whether c holds every capability in x.

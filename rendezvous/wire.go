@@ -199,10 +199,11 @@ func (d *decoder) fail(format string, args ...any) {
 
 // extension types; each is known to the payloads listed.
 const (
-	extVersion      = 0x01 // Register, Registered: ProtocolVersion (varint)
-	extCapabilities = 0x02 // Register, Registered: Capabilities (varint)
-	extSTUNPort     = 0x03 // Registered: the super peer's STUN port (varint, 1 to 65535)
-	extCandMapping  = 0x03 // Candidates: the peer's Mapping (2 bytes, FrameMapping's payload)
+	extVersion       = 0x01 // Register, Registered: ProtocolVersion (varint)
+	extCapabilities  = 0x02 // Register, Registered: Capabilities (varint)
+	extSTUNPort      = 0x03 // Registered: the super peer's STUN port (varint, 1 to 65535)
+	extCandMapping   = 0x03 // Candidates: the peer's Mapping (2 bytes, FrameMapping's payload)
+	extCandRelayNode = 0x04 // Candidates: the node holding the peer, an https URL (1 to MaxRelayNodeURL bytes, CheckRelayNode)
 )
 
 // extensions walks the extension area, calling known for each extension.

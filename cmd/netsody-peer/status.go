@@ -140,19 +140,23 @@ func printStatus(w io.Writer, st peer.Status) error {
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "SUPER PEER\tCONNECTED\tRTT\tFAMILY\tTRANSPORT\tSEEN AS")
 	for _, sp := range st.SuperPeers {
+		name := sp.URL
+		if sp.Temporary { // a relay node, held for relays to these peers
+			name += fmt.Sprintf(" (relay node for %d peers)", strings.Count(sp.ForPeers, ",")+1)
+		}
 		if !sp.Connected {
 			reason := "-"
 			if sp.Error != "" {
 				reason = "(" + oneLine(sp.Error) + ")"
 			}
-			fmt.Fprintf(tw, "%s\tno\t-\t-\t-\t%s\n", sp.URL, reason)
+			fmt.Fprintf(tw, "%s\tno\t-\t-\t-\t%s\n", name, reason)
 			continue
 		}
 		transport := sp.Transport
 		if sp.TransportReason != "" {
 			transport += " (" + sp.TransportReason + ")"
 		}
-		fmt.Fprintf(tw, "%s\tyes\t%s\t%s\t%s\t%s\n", sp.URL, fmtMillis(sp.RTTMillis), sp.Family, transport, dash(sp.Observed))
+		fmt.Fprintf(tw, "%s\tyes\t%s\t%s\t%s\t%s\n", name, fmtMillis(sp.RTTMillis), sp.Family, transport, dash(sp.Observed))
 	}
 	fmt.Fprintln(tw)
 	if len(st.Peers) == 0 {

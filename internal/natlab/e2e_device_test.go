@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -73,6 +74,9 @@ type e2eDeviceConfig struct {
 	Listen     string   `json:"listen,omitempty"` // the device's socket; default "0.0.0.0:0"
 	SuperPeers []string `json:"super_peers"`
 	RootCAs    []string `json:"root_cas"` // PEM files
+	// Hosts, if set, resolve the super peers' names (peer.Config's
+	// LookupNetIP): name → addresses, in order. The lab has no DNS.
+	Hosts map[string][]netip.Addr `json:"hosts,omitempty"`
 
 	// The dial role's work: connect to Peer, echo Size bytes through it at
 	// once (the first transfer, which measures the first byte), wait up to
@@ -227,11 +231,21 @@ func runDeviceHelper(raw string, start time.Time, out *eventWriter) error {
 		zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()),
 		zapcore.Lock(os.Stderr), zap.DebugLevel))
 	defer logger.Sync()
+	var lookup func(context.Context, string) ([]netip.Addr, error)
+	if cfg.Hosts != nil {
+		lookup = func(_ context.Context, host string) ([]netip.Addr, error) {
+			if a := cfg.Hosts[host]; len(a) > 0 {
+				return a, nil
+			}
+			return nil, errors.New("no such host " + host)
+		}
+	}
 	dev, err := peer.New(peer.Config{
-		Identity:   id,
-		SuperPeers: cfg.SuperPeers,
-		RootCAs:    roots,
-		ListenAddr: cmp.Or(cfg.Listen, "0.0.0.0:0"),
+		LookupNetIP: lookup,
+		Identity:    id,
+		SuperPeers:  cfg.SuperPeers,
+		RootCAs:     roots,
+		ListenAddr:  cmp.Or(cfg.Listen, "0.0.0.0:0"),
 		// The echo role is `listen --allow-any`: it accepts the dialer
 		// (whose peer ID it cannot know beforehand) at once, as --allow
 		// would; the dialers accept the peer they dial.

@@ -72,6 +72,13 @@ const e2eCaddyfile = `{
 // into dir.
 func e2eCaddyBinary(t testing.TB, dir string) string {
 	t.Helper()
+	return e2eCaddyBinaryTags(t, dir, "")
+}
+
+// e2eCaddyBinaryTags is e2eCaddyBinary built with -tags tags (a binary
+// of its own name per tags).
+func e2eCaddyBinaryTags(t testing.TB, dir, tags string) string {
+	t.Helper()
 	if cache, err := os.UserCacheDir(); err == nil {
 		c := filepath.Join(cache, "netsody-superpeer", "natlab")
 		if err := os.MkdirAll(c, 0o755); err == nil {
@@ -81,7 +88,12 @@ func e2eCaddyBinary(t testing.TB, dir string) string {
 	_, here, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(here), "..", "..")
 	bin := filepath.Join(dir, "caddy")
-	cmd := exec.Command("go", "build", "-o", bin, "./internal/caddymain")
+	args := []string{"build", "-o", bin}
+	if tags != "" {
+		bin += "-" + strings.ReplaceAll(tags, ",", "-")
+		args = []string{"build", "-tags", tags, "-o", bin}
+	}
+	cmd := exec.Command("go", append(args, "./internal/caddymain")...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building caddy: %v\n%s", err, out)
@@ -145,7 +157,16 @@ func startSuperPeerWith(t testing.TB, bin string, host *Host, directive string) 
 		sites += ", https://[" + a6.String() + "]"
 	}
 	caddyfile := strings.NewReplacer("{DIR}", sp.dir, "{SITES}", sites, "{SUPERPEER}", directive).Replace(e2eCaddyfile)
-	path := filepath.Join(sp.dir, "Caddyfile")
+	sp.run(t, bin, "Caddyfile", caddyfile)
+	return sp
+}
+
+// run starts Caddy with caddyfile (written to name in sp.dir) and waits
+// until it is ready; t.Cleanup stops it.
+func (sp *labSuperPeer) run(t testing.TB, bin, name, caddyfile string) {
+	t.Helper()
+	host := sp.host
+	path := filepath.Join(sp.dir, name)
 	if err := os.WriteFile(path, []byte(caddyfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +189,6 @@ func startSuperPeerWith(t testing.TB, bin string, host *Host, directive string) 
 	if err := sp.waitReady(20 * time.Second); err != nil {
 		t.Fatalf("super peer on %s: %v", host.Name(), err)
 	}
-	return sp
 }
 
 // waitReady waits for the internal CA's root, then for a TLS handshake
