@@ -1,0 +1,271 @@
+package caddymodule_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/netsody/superpeer/identity"
+	"github.com/netsody/superpeer/internal/sptest"
+	"github.com/netsody/superpeer/internal/testcaddy"
+	"github.com/netsody/superpeer/peer"
+)
+
+// failoverDevice starts a device of the cluster's one name, resolved from
+// the node at first on, accepting allow; relayOnly cuts its direct paths.
+func failoverDevice(t *testing.T, c *testcaddy.Caddy, hosts []netip.Addr, first int, id *identity.Identity, allow identity.PeerID, relayOnly bool) *peer.Device {
+	t.Helper()
+	d, err := peer.New(peer.Config{
+		Identity: id, SuperPeers: []string{"https://" + clusterName + ":" + strconv.Itoa(c.Port)},
+		RootCAs: c.Roots, ListenAddr: "127.0.0.1:0", Allow: []identity.PeerID{allow},
+		LookupNetIP: roundRobin(hosts, first), RelayOnly: relayOnly,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	waitFor(t, 15*time.Second, "a session with the cluster", func() bool {
+		st := d.Status().SuperPeers
+		return len(st) > 0 && st[0].Connected
+	})
+	return d
+}
+
+// waitFor polls cond every 20 ms for up to limit, failing with what.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v", what, limit)
+		}
+	}
+}
+
+// waitClusterConnected waits for every node's NATS connection.
+func waitClusterConnected(t *testing.T, nodes []*testcaddy.Caddy) {
+	t.Helper()
+	for i, n := range nodes {
+		waitFor(t, 15*time.Second, "NATS connection at node "+strconv.Itoa(i+1), func() bool {
+			return n.Metrics(t)["netsody_superpeer_cluster_connected"] == 1
+		})
+	}
+}
+
+// echoPair connects a to b, whose side echoes every stream, and returns
+// a's connection.
+func echoPair(t *testing.T, a, b *peer.Device) *peer.Conn {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Go(func() {
+		bc, err := b.Accept(ctx)
+		if err != nil {
+			return
+		}
+		defer bc.CloseWithError(0, "")
+		for {
+			str, err := bc.AcceptStream(ctx)
+			if err != nil {
+				return
+			}
+			wg.Go(func() { io.Copy(str, str); str.Close() })
+		}
+	})
+	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer dcancel()
+	conn, err := a.Dial(dctx, b.PeerID())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	return conn
+}
+
+// pathTo is a's path to p now.
+func pathTo(a *peer.Device, p identity.PeerID) peer.PathKind {
+	for _, st := range a.Status().Peers {
+		if st.PeerID == p.String() {
+			return st.Path
+		}
+	}
+	return ""
+}
+
+// stallEcho sends size random bytes on a new stream of conn and checks
+// the echo's SHA-256; once half has come back it calls midway, and it
+// returns how long after that call the echo's longest pause ended (the
+// bytes flowing again), or 0 if it never paused for longer than a
+// second. It may run off the test's goroutine.
+func stallEcho(conn *peer.Conn, size int, midway func()) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return 0, err
+	}
+	context.AfterFunc(ctx, func() { str.CancelRead(0); str.CancelWrite(0) })
+	sent := sha256.New()
+	errc := make(chan error, 1)
+	go func() {
+		src := rand.NewChaCha8([32]byte{byte(size >> 20)})
+		buf := make([]byte, 32<<10)
+		for n := 0; n < size; n += len(buf) {
+			src.Read(buf)
+			sent.Write(buf)
+			if _, err := str.Write(buf); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- str.Close()
+	}()
+	got := sha256.New()
+	buf := make([]byte, 32<<10)
+	var read int
+	var called, last time.Time
+	var longest, resumedAfter time.Duration
+	for read < size {
+		n, err := str.Read(buf)
+		now := time.Now()
+		got.Write(buf[:n])
+		read += n
+		if n > 0 {
+			if !called.IsZero() && now.Sub(last) > longest {
+				longest, resumedAfter = now.Sub(last), now.Sub(called)
+			}
+			last = now
+		}
+		if called.IsZero() && read >= size/2 && midway != nil {
+			midway()
+			called, last = time.Now(), time.Now()
+		}
+		if err != nil && (err != io.EOF || read != size) {
+			return 0, fmt.Errorf("echo after %d of %d bytes: %w", read, size, err)
+		}
+	}
+	if err := <-errc; err != nil {
+		return 0, err
+	}
+	if string(got.Sum(nil)) != string(sent.Sum(nil)) {
+		return 0, errors.New("the echo's SHA-256 differs from what was sent")
+	}
+	if longest < time.Second {
+		return 0, nil
+	}
+	return resumedAfter, nil
+}
+
+// A node killed mid-transfer (kill -9: no drain, no goodbye): two devices
+// relayed through it notice within seconds, register again at a survivor
+// through the cluster's one name (not the dead address first), their
+// relay moves there, and the transfer completes intact over the same
+// end-to-end connection. A direct pair registered at the same node goes
+// on untouched.
+func TestClusterNodeKilledMidTransfer(t *testing.T) {
+	ns := startNATS(t, 0)
+	nodes, hosts := startCluster(t, ns)
+	waitClusterConnected(t, nodes)
+
+	// All four devices resolve node 1 first: they all register there.
+	idA, idB, idC, idD := sptest.NewIdentity(t), sptest.NewIdentity(t), sptest.NewIdentity(t), sptest.NewIdentity(t)
+	a := failoverDevice(t, nodes[0], hosts, 0, idA, idB.PeerID(), true)
+	b := failoverDevice(t, nodes[0], hosts, 0, idB, idA.PeerID(), true)
+	c := failoverDevice(t, nodes[0], hosts, 0, idC, idD.PeerID(), false)
+	d := failoverDevice(t, nodes[0], hosts, 0, idD, idC.PeerID(), false)
+	if n := devicesAt(t, nodes[0]); n != 4 {
+		t.Fatalf("%d devices at node 1, want 4", n)
+	}
+	relayed := echoPair(t, a, b)
+	waitFor(t, 15*time.Second, "relay path", func() bool { return pathTo(a, b.PeerID()) == peer.PathRelay })
+	direct := echoPair(t, c, d)
+	waitFor(t, 15*time.Second, "direct path", func() bool { return directTo(c, d.PeerID()) })
+
+	// The direct pair transfers throughout, and stays direct.
+	type result struct {
+		pause time.Duration // the transfers done, on success
+		err   error
+	}
+	directDone := make(chan result, 1)
+	notDirect := make(chan struct{}, 1)
+	stopWatch := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if !directTo(c, d.PeerID()) {
+				select {
+				case notDirect <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	go func() { // transfers until the relayed one is done
+		var r result
+		for n := 0; r.err == nil; n++ {
+			select {
+			case <-stopWatch:
+				r.pause = time.Duration(n)
+				directDone <- r
+				return
+			default:
+			}
+			_, r.err = stallEcho(direct, 4<<20, nil)
+		}
+		directDone <- r
+	}()
+
+	var killed time.Time
+	resumed, err := stallEcho(relayed, 24<<20, func() {
+		killed = time.Now()
+		if err := syscall.Kill(nodes[0].Pid(), syscall.SIGKILL); err != nil {
+			t.Errorf("kill node 1: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatalf("relayed transfer: %v", err)
+	}
+	t.Logf("relayed transfer: node killed, bytes flowing again %v later (the longest pause's end; 0: no pause over 1s)", resumed.Round(time.Millisecond))
+	if resumed > 25*time.Second {
+		t.Errorf("bytes flowed again only %v after the kill", resumed)
+	}
+	close(stopWatch)
+	if dr := <-directDone; dr.err != nil {
+		t.Errorf("direct transfer: %v", dr.err)
+	} else {
+		t.Logf("direct pair: %d transfers of 4 MiB intact across the kill", int(dr.pause))
+	}
+	select {
+	case <-notDirect:
+		t.Error("the direct pair left its direct path when the node died")
+	default:
+	}
+
+	// The relay went to a survivor, and every device registered at one.
+	for _, dev := range []*peer.Device{a, b} {
+		st := dev.Status()
+		if len(st.SuperPeers) != 1 || !st.SuperPeers[0].Connected {
+			t.Errorf("super peers after the kill: %+v", st.SuperPeers)
+		}
+	}
+	if p := pathTo(a, b.PeerID()); p != peer.PathRelay {
+		t.Errorf("path after the kill %q, want relay", p)
+	}
+	waitFor(t, 30*time.Second, "all four devices at the survivors", func() bool {
+		return devicesAt(t, nodes[1])+devicesAt(t, nodes[2]) == 4
+	})
+	t.Logf("kill to all four registered at survivors: %v", time.Since(killed).Round(time.Millisecond))
+}
