@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -64,6 +65,20 @@ func waitClusterConnected(t *testing.T, nodes []*testcaddy.Caddy) {
 // a's connection.
 func echoPair(t *testing.T, a, b *peer.Device) *peer.Conn {
 	t.Helper()
+	acceptEcho(t, b)
+	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer dcancel()
+	conn, err := a.Dial(dctx, b.PeerID())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	return conn
+}
+
+// acceptEcho echoes every stream of b's first incoming connection until
+// the test ends.
+func acceptEcho(t *testing.T, b *peer.Device) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -81,14 +96,6 @@ func echoPair(t *testing.T, a, b *peer.Device) *peer.Conn {
 			wg.Go(func() { io.Copy(str, str); str.Close() })
 		}
 	})
-	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer dcancel()
-	conn, err := a.Dial(dctx, b.PeerID())
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { conn.CloseWithError(0, "") })
-	return conn
 }
 
 // pathTo is a's path to p now.
@@ -268,4 +275,92 @@ func TestClusterNodeKilledMidTransfer(t *testing.T) {
 		return devicesAt(t, nodes[1])+devicesAt(t, nodes[2]) == 4
 	})
 	t.Logf("kill to all four registered at survivors: %v", time.Since(killed).Round(time.Millisecond))
+}
+
+// NATS stopped and started again under three Caddy processes: during the
+// outage each node serves its own devices (two devices at node 1
+// introduce and connect), an introduction across nodes fails with the
+// clear "cannot reach the rest of its cluster" and counts as
+// unavailable; a dial across nodes begun during the outage retries its
+// "retry later" answers within its context and connects once NATS is
+// back, without a restart of Caddy.
+func TestClusterNATSOutage(t *testing.T) {
+	natsPort := testcaddy.FreePort(t)
+	ns := startNATS(t, natsPort)
+	nodes, hosts := startCluster(t, ns)
+	waitClusterConnected(t, nodes)
+
+	idA, idB, idC := sptest.NewIdentity(t), sptest.NewIdentity(t), sptest.NewIdentity(t)
+	a, err := peer.New(peer.Config{
+		Identity: idA, SuperPeers: []string{"https://" + clusterName + ":" + strconv.Itoa(nodes[0].Port)},
+		RootCAs: nodes[0].Roots, ListenAddr: "127.0.0.1:0", Allow: []identity.PeerID{idB.PeerID(), idC.PeerID()},
+		LookupNetIP: roundRobin(hosts, 0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	waitFor(t, 15*time.Second, "a's session", func() bool { st := a.Status().SuperPeers; return len(st) > 0 && st[0].Connected })
+	b := failoverDevice(t, nodes[0], hosts, 0, idB, idA.PeerID(), false)
+	c := failoverDevice(t, nodes[0], hosts, 1, idC, idA.PeerID(), false)
+	if devicesAt(t, nodes[0]) != 2 || devicesAt(t, nodes[1]) != 1 {
+		t.Fatalf("devices at nodes 1 and 2: %d, %d; want 2, 1", devicesAt(t, nodes[0]), devicesAt(t, nodes[1]))
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitFor(t, 15*time.Second, "disconnect from NATS at node 1", func() bool {
+		return nodes[0].Metrics(t)["netsody_superpeer_cluster_connected"] == 0
+	})
+
+	// Local service goes on.
+	conn := echoPair(t, a, b)
+	if _, err := stallEcho(conn, 1<<20, nil); err != nil {
+		t.Fatalf("transfer at one node during the outage: %v", err)
+	}
+
+	// Across nodes: the clear error, counted.
+	const unavailable = `netsody_superpeer_cluster_introductions_total{result="unavailable"}`
+	before := nodes[0].Metrics(t)[unavailable]
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_, err = a.Dial(ctx, c.PeerID())
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the rest of its cluster") {
+		t.Fatalf("dial across nodes during the outage: %v; want the cluster unavailable", err)
+	}
+	t.Logf("dial across nodes during the outage: %v", err)
+	if got := nodes[0].Metrics(t)[unavailable]; got <= before {
+		t.Errorf("%s = %v, was %v: the refusal was not counted", unavailable, got, before)
+	}
+
+	// A dial begun now connects once NATS is back.
+	acceptEcho(t, c)
+	type result struct {
+		conn *peer.Conn
+		err  error
+	}
+	dialled := make(chan result, 1)
+	dctx, dcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer dcancel()
+	go func() {
+		conn, err := a.Dial(dctx, c.PeerID())
+		dialled <- result{conn, err}
+	}()
+	time.Sleep(time.Second) // some tries refused first; not an assertion
+	startNATS(t, natsPort)
+	restarted := time.Now()
+	r := <-dialled
+	if r.err != nil {
+		t.Fatalf("dial across nodes begun during the outage: %v", r.err)
+	}
+	defer r.conn.CloseWithError(0, "")
+	t.Logf("NATS restarted: the waiting dial across nodes connected %v later", time.Since(restarted).Round(time.Millisecond))
+	if _, err := stallEcho(r.conn, 1<<20, nil); err != nil {
+		t.Fatalf("transfer across nodes after the outage: %v", err)
+	}
+	for i, n := range nodes {
+		if n.Metrics(t)["netsody_superpeer_cluster_connected"] != 1 {
+			t.Errorf("node %d not connected to NATS again", i+1)
+		}
+	}
 }
