@@ -364,3 +364,33 @@ func TestClusterNATSOutage(t *testing.T) {
 		}
 	}
 }
+
+// An idle relay through a node that is killed ends within seconds (its
+// open legs keep the session measured), not at QUIC's idle timeout, and
+// comes back through a survivor, carrying the same connection.
+func TestClusterNodeKilledIdleRelay(t *testing.T) {
+	ns := startNATS(t, 0)
+	nodes, hosts := startCluster(t, ns)
+	waitClusterConnected(t, nodes)
+	idA, idB := sptest.NewIdentity(t), sptest.NewIdentity(t)
+	a := failoverDevice(t, nodes[0], hosts, 0, idA, idB.PeerID(), true)
+	b := failoverDevice(t, nodes[0], hosts, 0, idB, idA.PeerID(), true)
+	conn := echoPair(t, a, b)
+	waitFor(t, 15*time.Second, "relay path", func() bool { return pathTo(a, b.PeerID()) == peer.PathRelay })
+	time.Sleep(2 * time.Second) // idle: the dial's packets are long gone
+
+	killed := time.Now()
+	if err := syscall.Kill(nodes[0].Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 25*time.Second, "end of the relay through the dead node", func() bool { return pathTo(a, b.PeerID()) != peer.PathRelay })
+	ended := time.Since(killed)
+	waitFor(t, 25*time.Second, "relay through a survivor", func() bool {
+		return pathTo(a, b.PeerID()) == peer.PathRelay && devicesAt(t, nodes[1])+devicesAt(t, nodes[2]) == 2
+	})
+	t.Logf("idle relay: ended %v after the kill, relayed through a survivor %v after it",
+		ended.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+	if _, err := stallEcho(conn, 1<<20, nil); err != nil {
+		t.Fatalf("transfer after the move: %v", err)
+	}
+}
