@@ -128,6 +128,9 @@ func (sp *superPeer) run() {
 
 // sessionAddr is the address sess reached its super peer at.
 func sessionAddr(sess *rendezvous.Session) netip.Addr {
+	if sess.RemoteAddr() == nil {
+		return netip.Addr{}
+	}
 	if ap, err := netip.ParseAddrPort(sess.RemoteAddr().String()); err == nil {
 		return ap.Addr().Unmap()
 	}
