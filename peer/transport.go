@@ -14,11 +14,14 @@ package peer
 //	dial -----------------------------------------------------+
 //	  | HTTP/3 answers first                 HTTP/2 first      |
 //	  v                                                        v
-//	on h3 ---- relays carry packets, pings unanswered ----> on h2 (why: "HTTP/3 unanswered")
-//	  ^        for h3Unanswered (h3Check): HTTP/2 opened,      |
-//	  |        the relays' legs move with the session          |
-//	  +---------- an HTTP/3 session opens and registers -------+
-//	             at the retry (transportCtl.wait)
+//	on h3 ---- pings unanswered for h3Unanswered ---------> on h2 (why: "HTTP/3 unanswered")
+//	  ^  |     (h3Check): HTTP/2 opened, the relays'           |  |
+//	  |  |     legs move with the session                      |  |
+//	  +--|------- an HTTP/3 session opens and registers -------+  |
+//	     |        at the retry (transportCtl.wait)                |
+//	     | unanswered, and HTTP/2             pings unanswered    |
+//	     v cannot be opened                   for h3Unanswered    v
+//	   ended (errUnanswered): run redials, another address of the name first
 //
 // The retry is the hysteresis: after a start on HTTP/2 (UDP blocked from
 // the start) it comes every H3RetryInterval; after a fall, h3RetryMin
