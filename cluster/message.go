@@ -22,8 +22,13 @@ const (
 	// subjectVersion names the subjects of Version 1; a node that speaks
 	// a later, incompatible version subscribes to both during an upgrade.
 	subjectVersion = "v1"
-	// capabilities are this node's: none yet.
-	capabilities = 0
+	// capMapping: the node sends and reads a device's NAT mapping in
+	// candidates ("nat"), issue 13's FrameMapping, so that two devices
+	// that both map per destination skip punching across nodes as on
+	// one. A receiver takes "nat" only from a sender that announced it.
+	capMapping = 1 << 0
+	// capabilities are this node's.
+	capabilities = capMapping
 )
 
 // Reply statuses.
@@ -59,10 +64,25 @@ type candidates struct {
 	RTT      uint64           `json:"rtt_us,omitempty"`
 	Observed netip.AddrPort   `json:"observed"`
 	Local    []netip.AddrPort `json:"local,omitempty"`
+	// NAT is the device's NAT as it reported it (FrameMapping); absent
+	// while unknown. Sent with capMapping.
+	NAT *natMapping `json:"nat,omitempty"`
+}
+
+// natMapping is rendezvous.Mapping in a message: the numbers of
+// PROTOCOL.md's FrameMapping, values a receiver does not know being
+// unknown.
+type natMapping struct {
+	Mapping   uint8 `json:"mapping"`
+	Filtering uint8 `json:"filtering,omitempty"`
 }
 
 func fromCandidates(c rendezvous.Candidates) candidates {
-	return candidates{Peer: c.Peer, RTT: uint64(c.PeerRTT.Microseconds()), Observed: c.Observed, Local: c.LocalAddrs}
+	out := candidates{Peer: c.Peer, RTT: uint64(c.PeerRTT.Microseconds()), Observed: c.Observed, Local: c.LocalAddrs}
+	if c.PeerNAT != (rendezvous.Mapping{}) {
+		out.NAT = &natMapping{Mapping: uint8(c.PeerNAT.Mapping), Filtering: uint8(c.PeerNAT.Filtering)}
+	}
+	return out
 }
 
 // check refuses what a node may not say of a device: more local
@@ -80,8 +100,14 @@ func (c *candidates) check() error {
 	return nil
 }
 
-func (c *candidates) rendezvous() rendezvous.Candidates {
-	return rendezvous.Candidates{Peer: c.Peer, PeerRTT: time.Duration(c.RTT) * time.Microsecond, Observed: c.Observed, LocalAddrs: c.Local}
+// rendezvous converts c from a sender that announced caps: its NAT
+// mapping is taken only with capMapping.
+func (c *candidates) rendezvous(caps uint64) rendezvous.Candidates {
+	out := rendezvous.Candidates{Peer: c.Peer, PeerRTT: time.Duration(c.RTT) * time.Microsecond, Observed: c.Observed, LocalAddrs: c.Local}
+	if c.NAT != nil && caps&capMapping != 0 {
+		out.PeerNAT = rendezvous.Mapping{Mapping: rendezvous.NATMapping(c.NAT.Mapping), Filtering: rendezvous.NATFiltering(c.NAT.Filtering)}.Known()
+	}
+	return out
 }
 
 // decode decodes a message of at most maxMessage bytes into v.

@@ -293,7 +293,7 @@ func (n *Node) Introduce(ctx context.Context, req rendezvous.ClusterRequest) (re
 	}
 	switch r.Status {
 	case statusAccepted:
-		return rendezvous.ClusterAnswer{Status: rendezvous.ClusterAccepted, Target: r.Target.rendezvous(), Node: r.Node}, nil
+		return rendezvous.ClusterAnswer{Status: rendezvous.ClusterAccepted, Target: r.Target.rendezvous(r.Caps), Node: r.Node}, nil
 	case statusBusy:
 		return rendezvous.ClusterAnswer{Status: rendezvous.ClusterBusy, Reason: r.Reason}, nil
 	}
@@ -348,7 +348,7 @@ func (n *Node) handle(msg *nats.Msg) {
 	n.mu.Unlock()
 	n.stats.InboundNow.Add(1)
 	var once sync.Once
-	local.IntroduceFromCluster(rendezvous.ClusterRequest{Target: target, Asker: req.Asker.rendezvous(), Relay: req.Relay, Node: req.Node}, func(a rendezvous.ClusterAnswer) {
+	local.IntroduceFromCluster(rendezvous.ClusterRequest{Target: target, Asker: req.Asker.rendezvous(req.Caps), Relay: req.Relay, Node: req.Node}, func(a rendezvous.ClusterAnswer) {
 		once.Do(func() {
 			n.mu.Lock()
 			n.inbound--

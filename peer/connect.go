@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -91,7 +92,7 @@ func (d *Device) introduce(ctx context.Context, peer identity.PeerID) error {
 	results := make(chan error, len(sessions))
 	for _, sess := range sessions {
 		go func() {
-			_, err := sess.Introduce(ctx, peer, rendezvous.IntroduceOptions{})
+			err := introduceRetrying(ctx, sess, peer)
 			if err != nil {
 				err = fmt.Errorf("%s: %w", sess.Authority(), err)
 			}
@@ -111,6 +112,28 @@ func (d *Device) introduce(ctx context.Context, peer identity.PeerID) error {
 		return fmt.Errorf("%w: %s: %w", ErrUnavailable, peer.Short(), err)
 	}
 	return fmt.Errorf("peer: no super peer could introduce %s: %w", peer.Short(), err)
+}
+
+// introduceRetrying asks sess to introduce peer, again while the super
+// peer answers "retry later" (ErrCodeRateLimited: its limits, or a
+// cluster node that cannot reach the rest of its cluster yet, at its
+// start or in a NATS outage), after a wait that doubles from
+// introduceRetryMin to introduceRetryMax, within ctx. When ctx ends
+// first, the super peer's last answer is the error, with ctx's.
+func introduceRetrying(ctx context.Context, sess *rendezvous.Session, peer identity.PeerID) error {
+	for wait := introduceRetryMin; ; wait = min(2*wait, introduceRetryMax) {
+		_, err := sess.Introduce(ctx, peer, rendezvous.IntroduceOptions{})
+		if rerr := (*rendezvous.Error)(nil); !errors.As(err, &rerr) || rerr.Code != rendezvous.ErrCodeRateLimited {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 // anySuperPeer waits until some super peer is connected.

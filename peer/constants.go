@@ -229,6 +229,15 @@ const (
 	// sessionRedial: after a session ends, the next dial waits this long,
 	// so that a super peer that ends every session is not hammered.
 	sessionRedial = 500 * time.Millisecond
+	// introduceRetryMin and introduceRetryMax: an introduction that a
+	// super peer answers with "retry later" (its rate limits, or a
+	// cluster node that cannot reach its cluster yet) is asked again
+	// after a wait doubling within these, while the dial's context
+	// lasts: at most a few tries a second, far below the connect rate
+	// limit (rendezvous.DefaultConnectRate), and soon after a NATS
+	// connection comes up.
+	introduceRetryMin = 250 * time.Millisecond
+	introduceRetryMax = 2 * time.Second
 	// sessionDialTimeout bounds one dial of a super peer, both transports.
 	sessionDialTimeout = 10 * time.Second
 	// superPeerPingEvery: when direct paths die, super peers are pinged

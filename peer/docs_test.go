@@ -78,5 +78,7 @@ func TestDocsTables(t *testing.T) {
 		"peer.acceptCooldown":            acceptCooldown,
 		"peer.maxAnswersQueued":          maxAnswersQueued,
 		"peer.maxDialedAddrs":            maxDialedAddrs,
+		"peer.introduceRetryMin":         introduceRetryMin,
+		"peer.introduceRetryMax":         introduceRetryMax,
 	}, "../docs/DEVICE.md")
 }

@@ -220,6 +220,7 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 		return nil
 	default:
 	}
+	sp.legs.Add(1) // until readRelay's end
 	if d.movesRelay(p) {
 		p.relayCtl.maintain.Do(func() { d.goRun(func() { d.maintainRelay(p) }) })
 	}
@@ -243,6 +244,7 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 	}
 	rp.conn.Close()
 	close(rp.done)
+	rp.sp.legs.Add(-1)
 	p.mu.Lock()
 	current := p.relayDownLocked(rp)
 	inUse := p.inUseLocked()

@@ -65,10 +65,21 @@ type superPeer struct {
 	transportWhy string
 	relayOut     atomic.Uint64
 	transportCtl transportCtl
-	// turn picks which of the name's addresses the next session tries
-	// (resolve); a failed dial moves it on, so that a device fails over
-	// between the nodes behind one name.
-	turn atomic.Uint32
+	// legs counts the relay legs open through this super peer
+	// (dialRelay to readRelay's end): while there are any, the session's
+	// check pings it every h3CheckEvery (transport.go), so that a dead
+	// node ends idle relays too within seconds.
+	legs atomic.Int32
+	// failedAt is when each of the name's addresses last failed: a dial
+	// that failed, or a session that ended. The next session tries the
+	// name's addresses that have not failed first, in the resolver's
+	// order, then the one that failed longest ago (resolve): a device
+	// fails over between the nodes behind one name, and a dead node goes
+	// to the back. The run goroutine's own; it holds only the name's
+	// addresses.
+	failedAt map[netip.Addr]time.Time
+	// dialled is the address the last dial went to (resolve).
+	dialled netip.Addr
 }
 
 // makeSuperPeer makes the device's super peer at url; run starts it.
@@ -87,7 +98,7 @@ func (sp *superPeer) run() {
 		}
 		sess, announced, err := sp.dial(sp.raceH3H2)
 		if err != nil {
-			sp.turn.Add(1) // the next dial tries the name's next address
+			sp.addrFailed(sp.dialled) // the next dial tries another address of the name
 			sp.mu.Lock()
 			sp.lastErr = err
 			sp.mu.Unlock()
@@ -108,9 +119,12 @@ func (sp *superPeer) run() {
 			sess.Close()
 			return
 		}
-		sess = sp.awaitEnd(sess)
+		sess, why := sp.awaitEnd(sess)
+		if why == nil {
+			why = sess.Err()
+		}
 		sp.mu.Lock()
-		sp.sess, sp.lastErr = nil, sess.Err()
+		sp.sess, sp.lastErr = nil, why
 		sp.ready = make(chan struct{})
 		sp.mu.Unlock()
 		sess.Close()
@@ -119,8 +133,56 @@ func (sp *superPeer) run() {
 		default:
 			sp.changed()
 		}
+		// Whatever ended the session (its node died or drains, the path
+		// to it broke), the next one starts at another node of the name.
+		sp.addrFailed(sessionAddr(sess))
 		backoff = sessionRedial
 	}
+}
+
+// sessionAddr is the address sess reached its super peer at.
+func sessionAddr(sess *rendezvous.Session) netip.Addr {
+	if sess.RemoteAddr() == nil {
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(sess.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// addrFailed records that a of the super peer's name failed now.
+func (sp *superPeer) addrFailed(a netip.Addr) {
+	if !a.IsValid() {
+		return
+	}
+	if sp.failedAt == nil {
+		sp.failedAt = make(map[netip.Addr]time.Time)
+	}
+	sp.failedAt[a] = time.Now()
+}
+
+// pickAddr chooses among usable, the name's addresses in the resolver's
+// order: the first that has not failed, else the one that failed longest
+// ago. Failures of addresses the name no longer has are forgotten, so
+// that failedAt holds only the name's.
+func (sp *superPeer) pickAddr(usable []netip.Addr) netip.Addr {
+	for a := range sp.failedAt {
+		if !slices.Contains(usable, a) {
+			delete(sp.failedAt, a)
+		}
+	}
+	best := usable[0]
+	for _, a := range usable {
+		at, failed := sp.failedAt[a]
+		if !failed {
+			return a
+		}
+		if at.Before(sp.failedAt[best]) {
+			best = a
+		}
+	}
+	return best
 }
 
 // install makes sess the super peer's session, in place of the one there
@@ -321,9 +383,11 @@ func race(ctx context.Context, first, second func(context.Context) (*rendezvous.
 
 // resolve finds the super peer's address in a family the device has a
 // socket for: of the name's addresses (IPv4 first, then IPv6, each in
-// the resolver's order), the one whose turn it is, so that a failure
-// tries the next one (docs/CLUSTER.md: many nodes behind one name).
+// the resolver's order), the first that has not failed (pickAddr), so
+// that a failure tries the next one (docs/CLUSTER.md: many nodes behind
+// one name). The run goroutine's, as failedAt is.
 func (sp *superPeer) resolve() (string, error) {
+	sp.dialled = netip.Addr{}
 	u, err := url.Parse(sp.url)
 	if err != nil {
 		return "", err
@@ -353,7 +417,8 @@ func (sp *superPeer) resolve() (string, error) {
 		}
 	}
 	if len(usable) > 0 {
-		ip := usable[int(sp.turn.Load()%uint32(len(usable)))]
+		ip := sp.pickAddr(usable)
+		sp.dialled = ip
 		return net.JoinHostPort(ip.String(), port), nil
 	}
 	return "", fmt.Errorf("peer: %s has no address of a family this device has a socket for", u.Hostname())

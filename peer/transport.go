@@ -14,11 +14,14 @@ package peer
 //	dial -----------------------------------------------------+
 //	  | HTTP/3 answers first                 HTTP/2 first      |
 //	  v                                                        v
-//	on h3 ---- relays carry packets, pings unanswered ----> on h2 (why: "HTTP/3 unanswered")
-//	  ^        for h3Unanswered (h3Check): HTTP/2 opened,      |
-//	  |        the relays' legs move with the session          |
-//	  +---------- an HTTP/3 session opens and registers -------+
-//	             at the retry (transportCtl.wait)
+//	on h3 ---- pings unanswered for h3Unanswered ---------> on h2 (why: "HTTP/3 unanswered")
+//	  ^  |     (h3Check): HTTP/2 opened, the relays'           |  |
+//	  |  |     legs move with the session                      |  |
+//	  +--|------- an HTTP/3 session opens and registers -------+  |
+//	     |        at the retry (transportCtl.wait)                |
+//	     | unanswered, and HTTP/2             pings unanswered    |
+//	     v cannot be opened                   for h3Unanswered    v
+//	   ended (errUnanswered): run redials, another address of the name first
 //
 // The retry is the hysteresis: after a start on HTTP/2 (UDP blocked from
 // the start) it comes every H3RetryInterval; after a fall, h3RetryMin
@@ -91,23 +94,34 @@ func (c *transportCtl) retryFailed(ceiling time.Duration) time.Duration {
 type answerer interface {
 	Ping()
 	Answered() time.Time
+	Unanswered() time.Time
 }
 
-// h3Check measures whether an HTTP/3 session still delivers, while its
-// relays carry packets: every h3CheckEvery it pings the super peer, and
-// a session whose pings stay unanswered for h3Unanswered does not. A
-// pong travels the path that the relay's datagrams do (one QUIC
-// connection, one UDP flow), both ways, and cannot be forged on the path.
+// h3Check measures whether a session still delivers: every h3CheckEvery
+// while its super peer has relay legs open or its relays carry packets,
+// it pings the super peer, and a session whose pings stay unanswered for
+// h3Unanswered does not. The session's own keepalive pings (every
+// keepalive interval, 15 s by default) count as well, so that a session
+// without relays is found dead within that and h3Unanswered. A pong
+// travels the path that the relay's datagrams do (one QUIC connection,
+// one UDP flow; or the HTTP/2 connection), both ways, and cannot be
+// forged on the path. One mechanism for both transports: a dead HTTP/3
+// session falls to HTTP/2, and one that cannot (its node is gone) or a
+// dead HTTP/2 one ends, for the device to redial another node of the
+// name (awaitEnd).
 //
-//	         relays carried packets, h3CheckEvery since the last ping
+//	         legs open or packets relayed, h3CheckEvery since the last ping
 //	quiet -----------------------------------------------------------> asked (ping at askedAt)
 //	  ^                                                                  |      |
 //	  +------------------- answered after askedAt -----------------------+      | not for h3Unanswered
 //	                                                                            v
-//	                                                                          dead: fall to HTTP/2
+//	          a keepalive unanswered for h3Unanswered ------------------>  dead
 type h3Check struct {
 	sess answerer
 	ping func(func()) // runs a ping off the caller's goroutine: Device.goRun
+	// legs, if set, reports whether relay legs run through the session's
+	// super peer (superPeer.legs): idle ones are checked too.
+	legs func() bool
 
 	carried uint64    // the super peer's relayOut at the last tick
 	askedAt time.Time // the ping waited for; zero if none
@@ -120,6 +134,9 @@ type h3Check struct {
 func (c *h3Check) tick(now time.Time, relayOut uint64) (dead bool) {
 	carried := relayOut != c.carried
 	c.carried = relayOut
+	if u := c.sess.Unanswered(); !u.IsZero() && now.Sub(u) >= h3Unanswered {
+		return true // a keepalive, or a ping of ours, that nothing answered
+	}
 	if !c.askedAt.IsZero() {
 		if c.sess.Answered().After(c.askedAt) {
 			c.askedAt = time.Time{}
@@ -127,7 +144,8 @@ func (c *h3Check) tick(now time.Time, relayOut uint64) (dead bool) {
 		}
 		return now.Sub(c.askedAt) >= h3Unanswered
 	}
-	if carried && now.Sub(c.lastAsk) >= h3CheckEvery && !c.pinging.Load() {
+	inUse := carried || (c.legs != nil && c.legs())
+	if inUse && now.Sub(c.lastAsk) >= h3CheckEvery && !c.pinging.Load() {
 		c.askedAt, c.lastAsk = now, now
 		c.pinging.Store(true)
 		c.ping(func() {
@@ -137,6 +155,9 @@ func (c *h3Check) tick(now time.Time, relayOut uint64) (dead bool) {
 	}
 	return false
 }
+
+// errUnanswered is why a session that stopped delivering ended (awaitEnd).
+var errUnanswered = fmt.Errorf("peer: super peer unanswered for %v", h3Unanswered)
 
 // Why a session is over HTTP/2, for status and connect: HTTP/3 stopped
 // delivering (h3Check), or lost the race when the session opened.
@@ -149,53 +170,60 @@ var (
 // way (the diagram above): an HTTP/3 session that stops delivering gives
 // way to HTTP/2, and one over HTTP/2 tries HTTP/3 again at the retry. The
 // session that replaces another becomes the super peer's, and the one
-// awaited. awaitEnd returns the session it awaited last.
-func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
+// awaited. A session that stops delivering and cannot fall to HTTP/2 (its
+// node is gone), or one over HTTP/2 that stops delivering, is ended
+// here, within h3Unanswered, rather than at QUIC's or TCP's timeouts:
+// its relays' legs end with it and move, and the device redials another
+// address of the name (run). awaitEnd returns the session it awaited
+// last, and errUnanswered if it ended it for that.
+func (sp *superPeer) awaitEnd(sess *rendezvous.Session) (*rendezvous.Session, error) {
 	d := sp.dev
 	ctl := &sp.transportCtl
 	var check *h3Check
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
-	onH3 := func(s *rendezvous.Session) {
-		ctl.onH3(time.Now())
-		check = &h3Check{sess: s, ping: d.goRun, carried: sp.relayOut.Load()}
+	watch := func(s *rendezvous.Session) {
+		check = &h3Check{sess: s, ping: d.goRun, carried: sp.relayOut.Load(), legs: func() bool { return sp.legs.Load() > 0 }}
 	}
 	if sess.Transport() == rendezvous.TransportH3 {
-		onH3(sess)
+		ctl.onH3(time.Now())
 	} else {
 		retry.Reset(ctl.startedOnH2(d.cfg.H3RetryInterval))
 	}
+	watch(sess)
 	tick := time.NewTicker(h3CheckTick)
 	defer tick.Stop()
 	for {
-		var retryC, tickC <-chan time.Time
+		var retryC <-chan time.Time
 		if sess.Transport() == rendezvous.TransportH2 {
 			retryC = retry.C
-		} else if check != nil {
-			tickC = tick.C
 		}
 		select {
 		case <-sess.Done():
-			return sess
+			return sess, nil
 		case <-sp.ctx.Done():
-			return sess
-		case now := <-tickC:
+			return sess, nil
+		case now := <-tick.C:
 			if !check.tick(now, sp.relayOut.Load()) {
 				continue
 			}
-			check = nil // measured once: a failed fall leaves the session to end by itself
+			if sess.Transport() == rendezvous.TransportH2 {
+				d.log.Info("super peer: session unanswered, ending it", zap.String("url", sp.url), zap.Duration("unanswered", h3Unanswered))
+				return sess, errUnanswered
+			}
 			d.log.Info("super peer: HTTP/3 unanswered, moving to HTTP/2", zap.String("url", sp.url), zap.Duration("unanswered", h3Unanswered))
 			sp.setTransportWhy(whyH2)
 			h2, announced, err := sp.dial(sp.onlyH2)
 			if err != nil {
-				d.log.Debug("super peer: no HTTP/2 either", zap.String("url", sp.url), zap.Error(err))
-				continue
+				d.log.Info("super peer: no HTTP/2 either, ending the session", zap.String("url", sp.url), zap.Error(err))
+				return sess, errUnanswered
 			}
 			if !sp.replace(sess, h2, announced) {
-				return sess
+				return sess, nil
 			}
 			sess = h2
+			watch(h2)
 			retry.Reset(ctl.fell(now, d.cfg.H3RetryInterval))
 		case <-retryC:
 			h3, announced, err := sp.dial(sp.onlyH3)
@@ -204,10 +232,11 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 				continue
 			}
 			if !sp.replace(sess, h3, announced) {
-				return sess
+				return sess, nil
 			}
 			sess = h3
-			onH3(h3)
+			ctl.onH3(time.Now())
+			watch(h3)
 		}
 	}
 }

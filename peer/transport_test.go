@@ -25,6 +25,9 @@ func (f *fakeSession) Answered() time.Time {
 	return f.answered
 }
 
+// Unanswered is zero: the fake sends no keepalives of its own.
+func (f *fakeSession) Unanswered() time.Time { return time.Time{} }
+
 func (f *fakeSession) answer(at time.Time) {
 	f.mu.Lock()
 	f.answered = at

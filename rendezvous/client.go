@@ -439,6 +439,17 @@ func (s *Session) Answered() time.Time {
 	return s.rtt.answered
 }
 
+// Unanswered is when the oldest of this device's pings that no answer
+// has followed went (Ping, and the keepalives), and zero while every ping
+// has been answered. A session unanswered for seconds no longer
+// delivers, whatever QUIC or TCP may still believe: its super peer is
+// gone, or the path to it is.
+func (s *Session) Unanswered() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rtt.waiting
+}
+
 // ServerRTT is the smoothed round-trip time as the super peer measured it.
 func (s *Session) ServerRTT() time.Duration {
 	s.mu.Lock()

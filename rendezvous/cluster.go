@@ -65,7 +65,9 @@ var ErrClusterUnavailable = errors.New("rendezvous: the rest of the cluster cann
 type ClusterRequest struct {
 	Target identity.PeerID
 	// Asker is how to reach the asking device (Asker.Peer), as its node
-	// sees it; the flags are not used.
+	// sees it, with the NAT mapping it reported (PeerNAT; the target's
+	// node passes it on only to a device that reads it); the flags are
+	// not used.
 	Asker Candidates
 	// Relay is FrameConnect's FlagRelay (not acted on: see above).
 	Relay bool
@@ -271,7 +273,7 @@ func (s *session) clusterAnswered(a *ask, t *time.Timer, ans ClusterAnswer, err 
 		srv.stats.ClusterTimeouts.Add(1)
 		f = c.unavailableLocked(a, a.since, cfg)
 	case ans.Status == ClusterAccepted && ans.Target.Peer == a.peer:
-		theirs := ans.Target
+		theirs := s.readable(ans.Target)
 		theirs.Initiator, theirs.Relay = true, false
 		theirs.RelayNode = relayNodeFor(s.proto.Capabilities, ans.Node)
 		f = theirs.frame()
@@ -379,6 +381,7 @@ func (srv *Server) introduceRemoteAtOnce(target *session, asker Candidates, repl
 		reply(ClusterAnswer{Status: ClusterBusy, Reason: "the peer is asked for by too many devices now; retry in a moment"})
 		return
 	}
+	asker = target.readable(asker)
 	switch target.out.offer(asker.Peer, asker.frame()) {
 	case offerDropped:
 		srv.stats.IntroductionsDropped.Add(1)
@@ -402,7 +405,8 @@ func (s *session) answerRemote(a *ask, accept bool) {
 	}
 	s.srv.stats.ConsentAccepted.Add(1)
 	a.remote.reply(ClusterAnswer{Status: ClusterAccepted, Target: s.candidates()})
-	s.send(a.remote.cands.frame())
+	cands := s.readable(a.remote.cands)
+	s.send(cands.frame())
 	s.srv.stats.Connects.Add(1)
 }
 

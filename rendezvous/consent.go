@@ -372,14 +372,18 @@ func pairCandidates(asker, target *session, relay bool) (toAsker, toTarget []byt
 	mine, theirs := asker.candidates(), target.candidates()
 	theirs.Initiator = true
 	mine.Relay, theirs.Relay = relay, relay
-	// A peer's mapping goes only to a device that reads it.
-	if !asker.proto.Capabilities.Has(CapMapping) {
-		theirs.PeerNAT = Mapping{}
-	}
-	if !target.proto.Capabilities.Has(CapMapping) {
-		mine.PeerNAT = Mapping{}
-	}
+	theirs, mine = asker.readable(theirs), target.readable(mine)
 	return theirs.frame(), mine.frame()
+}
+
+// readable returns a peer's candidates as s's device may get them: a
+// peer's mapping goes only to a device that reads it (CapMapping), from
+// this node or another.
+func (s *session) readable(c Candidates) Candidates {
+	if !s.proto.Capabilities.Has(CapMapping) {
+		c.PeerNAT = Mapping{}
+	}
+	return c
 }
 
 // closeConsent ends s's lookups and the requests to s, once s has

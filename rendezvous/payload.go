@@ -399,6 +399,18 @@ type Mapping struct {
 	Filtering NATFiltering
 }
 
+// Known returns m with each value this version does not know as
+// unknown (0): what a receiver takes from a later sender.
+func (m Mapping) Known() Mapping {
+	if m.Mapping > lastMapping {
+		m.Mapping = MappingUnknown
+	}
+	if m.Filtering > lastFiltering {
+		m.Filtering = FilteringUnknown
+	}
+	return m
+}
+
 // mappingLen is the length of a Mapping on the wire.
 const mappingLen = 2
 
@@ -407,15 +419,9 @@ func (m Mapping) append(b []byte) []byte { return append(b, byte(m.Mapping), byt
 // take decodes a Mapping from d; a value this version does not know is
 // unknown (0).
 func (m *Mapping) take(d *decoder) {
-	mp, f := NATMapping(d.u8()), NATFiltering(d.u8())
-	if mp > lastMapping {
-		mp = MappingUnknown
-	}
-	if f > lastFiltering {
-		f = FilteringUnknown
-	}
+	got := Mapping{Mapping: NATMapping(d.u8()), Filtering: NATFiltering(d.u8())}.Known()
 	if d.err == nil {
-		*m = Mapping{Mapping: mp, Filtering: f}
+		*m = got
 	}
 }
 

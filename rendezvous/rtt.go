@@ -12,6 +12,11 @@ type rttEstimator struct {
 	// answered is when a pong last answered one of the pings sent, the
 	// last or an earlier one: the other end hears this one and is heard.
 	answered time.Time
+	// waiting is when the oldest ping that no answer has followed went;
+	// zero while every ping sent has been answered. A later ping does
+	// not move it: a path that stopped delivering stays unanswered
+	// however often it is pinged.
+	waiting time.Time
 }
 
 // ping returns the next ping to send at now; it carries the smoothed RTT
@@ -19,6 +24,9 @@ type rttEstimator struct {
 func (r *rttEstimator) ping(now time.Time) Ping {
 	r.nonce++
 	r.sent = now
+	if r.waiting.IsZero() {
+		r.waiting = now
+	}
 	return Ping{Nonce: r.nonce, RTT: r.srtt}
 }
 
@@ -27,6 +35,7 @@ func (r *rttEstimator) ping(now time.Time) Ping {
 func (r *rttEstimator) pong(nonce uint64, now time.Time) {
 	if nonce != 0 && nonce <= r.nonce {
 		r.answered = now
+		r.waiting = time.Time{}
 	}
 	if nonce == r.nonce && !r.sent.IsZero() {
 		r.add(now.Sub(r.sent))
