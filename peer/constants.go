@@ -186,6 +186,17 @@ const (
 	// failing is retried this many times, then given up; the next lost
 	// direct path asks again.
 	relayRetriesWhileDirect = 4
+	// relayFollowWait: when a relay in use ends (its super peer went away,
+	// or a session moved between HTTP/3 and HTTP/2), the device that does
+	// not move relays waits this long for the one that does to open the
+	// relay again, and joins it (joinRelay), instead of opening its own:
+	// two openings make two pairs of legs, and the super peer refuses one
+	// leg (409 superseded). Well over what the mover takes (its reader
+	// sees the end, one introduction, the super peer's word to this
+	// device: a few RTTs, under a second on a loaded machine), far under
+	// QUIC's idle timeout; after it, this device opens the relay itself
+	// (the mover may not need it, or be gone).
+	relayFollowWait = 2 * time.Second
 
 	// Hysteresis for moving a relay to a nearer super peer: the new one
 	// must be this much better, relatively and absolutely, so that two

@@ -54,6 +54,7 @@ func TestDocsTables(t *testing.T) {
 		"peer.h3RetryMin":                h3RetryMin,
 		"peer.h3StableFor":               h3StableFor,
 		"peer.relayRetriesWhileDirect":   relayRetriesWhileDirect,
+		"peer.relayFollowWait":           relayFollowWait,
 		"peer.sessionBackoffMin":         sessionBackoffMin,
 		"peer.sessionBackoffMax":         sessionBackoffMax,
 		"peer.sessionDialTimeout":        sessionDialTimeout,
