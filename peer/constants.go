@@ -280,8 +280,9 @@ const (
 	// verdict was wrong, at a cost of nothing.
 	slowPunchInterval = 20 * time.Second
 	// The transport to a super peer (transport.go). h3CheckTick: how
-	// often an HTTP/3 session's measure is looked at; finer than the
-	// others.
+	// often an HTTP/3 session's measure is looked at while its relays
+	// carry packets or a ping is waited for (it sleeps otherwise, until
+	// the next packet relayed); finer than the others.
 	h3CheckTick = 100 * time.Millisecond
 	// h3CheckEvery: while its relays carry packets, a super peer is
 	// pinged this often over HTTP/3: a measure a second, for one small

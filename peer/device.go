@@ -116,7 +116,7 @@ func New(cfg Config) (*Device, error) {
 	}
 	// d.sps is complete before anything that reads it runs.
 	for _, u := range cfg.SuperPeers {
-		d.sps = append(d.sps, &superPeer{dev: d, url: u, ready: make(chan struct{}), pace: rate.NewLimiter(introduceRate, introduceBurst)})
+		d.sps = append(d.sps, &superPeer{dev: d, url: u, ready: make(chan struct{}), relayWake: make(chan struct{}, 1), pace: rate.NewLimiter(introduceRate, introduceBurst)})
 	}
 	d.startCallbacks()
 	d.goRun(d.forgetIdlePeers)

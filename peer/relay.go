@@ -46,7 +46,7 @@ func (rp *relayPath) usingFast() *fastLeg {
 // delivers, else over the leg.
 func (rp *relayPath) write(b []byte) {
 	rp.relayed.Add(uint64(len(b)))
-	rp.sp.relayOut.Add(1)
+	rp.sp.relayedOne()
 	if f := rp.usingFast(); f != nil {
 		f.send(b)
 		return

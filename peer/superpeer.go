@@ -58,6 +58,13 @@ type superPeer struct {
 	transportWhy string
 	relayOut     atomic.Uint64
 	transportCtl transportCtl
+	// The check sleeps while relays carry nothing (transport.go,
+	// relayedOne): relayIdle says it does, and the first packet relayed
+	// after sets it back and wakes it through relayWake. checkWakeups
+	// counts its ticks (the tests' measure of an idle device's cost).
+	relayIdle    atomic.Bool
+	relayWake    chan struct{}
+	checkWakeups atomic.Uint64
 	// turn picks which of the name's addresses the next session tries
 	// (resolve); a failed dial moves it on, so that a device fails over
 	// between the nodes behind one name.

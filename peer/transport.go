@@ -110,6 +110,7 @@ type h3Check struct {
 	ping func(func()) // runs a ping off the caller's goroutine: Device.goRun
 
 	carried uint64    // the super peer's relayOut at the last tick
+	busy    bool      // relays carried packets before the last tick
 	askedAt time.Time // the ping waited for; zero if none
 	lastAsk time.Time
 	pinging atomic.Bool // a Ping is being written
@@ -119,7 +120,7 @@ type h3Check struct {
 // relayed packets so far, and reports whether it no longer delivers.
 func (c *h3Check) tick(now time.Time, relayOut uint64) (dead bool) {
 	carried := relayOut != c.carried
-	c.carried = relayOut
+	c.carried, c.busy = relayOut, carried
 	if !c.askedAt.IsZero() {
 		if c.sess.Answered().After(c.askedAt) {
 			c.askedAt = time.Time{}
@@ -134,6 +135,39 @@ func (c *h3Check) tick(now time.Time, relayOut uint64) (dead bool) {
 			defer c.pinging.Store(false)
 			c.sess.Ping()
 		})
+	}
+	return false
+}
+
+// idle reports whether the measure has nothing to do until relays carry
+// packets again: none carried at the last tick, and no ping waited for.
+func (c *h3Check) idle() bool { return !c.busy && c.askedAt.IsZero() }
+
+// relayedOne counts a packet relayed through the super peer, and wakes
+// its transport check if it sleeps (sleepUntilRelayed): an atomic load
+// per packet while it does not.
+func (sp *superPeer) relayedOne() {
+	sp.relayOut.Add(1)
+	if sp.relayIdle.Load() && sp.relayIdle.CompareAndSwap(true, false) {
+		select {
+		case sp.relayWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sleepUntilRelayed marks the transport check asleep until the next
+// packet relayed (relayedOne wakes it), unless one has been since the
+// check last counted carried; it reports whether it sleeps.
+func (sp *superPeer) sleepUntilRelayed(carried uint64) bool {
+	sp.relayIdle.Store(true)
+	if sp.relayOut.Load() == carried {
+		return true
+	}
+	sp.relayIdle.Store(false)
+	select { // a wake the packet may have left
+	case <-sp.relayWake:
+	default:
 	}
 	return false
 }
@@ -166,22 +200,42 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 	} else {
 		retry.Reset(ctl.startedOnH2(d.cfg.H3RetryInterval))
 	}
+	// The check ticks while relays carry packets or a ping is waited
+	// for, and sleeps otherwise, until the next packet relayed wakes it:
+	// an idle device costs no wakeups here.
 	tick := time.NewTicker(h3CheckTick)
 	defer tick.Stop()
+	ticking := true
+	wake := func() {
+		sp.relayIdle.Store(false)
+		ticking = true
+		tick.Reset(h3CheckTick)
+	}
 	for {
 		var retryC, tickC <-chan time.Time
-		if sess.Transport() == rendezvous.TransportH2 {
+		var wakeC <-chan struct{}
+		switch {
+		case sess.Transport() == rendezvous.TransportH2:
 			retryC = retry.C
-		} else if check != nil {
+		case check != nil && ticking:
 			tickC = tick.C
+		case check != nil:
+			wakeC = sp.relayWake
 		}
 		select {
 		case <-sess.Done():
 			return sess
 		case <-d.closed:
 			return sess
+		case <-wakeC:
+			wake()
 		case now := <-tickC:
+			sp.checkWakeups.Add(1)
 			if !check.tick(now, sp.relayOut.Load()) {
+				if check.idle() && sp.sleepUntilRelayed(check.carried) {
+					ticking = false
+					tick.Stop()
+				}
 				continue
 			}
 			check = nil // measured once: a failed fall leaves the session to end by itself
@@ -208,6 +262,7 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 			}
 			sess = h3
 			onH3(h3)
+			wake()
 		}
 	}
 }
