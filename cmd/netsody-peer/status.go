@@ -141,11 +141,7 @@ func printStatus(w io.Writer, st peer.Status) error {
 	fmt.Fprintln(tw, "SUPER PEER\tCONNECTED\tRTT\tFAMILY\tTRANSPORT\tSEEN AS")
 	for _, sp := range st.SuperPeers {
 		if !sp.Connected {
-			reason := "-"
-			if sp.Error != "" {
-				reason = "(" + oneLine(sp.Error) + ")"
-			}
-			fmt.Fprintf(tw, "%s\tno\t-\t-\t-\t%s\n", sp.URL, reason)
+			fmt.Fprintf(tw, "%s\tno\t-\t-\t-\t%s\n", sp.URL, dash(whyDown(sp)))
 			continue
 		}
 		transport := sp.Transport
@@ -196,6 +192,15 @@ func fmtMillis(ms float64) string {
 		return fmt.Sprintf("%.1f ms", ms)
 	}
 	return fmt.Sprintf("%.0f ms", ms)
+}
+
+// whyDown is why a super peer is not connected, in parentheses on one
+// line, or "" if no attempt failed yet.
+func whyDown(sp peer.SuperPeerStatus) string {
+	if sp.Error == "" {
+		return ""
+	}
+	return "(" + oneLine(sp.Error) + ")"
 }
 
 func dash(s string) string {
