@@ -233,7 +233,9 @@ const (
 	superPeerPingEvery = time.Second
 
 	// The relay fast path (fastpath.go). fastPathTick: how often a fast
-	// path's state is looked at; finer than every timeout below.
+	// path's state is looked at while packets go out or a probe is
+	// waited for (an idle one in use sleeps until its keepalive or the
+	// next packet sent); finer than every timeout below.
 	fastPathTick = 50 * time.Millisecond
 	// fastPathProbeTimeout: a PROBE not answered (CHALLENGE, BOUND) within
 	// this long is lost: many RTTs to a super peer, under load too.

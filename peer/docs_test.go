@@ -37,6 +37,7 @@ func TestDocsTables(t *testing.T) {
 		"peer.fastPathQuiet":             fastPathQuiet,
 		"peer.fastPathDeadProbes":        fastPathDeadProbes,
 		"peer.fastPathKeepalive":         fastPathKeepalive,
+		"peer.fastPathTick":              fastPathTick,
 		"peer.fastPathHold":              fastPathHold,
 		"peer.fastPathRetryMin":          fastPathRetryMin,
 		"peer.fastPathRetryMax":          fastPathRetryMax,

@@ -123,3 +123,38 @@ func TestRelayFastPathRebinding(t *testing.T) {
 	}
 	waitRelay(t, c, RelayFast, 5*time.Second)
 }
+
+// An idle relayed connection on the fast path costs no wakeups of the
+// fast path's loop beyond its keepalives: over an idle second it ticks a
+// few times at most (the connection's QUIC keepalives wake it), where it
+// ticked every fastPathTick; packets sent wake it, and the fast path
+// carries them.
+func TestIdleFastPathSleeps(t *testing.T) {
+	s, _ := superPeerServer(t)
+	a, b := newDevice(t, s, relayOnly), newDevice(t, s, relayOnly)
+	echo(t, b)
+	c := dial(t, a, b)
+	roundTrip(t, c, "hello")
+	waitRelay(t, c, RelayFast, 5*time.Second)
+	p := a.peer(b.PeerID(), false)
+	p.mu.Lock()
+	f := p.paths.relay.fast.Load()
+	p.mu.Unlock()
+	for i := 0; i < 500 && !f.asleep.Load(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	const idle = 20 * fastPathTick
+	before := f.ticks.Load()
+	time.Sleep(idle)
+	if n := f.ticks.Load() - before; n > 4 {
+		t.Errorf("%d ticks of the fast path's loop over an idle %v, want a few at most", n, idle)
+	}
+	before = f.ticks.Load()
+	echoTransfer(t, c, 256<<10, 4, func(int) {})
+	if f.ticks.Load() == before {
+		t.Error("packets sent did not wake the fast path's loop")
+	}
+	if p := c.Path(); p.Relay != RelayFast {
+		t.Fatalf("path %s after the idle time, want the fast path", p)
+	}
+}
