@@ -23,15 +23,23 @@ func waitRelay(t testing.TB, c *Conn, tr RelayTransport, within time.Duration) {
 	}
 }
 
+// fastConn connects two relay-only devices through s, b echoing, and
+// waits until the connection is relayed over the fast path.
+func fastConn(t *testing.T, s *sptest.Servers) (a, b *Device, c *Conn) {
+	t.Helper()
+	a, b = newDevice(t, s, relayOnly), newDevice(t, s, relayOnly)
+	echo(t, b)
+	c = dial(t, a, b)
+	roundTrip(t, c, "hello")
+	waitRelay(t, c, RelayFast, 5*time.Second)
+	return a, b, c
+}
+
 // A relayed connection moves onto the fast path once validated, and a
 // transfer over it arrives intact; the super peer forwarded it there.
 func TestRelayFastPath(t *testing.T) {
 	s, rl := superPeerServer(t)
-	a, b := newDevice(t, s, relayOnly), newDevice(t, s, relayOnly)
-	echo(t, b)
-	c := dial(t, a, b)
-	roundTrip(t, c, "hello")
-	waitRelay(t, c, RelayFast, 5*time.Second)
+	a, _, c := fastConn(t, s)
 	before := rl.Stats().FastPath.Datagrams.Load()
 	echoTransfer(t, c, 4<<20, 16, func(int) {})
 	if p := c.Path(); p.Relay != RelayFast {
@@ -131,11 +139,7 @@ func TestRelayFastPathRebinding(t *testing.T) {
 // carries them.
 func TestIdleFastPathSleeps(t *testing.T) {
 	s, _ := superPeerServer(t)
-	a, b := newDevice(t, s, relayOnly), newDevice(t, s, relayOnly)
-	echo(t, b)
-	c := dial(t, a, b)
-	roundTrip(t, c, "hello")
-	waitRelay(t, c, RelayFast, 5*time.Second)
+	a, b, c := fastConn(t, s)
 	p := a.peer(b.PeerID(), false)
 	p.mu.Lock()
 	f := p.paths.relay.fast.Load()
