@@ -155,6 +155,10 @@ func TestIdleFastPathSleeps(t *testing.T) {
 	}
 	before = f.ticks.Load()
 	echoTransfer(t, c, 256<<10, 4, func(int) {})
+	// Woken, it ticks fastPathTick later, perhaps after the transfer.
+	for i := 0; i < 200 && f.ticks.Load() == before; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if f.ticks.Load() == before {
 		t.Error("packets sent did not wake the fast path's loop")
 	}

@@ -105,6 +105,9 @@ type answerer interface {
 //	  +------------------- answered after askedAt -----------------------+      | not for h3Unanswered
 //	                                                                            v
 //	                                                                          dead: fall to HTTP/2
+//
+// Quiet with no ping waited for (idle), it is not ticked at all: awaitEnd
+// sleeps until the next packet relayed wakes it (relayedOne).
 type h3Check struct {
 	sess answerer
 	ping func(func()) // runs a ping off the caller's goroutine: Device.goRun
@@ -206,6 +209,7 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) *rendezvous.Session {
 	tick := time.NewTicker(h3CheckTick)
 	defer tick.Stop()
 	ticking := true
+	sp.relayIdle.Store(false) // as an earlier session's check may have left it
 	wake := func() {
 		sp.relayIdle.Store(false)
 		ticking = true
