@@ -186,6 +186,17 @@ const (
 	// failing is retried this many times, then given up; the next lost
 	// direct path asks again.
 	relayRetriesWhileDirect = 4
+	// relayFollowWait: when a relay in use ends (its super peer went away,
+	// or a session moved between HTTP/3 and HTTP/2), the device that does
+	// not move relays waits this long for the one that does to open the
+	// relay again, and joins it (joinRelay), instead of opening its own:
+	// two openings make two pairs of legs, and the super peer refuses one
+	// leg (409 superseded). Well over what the mover takes (its reader
+	// sees the end, one introduction, the super peer's word to this
+	// device: a few RTTs, under a second on a loaded machine), far under
+	// QUIC's idle timeout; after it, this device opens the relay itself
+	// (the mover may not need it, or be gone).
+	relayFollowWait = 2 * time.Second
 
 	// Relay nodes (relaynode.go): the nodes of a cluster that its super
 	// peers name as holding a peer, where the device registers for the
@@ -245,7 +256,9 @@ const (
 	superPeerPingEvery = time.Second
 
 	// The relay fast path (fastpath.go). fastPathTick: how often a fast
-	// path's state is looked at; finer than every timeout below.
+	// path's state is looked at while packets go out or a probe is
+	// waited for (an idle one in use sleeps until its keepalive or the
+	// next packet sent); finer than every timeout below.
 	fastPathTick = 50 * time.Millisecond
 	// fastPathProbeTimeout: a PROBE not answered (CHALLENGE, BOUND) within
 	// this long is lost: many RTTs to a super peer, under load too.
@@ -292,8 +305,9 @@ const (
 	// verdict was wrong, at a cost of nothing.
 	slowPunchInterval = 20 * time.Second
 	// The transport to a super peer (transport.go). h3CheckTick: how
-	// often an HTTP/3 session's measure is looked at; finer than the
-	// others.
+	// often an HTTP/3 session's measure is looked at while its relays
+	// carry packets or a ping is waited for (it sleeps otherwise, until
+	// the next packet relayed); finer than the others.
 	h3CheckTick = 100 * time.Millisecond
 	// h3CheckEvery: while its relays carry packets, a super peer is
 	// pinged this often over HTTP/3: a measure a second, for one small

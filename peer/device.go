@@ -61,11 +61,12 @@ type Device struct {
 
 // The points where raceHook is called.
 const (
-	hookAccepted = "onCandidates: the policy accepts the peer"
-	hookCreated  = "onCandidates: the peer's state is made"
-	hookJoining  = "joinRelay: before the relay is dialled"
-	hookDialling = "dialRelay: a relay leg is dialled"
-	hookAdmitted = "Accept: the listener admitted the peer's handshake"
+	hookAccepted   = "onCandidates: the policy accepts the peer"
+	hookCreated    = "onCandidates: the peer's state is made"
+	hookJoining    = "joinRelay: before the relay is dialled"
+	hookDialling   = "dialRelay: a relay leg is dialled"
+	hookRelayEnded = "readRelay: a leg ended, and any relay opened in its place is dialled"
+	hookAdmitted   = "Accept: the listener admitted the peer's handshake"
 )
 
 func (d *Device) hook(at string, peer identity.PeerID) {

@@ -14,7 +14,8 @@ package peer
 //	   +-- unanswered: PROBE again, backing off to fastPathRetryMax
 //
 // The state is the loop's own (runFastPath); the send path reads only
-// the using flag, and the socket's reader the receive times.
+// the using flag (and wakes the loop if it sleeps, idle), and the
+// socket's reader the receive times.
 
 import (
 	"context"
@@ -45,6 +46,14 @@ type fastLeg struct {
 	unanswered atomic.Bool
 	lastRecv   atomic.Int64 // unix nanoseconds of the last packet from addr
 	lastSent   atomic.Int64 // of the last DATA sent
+
+	// The loop sleeps while the fast path in use is idle (sleepIfIdle):
+	// asleep says it does, and the next DATA sent sets it back and wakes
+	// it through wake. ticks counts its ticks (the tests' measure of an
+	// idle device's cost).
+	asleep atomic.Bool
+	wake   chan struct{}
+	ticks  atomic.Uint64
 
 	// The loop's own.
 	probeAt   time.Time // an unanswered PROBE's; zero if none
@@ -87,7 +96,7 @@ func (d *Device) runFastPath(p *peerState, rp *relayPath) {
 	if err != nil {
 		return
 	}
-	f := &fastLeg{p: p, cl: relay.NewFastPathClient(b), addr: netip.AddrPortFrom(spAddr.Addr().Unmap(), b.Port), relayed: &rp.relayed}
+	f := &fastLeg{p: p, cl: relay.NewFastPathClient(b), addr: netip.AddrPortFrom(spAddr.Addr().Unmap(), b.Port), relayed: &rp.relayed, wake: make(chan struct{}, 1)}
 	if d.cfg.fastPathVia != nil {
 		f.addr = d.cfg.fastPathVia(f.addr)
 	}
@@ -95,7 +104,7 @@ func (d *Device) runFastPath(p *peerState, rp *relayPath) {
 	defer d.sock.setBinding(b.ID, nil)
 	rp.fast.Store(f)
 	defer f.setUsing(false)
-	t := time.NewTicker(fastPathTick)
+	t := time.NewTimer(fastPathTick)
 	defer t.Stop()
 	for {
 		select {
@@ -103,12 +112,36 @@ func (d *Device) runFastPath(p *peerState, rp *relayPath) {
 			return
 		case <-d.closed:
 			return
+		case <-f.wake: // DATA sent while it slept: tick from now on
 		case now := <-t.C:
+			f.ticks.Add(1)
 			if !f.tick(now) {
 				return
 			}
 		}
+		t.Reset(f.sleepIfIdle(time.Now()))
 	}
+}
+
+// sleepIfIdle returns how long the loop waits for its next tick: until
+// the keepalive probe is due if the fast path is in use and idle (no
+// probe waited for, nothing sent since the last packet received), with
+// the next DATA sent waking it (send); fastPathTick otherwise.
+func (f *fastLeg) sleepIfIdle(now time.Time) time.Duration {
+	if !f.using.Load() || !f.probeAt.IsZero() || f.fails > 0 {
+		return fastPathTick
+	}
+	f.asleep.Store(true)
+	recv := f.lastRecv.Load()
+	if f.lastSent.Load() > recv {
+		f.asleep.Store(false) // sent since: answers are waited for
+		select {              // a wake the send may have left
+		case <-f.wake:
+		default:
+		}
+		return fastPathTick
+	}
+	return max(time.Unix(0, recv).Add(fastPathKeepalive).Sub(now), fastPathTick)
 }
 
 // tick drives the fast path's state at now (the diagram above), and
@@ -200,6 +233,12 @@ func (f *fastLeg) send(b []byte) {
 	pkt := append(f.cl.AppendData((*bp)[:0], contextIDZero), b...)
 	f.write(pkt)
 	f.lastSent.Store(time.Now().UnixNano())
+	if f.asleep.Load() && f.asleep.CompareAndSwap(true, false) {
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+	}
 	*bp = pkt[:0]
 	packetBufs.Put(bp)
 }

@@ -23,15 +23,23 @@ func waitRelay(t testing.TB, c *Conn, tr RelayTransport, within time.Duration) {
 	}
 }
 
+// fastConn connects two relay-only devices through s, b echoing, and
+// waits until the connection is relayed over the fast path.
+func fastConn(t *testing.T, s *sptest.Servers) (a, b *Device, c *Conn) {
+	t.Helper()
+	a, b = newDevice(t, s, relayOnly), newDevice(t, s, relayOnly)
+	echo(t, b)
+	c = dial(t, a, b)
+	roundTrip(t, c, "hello")
+	waitRelay(t, c, RelayFast, 5*time.Second)
+	return a, b, c
+}
+
 // A relayed connection moves onto the fast path once validated, and a
 // transfer over it arrives intact; the super peer forwarded it there.
 func TestRelayFastPath(t *testing.T) {
 	s, rl := superPeerServer(t)
-	a, b := newDevice(t, s, relayOnly), newDevice(t, s, relayOnly)
-	echo(t, b)
-	c := dial(t, a, b)
-	roundTrip(t, c, "hello")
-	waitRelay(t, c, RelayFast, 5*time.Second)
+	a, _, c := fastConn(t, s)
 	before := rl.Stats().FastPath.Datagrams.Load()
 	echoTransfer(t, c, 4<<20, 16, func(int) {})
 	if p := c.Path(); p.Relay != RelayFast {
@@ -122,4 +130,39 @@ func TestRelayFastPathRebinding(t *testing.T) {
 		t.Fatal("the super peer never re-validated the device's new address")
 	}
 	waitRelay(t, c, RelayFast, 5*time.Second)
+}
+
+// An idle relayed connection on the fast path costs no wakeups of the
+// fast path's loop beyond its keepalives: over an idle second it ticks a
+// few times at most (the connection's QUIC keepalives wake it), where it
+// ticked every fastPathTick; packets sent wake it, and the fast path
+// carries them.
+func TestIdleFastPathSleeps(t *testing.T) {
+	s, _ := superPeerServer(t)
+	a, b, c := fastConn(t, s)
+	p := a.peer(b.PeerID(), false)
+	p.mu.Lock()
+	f := p.paths.relay.fast.Load()
+	p.mu.Unlock()
+	for i := 0; i < 500 && !f.asleep.Load(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	const idle = 20 * fastPathTick
+	before := f.ticks.Load()
+	time.Sleep(idle)
+	if n := f.ticks.Load() - before; n > 4 {
+		t.Errorf("%d ticks of the fast path's loop over an idle %v, want a few at most", n, idle)
+	}
+	before = f.ticks.Load()
+	echoTransfer(t, c, 256<<10, 4, func(int) {})
+	// Woken, it ticks fastPathTick later, perhaps after the transfer.
+	for i := 0; i < 200 && f.ticks.Load() == before; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f.ticks.Load() == before {
+		t.Error("packets sent did not wake the fast path's loop")
+	}
+	if p := c.Path(); p.Relay != RelayFast {
+		t.Fatalf("path %s after the idle time, want the fast path", p)
+	}
 }

@@ -110,7 +110,9 @@ func (p Path) String() string {
 //     ones: nothing is left to ping (every address's tries spent, no
 //     consent fresh), the peer is forgotten, or the device closes;
 //   - ensureRelay (relay.go), one at a time (relayCtl.dialing), when a
-//     connection starts, a direct path dies or a relay in use ends: a
+//     connection starts, a direct path dies or a relay in use ends (on
+//     the device that does not move relays, relayFollowWait later and
+//     only if the peer's device has not opened it again): a
 //     relay is up, the peer is forgotten, the device closes, or the path
 //     is direct and the relay keeps failing (relayWorthRetrying);
 //   - joinRelay (relay.go), when the peer opened a relay: one dial,

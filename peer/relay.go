@@ -49,7 +49,7 @@ func (rp *relayPath) usingFast() *fastLeg {
 // delivers, else over the leg.
 func (rp *relayPath) write(b []byte) {
 	rp.relayed.Add(uint64(len(b)))
-	rp.sp.relayOut.Add(1)
+	rp.sp.relayedOne()
 	if f := rp.usingFast(); f != nil {
 		f.send(b)
 		return
@@ -221,6 +221,7 @@ func (d *Device) dialRelay(ctx context.Context, p *peerState, sp *superPeer, ses
 	default:
 	}
 	sp.legs.Add(1) // until readRelay's end
+	sp.wakeCheck() // whose pings watch the leg
 	if d.movesRelay(p) {
 		p.relayCtl.maintain.Do(func() { d.goRun(func() { d.maintainRelay(p) }) })
 	}
@@ -253,11 +254,33 @@ func (d *Device) readRelay(p *peerState, rp *relayPath) {
 	case <-d.closed:
 	default:
 		if current && inUse {
-			d.ensureRelay(p) // through another super peer, if this one went away
+			d.reopenRelay(p) // through another super peer, if this one went away
+			d.hook(hookRelayEnded, p.id)
 			return
 		}
 	}
 	d.settleRelayNode(p)
+	d.hook(hookRelayEnded, p.id)
+}
+
+// reopenRelay opens the relay to p again after the one in use ended. The
+// pair ended for both devices at once, and each opening its own would
+// cost a second pair, one of whose legs the super peer refuses (409
+// superseded). So the device that moves relays (movesRelay) opens it at
+// once; the other waits relayFollowWait for it, joining its leg when the
+// super peer tells (joinRelay), and opens the relay itself only if none
+// came.
+func (d *Device) reopenRelay(p *peerState) {
+	if !d.movesRelay(p) {
+		wait := time.NewTimer(relayFollowWait)
+		defer wait.Stop()
+		select {
+		case <-d.closed:
+			return
+		case <-wait.C:
+		}
+	}
+	d.ensureRelay(p) // nothing to do if the peer's relay came meanwhile
 }
 
 // setPeerRTT records the peer's RTT to a super peer, as it reported.

@@ -80,11 +80,19 @@ type superPeer struct {
 	failedAt map[netip.Addr]time.Time
 	// dialled is the address the last dial went to (resolve).
 	dialled netip.Addr
+	// The check sleeps while relays carry nothing (transport.go,
+	// relayedOne): relayIdle says it does, and the first packet relayed
+	// after, or a leg opened, sets it back and wakes it through
+	// relayWake. checkWakeups counts its ticks (the tests' measure of an
+	// idle device's cost).
+	relayIdle    atomic.Bool
+	relayWake    chan struct{}
+	checkWakeups atomic.Uint64
 }
 
 // makeSuperPeer makes the device's super peer at url; run starts it.
 func makeSuperPeer(d *Device, url string, relayNode bool) *superPeer {
-	sp := &superPeer{dev: d, url: url, relayNode: relayNode, ready: make(chan struct{}), pace: rate.NewLimiter(introduceRate, introduceBurst)}
+	sp := &superPeer{dev: d, url: url, relayNode: relayNode, ready: make(chan struct{}), relayWake: make(chan struct{}, 1), pace: rate.NewLimiter(introduceRate, introduceBurst)}
 	sp.ctx, sp.cancel = context.WithCancel(d.ctx)
 	return sp
 }

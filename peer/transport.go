@@ -116,6 +116,13 @@ type answerer interface {
 //	  +------------------- answered after askedAt -----------------------+      | not for h3Unanswered
 //	                                                                            v
 //	          a keepalive unanswered for h3Unanswered ------------------>  dead
+//
+// dead: an HTTP/3 session falls to HTTP/2; one that cannot, or an HTTP/2
+// one, ends (awaitEnd). Quiet with no ping or keepalive waited for
+// (idle), it is not ticked: awaitEnd sleeps until the next packet
+// relayed wakes it (relayedOne), or a leg opens (wakeCheck), or for
+// h3CheckEvery while legs are open (to ping them), else for the keepalive
+// interval (to look for a keepalive unanswered).
 type h3Check struct {
 	sess answerer
 	ping func(func()) // runs a ping off the caller's goroutine: Device.goRun
@@ -124,6 +131,7 @@ type h3Check struct {
 	legs func() bool
 
 	carried uint64    // the super peer's relayOut at the last tick
+	busy    bool      // relays carried packets before the last tick
 	askedAt time.Time // the ping waited for; zero if none
 	lastAsk time.Time
 	pinging atomic.Bool // a Ping is being written
@@ -133,7 +141,7 @@ type h3Check struct {
 // relayed packets so far, and reports whether it no longer delivers.
 func (c *h3Check) tick(now time.Time, relayOut uint64) (dead bool) {
 	carried := relayOut != c.carried
-	c.carried = relayOut
+	c.carried, c.busy = relayOut, carried
 	if u := c.sess.Unanswered(); !u.IsZero() && now.Sub(u) >= h3Unanswered {
 		return true // a keepalive, or a ping of ours, that nothing answered
 	}
@@ -158,6 +166,58 @@ func (c *h3Check) tick(now time.Time, relayOut uint64) (dead bool) {
 
 // errUnanswered is why a session that stopped delivering ended (awaitEnd).
 var errUnanswered = fmt.Errorf("peer: super peer unanswered for %v", h3Unanswered)
+
+// idle reports whether the measure has nothing to do until relays carry
+// packets again or its nap ends (napFor): none carried at the last tick,
+// and no ping or keepalive waited for.
+func (c *h3Check) idle() bool {
+	return !c.busy && c.askedAt.IsZero() && c.sess.Unanswered().IsZero()
+}
+
+// napFor is how long an idle check sleeps unless woken: until the next
+// ping its open legs need, else for a keepalive interval, after which a
+// keepalive that went meanwhile is waited for (tick).
+func (c *h3Check) napFor(keepalive time.Duration) time.Duration {
+	if c.legs != nil && c.legs() {
+		return h3CheckEvery
+	}
+	return keepalive
+}
+
+// relayedOne counts a packet relayed through the super peer, and wakes
+// its transport check if it sleeps (sleepUntilRelayed): an atomic load
+// per packet while it does not.
+func (sp *superPeer) relayedOne() {
+	sp.relayOut.Add(1)
+	sp.wakeCheck()
+}
+
+// wakeCheck wakes the transport check if it sleeps: a packet relayed, or
+// a relay leg opened, which its pings must watch.
+func (sp *superPeer) wakeCheck() {
+	if sp.relayIdle.Load() && sp.relayIdle.CompareAndSwap(true, false) {
+		select {
+		case sp.relayWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sleepUntilRelayed marks the transport check asleep until the next
+// packet relayed (relayedOne wakes it), unless one has been since the
+// check last counted carried; it reports whether it sleeps.
+func (sp *superPeer) sleepUntilRelayed(carried uint64) bool {
+	sp.relayIdle.Store(true)
+	if sp.relayOut.Load() == carried {
+		return true
+	}
+	sp.relayIdle.Store(false)
+	select { // a wake the packet may have left
+	case <-sp.relayWake:
+	default:
+	}
+	return false
+}
 
 // Why a session is over HTTP/2, for status and connect: HTTP/3 stopped
 // delivering (h3Check), or lost the race when the session opened.
@@ -192,20 +252,50 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) (*rendezvous.Session, er
 		retry.Reset(ctl.startedOnH2(d.cfg.H3RetryInterval))
 	}
 	watch(sess)
+	// The check ticks while relays carry packets or a ping or keepalive
+	// is waited for, and sleeps otherwise (h3Check.napFor): an idle
+	// device costs no wakeups here but its keepalives'.
 	tick := time.NewTicker(h3CheckTick)
 	defer tick.Stop()
+	nap := time.NewTimer(time.Hour)
+	nap.Stop()
+	defer nap.Stop()
+	ticking := true
+	sp.relayIdle.Store(false) // as an earlier session's check may have left it
+	wake := func() {
+		nap.Stop()
+		sp.relayIdle.Store(false)
+		ticking = true
+		tick.Reset(h3CheckTick)
+	}
 	for {
-		var retryC <-chan time.Time
+		var retryC, tickC, napC <-chan time.Time
+		var wakeC <-chan struct{}
 		if sess.Transport() == rendezvous.TransportH2 {
 			retryC = retry.C
+		}
+		if ticking {
+			tickC = tick.C
+		} else {
+			wakeC, napC = sp.relayWake, nap.C
 		}
 		select {
 		case <-sess.Done():
 			return sess, nil
 		case <-sp.ctx.Done():
 			return sess, nil
-		case now := <-tick.C:
+		case <-wakeC:
+			wake()
+		case <-napC:
+			wake()
+		case now := <-tickC:
+			sp.checkWakeups.Add(1)
 			if !check.tick(now, sp.relayOut.Load()) {
+				if check.idle() && sp.sleepUntilRelayed(check.carried) {
+					ticking = false
+					tick.Stop()
+					nap.Reset(check.napFor(sess.KeepaliveInterval()))
+				}
 				continue
 			}
 			if sess.Transport() == rendezvous.TransportH2 {
@@ -237,6 +327,7 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) (*rendezvous.Session, er
 			sess = h3
 			ctl.onH3(time.Now())
 			watch(h3)
+			wake()
 		}
 	}
 }

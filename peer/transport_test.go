@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/netsody/superpeer/rendezvous"
 )
 
 // fakeSession answers h3Check's pings when told to.
@@ -172,4 +174,47 @@ func TestTransportRetryBackoff(t *testing.T) {
 	if got := c.startedOnH2(interval); got != c.wait {
 		t.Errorf("a race lost to HTTP/2 after falls retries after %v, want %v", got, c.wait)
 	}
+}
+
+// An idle device costs no wakeups of the transport check: over an idle
+// second on HTTP/3 its check does not tick (it ticked every
+// h3CheckTick); packets relayed wake it, and it sleeps again once they
+// stop and its ping is answered.
+func TestIdleCheckSleeps(t *testing.T) {
+	s, _ := superPeerServer(t)
+	a, b := newDevice(t, s, relayOnly), newDevice(t, s, relayOnly)
+	sp := a.sps[0]
+	if tr := sp.status().Transport; tr != string(rendezvous.TransportH3) {
+		t.Fatalf("session over %q, want HTTP/3", tr)
+	}
+	// asleep waits, bounded, for the check to sleep.
+	asleep := func() {
+		for i := 0; i < 500 && !sp.relayIdle.Load(); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	idleFor := func(what string) {
+		t.Helper()
+		asleep() // else the count below fails
+		before := sp.checkWakeups.Load()
+		time.Sleep(10 * h3CheckTick)
+		if n := sp.checkWakeups.Load() - before; n > 0 {
+			t.Errorf("%s: %d wakeups of the transport check over an idle %v, want none", what, n, 10*h3CheckTick)
+		}
+	}
+	idleFor("no relay")
+
+	echo(t, b)
+	c := dial(t, a, b)
+	asked := sp.session().Answered()
+	before := sp.checkWakeups.Load()
+	echoTransfer(t, c, 256<<10, 16, func(int) { time.Sleep(100 * time.Millisecond) })
+	if n := sp.checkWakeups.Load() - before; n == 0 {
+		t.Fatal("relayed packets did not wake the transport check")
+	}
+	if !sp.session().Answered().After(asked) {
+		t.Error("no ping answered while the relay carried packets")
+	}
+	c.CloseWithError(0, "")
+	idleFor("after the relay")
 }

@@ -152,6 +152,11 @@ func (s *Session) start() {
 	go s.read()
 }
 
+// KeepaliveInterval is how often the session pings its super peer when
+// nothing else does: the client's own setting, else what the super peer
+// asked for at registration.
+func (s *Session) KeepaliveInterval() time.Duration { return s.keepaliveInterval() }
+
 func (s *Session) keepaliveInterval() time.Duration {
 	if s.cfg.KeepaliveInterval > 0 {
 		return s.cfg.KeepaliveInterval

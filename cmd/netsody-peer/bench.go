@@ -44,14 +44,9 @@ const (
 
 func runBench(ctx context.Context, args []string) error {
 	fs := newFlagSet("bench", "--identity FILE --super-peer URL [--super-peer URL]... [flags] PEERID")
-	var df deviceFlags
-	df.register(fs.FlagSet, true)
 	duration := fs.Duration("duration", 10*time.Second, "how long to measure")
-	pos, err := fs.parse(args)
+	df, pos, err := parseDeviceFlags(fs, args, true)
 	if err != nil {
-		return err
-	}
-	if err := df.check(); err != nil {
 		return err
 	}
 	if *duration <= 0 {

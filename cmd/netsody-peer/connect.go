@@ -17,13 +17,8 @@ import (
 // the peer's side of the stream.
 func runConnect(ctx context.Context, args []string) error {
 	fs := newFlagSet("connect", "--identity FILE --super-peer URL [--super-peer URL]... [flags] PEERID")
-	var df deviceFlags
-	df.register(fs.FlagSet, true)
-	pos, err := fs.parse(args)
+	df, pos, err := parseDeviceFlags(fs, args, true)
 	if err != nil {
-		return err
-	}
-	if err := df.check(); err != nil {
 		return err
 	}
 	d, c, err := df.connectTo(ctx, "connect", pos)

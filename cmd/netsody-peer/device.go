@@ -54,6 +54,40 @@ func (f *deviceFlags) register(fs *flag.FlagSet, dials bool) {
 	}
 }
 
+// parseDeviceFlags parses the arguments of a command that runs a device:
+// the device's flags (register; dials as there) and the command's own,
+// registered on fs before, and checks the device's. It returns the
+// positional arguments.
+func parseDeviceFlags(fs *flagSet, args []string, dials bool) (*deviceFlags, []string, error) {
+	df := &deviceFlags{}
+	df.register(fs.FlagSet, dials)
+	pos, err := fs.parse(args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := df.check(); err != nil {
+		return nil, nil, err
+	}
+	return df, pos, nil
+}
+
+// openDevice parses the arguments of a command that runs a device and
+// takes no positional argument (parseDeviceFlags), and opens its device.
+func openDevice(fs *flagSet, args []string, dials bool) (*deviceFlags, *device, error) {
+	df, pos, err := parseDeviceFlags(fs, args, dials)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(pos) > 0 {
+		return nil, nil, usagef(fs.Name(), "unexpected argument %q", pos[0])
+	}
+	d, err := df.open(identity.PeerID{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return df, d, nil
+}
+
 // check reports what is missing from the flags.
 func (f *deviceFlags) check() error {
 	if f.identity == "" {

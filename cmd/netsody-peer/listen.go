@@ -11,7 +11,6 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/peer"
 )
 
@@ -23,20 +22,8 @@ const shutdownGrace = 5 * time.Second
 // every incoming connection until a signal ends it.
 func runListen(ctx context.Context, args []string) error {
 	fs := newFlagSet("listen", "--identity FILE --super-peer URL [--super-peer URL]... (--allow PEERID [--allow PEERID]... | --allow-any) [flags]")
-	var df deviceFlags
-	df.register(fs.FlagSet, false)
 	echo := fs.Bool("echo", false, "echo every byte back on every stream, instead of printing what arrives on stdout")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("listen", "unexpected argument %q", pos[0])
-	}
-	if err := df.check(); err != nil {
-		return err
-	}
-	d, err := df.open(identity.PeerID{})
+	_, d, err := openDevice(fs, args, false)
 	if err != nil {
 		return err
 	}

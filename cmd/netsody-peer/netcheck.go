@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 
-	"github.com/netsody/superpeer/identity"
 	"github.com/netsody/superpeer/peer"
 	"github.com/netsody/superpeer/rendezvous"
 )
@@ -27,20 +27,8 @@ type netcheckReport struct {
 // it saw: "why am I relayed?" in one command.
 func runNetcheck(ctx context.Context, args []string) error {
 	fs := newFlagSet("netcheck", "--identity FILE --super-peer URL [--super-peer URL]... [--json] [flags]")
-	var df deviceFlags
-	df.register(fs.FlagSet, true)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("netcheck", "unexpected argument %q", pos[0])
-	}
-	if err := df.check(); err != nil {
-		return err
-	}
-	d, err := df.open(identity.PeerID{})
+	df, d, err := openDevice(fs, args, true)
 	if err != nil {
 		return err
 	}
@@ -86,11 +74,7 @@ func printNetcheck(w io.Writer, r netcheckReport) error {
 	fmt.Fprintln(tw, "SUPER PEER\tFAMILY\tTRANSPORT\tRTT\tSEEN OVER HTTP/3\tSTUN PORT\tSEEN OVER STUN\tSTUN RTT")
 	for _, sp := range r.SuperPeers {
 		if !sp.Connected {
-			reason := "not connected"
-			if sp.Error != "" {
-				reason = "not connected (" + oneLine(sp.Error) + ")"
-			}
-			fmt.Fprintf(tw, "%s\t%s\n", sp.URL, reason)
+			fmt.Fprintf(tw, "%s\t%s\n", sp.URL, strings.TrimSpace("not connected "+whyDown(sp)))
 			continue
 		}
 		h3 := "-"

@@ -145,11 +145,7 @@ func printStatus(w io.Writer, st peer.Status) error {
 			name += fmt.Sprintf(" (relay node for %d peers)", strings.Count(sp.ForPeers, ",")+1)
 		}
 		if !sp.Connected {
-			reason := "-"
-			if sp.Error != "" {
-				reason = "(" + oneLine(sp.Error) + ")"
-			}
-			fmt.Fprintf(tw, "%s\tno\t-\t-\t-\t%s\n", name, reason)
+			fmt.Fprintf(tw, "%s\tno\t-\t-\t-\t%s\n", name, dash(whyDown(sp)))
 			continue
 		}
 		transport := sp.Transport
@@ -200,6 +196,15 @@ func fmtMillis(ms float64) string {
 		return fmt.Sprintf("%.1f ms", ms)
 	}
 	return fmt.Sprintf("%.0f ms", ms)
+}
+
+// whyDown is why a super peer is not connected, in parentheses on one
+// line, or "" if no attempt failed yet.
+func whyDown(sp peer.SuperPeerStatus) string {
+	if sp.Error == "" {
+		return ""
+	}
+	return "(" + oneLine(sp.Error) + ")"
 }
 
 func dash(s string) string {

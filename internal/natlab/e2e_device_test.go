@@ -695,3 +695,35 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		w.line(string(w.buf.Next(i + 1)[:i]))
 	}
 }
+
+// echoLab is the set-up of the single-row NAT lab tests: one Caddy super
+// peer on a public host, two devices' hosts behind NATs of tc's types,
+// and B running the echo role, ready. A is for the test to start.
+type echoLab struct {
+	sp         *labSuperPeer
+	spHost     *Host
+	ha         *Host
+	natA, natB *NAT
+	sps, roots []string
+	b          *labDevice
+	readyB     e2eEvent
+}
+
+// newEchoLab builds an echoLab in a lab named name, over IPv4.
+func newEchoLab(t *testing.T, name string, tc e2eCase) *echoLab {
+	t.Helper()
+	lab := NewForTest(t, Options{Name: name, DisableIPv6: true})
+	bin := e2eCaddyBinary(t, t.TempDir())
+	spHost, err := lab.AddPublicHost("sp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := startSuperPeer(t, bin, spHost)
+	ha, hb, natA, natB := buildE2ECase(t, lab, 0, tc)
+	l := &echoLab{sp: sp, spHost: spHost, ha: ha, natA: natA, natB: natB, sps: []string{sp.url}, roots: []string{sp.rootFile()}}
+	l.b = startDevice(t, hb, e2eDeviceConfig{Role: "echo", SuperPeers: l.sps, RootCAs: l.roots})
+	if l.readyB, err = l.b.wait("ready", 0, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}

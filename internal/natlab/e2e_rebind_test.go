@@ -31,22 +31,8 @@ const (
 // tell the device its new address, and the two must punch a new direct
 // path to it, with every byte echoed intact.
 func TestE2ERebinding(t *testing.T) {
-	lab := NewForTest(t, Options{Name: "rebind", DisableIPv6: true})
-	bin := e2eCaddyBinary(t, t.TempDir())
-	spHost, err := lab.AddPublicHost("sp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp := startSuperPeer(t, bin, spHost)
-	ha, hb, _, natB := buildE2ECase(t, lab, 0, e2eCase{a: PortDependentFiltering, b: PortDependentFiltering})
-	roots := []string{sp.rootFile()}
-	sps := []string{sp.url}
-
-	b := startDevice(t, hb, e2eDeviceConfig{Role: "echo", SuperPeers: sps, RootCAs: roots})
-	readyB, err := b.wait("ready", 0, 20*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newEchoLab(t, "rebind", e2eCase{a: PortDependentFiltering, b: PortDependentFiltering})
+	ha, natB, sps, roots, b, readyB := l.ha, l.natB, l.sps, l.roots, l.b, l.readyB
 	oldB := readyB.SuperPeers[0].Observed
 	a := startDevice(t, ha, e2eDeviceConfig{
 		Role: "soak", SuperPeers: sps, RootCAs: roots, Peer: readyB.PeerID,

@@ -85,22 +85,8 @@ type transportStep struct {
 // on each transport, and the whole transfer must arrive intact at B and
 // back at A (SHA-256).
 func TestE2ETransportChoice(t *testing.T) {
-	lab := NewForTest(t, Options{Name: "transp", DisableIPv6: true})
-	bin := e2eCaddyBinary(t, t.TempDir())
-	spHost, err := lab.AddPublicHost("sp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp := startSuperPeer(t, bin, spHost)
-	ha, hb, natA, _ := buildE2ECase(t, lab, 0, e2eCase{a: Symmetric, b: Symmetric})
-	roots := []string{sp.rootFile()}
-	sps := []string{sp.url}
-
-	b := startDevice(t, hb, e2eDeviceConfig{Role: "echo", SuperPeers: sps, RootCAs: roots})
-	readyB, err := b.wait("ready", 0, 20*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newEchoLab(t, "transp", e2eCase{a: Symmetric, b: Symmetric})
+	ha, natA, spHost, sps, roots, b, readyB := l.ha, l.natA, l.spHost, l.sps, l.roots, l.b, l.readyB
 	a := startDevice(t, ha, e2eDeviceConfig{
 		Role: "stream", SuperPeers: sps, RootCAs: roots, Peer: readyB.PeerID,
 		Size: streamChunk, StreamEvery: streamEvery,

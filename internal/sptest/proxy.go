@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -35,7 +36,13 @@ type UDPProxy struct {
 	mu    sync.Mutex // guards backs
 	backs map[netip.AddrPort]*net.UDPConn
 	wg    sync.WaitGroup
+	// blocked drops every packet, both ways (SetBlocked).
+	blocked atomic.Bool
 }
+
+// SetBlocked starts (true) or stops dropping every packet both ways, as
+// a firewall rule would; the clients keep their mappings.
+func (p *UDPProxy) SetBlocked(blocked bool) { p.blocked.Store(blocked) }
 
 // StartUDPProxy relays to target until the test ends; delay (nil for none)
 // is asked for every packet.
@@ -45,6 +52,11 @@ func StartUDPProxy(t testing.TB, target netip.AddrPort, delay func() time.Durati
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startUDPProxy(t, front, target, delay)
+}
+
+// startUDPProxy relays what comes to front as StartUDPProxy does.
+func startUDPProxy(t testing.TB, front *net.UDPConn, target netip.AddrPort, delay func() time.Duration) *UDPProxy {
 	if delay == nil {
 		delay = func() time.Duration { return 0 }
 	}
@@ -115,6 +127,9 @@ func (p *UDPProxy) serve() {
 			go p.replies(back, from)
 		}
 		p.mu.Unlock()
+		if p.blocked.Load() {
+			continue
+		}
 		pkt := append([]byte(nil), buf[:n]...)
 		p.later(func() { back.Write(pkt) })
 	}
@@ -129,6 +144,9 @@ func (p *UDPProxy) replies(back *net.UDPConn, client netip.AddrPort) {
 		if err != nil {
 			return
 		}
+		if p.blocked.Load() {
+			continue
+		}
 		pkt := append([]byte(nil), b[:n]...)
 		p.later(func() { p.front.WriteToUDPAddrPort(pkt, client) })
 	}
@@ -138,25 +156,44 @@ func (p *UDPProxy) replies(back *net.UDPConn, client netip.AddrPort) {
 // UDP (a socket nobody reads), as a network that blocks UDP does.
 func UDPBlocked(t testing.TB, target netip.AddrPort) netip.AddrPort {
 	t.Helper()
-	var (
-		ln   net.Listener
-		hole net.PacketConn
-		err  error
-	)
+	ln, hole := listenTCPUDP(t, target.Addr().String())
+	t.Cleanup(func() { hole.Close() })
+	forwardTCP(t, ln, target)
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// UDPSwitch gives a port that forwards TCP to target, and UDP as a
+// UDPProxy does while UDP is not blocked (SetBlocked): a network that
+// starts or stops blocking UDP while a device uses it.
+func UDPSwitch(t testing.TB, target netip.AddrPort) *UDPProxy {
+	t.Helper()
+	ln, front := listenTCPUDP(t, target.Addr().String())
+	forwardTCP(t, ln, target)
+	return startUDPProxy(t, front.(*net.UDPConn), target, nil)
+}
+
+// listenTCPUDP listens on one port of host for TCP and UDP both, as a
+// super peer does.
+func listenTCPUDP(t testing.TB, host string) (net.Listener, net.PacketConn) {
+	t.Helper()
 	for range 50 {
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(target.Addr(), 0).String())
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		hole, err = net.ListenPacket("udp", ln.Addr().String())
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
 		if err == nil {
-			break
+			return ln, pc
 		}
 		ln.Close()
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Fatalf("no port free for TCP and UDP on %s", host)
+	return nil, nil
+}
+
+// forwardTCP forwards every connection to ln to target, until the test
+// ends.
+func forwardTCP(t testing.TB, ln net.Listener, target netip.AddrPort) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -183,7 +220,6 @@ func UDPBlocked(t testing.TB, target netip.AddrPort) netip.AddrPort {
 	}()
 	t.Cleanup(func() {
 		ln.Close()
-		hole.Close()
 		mu.Lock()
 		for _, c := range conns {
 			c.Close()
@@ -191,5 +227,4 @@ func UDPBlocked(t testing.TB, target netip.AddrPort) netip.AddrPort {
 		mu.Unlock()
 		wg.Wait()
 	})
-	return ln.Addr().(*net.TCPAddr).AddrPort()
 }

@@ -90,22 +90,8 @@ func Start(t testing.TB, host string, handler http.Handler, h3 ...func(*http3.Se
 	s := &Servers{Pool: pool}
 	s.H2 = httptest.NewUnstartedServer(handler)
 	// Both on one port, as a super peer is: a device has one URL for it.
-	var ln net.Listener
-	var err error
-	for range 50 {
-		ln, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.PC, err = net.ListenPacket("udp", ln.Addr().String())
-		if err == nil {
-			break
-		}
-		ln.Close()
-	}
-	if err != nil {
-		t.Fatalf("no port free for TCP and UDP: %v", err)
-	}
+	ln, pc := listenTCPUDP(t, host)
+	s.PC = pc
 	s.H2.Listener.Close()
 	s.H2.Listener = ln
 	s.H2.EnableHTTP2 = true
@@ -117,6 +103,7 @@ func Start(t testing.TB, host string, handler http.Handler, h3 ...func(*http3.Se
 	for _, f := range h3 {
 		f(s.H3)
 	}
+	var err error
 	s.ln, err = (&quic.Transport{Conn: s.PC}).ListenEarly(
 		http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
 		&quic.Config{EnableDatagrams: true, Allow0RTT: true})
