@@ -234,11 +234,14 @@ const (
 	relayRateWindow = time.Second
 
 	// sessionBackoffMin and sessionBackoffMax: a super peer that does not
-	// answer is dialled again after a doubling wait, within these.
+	// answer is dialled again after a doubling wait, within these (each
+	// wait spread over half to one and a half of it: jitter).
 	sessionBackoffMin = 500 * time.Millisecond
 	sessionBackoffMax = 10 * time.Second
-	// sessionRedial: after a session ends, the next dial waits this long,
-	// so that a super peer that ends every session is not hammered.
+	// sessionRedial: after a session ends, the next dial waits this long
+	// (spread over half to one and a half of it: jitter), so that a super
+	// peer that ends every session is not hammered, and the devices of a
+	// node that died do not all redial at one instant.
 	sessionRedial = 500 * time.Millisecond
 	// introduceRetryMin and introduceRetryMax: an introduction that a
 	// super peer answers with "retry later" (its rate limits, or a

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"net/url"
@@ -102,7 +103,7 @@ func (sp *superPeer) run() {
 		select {
 		case <-sp.ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(jitter(backoff)):
 		}
 		sess, announced, err := sp.dial(sp.raceH3H2)
 		if err != nil {
@@ -146,6 +147,16 @@ func (sp *superPeer) run() {
 		sp.addrFailed(sessionAddr(sess))
 		backoff = sessionRedial
 	}
+}
+
+// jitter spreads a wait d over [d/2, 3d/2), so that the devices of a
+// node that died, which all lose their sessions at once, do not redial
+// all at once.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d)
 }
 
 // sessionAddr is the address sess reached its super peer at.
