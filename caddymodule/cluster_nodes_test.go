@@ -2,11 +2,9 @@ package caddymodule_test
 
 import (
 	"context"
-	"io"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -171,24 +169,8 @@ func checkAcrossNodes(t *testing.T, nodes []*testcaddy.Caddy, hosts []netip.Addr
 			devicesAt(t, nodes[0]), devicesAt(t, nodes[1]), devicesAt(t, nodes[2]))
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	wg.Go(func() {
-		bc, err := b.Accept(ctx)
-		if err != nil {
-			return
-		}
-		defer bc.CloseWithError(0, "")
-		for {
-			str, err := bc.AcceptStream(ctx)
-			if err != nil {
-				return
-			}
-			wg.Go(func() { io.Copy(str, str); str.Close() })
-		}
-	})
-	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
+	acceptEcho(t, b)
+	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer dcancel()
 	conn, err := a.Dial(dctx, b.PeerID())
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -62,24 +61,8 @@ func relayedPair(t *testing.T, c *testcaddy.Caddy) (a *peer.Device, conn *peer.C
 		}
 	}
 	a, b := newDev(), newDev()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	wg.Go(func() {
-		bc, err := b.Accept(ctx)
-		if err != nil {
-			return
-		}
-		defer bc.CloseWithError(0, "")
-		for {
-			str, err := bc.AcceptStream(ctx)
-			if err != nil {
-				return
-			}
-			wg.Go(func() { io.Copy(str, str); str.Close() })
-		}
-	})
-	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
+	acceptEcho(t, b)
+	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer dcancel()
 	conn, err := a.Dial(dctx, b.PeerID())
 	if err != nil {
