@@ -181,6 +181,21 @@ func stallEcho(conn *peer.Conn, size int, midway func()) (time.Duration, error) 
 func TestClusterNodeKilledMidTransfer(t *testing.T) {
 	ns := startNATS(t, 0)
 	nodes, hosts := startCluster(t, ns)
+	checkNodeKilledMidTransfer(t, nodes, hosts)
+}
+
+// The same with a NATS server embedded in each node: the killed node's
+// NATS server dies with it, and the survivors' servers, routed to each
+// other, carry on.
+func TestClusterNodeKilledMidTransferEmbeddedNATS(t *testing.T) {
+	nodes, hosts := startEmbeddedCluster(t)
+	checkNodeKilledMidTransfer(t, nodes, hosts)
+}
+
+// checkNodeKilledMidTransfer kills node 1 while a relayed pair and a
+// direct pair, all four devices at node 1, transfer.
+func checkNodeKilledMidTransfer(t *testing.T, nodes []*testcaddy.Caddy, hosts []netip.Addr) {
+	t.Helper()
 	waitClusterConnected(t, nodes)
 
 	// All four devices resolve node 1 first: they all register there.

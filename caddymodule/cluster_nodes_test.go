@@ -132,9 +132,17 @@ func TestClusterThreeNodes(t *testing.T) {
 // The same with a NATS server embedded in each node (netsody_nats),
 // routed to its siblings.
 func TestClusterThreeNodesEmbeddedNATS(t *testing.T) {
+	nodes, hosts := startEmbeddedCluster(t)
+	checkAcrossNodes(t, nodes, hosts)
+}
+
+// startEmbeddedCluster starts three nodes, each with its own embedded
+// NATS server (netsody_nats) routed to the two others.
+func startEmbeddedCluster(t *testing.T) ([]*testcaddy.Caddy, []netip.Addr) {
+	t.Helper()
 	bin := testcaddy.BinaryWithTags(t, "netsody_natsembed")
 	natsPort, routePort := strconv.Itoa(testcaddy.FreePort(t)), strconv.Itoa(testcaddy.FreePort(t))
-	nodes, hosts := startNodes(t, bin, func(i int, h netip.Addr) (string, string) {
+	return startNodes(t, bin, func(i int, h netip.Addr) (string, string) {
 		var routes []string
 		for _, o := range clusterHosts {
 			if o != h {
@@ -146,7 +154,6 @@ func TestClusterThreeNodesEmbeddedNATS(t *testing.T) {
 			"\n\t\troute_auth node s3cret-route\n\t}\n"
 		return global, "nats://" + h.String() + ":" + natsPort
 	})
-	checkAcrossNodes(t, nodes, hosts)
 }
 
 // checkAcrossNodes registers two devices at nodes 1 and 2 through the
