@@ -38,8 +38,8 @@ func (s *Server) SessionList() []SessionInfo {
 	all := slices.Collect(maps.Keys(s.sessions))
 	// The fields a registration sets may be read once srv.mu showed the
 	// session in byPeer (see session); the others' are the reader's.
-	registered := make(map[*session]*Registration, len(s.byPeer))
-	for _, sess := range s.byPeer {
+	registered := make(map[*session]*Registration, len(s.byPeer)+len(s.relayOnly))
+	for _, sess := range s.registeredLocked(nil) {
 		registered[sess] = sess.reg
 	}
 	s.mu.Unlock()
@@ -96,16 +96,17 @@ func IPVersion(a netip.Addr) int {
 
 // EndRegistered ends every registered session for which match is true
 // with ErrCodeEndedByOperator and message, and returns how many it
-// ended. What the registrations vouched for (relay sessions) ends with
+// ended (a device's session for relays only counts apart from its
+// ordinary one). What the registrations vouched for (relay sessions) ends with
 // them. A device whose session ended may register again, unless
 // admission now refuses it.
 func (s *Server) EndRegistered(match func(peer identity.PeerID, remote netip.AddrPort) bool, message string) int {
 	s.mu.Lock()
-	regs := maps.Clone(s.byPeer)
+	regs := s.registeredLocked(nil)
 	s.mu.Unlock()
 	n := 0
-	for p, sess := range regs {
-		if sess.live() && match(p, sess.observed()) {
+	for _, sess := range regs {
+		if p := sess.peer; sess.live() && match(p, sess.observed()) {
 			sess.end(&Error{Code: ErrCodeEndedByOperator, Peer: p, Message: message})
 			n++
 		}
