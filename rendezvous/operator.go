@@ -69,11 +69,12 @@ type DeviceCount struct {
 }
 
 // DeviceCounts returns the registered devices by IP version and
-// transport, in a fixed order, every combination present (for metrics).
+// transport, in a fixed order, every combination present (for metrics);
+// a device's session for relays only counts apart from its ordinary one.
 func (s *Server) DeviceCounts() []DeviceCount {
 	counts := []DeviceCount{{4, "h2", 0}, {4, "h3", 0}, {6, "h2", 0}, {6, "h3", 0}}
 	s.mu.Lock()
-	regs := slices.Collect(maps.Values(s.byPeer))
+	regs := s.registeredLocked(nil)
 	s.mu.Unlock()
 	for _, sess := range regs {
 		i := slices.IndexFunc(counts, func(c DeviceCount) bool {

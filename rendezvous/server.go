@@ -129,11 +129,13 @@ func (s *Server) config() *Config { return s.cfg.Load() }
 // Stats returns the server's counters.
 func (s *Server) Stats() *Stats { return &s.stats }
 
-// Sessions returns the number of registered devices and of all sessions.
+// Sessions returns the number of registered sessions (a device's session
+// for relays only counts apart from its ordinary one) and of all
+// sessions.
 func (s *Server) Sessions() (registered, all int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.byPeer), len(s.sessions)
+	return len(s.byPeer) + len(s.relayOnly), len(s.sessions)
 }
 
 // MaxSessions returns the budget of sessions in force
