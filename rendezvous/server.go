@@ -411,11 +411,11 @@ func (s *Server) remove(sess *session) {
 // whose relay node is also where its own session lands (a failover
 // through the cluster's name) holds both, one of each.
 func (s *Server) register(sess *session) {
+	s.mu.Lock()
 	byPeer := s.byPeer
 	if sess.relayOnly {
 		byPeer = s.relayOnly
 	}
-	s.mu.Lock()
 	old := byPeer[sess.peer]
 	byPeer[sess.peer] = sess
 	s.byBinding[sess.binding] = sess
