@@ -122,6 +122,20 @@ func relayNodeEntry(d *Device, url string) (SuperPeerStatus, bool) {
 	return SuperPeerStatus{}, false
 }
 
+// relayAtNode2 connects a to b, at node 2 (1-based), and waits for the
+// connection to relay through that node, whose URL it returns too.
+func relayAtNode2(t *testing.T, nodes []*testcaddy.Caddy, a, b *Device) (*Conn, string) {
+	t.Helper()
+	echo(t, b)
+	c := dial(t, a, b)
+	waitPath(t, c, PathRelay, 30*time.Second)
+	node2 := nodeURL(nodes, 1)
+	if p := c.Path(); p.SuperPeer != node2 {
+		t.Fatalf("relayed through %q, want the target's node %q", p.SuperPeer, node2)
+	}
+	return c, node2
+}
+
 // Two devices registered at different nodes of a cluster, their direct
 // path cut, relay through the target's node: the asker learns it from
 // its own node's introduction (CapRelayNode), registers there for the
@@ -148,13 +162,7 @@ func TestClusterRelayThroughTargetsNode(t *testing.T) {
 	}
 	before := varz()
 
-	echo(t, b)
-	c := dial(t, a, b)
-	waitPath(t, c, PathRelay, 30*time.Second)
-	node2 := nodeURL(nodes, 1)
-	if p := c.Path(); p.SuperPeer != node2 {
-		t.Fatalf("relayed through %q, want the target's node %q", p.SuperPeer, node2)
-	}
+	c, node2 := relayAtNode2(t, nodes, a, b)
 	const size = 4 << 20
 	echoTransfer(t, c, size, 16, func(int) {})
 
@@ -206,13 +214,7 @@ func TestClusterRelayNodeIsFailover(t *testing.T) {
 	nodes := startRelayCluster(t, ns)
 	a := clusterRelayDevice(t, nodes, 0) // at node 1, then node 2
 	b := clusterRelayDevice(t, nodes, 1) // at node 2
-	echo(t, b)
-	c := dial(t, a, b)
-	waitPath(t, c, PathRelay, 30*time.Second)
-	node2 := nodeURL(nodes, 1)
-	if p := c.Path(); p.SuperPeer != node2 {
-		t.Fatalf("relayed through %q, want the target's node %q", p.SuperPeer, node2)
-	}
+	c, node2 := relayAtNode2(t, nodes, a, b)
 
 	nodes[0].Stop(t)
 	devices := func(i int) float64 { return nodes[i].Metrics(t)["netsody_superpeer_devices"] }

@@ -120,10 +120,7 @@ func TestRelayOnlyBesideOrdinary(t *testing.T) {
 // leg), but its lookups of peers elsewhere do not cross the cluster.
 func TestRelayOnlyNotIntroduced(t *testing.T) {
 	cfg := Config{ConsentTimeout: 2 * time.Second}
-	n1, n2 := newTestServer(t, "127.0.0.1", cfg), newTestServer(t, "127.0.0.1", cfg)
-	var mesh memCluster
-	n1.rv.SetCluster(mesh.node(n1.rv))
-	n2.rv.SetCluster(mesh.node(n2.rv))
+	n1, n2, mesh := twoNodes(t, cfg)
 
 	// A device held only at n2, for relays only.
 	devID := newIdentity(t)
@@ -207,10 +204,7 @@ func TestRelayOnlyNotIntroduced(t *testing.T) {
 func TestRelayOnlyPerTargetLimit(t *testing.T) {
 	const burst = 2
 	cfg := Config{IntroductionRate: 1e-6, IntroductionBurst: burst}
-	n1, n2 := newTestServer(t, "127.0.0.1", cfg), newTestServer(t, "127.0.0.1", cfg)
-	var mesh memCluster
-	n1.rv.SetCluster(mesh.node(n1.rv))
-	n2.rv.SetCluster(mesh.node(n2.rv))
+	n1, n2, _ := twoNodes(t, cfg)
 	devID := newIdentity(t)
 	n1.dial(t, TransportH3, devID)
 	n2.dial(t, TransportH3, devID, relayOnly)
