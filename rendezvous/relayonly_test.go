@@ -224,3 +224,37 @@ func TestRelayOnlyPerTargetLimit(t *testing.T) {
 		t.Errorf("the device was introduced %d times, want its node's burst %d", introduced, burst)
 	}
 }
+
+// The other direction: a peer at the relay node that asks its node for a
+// relay to the device is not introduced to the relay-only session there;
+// the introduction crosses the cluster to the device's own node, whose
+// reply names that node as the device's relay node (the peer's rule
+// then picks where to relay), and the device learns the peer's node.
+func TestRelayOnlyReverseDirection(t *testing.T) {
+	cfg := Config{ConsentTimeout: 2 * time.Second}
+	n1, n2 := newTestServer(t, "127.0.0.1", cfg), newTestServer(t, "127.0.0.1", cfg)
+	var mesh memCluster
+	const url1, url2 = "https://sp-1.example.com", "https://sp-2.example.com"
+	n1.rv.SetCluster(newNamedNode(&mesh, n1.rv, url1, url2))
+	n2.rv.SetCluster(newNamedNode(&mesh, n2.rv, url2, url1))
+	devID := newIdentity(t)
+	homeCands := make(chan Candidates, 4)
+	n1.dial(t, TransportH3, devID, func(c *ClientConfig) { c.OnCandidates = func(m Candidates) { homeCands <- m } })
+	roCands := make(chan Candidates, 4)
+	n2.dial(t, TransportH3, devID, relayOnly, func(c *ClientConfig) { c.OnCandidates = func(m Candidates) { roCands <- m } })
+	peer := n2.dial(t, TransportH3, newIdentity(t))
+
+	c, err := peer.Introduce(t.Context(), devID.PeerID(), IntroduceOptions{Relay: true})
+	if err != nil || c.RelayNode != url1 || c.Relay {
+		t.Fatalf("the peer's relay request: %+v, %v; want the device's node %s named, no relay here", c, err, url1)
+	}
+	select {
+	case m := <-homeCands:
+		if m.Peer != peer.cfg.Identity.PeerID() || m.RelayNode != url2 {
+			t.Errorf("the device's own session got %+v, want the peer with relay node %s", m, url2)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the device's own session got no candidates")
+	}
+	noFrames(t, "the relay-only session was introduced", roCands)
+}
