@@ -20,6 +20,9 @@ type SessionInfo struct {
 	// Registered is set once the device registered (and until its
 	// session ends or a newer one replaces it).
 	Registered bool
+	// RelayOnly says that the registration is for relays only (a relay
+	// node's session, Register.RelayOnly), beside any ordinary one.
+	RelayOnly bool
 	// Remote is the device's address as the super peer sees it now.
 	Remote netip.AddrPort
 	// Transport is "h3" or "h2".
@@ -47,7 +50,7 @@ func (s *Server) SessionList() []SessionInfo {
 	for _, sess := range all {
 		info := SessionInfo{Remote: sess.observed(), Transport: sess.transport, Connected: sess.connStart}
 		if reg := registered[sess]; reg != nil && sess.live() {
-			info.Peer, info.Registered, info.RegisteredAt = reg.peer, true, reg.since
+			info.Peer, info.Registered, info.RegisteredAt, info.RelayOnly = reg.peer, true, reg.since, sess.relayOnly
 		}
 		list = append(list, info)
 	}
