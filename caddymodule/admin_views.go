@@ -152,6 +152,9 @@ type DeviceView struct {
 	// PeerID is empty for a session that has not registered yet.
 	PeerID     string `json:"peer_id,omitempty"`
 	Registered bool   `json:"registered"`
+	// RelayOnly marks a registration for relays only: a device's
+	// session for its relays through this node, beside any ordinary one.
+	RelayOnly bool `json:"relay_only,omitempty"`
 	// Remote is the device's address as the super peer sees it.
 	Remote    string `json:"remote"`
 	IPVersion int    `json:"ip_version"`
@@ -184,6 +187,7 @@ func serveDevices(p *pooledSuperPeer, w http.ResponseWriter, r *http.Request) er
 	for _, s := range all[from:to] {
 		d := DeviceView{
 			Registered: s.Registered,
+			RelayOnly:  s.RelayOnly,
 			Remote:     s.Remote.String(),
 			IPVersion:  rendezvous.IPVersion(s.Remote.Addr()),
 			Transport:  s.Transport,

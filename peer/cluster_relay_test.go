@@ -122,6 +122,20 @@ func relayNodeEntry(d *Device, url string) (SuperPeerStatus, bool) {
 	return SuperPeerStatus{}, false
 }
 
+// relayAtNode2 connects a to b, at node 2 (1-based), and waits for the
+// connection to relay through that node, whose URL it returns too.
+func relayAtNode2(t *testing.T, nodes []*testcaddy.Caddy, a, b *Device) (*Conn, string) {
+	t.Helper()
+	echo(t, b)
+	c := dial(t, a, b)
+	waitPath(t, c, PathRelay, 30*time.Second)
+	node2 := nodeURL(nodes, 1)
+	if p := c.Path(); p.SuperPeer != node2 {
+		t.Fatalf("relayed through %q, want the target's node %q", p.SuperPeer, node2)
+	}
+	return c, node2
+}
+
 // Two devices registered at different nodes of a cluster, their direct
 // path cut, relay through the target's node: the asker learns it from
 // its own node's introduction (CapRelayNode), registers there for the
@@ -148,13 +162,7 @@ func TestClusterRelayThroughTargetsNode(t *testing.T) {
 	}
 	before := varz()
 
-	echo(t, b)
-	c := dial(t, a, b)
-	waitPath(t, c, PathRelay, 30*time.Second)
-	node2 := nodeURL(nodes, 1)
-	if p := c.Path(); p.SuperPeer != node2 {
-		t.Fatalf("relayed through %q, want the target's node %q", p.SuperPeer, node2)
-	}
+	c, node2 := relayAtNode2(t, nodes, a, b)
 	const size = 4 << 20
 	echoTransfer(t, c, size, 16, func(int) {})
 
@@ -192,4 +200,39 @@ func TestClusterRelayThroughTargetsNode(t *testing.T) {
 		func() string { return "A still holds the relay node" })
 	eventually(t, 30*time.Second, func() bool { return nodes[1].Metrics(t)["netsody_superpeer_devices"] == 1 },
 		func() string { return "node 2 still holds A's session" })
+}
+
+// A device relaying through a node it holds as its relay node, whose own
+// session then fails over to that very node (its node dies, and the
+// cluster's name leads to the relay node next), holds both sessions
+// there side by side: the relay node's registration is for relays only
+// (rendezvous.ClientConfig.RelayOnly), so neither replaces the other.
+// Before, the two replaced each other on every redial, and the device
+// flapped between them. The relay carries on throughout.
+func TestClusterRelayNodeIsFailover(t *testing.T) {
+	ns := natstest.Start(t, 0, relayClusterToken)
+	nodes := startRelayCluster(t, ns)
+	a := clusterRelayDevice(t, nodes, 0) // at node 1, then node 2
+	b := clusterRelayDevice(t, nodes, 1) // at node 2
+	c, node2 := relayAtNode2(t, nodes, a, b)
+
+	nodes[0].Stop(t)
+	devices := func(i int) float64 { return nodes[i].Metrics(t)["netsody_superpeer_devices"] }
+	eventually(t, 30*time.Second, func() bool { return devices(1) == 3 && a.Status().SuperPeers[0].Connected },
+		func() string {
+			return "node 2 holds " + strconv.Itoa(int(devices(1))) + " sessions, want 3 (B, A's own, A's for relays)"
+		})
+	// Settled: no more registrations at node 2 (the two sessions of A
+	// replaced each other there every redial, before).
+	regs := func() float64 { return nodes[1].Metrics(t)["netsody_superpeer_registrations_total"] }
+	before := regs()
+	echoTransfer(t, c, 1<<20, 16, func(int) {})
+	time.Sleep(2 * time.Second) // a quiet spell, long enough for redials to show
+	if n := regs() - before; n != 0 || devices(1) != 3 || devices(2) != 0 {
+		t.Errorf("after failing over to its relay node: %v registrations more at node 2, %v sessions there, %v at node 3; want 0, 3, 0",
+			n, devices(1), devices(2))
+	}
+	if p := c.Path(); p.Kind != PathRelay || p.SuperPeer != node2 {
+		t.Errorf("path after the failover: %+v, want relayed through %s", p, node2)
+	}
 }

@@ -11,7 +11,10 @@ package peer
 // The one relay rule (bestSuperPeer) chooses among the device's super
 // peers that hold the peer and the peer's relay node: when the peer has
 // one, the device registers there (a super peer of its own, the relay
-// node, for the life of the relay: ensureRelay holds it, and
+// node, registered for relays only so that the node neither introduces
+// it nor lets it replace the device's own session there, which a
+// failover may bring to the same node; for the life of the relay:
+// ensureRelay holds it, and
 // settleRelayNode drops it once no relay to the peer runs through it or
 // is being opened), asks it for the relay (FlagRelay, which reaches the
 // peer's own session there), and opens its leg on that session.

@@ -303,7 +303,11 @@ func (sp *superPeer) clientConfig() (rendezvous.ClientConfig, error) {
 		OnObserved:    func(a netip.AddrPort) { d.onObserved(sp, a) },
 		OnMove:        func(m rendezvous.Move) { d.onMove(sp, m) },
 		OnHeadroom:    func(h rendezvous.Headroom) { d.onHeadroom(sp, h) },
-		Logger:        d.log,
+		// A relay node's session is for relays only: beside the
+		// device's own session, were that at the same node, neither
+		// replacing the other; never introduced (relaynode.go).
+		RelayOnly: sp.relayNode,
+		Logger:    d.log,
 	}, nil
 }
 

@@ -107,10 +107,7 @@ func (s *session) admit(cfg *Config, m *Register) *Error {
 // newest rules; Close stops it.
 func (s *Server) Recheck() {
 	s.mu.Lock()
-	devices := make([]*session, 0, len(s.byPeer))
-	for _, sess := range s.byPeer {
-		devices = append(devices, sess)
-	}
+	devices := s.registeredLocked(nil)
 	s.mu.Unlock()
 
 	a := &s.admission

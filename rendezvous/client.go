@@ -87,6 +87,14 @@ func (s *Session) Register(ctx context.Context) error {
 	return nil
 }
 
+// RelayOnly reports whether the session is registered for relays only:
+// ClientConfig.RelayOnly asked for it, and the super peer honours it
+// (CapRelayOnly). False with a super peer that registered it as an
+// ordinary session.
+func (s *Session) RelayOnly() bool {
+	return s.cfg.RelayOnly && s.registered.Capabilities.Has(CapRelayOnly)
+}
+
 // register sends FrameRegister and waits for FrameRegistered.
 func (s *Session) register(ctx context.Context) error {
 	m := signRegistration(s.binding, s.cfg.Identity, s.cfg.LocalAddrs)
@@ -104,6 +112,8 @@ func (s *Session) register(ctx context.Context) error {
 		if s.cfg.OnHeadroom == nil {
 			m.Protocol.Capabilities &^= CapHeadroom
 		}
+		m.Protocol.Capabilities &^= CapRelayOnly // a super peer's
+		m.RelayOnly = s.cfg.RelayOnly
 	}
 	if s.cfg.announce != nil {
 		m.Protocol = *s.cfg.announce

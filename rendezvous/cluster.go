@@ -40,8 +40,11 @@ import (
 // other device does not hold. Instead each device that announced
 // CapRelayNode learns the other's node (Candidates.RelayNode): the
 // asker the target's, the target the asker's. A device that relays
-// registers at that node for the life of the relay and asks for it
-// there, where both legs meet (docs/CLUSTER.md, "Relays").
+// registers at that node for the life of the relay, for relays only
+// (Register.RelayOnly: never joined nor introduced, so that every
+// introduction for a device reaches its one ordinary session and the
+// target's limits hold across the cluster), and asks for it there,
+// where both legs meet (docs/CLUSTER.md, "Relays").
 
 // Cluster is how a Server reaches devices registered at the other nodes
 // of its cluster. Its methods may be called from any goroutine.

@@ -70,6 +70,16 @@ func (n *memNode) Introduce(ctx context.Context, req ClusterRequest) (ClusterAns
 	}
 }
 
+// twoNodes runs two servers of cfg that share their devices through
+// mesh, a memCluster.
+func twoNodes(t *testing.T, cfg Config) (n1, n2 *testServer, mesh *memCluster) {
+	t.Helper()
+	n1, n2, mesh = newTestServer(t, "127.0.0.1", cfg), newTestServer(t, "127.0.0.1", cfg), new(memCluster)
+	n1.rv.SetCluster(mesh.node(n1.rv))
+	n2.rv.SetCluster(mesh.node(n2.rv))
+	return n1, n2, mesh
+}
+
 func (m *memCluster) joinedAt(peer identity.PeerID) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -83,10 +93,7 @@ func (m *memCluster) joinedAt(peer identity.PeerID) int {
 func TestClusterIntroduction(t *testing.T) {
 	const timeout = 500 * time.Millisecond
 	cfg := Config{ConsentTimeout: timeout}
-	n1, n2 := newTestServer(t, "127.0.0.1", cfg), newTestServer(t, "127.0.0.1", cfg)
-	var mesh memCluster
-	n1.rv.SetCluster(mesh.node(n1.rv))
-	n2.rv.SetCluster(mesh.node(n2.rv))
+	n1, n2, mesh := twoNodes(t, cfg)
 
 	askerCands := make(chan Candidates, 4)
 	asker := n1.dial(t, TransportH3, newIdentity(t), func(c *ClientConfig) { c.OnCandidates = func(m Candidates) { askerCands <- m } })
@@ -152,10 +159,7 @@ func TestClusterIntroduction(t *testing.T) {
 // only.
 func TestClusterTargetLeavesAndMoves(t *testing.T) {
 	cfg := Config{ConsentTimeout: 5 * time.Second}
-	n1, n2 := newTestServer(t, "127.0.0.1", cfg), newTestServer(t, "127.0.0.1", cfg)
-	var mesh memCluster
-	n1.rv.SetCluster(mesh.node(n1.rv))
-	n2.rv.SetCluster(mesh.node(n2.rv))
+	n1, n2, mesh := twoNodes(t, cfg)
 	asker := n1.dial(t, TransportH2, newIdentity(t))
 	target := n2.consenting(t, TransportH2, nil)
 

@@ -115,7 +115,9 @@ func (s *session) handleConnect(m *Connect) {
 		s.srv.stats.LookupsLimited.Add(1)
 		s.refuse(m.Peer, ErrCodeRateLimited, "this device, or its network, has too many lookups waiting for answers; retry once they are answered")
 		return
-	case other == nil && cl != nil:
+	case other == nil && cl != nil && !s.relayOnly:
+		// A session for relays only asks for peers registered here,
+		// where its relays meet; not the cluster.
 		f := s.askClusterLocked(a, cl, m.Relay, now, cfg)
 		c.mu.Unlock()
 		s.sendNow(f)

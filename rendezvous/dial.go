@@ -85,6 +85,14 @@ type ClientConfig struct {
 	// device's choice of where to relay. It must not block. A session
 	// announces CapHeadroom exactly when OnHeadroom is set.
 	OnHeadroom func(Headroom)
+	// RelayOnly registers the session for relays only (Register.RelayOnly):
+	// a device's session at a relay node of a cluster, beside its
+	// ordinary session at another node, or at the same node after a
+	// failover, without replacing it. Such a session is never introduced
+	// to other devices; it asks for relays (Session.Introduce with Relay)
+	// to peers registered at its super peer, and carries the relay legs.
+	// Session.RelayOnly tells whether the super peer honoured it.
+	RelayOnly bool
 	// KeepaliveInterval overrides the super peer's keepalive interval for
 	// this device's pings; 0 follows the super peer.
 	KeepaliveInterval time.Duration

@@ -51,10 +51,7 @@ func (s *Server) Drain(timeout time.Duration, reason string) time.Time {
 	}
 	d := &draining{until: time.Now().Add(timeout), reason: cutUTF8(reason, MaxMoveReason)}
 	s.drain = d
-	registered := make([]*session, 0, len(s.byPeer))
-	for _, sess := range s.byPeer {
-		registered = append(registered, sess)
-	}
+	registered := s.registeredLocked(nil)
 	s.mu.Unlock()
 	s.config().Logger.Info("draining", zap.Int("devices", len(registered)), zap.Duration("timeout", timeout), zap.String("reason", d.reason))
 	for _, sess := range registered {

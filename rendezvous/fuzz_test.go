@@ -44,6 +44,7 @@ func FuzzSessionFrames(f *testing.F) {
 	connect := (&Connect{Peer: target, Relay: true}).frame()
 	addrs := (&Addrs{LocalAddrs: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:1"), netip.MustParseAddrPort("[::1]:2")}}).frame()
 	f.Add(false, (&Register{Peer: fuzzPeer(2), Protocol: ours}).frame())
+	f.Add(false, (&Register{Peer: fuzzPeer(2), Protocol: ours, RelayOnly: true}).frame())
 	f.Add(false, append(appendFrame(nil, 0x7f, nil), ping...))
 	f.Add(true, bytes.Join([][]byte{ping, addrs, connect, connect, (&Pong{Nonce: 1}).frame(), appendFrame(nil, 0x42, []byte{1, 2})}, nil))
 	f.Add(true, bytes.Repeat(connect, 40))

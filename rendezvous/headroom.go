@@ -102,9 +102,11 @@ func (s *Server) tickHeadroom(stop <-chan struct{}, done chan<- struct{}) {
 func (s *Server) capableOf(dst []*session, c Capabilities) []*session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, sess := range s.byPeer {
-		if sess.proto.Capabilities.Has(c) {
-			dst = append(dst, sess)
+	for _, byPeer := range [...]map[identity.PeerID]*session{s.byPeer, s.relayOnly} {
+		for _, sess := range byPeer {
+			if sess.proto.Capabilities.Has(c) {
+				dst = append(dst, sess)
+			}
 		}
 	}
 	return dst

@@ -30,7 +30,8 @@ func (e *LookupLimitedError) Error() string { return "rendezvous: " + e.Reason }
 
 var errForeignRegistration = errors.New("rendezvous: the registration is not one of this server's")
 
-// LookUp tells whether target is registered, for a service (the relay)
+// LookUp tells whether target is registered (a registration for relays
+// only counts: the relay pairs legs with it), for a service (the relay)
 // acting for the device registered as asker. It is limited as a
 // FrameConnect's lookup is, in the same bucket: without a token for the
 // pair it fails with a *LookupLimitedError, whatever target's state. It
@@ -41,7 +42,7 @@ func (srv *Server) LookUp(asker *Registration, target identity.PeerID) (found bo
 	if s == nil || s.srv != srv {
 		return false, errForeignRegistration
 	}
-	other := srv.lookup(target)
+	other := srv.lookupForRelay(target)
 	cfg := srv.config()
 	now := time.Now()
 	c := &srv.consent

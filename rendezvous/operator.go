@@ -20,6 +20,9 @@ type SessionInfo struct {
 	// Registered is set once the device registered (and until its
 	// session ends or a newer one replaces it).
 	Registered bool
+	// RelayOnly says that the registration is for relays only (a relay
+	// node's session, Register.RelayOnly), beside any ordinary one.
+	RelayOnly bool
 	// Remote is the device's address as the super peer sees it now.
 	Remote netip.AddrPort
 	// Transport is "h3" or "h2".
@@ -38,8 +41,8 @@ func (s *Server) SessionList() []SessionInfo {
 	all := slices.Collect(maps.Keys(s.sessions))
 	// The fields a registration sets may be read once srv.mu showed the
 	// session in byPeer (see session); the others' are the reader's.
-	registered := make(map[*session]*Registration, len(s.byPeer))
-	for _, sess := range s.byPeer {
+	registered := make(map[*session]*Registration, len(s.byPeer)+len(s.relayOnly))
+	for _, sess := range s.registeredLocked(nil) {
 		registered[sess] = sess.reg
 	}
 	s.mu.Unlock()
@@ -47,7 +50,7 @@ func (s *Server) SessionList() []SessionInfo {
 	for _, sess := range all {
 		info := SessionInfo{Remote: sess.observed(), Transport: sess.transport, Connected: sess.connStart}
 		if reg := registered[sess]; reg != nil && sess.live() {
-			info.Peer, info.Registered, info.RegisteredAt = reg.peer, true, reg.since
+			info.Peer, info.Registered, info.RegisteredAt, info.RelayOnly = reg.peer, true, reg.since, sess.relayOnly
 		}
 		list = append(list, info)
 	}
@@ -69,11 +72,12 @@ type DeviceCount struct {
 }
 
 // DeviceCounts returns the registered devices by IP version and
-// transport, in a fixed order, every combination present (for metrics).
+// transport, in a fixed order, every combination present (for metrics);
+// a device's session for relays only counts apart from its ordinary one.
 func (s *Server) DeviceCounts() []DeviceCount {
 	counts := []DeviceCount{{4, "h2", 0}, {4, "h3", 0}, {6, "h2", 0}, {6, "h3", 0}}
 	s.mu.Lock()
-	regs := slices.Collect(maps.Values(s.byPeer))
+	regs := s.registeredLocked(nil)
 	s.mu.Unlock()
 	for _, sess := range regs {
 		i := slices.IndexFunc(counts, func(c DeviceCount) bool {
@@ -96,16 +100,17 @@ func IPVersion(a netip.Addr) int {
 
 // EndRegistered ends every registered session for which match is true
 // with ErrCodeEndedByOperator and message, and returns how many it
-// ended. What the registrations vouched for (relay sessions) ends with
+// ended (a device's session for relays only counts apart from its
+// ordinary one). What the registrations vouched for (relay sessions) ends with
 // them. A device whose session ended may register again, unless
 // admission now refuses it.
 func (s *Server) EndRegistered(match func(peer identity.PeerID, remote netip.AddrPort) bool, message string) int {
 	s.mu.Lock()
-	regs := maps.Clone(s.byPeer)
+	regs := s.registeredLocked(nil)
 	s.mu.Unlock()
 	n := 0
-	for p, sess := range regs {
-		if sess.live() && match(p, sess.observed()) {
+	for _, sess := range regs {
+		if p := sess.peer; sess.live() && match(p, sess.observed()) {
 			sess.end(&Error{Code: ErrCodeEndedByOperator, Peer: p, Message: message})
 			n++
 		}

@@ -22,6 +22,12 @@ type Register struct {
 	ProofOfWork int32
 	LocalAddrs  []netip.AddrPort
 	Protocol    // the device's
+	// RelayOnly says that the registration is for relays only
+	// (extRelayOnly; docs/CLUSTER.md, "Relays"): it lives beside the
+	// device's ordinary session, is never introduced to other devices
+	// nor joined to the cluster, and serves the device's own relays. A
+	// super peer that does not know it registers the device as usual.
+	RelayOnly bool
 }
 
 func (m *Register) frame() []byte {
@@ -30,7 +36,12 @@ func (m *Register) frame() []byte {
 	p = append(p, m.Signature[:]...)
 	p = binary.BigEndian.AppendUint32(p, uint32(m.ProofOfWork))
 	p = appendAddrs(p, m.LocalAddrs)
-	return appendFrame(nil, FrameRegister, m.Protocol.append(p))
+	p = m.Protocol.append(p)
+	if m.RelayOnly && m.Version >= extensionsVersion {
+		p = quicvarint.Append(p, extRelayOnly)
+		p = quicvarint.Append(p, 0)
+	}
+	return appendFrame(nil, FrameRegister, p)
 }
 
 func (m *Register) decode(b []byte) error {
@@ -39,7 +50,14 @@ func (m *Register) decode(b []byte) error {
 	copy(m.Signature[:], d.take(64))
 	m.ProofOfWork = int32(d.u32())
 	m.LocalAddrs = d.addrs()
-	m.Protocol.decodeExtensions(&d)
+	m.Protocol, m.RelayOnly = protocolV1, false
+	d.extensions(func(typ uint64, v *decoder) bool {
+		if typ != extRelayOnly {
+			return m.Protocol.decodeExtension(typ, v)
+		}
+		m.RelayOnly = true // no value: extensions refuses one
+		return true
+	})
 	return d.err
 }
 

@@ -32,9 +32,10 @@ type Server struct {
 	mu        sync.Mutex // guards the following
 	sessions  map[*session]struct{}
 	byPeer    map[identity.PeerID]*session
-	byBinding map[Binding]*session // registered sessions
-	onConn    map[Binding]*session // every session, from admission
-	drain     *draining            // set once by Drain (drain.go)
+	relayOnly map[identity.PeerID]*session // sessions for relays only, at most one a peer ID
+	byBinding map[Binding]*session         // registered sessions
+	onConn    map[Binding]*session         // every session, from admission
+	drain     *draining                    // set once by Drain (drain.go)
 	closed    bool
 
 	prefixes  prefixTable
@@ -106,6 +107,7 @@ func NewServer(cfg Config) *Server {
 	s := &Server{
 		sessions:  make(map[*session]struct{}),
 		byPeer:    make(map[identity.PeerID]*session),
+		relayOnly: make(map[identity.PeerID]*session),
 		byBinding: make(map[Binding]*session),
 		onConn:    make(map[Binding]*session),
 	}
@@ -127,11 +129,13 @@ func (s *Server) config() *Config { return s.cfg.Load() }
 // Stats returns the server's counters.
 func (s *Server) Stats() *Stats { return &s.stats }
 
-// Sessions returns the number of registered devices and of all sessions.
+// Sessions returns the number of registered sessions (a device's session
+// for relays only counts apart from its ordinary one) and of all
+// sessions.
 func (s *Server) Sessions() (registered, all int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.byPeer), len(s.sessions)
+	return len(s.byPeer) + len(s.relayOnly), len(s.sessions)
 }
 
 // MaxSessions returns the budget of sessions in force
@@ -385,6 +389,9 @@ func (s *Server) remove(sess *session) {
 	if s.byPeer[sess.peer] == sess {
 		delete(s.byPeer, sess.peer)
 	}
+	if s.relayOnly[sess.peer] == sess {
+		delete(s.relayOnly, sess.peer)
+	}
 	if s.byBinding[sess.binding] == sess {
 		delete(s.byBinding, sess.binding)
 	}
@@ -397,24 +404,58 @@ func (s *Server) remove(sess *session) {
 	s.handlers.Done()
 }
 
-// register makes sess the device's current session, ending an older one.
+// register makes sess the device's current session, ending an older one
+// of its kind: an ordinary session replaces the ordinary one and joins
+// the cluster; a session for relays only replaces the one for relays
+// only, and joins nothing. Neither kind replaces the other, so a device
+// whose relay node is also where its own session lands (a failover
+// through the cluster's name) holds both, one of each.
 func (s *Server) register(sess *session) {
 	s.mu.Lock()
-	old := s.byPeer[sess.peer]
-	s.byPeer[sess.peer] = sess
+	byPeer := s.byPeer
+	if sess.relayOnly {
+		byPeer = s.relayOnly
+	}
+	old := byPeer[sess.peer]
+	byPeer[sess.peer] = sess
 	s.byBinding[sess.binding] = sess
 	s.mu.Unlock()
 	if old != nil && old != sess {
 		old.end(&Error{Code: ErrCodeReplaced, Message: "a newer session registered this peer ID"})
 	}
-	sess.joinCluster()
+	if !sess.relayOnly {
+		sess.joinCluster()
+	}
 }
 
-// lookup returns the registered session of peer, or nil.
+// lookup returns the registered session of peer that others may be
+// introduced to, or nil: never one for relays only.
 func (s *Server) lookup(peer identity.PeerID) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.byPeer[peer]
+}
+
+// lookupForRelay returns a registered session of peer that a relay leg
+// towards it may pair with: its ordinary one, else the one for relays
+// only, whose legs meet the peer's here; nil if none.
+func (s *Server) lookupForRelay(peer identity.PeerID) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess := s.byPeer[peer]; sess != nil {
+		return sess
+	}
+	return s.relayOnly[peer]
+}
+
+// registeredLocked appends every registered session, of both kinds.
+func (s *Server) registeredLocked(dst []*session) []*session {
+	for _, byPeer := range [...]map[identity.PeerID]*session{s.byPeer, s.relayOnly} {
+		for _, sess := range byPeer {
+			dst = append(dst, sess)
+		}
+	}
+	return dst
 }
 
 // Close ends every session with ErrCodeShuttingDown, refuses new ones,

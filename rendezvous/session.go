@@ -52,6 +52,9 @@ type session struct {
 	registered bool
 	reg        *Registration // ended with the session (endFromReader, Server.remove)
 	proto      Protocol      // what the device announced
+	// relayOnly: registered for relays only (Register.RelayOnly): in
+	// Server.relayOnly, not byPeer; never introduced nor in the cluster.
+	relayOnly  bool
 	pow        int32         // the registration's proof of work, for Recheck
 	limiter    *rate.Limiter // the device's FrameConnect
 	intros     *rate.Limiter // introductions to the device, from others
@@ -229,6 +232,7 @@ func (s *session) handleRegister(m *Register) *Error {
 		return e
 	}
 	s.become(m.Peer, m.Protocol, cfg)
+	s.relayOnly = m.RelayOnly
 	local := s.handOut(m.LocalAddrs)
 	s.mu.Lock()
 	s.local = local
@@ -265,7 +269,7 @@ func (s *session) handleRegister(m *Register) *Error {
 	// (and candidates carry it) from the start.
 	s.wake.start(time.Now(), s.keepalive)
 	s.mu.Unlock()
-	s.log.Debug("registered", zap.String("peer", m.Peer.Short()), zap.Stringer("observed", observed), zap.String("transport", s.transport), zap.Uint64("version", m.Version))
+	s.log.Debug("registered", zap.String("peer", m.Peer.Short()), zap.Stringer("observed", observed), zap.String("transport", s.transport), zap.Uint64("version", m.Version), zap.Bool("relay_only", m.RelayOnly))
 	return nil
 }
 

@@ -88,10 +88,20 @@ const (
 	// does not announce it is sent none, and relays as before.
 	CapRelayNode Capabilities = 1 << 5
 
+	// CapRelayOnly: from the super peer, it honours a registration for
+	// relays only (Register.RelayOnly, extRelayOnly): such a session
+	// lives beside the device's ordinary one at this super peer, neither
+	// replacing the other, and is never introduced to other devices nor
+	// joined to the cluster (docs/CLUSTER.md, "Relays"). A device learns
+	// from it whether its relay node honoured the flag; a super peer
+	// without it registers the device as usual. Devices do not announce
+	// it (they say RelayOnly in the register itself).
+	CapRelayOnly Capabilities = 1 << 6
+
 	// supportedCaps is what this package announces (a client announces
 	// CapConsent only with ClientConfig.OnRequest, CapMove only with
 	// ClientConfig.OnMove, CapHeadroom only with ClientConfig.OnHeadroom).
-	supportedCaps = CapObserved | CapConsent | CapMove | CapHeadroom | CapMapping | CapRelayNode
+	supportedCaps = CapObserved | CapConsent | CapMove | CapHeadroom | CapMapping | CapRelayNode | CapRelayOnly
 )
 
 // Has reports whether c holds every capability in x.

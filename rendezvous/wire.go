@@ -202,6 +202,7 @@ const (
 	extVersion       = 0x01 // Register, Registered: ProtocolVersion (varint)
 	extCapabilities  = 0x02 // Register, Registered: Capabilities (varint)
 	extSTUNPort      = 0x03 // Registered: the super peer's STUN port (varint, 1 to 65535)
+	extRelayOnly     = 0x03 // Register: the registration is for relays only (no value)
 	extCandMapping   = 0x03 // Candidates: the peer's Mapping (2 bytes, FrameMapping's payload)
 	extCandRelayNode = 0x04 // Candidates: the node holding the peer, an https URL (1 to MaxRelayNodeURL bytes, CheckRelayNode)
 )
@@ -266,12 +267,6 @@ func (p Protocol) append(b []byte) []byte {
 		b = appendExtVarint(b, extCapabilities, uint64(p.Capabilities))
 	}
 	return b
-}
-
-// decodeExtensions takes p from d's extension area.
-func (p *Protocol) decodeExtensions(d *decoder) {
-	*p = protocolV1
-	d.extensions(p.decodeExtension)
 }
 
 // decodeExtension takes one of p's extensions, and reports whether typ
