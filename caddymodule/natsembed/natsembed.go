@@ -149,6 +149,12 @@ func (a *App) options() (*natsserver.Options, error) {
 			if err != nil {
 				return nil, fmt.Errorf("netsody_nats: route TLS: %w", err)
 			}
+			// A route is a client of the server it dials as well as a
+			// server: it verifies that one against the same CAs, as
+			// nats-server's own configuration does for clusters
+			// (getTLSConfig). Without it a route verified the other
+			// node against the system's CAs and never came up.
+			tc.RootCAs = tc.ClientCAs
 			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 2
 		}
 		for _, r := range a.Routes {
@@ -184,6 +190,9 @@ func (a *App) Validate() error {
 	}
 	if (a.TLSCert == "") != (a.TLSKey == "") {
 		return errors.New("netsody_nats: tls_cert and tls_key go together")
+	}
+	if a.TLSCert != "" && a.ClusterListen != "" && a.TLSCA == "" {
+		return errors.New("netsody_nats: tls with cluster_listen needs its third file, the CA that routes verify each other against")
 	}
 	if (a.RouteUser == "") != (a.RoutePassword == "") {
 		return errors.New("netsody_nats: route_user and route_password go together")

@@ -1,0 +1,144 @@
+package caddymodule_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/netsody/superpeer/internal/testcaddy"
+)
+
+// The embedded NATS servers with `tls` (docs/CLUSTER.md, "NATS sizing"):
+// routes and clients encrypted and verified against one CA. The three
+// nodes share their devices over it as without TLS, and a NATS client
+// that does not speak TLS, token and all, is refused.
+func TestClusterEmbeddedNATSOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := natsTLSFiles(t, dir)
+	bin := testcaddy.BinaryWithTags(t, "netsody_natsembed")
+	natsPort, routePort := strconv.Itoa(testcaddy.FreePort(t)), strconv.Itoa(testcaddy.FreePort(t))
+	nodes, hosts := startNodes(t, bin, func(i int, h netip.Addr) (string, string) {
+		var routes []string
+		for _, o := range clusterHosts {
+			if o != h {
+				routes = append(routes, "nats-route://"+o.String()+":"+routePort)
+			}
+		}
+		global := "\tnetsody_nats {\n\t\tlisten " + h.String() + ":" + natsPort + "\n\t\ttoken " + natsToken +
+			"\n\t\tcluster_listen " + h.String() + ":" + routePort + "\n\t\troutes " + strings.Join(routes, " ") +
+			"\n\t\troute_auth node s3cret-route\n\t\ttls " + certFile + " " + keyFile + " " + caFile + "\n\t}\n"
+		// The cluster block's NATS URL line, and the CA its client verifies the server with.
+		return global, "tls://" + h.String() + ":" + natsPort + "\n\t\t\tnats_tls_ca " + caFile
+	})
+	checkAcrossNodes(t, nodes, hosts)
+
+	// Routes are up between the nodes over TLS: a route that failed its
+	// handshake would leave a node without its siblings' interest, and
+	// checkAcrossNodes would not have found the peer (it did not, before
+	// routes verified each other against tls's CA).
+	// A NATS client without the CA is refused on the client port.
+	plain := "nats://" + hosts[0].String() + ":" + natsPort
+	if nc, err := nats.Connect(plain, nats.Token(natsToken), nats.Timeout(2*time.Second), nats.NoReconnect()); err == nil {
+		nc.Close()
+		t.Fatalf("a NATS client without the CA connected to %s", plain)
+	} else {
+		t.Logf("client without the CA refused: %v", err)
+	}
+	// The route port says nothing in the clear (a route without TLS
+	// greets with its INFO at once), and one that speaks TLS without a
+	// certificate of the CA is refused.
+	route := hosts[0].String() + ":" + routePort
+	c, err := net.DialTimeout("tcp", route, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 4096)
+	if n, _ := c.Read(buf); n > 0 {
+		t.Fatalf("the route port greeted a plain TCP client with %q", buf[:n])
+	}
+	c.Close()
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("CA: %v", err)
+	}
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", route, &tls.Config{RootCAs: pool, ServerName: hosts[0].String()})
+	if err == nil {
+		tc.SetDeadline(time.Now().Add(3 * time.Second))
+		_, err = tc.Read(buf) // TLS 1.3: the server's refusal of no certificate comes here
+		tc.Close()
+	}
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a route without a client certificate was not refused (%v)", err)
+	}
+	t.Logf("route without a client certificate refused: %v", err)
+}
+
+// natsTLSFiles writes a CA and one certificate for the nodes' addresses,
+// usable as server and client (routes verify each other), as PEM files.
+func natsTLSFiles(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "netsody test NATS CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "netsody test NATS node"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	for _, h := range clusterHosts {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.IP(h.AsSlice()))
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(leafKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("node.pem", "CERTIFICATE", leafDER), write("node.key", "EC PRIVATE KEY", keyDER)
+}
