@@ -254,6 +254,12 @@ const (
 	introduceRetryMax = 2 * time.Second
 	// sessionDialTimeout bounds one dial of a super peer, both transports.
 	sessionDialTimeout = 10 * time.Second
+	// fallDialTimeout bounds the HTTP/2 dial when an HTTP/3 session went
+	// unanswered (transport.go): a node that still answers TCP does so
+	// in well under it, and one that hangs (its kernel completes the TCP
+	// handshake, nothing answers TLS) would otherwise hold the device
+	// for sessionDialTimeout before it tries another node of the name.
+	fallDialTimeout = 5 * time.Second
 	// superPeerPingEvery: when direct paths die, super peers are pinged
 	// (to follow a rebound NAT) at most this often.
 	superPeerPingEvery = time.Second

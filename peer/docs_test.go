@@ -61,6 +61,7 @@ func TestDocsTables(t *testing.T) {
 		"peer.sessionBackoffMin":         sessionBackoffMin,
 		"peer.sessionBackoffMax":         sessionBackoffMax,
 		"peer.sessionDialTimeout":        sessionDialTimeout,
+		"peer.fallDialTimeout":           fallDialTimeout,
 		"peer.superPeerPingEvery":        superPeerPingEvery,
 		"peer.DefaultMaxPeers":           DefaultMaxPeers,
 		"peer.DefaultIntroductionRate":   DefaultIntroductionRate,

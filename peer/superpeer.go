@@ -237,11 +237,16 @@ func (sp *superPeer) install(sess *rendezvous.Session, announced []netip.AddrPor
 // dial opens a session with connect, announcing the local addresses
 // there are now, which it returns.
 func (sp *superPeer) dial(connect func(context.Context, rendezvous.ClientConfig) (*rendezvous.Session, error)) (*rendezvous.Session, []netip.AddrPort, error) {
+	return sp.dialWithin(sessionDialTimeout, connect)
+}
+
+// dialWithin is dial, bounded by timeout.
+func (sp *superPeer) dialWithin(timeout time.Duration, connect func(context.Context, rendezvous.ClientConfig) (*rendezvous.Session, error)) (*rendezvous.Session, []netip.AddrPort, error) {
 	cfg, err := sp.clientConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(sp.ctx, sessionDialTimeout)
+	ctx, cancel := context.WithTimeout(sp.ctx, timeout)
 	defer cancel()
 	sess, err := connect(ctx, cfg)
 	return sess, cfg.LocalAddrs, err

@@ -121,8 +121,8 @@ type answerer interface {
 // one, ends (awaitEnd). Quiet with no ping or keepalive waited for
 // (idle), it is not ticked: awaitEnd sleeps until the next packet
 // relayed wakes it (relayedOne), or a leg opens (wakeCheck), or for
-// h3CheckEvery while legs are open (to ping them), else for the keepalive
-// interval (to look for a keepalive unanswered).
+// h3CheckEvery while legs are open (to ping them), else until the next
+// keepalive has gone unanswered for h3Unanswered (napFor).
 type h3Check struct {
 	sess answerer
 	ping func(func()) // runs a ping off the caller's goroutine: Device.goRun
@@ -175,13 +175,14 @@ func (c *h3Check) idle() bool {
 }
 
 // napFor is how long an idle check sleeps unless woken: until the next
-// ping its open legs need, else for a keepalive interval, after which a
-// keepalive that went meanwhile is waited for (tick).
-func (c *h3Check) napFor(keepalive time.Duration) time.Duration {
+// ping its open legs need; else until the session's next keepalive, due
+// in keepaliveIn, has gone unanswered for h3Unanswered, when a look finds
+// it dead or answered (and sleeps again).
+func (c *h3Check) napFor(keepaliveIn time.Duration) time.Duration {
 	if c.legs != nil && c.legs() {
 		return h3CheckEvery
 	}
-	return keepalive
+	return max(keepaliveIn, 0) + h3Unanswered
 }
 
 // relayedOne counts a packet relayed through the super peer, and wakes
@@ -294,7 +295,7 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) (*rendezvous.Session, er
 				if check.idle() && sp.sleepUntilRelayed(check.carried) {
 					ticking = false
 					tick.Stop()
-					nap.Reset(check.napFor(sess.KeepaliveInterval()))
+					nap.Reset(check.napFor(time.Until(sess.NextKeepalive())))
 				}
 				continue
 			}
@@ -304,7 +305,7 @@ func (sp *superPeer) awaitEnd(sess *rendezvous.Session) (*rendezvous.Session, er
 			}
 			d.log.Info("super peer: HTTP/3 unanswered, moving to HTTP/2", zap.String("url", sp.url), zap.Duration("unanswered", h3Unanswered))
 			sp.setTransportWhy(whyH2)
-			h2, announced, err := sp.dial(sp.onlyH2)
+			h2, announced, err := sp.dialWithin(fallDialTimeout, sp.onlyH2)
 			if err != nil {
 				d.log.Info("super peer: no HTTP/2 either, ending the session", zap.String("url", sp.url), zap.Error(err))
 				return sess, errUnanswered

@@ -40,6 +40,7 @@ type Session struct {
 	observed  netip.AddrPort
 	headroom  *Headroom // the last FrameHeadroom; nil if none yet
 	timer     *time.Timer
+	nextPing  time.Time // when timer fires: the next keepalive
 	err       error
 
 	done    chan struct{} // closed when the session has ended
@@ -158,14 +159,19 @@ func (s *Session) start() {
 	s.started = true
 	s.mu.Lock()
 	s.timer = time.AfterFunc(s.keepaliveInterval(), s.Ping)
+	s.nextPing = time.Now().Add(s.keepaliveInterval())
 	s.mu.Unlock()
 	go s.read()
 }
 
-// KeepaliveInterval is how often the session pings its super peer when
-// nothing else does: the client's own setting, else what the super peer
-// asked for at registration.
-func (s *Session) KeepaliveInterval() time.Duration { return s.keepaliveInterval() }
+// NextKeepalive is when the session pings its super peer next unless
+// something pings it sooner (Ping): a device that looks at Unanswered
+// then, and h3Unanswered-like seconds later, needs no look before.
+func (s *Session) NextKeepalive() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nextPing
+}
 
 func (s *Session) keepaliveInterval() time.Duration {
 	if s.cfg.KeepaliveInterval > 0 {
@@ -189,8 +195,10 @@ func (s *Session) Ping() {
 		s.mu.Unlock()
 		return
 	}
-	ping := s.rtt.ping(time.Now())
+	now := time.Now()
+	ping := s.rtt.ping(now)
 	s.timer.Reset(s.keepaliveInterval())
+	s.nextPing = now.Add(s.keepaliveInterval())
 	s.mu.Unlock()
 	// A failed write ends nothing here: the reading goroutine sees the
 	// stream end too, after any error frame that says why.
