@@ -2,9 +2,6 @@ package caddymodule_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"io"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -96,46 +93,8 @@ func waitTransport(t *testing.T, a *peer.Device, want peer.RelayTransport) {
 // that the echo's SHA-256 is theirs; halfway, it calls midway (if set).
 func echoTransfer(t *testing.T, conn *peer.Conn, size int, midway func()) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	str, err := conn.OpenStreamSync(ctx)
-	if err != nil {
+	if _, err := stallEcho(conn, size, midway); err != nil {
 		t.Fatal(err)
-	}
-	sent := sha256.New()
-	errc := make(chan error, 1)
-	go func() {
-		src := rand.NewChaCha8([32]byte{byte(size)})
-		buf := make([]byte, 32<<10)
-		for n := 0; n < size; n += len(buf) {
-			src.Read(buf)
-			sent.Write(buf)
-			if _, err := str.Write(buf); err != nil {
-				errc <- err
-				return
-			}
-		}
-		errc <- str.Close()
-	}()
-	got := sha256.New()
-	var read int
-	buf := make([]byte, 32<<10)
-	for read < size {
-		n, err := str.Read(buf)
-		got.Write(buf[:n])
-		if read < size/2 && read+n >= size/2 && midway != nil {
-			midway()
-		}
-		read += n
-		if err != nil && (err != io.EOF || read != size) {
-			t.Fatalf("echo after %d of %d bytes: %v", read, size, err)
-		}
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if string(got.Sum(nil)) != string(sent.Sum(nil)) {
-		t.Fatal("the echo's SHA-256 differs from what was sent")
 	}
 }
 
