@@ -230,10 +230,11 @@ var (
 	descClusterAsked     = prometheus.NewDesc(ns+"_cluster_introductions_total", "Introductions this node asked of other nodes, by result.", []string{"result"}, nil)
 	descClusterServed    = prometheus.NewDesc(ns+"_cluster_served_total", "Introduction requests of other nodes, by result.", []string{"result"}, nil)
 	descClusterInbound   = prometheus.NewDesc(ns+"_cluster_inbound", "Requests of other nodes held now, waiting for a device's consent.", nil, nil)
+	descClusterSpent     = prometheus.NewDesc(ns+"_cluster_spent_total", "Introductions of devices held at several nodes, spent at one and told the others: heard from other nodes, or not told (NATS down).", []string{"result"}, nil)
 )
 
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descClusterConnected, descClusterDevices, descClusterAsked, descClusterServed, descClusterInbound} {
+	for _, d := range []*prometheus.Desc{descClusterConnected, descClusterDevices, descClusterAsked, descClusterServed, descClusterInbound, descClusterSpent} {
 		ch <- d
 	}
 }
@@ -264,6 +265,8 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descClusterServed, st.Refused.Load(), "refused")
 	counter(descClusterServed, st.BadRequests.Load(), "bad_request")
 	counter(descClusterServed, st.SlowConsumer.Load(), "dropped")
+	counter(descClusterSpent, st.SpentHeard.Load(), "heard")
+	counter(descClusterSpent, st.SpentLost.Load(), "lost")
 }
 
 // Interface guards

@@ -18,6 +18,8 @@ func FuzzMessages(f *testing.F) {
 	f.Add(req)
 	f.Add(rep)
 	f.Add([]byte(`{"v":1,"node_id":"x","asker":{"peer":"00"}}`))
+	sp, _ := json.Marshal(&spent{V: Version, NodeID: "n", Spent: 1})
+	f.Add(sp)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var r request
 		if r.decode(data) == nil {
@@ -28,6 +30,10 @@ func FuzzMessages(f *testing.F) {
 		var p reply
 		if p.decode(data) == nil && p.Status == statusAccepted && p.Target == nil {
 			t.Fatal("accepted without candidates")
+		}
+		var m spent
+		if m.decode(data) == nil && (m.Spent != 1 || m.NodeID == "" || len(m.NodeID) > maxNodeID) {
+			t.Fatalf("a spent message that should not pass: %+v", m)
 		}
 	})
 }

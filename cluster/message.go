@@ -48,6 +48,33 @@ type request struct {
 	Relay  bool       `json:"relay,omitempty"`
 }
 
+// spent tells the other nodes holding a device that this node spent one
+// of its introductions (rendezvous.ClusterSpender): a publish on the
+// device's subject, without a reply subject, which nodes of earlier
+// versions drop unread.
+type spent struct {
+	V      int    `json:"v"`
+	Caps   uint64 `json:"caps"`
+	NodeID string `json:"node_id"` // the spending node's connection: it skips its own
+	Spent  int    `json:"spent"`   // introductions spent: 1
+}
+
+func (m *spent) decode(data []byte) error {
+	if err := decode(data, m); err != nil {
+		return err
+	}
+	if m.V < 1 {
+		return fmt.Errorf("version %d", m.V)
+	}
+	if len(m.NodeID) == 0 || len(m.NodeID) > maxNodeID {
+		return fmt.Errorf("a node ID of %d bytes", len(m.NodeID))
+	}
+	if m.Spent != 1 {
+		return fmt.Errorf("%d introductions spent, want 1", m.Spent)
+	}
+	return nil
+}
+
 // reply answers a request.
 type reply struct {
 	V      int         `json:"v"`

@@ -122,14 +122,19 @@ type Stats struct {
 	SlowConsumer  atomic.Uint64 // requests NATS dropped: inboundQueue was full
 	Disconnects   atomic.Uint64
 	Reconnects    atomic.Uint64
-	InboundNow    atomic.Int64 // requests of other nodes held now
-	InboundLimits [2]int       // maxInbound, maxInboundPerNode in force, for metrics
+	InboundNow    atomic.Int64  // requests of other nodes held now
+	SpentLost     atomic.Uint64 // introductions spent here that other nodes were not told of (NATS down)
+	SpentHeard    atomic.Uint64 // introductions other nodes spent, heard here
+	InboundLimits [2]int        // maxInbound, maxInboundPerNode in force, for metrics
 }
 
 // Local is the node's own rendezvous server, which serves other nodes'
 // requests (rendezvous.Server implements it).
 type Local interface {
 	IntroduceFromCluster(req rendezvous.ClusterRequest, reply func(rendezvous.ClusterAnswer))
+	// SpentInCluster spends one of the device's introductions that
+	// another node spent (rendezvous.ClusterSpender).
+	SpentInCluster(peer identity.PeerID)
 }
 
 // Node is this super peer's membership of a cluster. It implements
@@ -263,6 +268,20 @@ func (n *Node) Join(peer identity.PeerID) (leave func()) {
 	}
 }
 
+// Spent tells the other nodes that may hold peer that this node spent
+// one of its introductions (rendezvous.ClusterSpender). A publish: it
+// never waits, and nats.go drops it while disconnected (a budget shared
+// a little less for that while).
+func (n *Node) Spent(peer identity.PeerID) {
+	data, err := json.Marshal(&spent{V: Version, Caps: capabilities, NodeID: n.id, Spent: 1})
+	if err == nil && n.nc.IsConnected() {
+		err = n.nc.Publish(n.subject(peer), data)
+	}
+	if err != nil {
+		n.stats.SpentLost.Add(1)
+	}
+}
+
 // Introduce asks the node that holds req.Target for an introduction.
 func (n *Node) Introduce(ctx context.Context, req rendezvous.ClusterRequest) (rendezvous.ClusterAnswer, error) {
 	if !n.nc.IsConnected() {
@@ -317,10 +336,22 @@ func (n *Node) serve() {
 // handle serves one request: it holds it (within maxInbound and
 // maxInboundPerNode) until the local server answers.
 func (n *Node) handle(msg *nats.Msg) {
-	if msg.Reply == "" {
-		return // a publish, not a request: nobody to answer
-	}
 	target, err := identity.ParsePeerID(strings.TrimPrefix(msg.Subject, n.prefix))
+	if msg.Reply == "" { // a publish, not a request: a budget spent elsewhere
+		var m spent
+		if err == nil {
+			err = m.decode(msg.Data)
+		}
+		if err != nil {
+			n.stats.BadRequests.Add(1)
+			return
+		}
+		if local := n.local.Load(); local != nil && m.NodeID != n.id {
+			n.stats.SpentHeard.Add(1)
+			local.SpentInCluster(target)
+		}
+		return
+	}
 	var req request
 	if err == nil {
 		err = req.decode(msg.Data)

@@ -71,7 +71,12 @@ type device struct {
 
 func (n *node) device(t *testing.T, answer *bool) *device {
 	t.Helper()
-	id := sptest.NewIdentity(t)
+	return n.deviceAs(t, sptest.NewIdentity(t), answer)
+}
+
+// deviceAs is device with identity id.
+func (n *node) deviceAs(t *testing.T, id *identity.Identity, answer *bool) *device {
+	t.Helper()
 	d := &device{id: id, requests: make(chan rendezvous.Request, 256), cands: make(chan rendezvous.Candidates, 16)}
 	ready := make(chan struct{})
 	cfg := rendezvous.ClientConfig{Identity: id, URL: n.H2URL, Transport: rendezvous.TransportH2, TLSConfig: &tls.Config{RootCAs: n.Pool},

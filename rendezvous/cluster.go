@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/netsody/superpeer/identity"
@@ -145,6 +146,44 @@ type clusterState struct {
 
 	outbound sync.WaitGroup // running askCluster goroutines
 	inFlight int            // guarded by Server.consent.mu: requests asked of other nodes
+	// spender is c, if it shares introduction budgets (ClusterSpender);
+	// read without a lock on the paths that spend one.
+	spender atomic.Pointer[spenderRef]
+}
+
+// ClusterSpender is a Cluster that shares the introduction budget of a
+// device registered at several of its nodes (an operator's list naming
+// two nodes): each node that spends one of the device's introductions
+// tells the others (Spent), which spend it too (SpentInCluster), so
+// that the device's introduction rate (IntroductionRate and its burst)
+// holds across the cluster, not per node. Spent must not wait for the
+// network.
+type ClusterSpender interface {
+	Spent(peer identity.PeerID)
+}
+
+type spenderRef struct{ s ClusterSpender }
+
+// allowIntro spends one of the device's introductions, if its rate has
+// one left, and tells the other nodes of the cluster that may hold it.
+func (s *session) allowIntro() bool {
+	if !s.intros.Allow() {
+		return false
+	}
+	if ref := s.srv.cluster.spender.Load(); ref != nil {
+		ref.s.Spent(s.peer)
+	}
+	return true
+}
+
+// SpentInCluster spends one of peer's introductions here because
+// another node of the cluster spent one (ClusterSpender): the budget is
+// the device's, wherever it is asked for. Nothing if the peer is not
+// registered here, or its budget is spent already.
+func (srv *Server) SpentInCluster(peer identity.PeerID) {
+	if t := srv.lookup(peer); t != nil {
+		t.intros.Allow()
+	}
 }
 
 // SetCluster makes c the server's cluster (nil: none) and moves every
@@ -154,6 +193,11 @@ type clusterState struct {
 func (srv *Server) SetCluster(c Cluster) {
 	srv.cluster.mu.Lock()
 	srv.cluster.c = c
+	if sp, ok := c.(ClusterSpender); ok {
+		srv.cluster.spender.Store(&spenderRef{sp})
+	} else {
+		srv.cluster.spender.Store(nil)
+	}
 	srv.mu.Lock()
 	registered := make([]*session, 0, len(srv.byPeer))
 	for _, sess := range srv.byPeer {
@@ -333,7 +377,7 @@ func (srv *Server) IntroduceFromCluster(req ClusterRequest, reply func(ClusterAn
 		return
 	case target.asked[asker] != nil:
 		busy = "the peer has a request from this device waiting for its answer already; retry in a moment"
-	case !target.intros.Allow():
+	case !target.allowIntro():
 		srv.stats.IntroductionsLimited.Add(1)
 		busy = "the peer is asked for by too many devices now; retry in a moment"
 	case len(target.asked) >= target.pendingSlotsLocked() || c.pending >= maxPending:
@@ -379,7 +423,7 @@ func (srv *Server) IntroduceFromCluster(req ClusterRequest, reply func(ClusterAn
 // which does not ask for consent: the asker's candidates to target, its
 // own to the asker's node.
 func (srv *Server) introduceRemoteAtOnce(target *session, asker Candidates, reply func(ClusterAnswer)) {
-	if !target.intros.Allow() {
+	if !target.allowIntro() {
 		srv.stats.IntroductionsLimited.Add(1)
 		reply(ClusterAnswer{Status: ClusterBusy, Reason: "the peer is asked for by too many devices now; retry in a moment"})
 		return

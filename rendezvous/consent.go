@@ -174,7 +174,7 @@ func (c *consent) requestLocked(a *ask, target *session, relay bool, now time.Ti
 	switch {
 	case target.asked[a.asker.peer] != nil: // from this device, at another node
 		busy = "the peer has a request from this device waiting for its answer already; retry in a moment"
-	case !target.intros.Allow():
+	case !target.allowIntro():
 		stats.IntroductionsLimited.Add(1)
 		busy = "the peer is asked for by too many devices now; retry in a moment"
 	case len(target.asked) >= target.pendingSlotsLocked() || c.pending >= maxPending:
@@ -354,7 +354,7 @@ func (s *session) offerTo(other *session, f []byte) bool {
 // consent (no CapConsent): candidates to both, back to back, as before
 // consent existed.
 func (s *session) introduceAtOnce(other *session, m *Connect) {
-	if !other.intros.Allow() {
+	if !other.allowIntro() {
 		s.srv.stats.IntroductionsLimited.Add(1)
 		s.refuse(m.Peer, ErrCodeRateLimited, "the peer is asked for by too many devices now; retry in a moment")
 		return
