@@ -1,7 +1,6 @@
 package caddymodule_test
 
 import (
-	"context"
 	"net"
 	"strconv"
 	"strings"
@@ -58,15 +57,7 @@ func relayedPair(t *testing.T, c *testcaddy.Caddy) (a *peer.Device, conn *peer.C
 		}
 	}
 	a, b := newDev(), newDev()
-	acceptEcho(t, b)
-	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer dcancel()
-	conn, err := a.Dial(dctx, b.PeerID())
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { conn.CloseWithError(0, "") })
-	return a, conn
+	return a, echoPair(t, a, b)
 }
 
 // relayTransport is how a's packets to its one peer travel now.
