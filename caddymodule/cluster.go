@@ -260,6 +260,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descClusterAsked, rv.ClusterTimeouts.Load(), "timeout")
 	counter(descClusterAsked, rv.ClusterBusy.Load(), "busy")
 	counter(descClusterAsked, st.NoResponders.Load(), "no_responders")
+	counter(descClusterAsked, st.Restoring.Load(), "restoring")
 	counter(descClusterAsked, st.BadReplies.Load(), "bad_reply")
 	counter(descClusterServed, st.Served.Load(), "served")
 	counter(descClusterServed, st.Refused.Load(), "refused")

@@ -20,5 +20,6 @@ func TestDocsTables(t *testing.T) {
 		"cluster.reconnectWait":       reconnectWait,
 		"cluster.dialTimeout":         dialTimeout,
 		"cluster.reconnectBuffer":     reconnectBuffer,
+		"cluster.restoreGrace":        restoreGrace,
 	}, "../docs/CLUSTER.md")
 }

@@ -62,6 +62,12 @@ const (
 	// (subscriptions of devices that register meanwhile): requests are
 	// refused then, not buffered.
 	reconnectBuffer = 1 << 20
+	// restoreGrace is how long after this node reconnects to NATS "no
+	// responders" means "retry later", not "not found": the other nodes
+	// reconnect within about reconnectWait of it (a NATS server's
+	// restart drops them all) and resubscribe their devices as they do,
+	// so for a moment a device that is registered may have no subscriber.
+	restoreGrace = 5 * time.Second
 )
 
 // Options configure a node's cluster.
@@ -114,6 +120,7 @@ type Stats struct {
 	Joined        atomic.Int64  // devices reachable through this node now
 	Requests      atomic.Uint64 // requests sent to other nodes
 	NoResponders  atomic.Uint64 // of those, for devices no node holds
+	Restoring     atomic.Uint64 // requests nobody answered within restoreGrace of a reconnect: retry later
 	Unavailable   atomic.Uint64 // requests not sent: NATS not connected, or failing
 	BadReplies    atomic.Uint64 // replies that did not decode
 	Served        atomic.Uint64 // requests of other nodes handled
@@ -150,6 +157,9 @@ type Node struct {
 	workers sync.WaitGroup
 	local   atomic.Pointer[localRef]
 	stats   Stats
+	// reconnectedAt is when the connection to NATS came back (Unix
+	// nanoseconds; 0: never lost; reconnecting while it is away).
+	reconnectedAt atomic.Int64
 
 	maxInbound, maxPerNode int // maxInbound and maxInboundPerNode; tests lower them
 
@@ -193,10 +203,12 @@ func Connect(opts Options) (*Node, error) {
 		nats.ReconnectBufSize(reconnectBuffer),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			n.reconnectedAt.Store(reconnecting)
 			n.stats.Disconnects.Add(1)
 			n.log.Warn("cluster: disconnected from NATS; introductions across nodes fail until it is back", zap.Error(err))
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
+			n.reconnectedAt.Store(time.Now().UnixNano())
 			n.stats.Reconnects.Add(1)
 			n.log.Info("cluster: connected to NATS", zap.String("server", c.ConnectedUrlRedacted()))
 		}),
@@ -240,6 +252,18 @@ func (n *Node) Serve(local Local) {
 		return
 	}
 	n.local.Store(&localRef{local})
+}
+
+// reconnecting is reconnectedAt from a disconnect until the reconnect
+// handler runs (nats.go calls it a moment after the connection is back).
+const reconnecting = -1
+
+// restoring reports whether this node reconnected to NATS less than
+// restoreGrace ago, or is reconnecting: a lookup nobody answers may be
+// for a device whose node has not resubscribed yet.
+func (n *Node) restoring() bool {
+	at := n.reconnectedAt.Load()
+	return at == reconnecting || at != 0 && time.Since(time.Unix(0, at)) < restoreGrace
 }
 
 // Stats returns the node's counters.
@@ -296,6 +320,10 @@ func (n *Node) Introduce(ctx context.Context, req rendezvous.ClusterRequest) (re
 	msg, err := n.nc.RequestWithContext(ctx, n.subject(req.Target), data)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
+		if n.restoring() {
+			n.stats.Restoring.Add(1)
+			return rendezvous.ClusterAnswer{}, fmt.Errorf("cluster: reconnected to NATS moments ago, other nodes may not have restored their devices yet: %w", rendezvous.ErrClusterUnavailable)
+		}
 		n.stats.NoResponders.Add(1)
 		return rendezvous.ClusterAnswer{Status: rendezvous.ClusterNotFound}, nil
 	case ctx.Err() != nil:

@@ -191,6 +191,24 @@ func TestIntroductionAcrossNodes(t *testing.T) {
 		_, e := asker.introduce(t, target.id.PeerID())
 		return e == nil
 	})
+	// Moments after the reconnect, a device nobody holds may be one whose
+	// node has not resubscribed yet: retry later, not unavailable. Once
+	// restoreGrace has passed, not found again.
+	if at := time.Unix(0, n1.node.reconnectedAt.Load()); time.Since(at) < restoreGrace-time.Second {
+		_, e := asker.introduce(t, sptest.NewIdentity(t).PeerID())
+		if e == nil || e.Code != rendezvous.ErrCodeRateLimited || !strings.Contains(e.Message, "cannot reach the rest of its cluster") {
+			t.Errorf("a device nobody holds, %v after the reconnect: %v, want retry later", time.Since(at).Round(time.Millisecond), e)
+		}
+		if n1.node.Stats().Restoring.Load() == 0 {
+			t.Error("Restoring not counted")
+		}
+		time.Sleep(restoreGrace - time.Since(at))
+	} else {
+		t.Logf("the reconnect took %v: the grace is not checked", time.Since(at))
+	}
+	if _, e := asker.introduce(t, sptest.NewIdentity(t).PeerID()); e == nil || e.Code != rendezvous.ErrCodePeerNotFound {
+		t.Errorf("a device nobody holds, after the grace: %v", e)
+	}
 }
 
 // A node holds at most maxInboundPerNode requests of one other node
