@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/netsody/superpeer/internal/sptest"
 )
 
 // cloudflareAPIHost is where libdns/cloudflare sends its requests; its base
@@ -178,11 +180,11 @@ func cfError(w http.ResponseWriter, status, code int, msg string) {
 // the test's CA for api.cloudflare.com, behind an HTTP CONNECT proxy: Caddy
 // gets HTTPS_PROXY set to the returned proxy URL and SSL_CERT_FILE set to
 // the CA, and so reaches the fake at Cloudflare's constant URL.
-func startFakeCloudflare(t *testing.T, ca *testCA, api *fakeCloudflare) (proxyURL string) {
+func startFakeCloudflare(t *testing.T, ca *sptest.CA, api *fakeCloudflare) (proxyURL string) {
 	t.Helper()
 	api.records = map[string]cfRecord{}
 	srv := httptest.NewUnstartedServer(api)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t, "api.cloudflare.com")}}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Leaf(t, "api.cloudflare.com")}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return startConnectProxy(t, cloudflareAPIHost, srv.Listener.Addr().String())

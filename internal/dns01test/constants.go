@@ -19,8 +19,6 @@ const (
 	helperTimeout = 10 * time.Second
 	// pollInterval is how often the test looks again while it waits.
 	pollInterval = 100 * time.Millisecond
-	// certValidity covers any test run with room to spare.
-	certValidity = 24 * time.Hour
 	// bodyLimit bounds every HTTP body the test and its fakes read.
 	bodyLimit = 1 << 20
 	// dnsMaxUDP is the largest DNS message over UDP without EDNS0 plus room

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/internal/testcaddy"
 )
 
@@ -36,7 +37,7 @@ const (
 func TestDNS01(t *testing.T) {
 	requirePebble(t)
 	dir := t.TempDir()
-	ca := newTestCA(t, dir)
+	ca := sptest.NewCA(t, dir, "dns01test CA")
 	dns := startChalltestsrv(t)
 	soa := startSOAServer(t, testZone, dns.DNSAddr)
 	acme := startPebble(t, ca, dir, dns.DNSAddr)

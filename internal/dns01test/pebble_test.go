@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/netsody/superpeer/internal/sptest"
 	"github.com/netsody/superpeer/internal/testcaddy"
 )
 
@@ -129,7 +130,7 @@ type pebble struct {
 	client    *http.Client
 }
 
-func startPebble(t *testing.T, ca *testCA, dir, dnsServer string) *pebble {
+func startPebble(t *testing.T, ca *sptest.CA, dir, dnsServer string) *pebble {
 	t.Helper()
 	listen := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
 	p := &pebble{
@@ -141,7 +142,7 @@ func startPebble(t *testing.T, ca *testCA, dir, dnsServer string) *pebble {
 		},
 	}
 	certFile, keyFile := filepath.Join(dir, "pebble.pem"), filepath.Join(dir, "pebble.key")
-	writeLeaf(t, ca.leaf(t, "127.0.0.1", "localhost"), certFile, keyFile)
+	sptest.WriteLeaf(t, ca.Leaf(t, "127.0.0.1", "localhost"), certFile, keyFile)
 	config, err := json.Marshal(map[string]any{"pebble": map[string]any{
 		"listenAddress":           listen,
 		"managementListenAddress": p.mgmt[len("https://"):],

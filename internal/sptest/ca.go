@@ -1,4 +1,4 @@
-package dns01test
+package sptest
 
 import (
 	"crypto/ecdsa"
@@ -16,18 +16,22 @@ import (
 	"time"
 )
 
-// testCA is the test's own certificate authority. It signs pebble's HTTPS
-// certificate (Caddy trusts it through ca_root) and the certificate the
-// CONNECT proxy shows for api.cloudflare.com (Caddy trusts it through
-// SSL_CERT_FILE). Its file is File.
-type testCA struct {
+// caValidity covers any test run with room to spare.
+const caValidity = 24 * time.Hour
+
+// CA is a test's own certificate authority, for servers that take
+// certificates as PEM files (pebble, nats-server) and clients that trust
+// a CA file (Caddy's ca_root, SSL_CERT_FILE, nats_tls_ca). Its
+// certificate is in File and Pool.
+type CA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	Pool *x509.CertPool
 	File string
 }
 
-func newTestCA(t *testing.T, dir string) *testCA {
+// NewCA makes a CA named name and writes its certificate to dir/ca.pem.
+func NewCA(t testing.TB, dir, name string) *CA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -35,9 +39,9 @@ func newTestCA(t *testing.T, dir string) *testCA {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "dns01test CA"},
+		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(certValidity),
+		NotAfter:              time.Now().Add(caValidity),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
@@ -50,14 +54,15 @@ func newTestCA(t *testing.T, dir string) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := &testCA{cert: cert, key: key, Pool: x509.NewCertPool(), File: filepath.Join(dir, "test-ca.pem")}
+	ca := &CA{cert: cert, key: key, Pool: x509.NewCertPool(), File: filepath.Join(dir, "ca.pem")}
 	ca.Pool.AddCert(cert)
-	writePEM(t, ca.File, "CERTIFICATE", der)
+	WritePEM(t, ca.File, "CERTIFICATE", der)
 	return ca
 }
 
-// leaf issues a server certificate for the names (DNS names or IPs).
-func (ca *testCA) leaf(t *testing.T, names ...string) tls.Certificate {
+// Leaf issues a certificate for the names (DNS names or IP addresses),
+// good for a server and for a client (NATS routes verify each other).
+func (ca *CA) Leaf(t testing.TB, names ...string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -67,9 +72,9 @@ func (ca *testCA) leaf(t *testing.T, names ...string) tls.Certificate {
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: names[0]},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(certValidity),
+		NotAfter:     time.Now().Add(caValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
@@ -85,19 +90,19 @@ func (ca *testCA) leaf(t *testing.T, names ...string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// writeLeaf writes a leaf's certificate and key as PEM files, as pebble
-// reads them.
-func writeLeaf(t *testing.T, leaf tls.Certificate, certFile, keyFile string) {
+// WriteLeaf writes a leaf's certificate and key as PEM files.
+func WriteLeaf(t testing.TB, leaf tls.Certificate, certFile, keyFile string) {
 	t.Helper()
-	writePEM(t, certFile, "CERTIFICATE", leaf.Certificate[0])
+	WritePEM(t, certFile, "CERTIFICATE", leaf.Certificate[0])
 	keyDER, err := x509.MarshalECPrivateKey(leaf.PrivateKey.(*ecdsa.PrivateKey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	writePEM(t, keyFile, "EC PRIVATE KEY", keyDER)
+	WritePEM(t, keyFile, "EC PRIVATE KEY", keyDER)
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte) {
+// WritePEM writes der as a PEM block of type typ to path.
+func WritePEM(t testing.TB, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
