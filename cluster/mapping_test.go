@@ -13,13 +13,7 @@ import (
 // introduction across nodes both ways, as on one node: two devices that
 // both map per destination learn it of each other and skip punching.
 func TestMappingAcrossNodes(t *testing.T) {
-	ns := startNATS(t, 0)
-	cfg := rendezvous.Config{ConsentTimeout: 2 * time.Second}
-	n1, n2 := startNode(t, ns, "test", cfg), startNode(t, ns, "test", cfg)
-	yes := true
-	asker, target := n1.device(t, &yes), n2.device(t, &yes)
-	waitFor(t, "both devices joined", func() bool { return n1.node.Stats().Joined.Load() == 1 && n2.node.Stats().Joined.Load() == 1 })
-	flush(t, n1, n2)
+	_, _, _, asker, target := twoNodes(t)
 	if !asker.Protocol().Capabilities.Has(rendezvous.CapMapping) {
 		t.Fatal("the node does not take a device's mapping")
 	}

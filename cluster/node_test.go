@@ -114,6 +114,22 @@ func (d *device) introduce(t *testing.T, peer identity.PeerID) (rendezvous.Candi
 	return c, e
 }
 
+// twoNodes starts NATS and two nodes of a cluster, and a device at each
+// that accepts every request, both reachable through the cluster.
+func twoNodes(t *testing.T) (ns *natsserver.Server, n1, n2 *node, asker, target *device) {
+	t.Helper()
+	ns = startNATS(t, 0)
+	cfg := rendezvous.Config{ConsentTimeout: 2 * time.Second}
+	n1, n2 = startNode(t, ns, "test", cfg), startNode(t, ns, "test", cfg)
+	yes := true
+	asker, target = n1.device(t, &yes), n2.device(t, &yes)
+	waitFor(t, "both devices joined", func() bool { return n1.node.Stats().Joined.Load() == 1 && n2.node.Stats().Joined.Load() == 1 })
+	// Join does not wait for the network: the subscription reaches the
+	// server a moment later.
+	flush(t, n1, n2)
+	return ns, n1, n2, asker, target
+}
+
 // flush waits until the nodes' subscriptions have reached NATS.
 func flush(t *testing.T, nodes ...*node) {
 	t.Helper()
@@ -138,15 +154,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // own devices, introductions across nodes fail with a clear error, and
 // once NATS is back they work again with no restart.
 func TestIntroductionAcrossNodes(t *testing.T) {
-	ns := startNATS(t, 0)
-	cfg := rendezvous.Config{ConsentTimeout: 2 * time.Second}
-	n1, n2 := startNode(t, ns, "test", cfg), startNode(t, ns, "test", cfg)
+	ns, n1, n2, asker, target := twoNodes(t)
 	yes := true
-	asker, target := n1.device(t, &yes), n2.device(t, &yes)
-	waitFor(t, "both devices joined", func() bool { return n1.node.Stats().Joined.Load() == 1 && n2.node.Stats().Joined.Load() == 1 })
-	// Join does not wait for the network: the subscription reaches the
-	// server a moment later.
-	flush(t, n1, n2)
 
 	c, e := asker.introduce(t, target.id.PeerID())
 	if e != nil || c.Peer != target.id.PeerID() || c.Observed != target.Observed() || !c.Initiator {
