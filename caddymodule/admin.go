@@ -47,6 +47,20 @@ const (
 	adminHealthPath  = adminPrefix + "health"
 )
 
+// Provision registers the running super peer's metrics on the registry
+// of the config that loads the admin endpoint. Caddy replaces its admin
+// endpoint, and with it the registry that /metrics serves, before it
+// loads a config's apps, and keeps the new endpoint when the config then
+// fails to load (an allowlist file missing, say): without this, /metrics
+// would lose the super peer's metrics until the next successful reload,
+// while the super peer runs on under the old config.
+func (AdminAPI) Provision(ctx caddy.Context) error {
+	if p := runningSuperPeer(); p != nil {
+		return registerMetrics(ctx.GetMetricsRegistry(), p)
+	}
+	return nil
+}
+
 // Routes returns the admin API's routes.
 func (AdminAPI) Routes() []caddy.AdminRoute {
 	route := func(path string, methods []string, h func(*pooledSuperPeer, http.ResponseWriter, *http.Request) error) caddy.AdminRoute {
@@ -277,4 +291,5 @@ func serveDeny(p *pooledSuperPeer, w http.ResponseWriter, r *http.Request) error
 var (
 	_ caddy.Module      = AdminAPI{}
 	_ caddy.AdminRouter = AdminAPI{}
+	_ caddy.Provisioner = AdminAPI{}
 )

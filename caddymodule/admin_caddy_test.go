@@ -370,6 +370,9 @@ func TestAdminDeny(t *testing.T) {
 			t.Errorf("%s: %v before the reload, %v after; want it to go on counting", series, before[series], after[series])
 		}
 	}
+	if n := after["netsody_superpeer_deny_entries"]; n != 2 {
+		t.Errorf("netsody_superpeer_deny_entries = %v after the reload, want 2", n)
+	}
 
 	wantAdmin(t, c, http.MethodDelete, "/netsody/deny", `{"peer_id":"`+xid+`"}`, http.StatusOK, `"removed":true`)
 	register(t, c, "127.0.0.1", rendezvous.TransportH3, as(x.id))

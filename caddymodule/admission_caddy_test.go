@@ -83,7 +83,8 @@ func writeList(t *testing.T, path string, ids ...*identity.Identity) {
 // are refused with a reason. A reload re-reads the file: a device taken
 // off it is told why and its session ends, one put on it may register,
 // and the others keep their sessions. A missing or malformed file fails
-// the reload with a reason, and the running config goes on.
+// the reload with a reason, and the running config goes on, its metrics
+// on /metrics with it (Caddy's admin endpoint is the failed config's).
 func TestAllowlistAdmission(t *testing.T) {
 	a, b, c, inline := newIdentity(t), newIdentity(t), newIdentity(t), newIdentity(t)
 	list := filepath.Join(t.TempDir(), "allowlist")
@@ -124,6 +125,12 @@ func TestAllowlistAdmission(t *testing.T) {
 	wantRefused(t, srv, b, rendezvous.ErrCodeRefused, "not on this super peer's allowlist")
 	if err := devA.s.Err(); err != nil {
 		t.Errorf("a failed reload ended a session: %v", err)
+	}
+	m := relayMetrics(t, srv)
+	for _, result := range []string{"admitted", "refused"} {
+		if series := `netsody_superpeer_admission_decisions_total{module="netsody.admission.allowlist",result="` + result + `"}`; m[series] == 0 {
+			t.Errorf("%s not counted", series)
+		}
 	}
 }
 
@@ -211,5 +218,76 @@ func TestHTTPAdmissionThroughCaddy(t *testing.T) {
 	register(t, srv, "127.0.0.1", rendezvous.TransportH2, as(yes))
 	if n := timesAsked(); n != 2 {
 		t.Errorf("the service was asked %d times about the admitted device, want 2", n)
+	}
+}
+
+// http with max_concurrent and fail_open, through Caddy: however many
+// devices register at once, the service sees at most max_concurrent
+// callouts, and every device is admitted once it answers; while the
+// service is down, a device is admitted (fail open) with a warning in
+// Caddy's log. The decisions are counted by module.
+func TestHTTPAdmissionFailOpenAndConcurrencyThroughCaddy(t *testing.T) {
+	const maxConcurrent, devices = 2, 6
+	var mu sync.Mutex
+	var inFlight, atOnce int
+	gate := make(chan struct{})
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		atOnce = max(atOnce, inFlight)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		}()
+		select {
+		case <-gate:
+			w.WriteHeader(http.StatusNoContent)
+		case <-r.Context().Done():
+		}
+	}))
+	defer svc.Close()
+	srv := testcaddy.Start(t, withAdmission("http "+svc.URL+" {\n\t\t\t\ttimeout 8s\n\t\t\t\tmax_concurrent 2\n\t\t\t\tfail_open\n\t\t\t}"))
+	writeSite(t, srv, "x")
+
+	errs := make(chan error, devices)
+	for range devices {
+		go func() {
+			_, err := tryRegister(t, srv, "127.0.0.1", rendezvous.TransportH3)
+			errs <- err
+		}()
+	}
+	held := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return inFlight
+	}
+	for deadline := time.Now().Add(5 * time.Second); held() < maxConcurrent; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d callouts held, want %d", held(), maxConcurrent)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // room for a third callout to arrive, if it could
+	close(gate)
+	for range devices {
+		if err := <-errs; err != nil {
+			t.Errorf("a device waiting for a free callout: %v", err)
+		}
+	}
+	mu.Lock()
+	if atOnce != maxConcurrent {
+		t.Errorf("%d callouts at once, want max_concurrent %d", atOnce, maxConcurrent)
+	}
+	mu.Unlock()
+
+	svc.Close()
+	register(t, srv, "127.0.0.1", rendezvous.TransportH2) // fails the test if refused
+	if !strings.Contains(srv.Logs(), "admission service failed; admitting (fail_open)") {
+		t.Errorf("no warning for a fail-open admission; logs:\n%s", srv.Logs())
+	}
+	const admitted = `netsody_superpeer_admission_decisions_total{module="netsody.admission.http",result="admitted"}`
+	if got := relayMetrics(t, srv)[admitted]; got != devices+1 {
+		t.Errorf("%s = %v, want %d", admitted, got, devices+1)
 	}
 }

@@ -169,14 +169,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.superPeer = val.(*pooledSuperPeer)
-	if err := registerMetrics(ctx.GetMetricsRegistry(), a.superPeer.Server); err != nil {
-		return fmt.Errorf("netsody: registering metrics: %w", err)
-	}
-	if err := registerCollector(ctx.GetMetricsRegistry(), operatorCollector{a.superPeer}); err != nil {
-		return fmt.Errorf("netsody: registering metrics: %w", err)
-	}
-	if err := registerCollector(ctx.GetMetricsRegistry(), clusterCollector{a.superPeer}); err != nil {
-		return fmt.Errorf("netsody: registering metrics: %w", err)
+	if err := registerMetrics(ctx.GetMetricsRegistry(), a.superPeer); err != nil {
+		return err
 	}
 	return a.joinCluster()
 }

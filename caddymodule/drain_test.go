@@ -201,15 +201,16 @@ func TestStopBoundedByDrainTimeout(t *testing.T) {
 	}
 }
 
-// `caddy reload` with changed options (consent_timeout, and an allowlist
-// that admits both devices) under a relayed transfer loses no
-// registration and no relay session: the metrics count no new
-// registration and no new relay pairing, and the transfer arrives whole.
+// `caddy reload` with changed options (consent_timeout, budgets above
+// what the transfer takes, and an allowlist that admits both devices)
+// under a relayed transfer loses no registration and no relay session:
+// the metrics count no new registration and no new relay pairing, and
+// the transfer arrives whole.
 func TestReloadKeepsRelayedTransfer(t *testing.T) {
 	c := testcaddy.Start(t, drainCaddyfile("5s", ""))
 	a, b, conn := relayDevices(t, c)
 	before := c.Metrics(t)
-	allow := "consent_timeout 3s"
+	allow := "consent_timeout 3s\n\t\trelay {\n\t\t\tdevice_rate 40MB\n\t\t\ttotal_rate 100MB\n\t\t\tmax_sessions_per_device 8\n\t\t}"
 	reloaded := make(chan struct{})
 	gap := sptest.PacedTransfer(t, conn, b.Accept, 150, func(i int) {
 		if i == 40 {
@@ -228,6 +229,9 @@ func TestReloadKeepsRelayedTransfer(t *testing.T) {
 		if after[m] != before[m] {
 			t.Errorf("%s: %v before the reload, %v after", m, before[m], after[m])
 		}
+	}
+	if l := after[`netsody_superpeer_budget_limit{budget="device_bandwidth"}`]; l != 40e6 {
+		t.Errorf("device_bandwidth budget after the reload: %v, want the new 40MB", l)
 	}
 	if before["netsody_superpeer_relay_legs"] != 2 || before["netsody_superpeer_devices"] != 2 {
 		t.Errorf("before the reload: %v relay legs and %v devices, want 2 and 2", before["netsody_superpeer_relay_legs"], before["netsody_superpeer_devices"])

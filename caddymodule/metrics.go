@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,8 +134,30 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	collectFastPath(ch, &ls.FastPath)
 }
 
-// registerMetrics adds the collector to reg; a reload that finds it there
-// already keeps the one it finds, which reads the same shared super peer.
-func registerMetrics(reg prometheus.Registerer, sp *superpeer.Server) error {
-	return registerCollector(reg, collector{sp})
+// registerMetrics adds p's collectors to reg: the app's, at every config
+// load, and the admin endpoint's (AdminAPI.Provision). A reload that finds
+// them there already keeps the ones it finds, which read the same shared
+// super peer. Each reports only while p is the process's super peer, so a
+// registry left with a super peer that went (a config without one)
+// shows none.
+func registerMetrics(reg prometheus.Registerer, p *pooledSuperPeer) error {
+	for _, c := range []prometheus.Collector{collector{p.Server}, operatorCollector{p}, clusterCollector{p}} {
+		if err := registerCollector(reg, whileRunning{p, c}); err != nil {
+			return fmt.Errorf("netsody: registering metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// whileRunning is a collector of p that reports while p is the process's
+// super peer, and nothing once it has gone.
+type whileRunning struct {
+	p *pooledSuperPeer
+	prometheus.Collector
+}
+
+func (w whileRunning) Collect(ch chan<- prometheus.Metric) {
+	if runningSuperPeer() == w.p {
+		w.Collector.Collect(ch)
+	}
 }

@@ -71,6 +71,8 @@ func TestAdmitRequest(t *testing.T) {
 	if reg, _ := ts.rv.Sessions(); reg != 2 {
 		t.Errorf("%d registered, want the 2 admitted", reg)
 	}
+	// Nothing of a refused device stays: its session is gone with it.
+	waitFor(t, "the refused sessions to end", func() bool { _, all := ts.rv.Sessions(); return all == 2 })
 }
 
 // A slow Admit holds its session's place among its prefix's unregistered

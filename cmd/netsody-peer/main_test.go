@@ -126,6 +126,36 @@ func TestKeygenPoW(t *testing.T) {
 	}
 }
 
+// keygen --pow shows its progress while it mines: at 32 bits (about 4.3
+// billion hashes expected) it reports every 2^20 hashes tried, and an
+// interrupt stops it, writing no identity.
+func TestKeygenPoWProgress(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "id")
+	p := start(t, nil, "keygen", "--out", path, "--pow", "32")
+	const first = `mining proof of work: 1048576 hashes, 0% of the 4294967296 expected`
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(p.stderr.String(), first); time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-p.done:
+			if p.cmd.ProcessState.ExitCode() == 0 {
+				t.Skip("the new key had 32 bits within 2^20 hashes (one in 4096)")
+			}
+			t.Fatalf("keygen exited %v before its first progress line; stderr:\n%s", p.cmd.ProcessState, p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress line within 2m; stderr:\n%s", p.stderr.String())
+		}
+	}
+	p.cmd.Process.Signal(os.Interrupt)
+	if code := p.wait(30 * time.Second); code != 1 || !strings.Contains(p.stderr.String(), "context canceled") {
+		t.Errorf("interrupted keygen: exit %d, stderr:\n%s", code, p.stderr.String())
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("an interrupted keygen left %s: %v", path, err)
+	}
+}
+
 // listen registers with the identity file's proof of work: a super peer
 // that demands it admits an identity from keygen --pow and tells one
 // without why, which listen reports.
