@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netsody/superpeer/cluster"
+	"github.com/netsody/superpeer/internal/secret"
 	"github.com/netsody/superpeer/rendezvous"
 )
 
@@ -88,6 +89,13 @@ func (o *ClusterOptions) validate() error {
 	return opts.Validate()
 }
 
+// expandSecrets replaces the placeholders ({env.NATS_TOKEN}) in the
+// options that hold secrets, so that they need not be in the JSON.
+func (o *ClusterOptions) expandSecrets() error {
+	return secret.Expand("cluster: ", secret.Field{Name: "nats_user", Value: &o.NATSUser},
+		secret.Field{Name: "nats_password", Value: &o.NATSPassword}, secret.Field{Name: "nats_token", Value: &o.NATSToken})
+}
+
 // clusterNodes holds each cluster connection in use, by its options: a
 // reload that leaves them unchanged keeps the connection, and with it
 // every device's subscription.
@@ -111,6 +119,9 @@ func clusterKey(o *ClusterOptions) string {
 func (a *App) joinCluster() error {
 	if a.Cluster == nil {
 		return nil
+	}
+	if err := a.Cluster.expandSecrets(); err != nil {
+		return fmt.Errorf("netsody: %w", err)
 	}
 	key := clusterKey(a.Cluster)
 	val, _, err := clusterNodes.LoadOrNew(key, func() (caddy.Destructor, error) {

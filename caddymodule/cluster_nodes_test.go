@@ -2,6 +2,8 @@ package caddymodule_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -27,7 +29,7 @@ const nodeCaddyfile = testcaddy.NodeGlobal + `	netsody {
 			name test
 			url https://NODE.cluster.test:{PORT}
 			nats NATS_URL
-			nats_token ` + natsToken + `
+			nats_token {env.NETSODY_TEST_NATS_TOKEN}
 		}
 	}
 }
@@ -57,9 +59,39 @@ func startNodes(t *testing.T, bin string, nats func(i int, host netip.Addr) (glo
 	for i, h := range clusterHosts {
 		global, url := nats(i, h)
 		cfg := strings.NewReplacer("NATS_URL", url, "NODE", "node-"+strconv.Itoa(i+1), "\tnetsody {", global+"\tnetsody {").Replace(nodeCaddyfile)
-		nodes[i] = testcaddy.StartNodeBinary(t, bin, h.String(), port, data, cfg)
+		nodes[i] = testcaddy.StartNodeBinary(t, bin, h.String(), port, data, cfg, secretsEnv...)
 	}
+	checkNoSecrets(t, nodes[0])
 	return nodes, clusterHosts
+}
+
+// The cluster's secrets come from the environment ({env.…} in the
+// Caddyfile, expanded at provisioning), so that Caddy's JSON config,
+// which its admin endpoint shows and its autosave keeps, holds the
+// placeholder, not the secret.
+var secretsEnv = []string{"NETSODY_TEST_NATS_TOKEN=" + natsToken, "NETSODY_TEST_ROUTE_PASSWORD=" + routePassword}
+
+const routePassword = "s3cret-route-password"
+
+// checkNoSecrets checks that c's JSON config holds no secret of
+// secretsEnv, and the placeholder instead.
+func checkNoSecrets(t *testing.T, c *testcaddy.Caddy) {
+	t.Helper()
+	resp, err := http.Get("http://" + c.Admin + "/config/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), natsToken) || strings.Contains(string(b), routePassword) {
+		t.Errorf("a NATS secret is in Caddy's JSON config: %s", b)
+	}
+	if !strings.Contains(string(b), "{env.NETSODY_TEST_NATS_TOKEN}") {
+		t.Errorf("the config holds no placeholder for the NATS token: %s", b)
+	}
 }
 
 // roundRobin resolves clusterName to every node, starting at first, as
@@ -149,9 +181,9 @@ func startEmbeddedCluster(t *testing.T) ([]*testcaddy.Caddy, []netip.Addr) {
 				routes = append(routes, "nats-route://"+o.String()+":"+routePort)
 			}
 		}
-		global := "\tnetsody_nats {\n\t\tlisten " + h.String() + ":" + natsPort + "\n\t\ttoken " + natsToken +
+		global := "\tnetsody_nats {\n\t\tlisten " + h.String() + ":" + natsPort + "\n\t\ttoken {env.NETSODY_TEST_NATS_TOKEN}" +
 			"\n\t\tcluster_listen " + h.String() + ":" + routePort + "\n\t\troutes " + strings.Join(routes, " ") +
-			"\n\t\troute_auth node s3cret-route\n\t}\n"
+			"\n\t\troute_auth node {env.NETSODY_TEST_ROUTE_PASSWORD}\n\t}\n"
 		return global, "nats://" + h.String() + ":" + natsPort
 	})
 }

@@ -35,9 +35,9 @@ func TestClusterEmbeddedNATSOverTLS(t *testing.T) {
 				routes = append(routes, "nats-route://"+o.String()+":"+routePort)
 			}
 		}
-		global := "\tnetsody_nats {\n\t\tlisten " + h.String() + ":" + natsPort + "\n\t\ttoken " + natsToken +
+		global := "\tnetsody_nats {\n\t\tlisten " + h.String() + ":" + natsPort + "\n\t\ttoken {env.NETSODY_TEST_NATS_TOKEN}" +
 			"\n\t\tcluster_listen " + h.String() + ":" + routePort + "\n\t\troutes " + strings.Join(routes, " ") +
-			"\n\t\troute_auth node s3cret-route\n\t\ttls " + certFile + " " + keyFile + " " + caFile + "\n\t}\n"
+			"\n\t\troute_auth node {env.NETSODY_TEST_ROUTE_PASSWORD}\n\t\ttls " + certFile + " " + keyFile + " " + caFile + "\n\t}\n"
 		// The cluster block's NATS URL line, and the CA its client verifies the server with.
 		return global, "tls://" + h.String() + ":" + natsPort + "\n\t\t\tnats_tls_ca " + caFile
 	})

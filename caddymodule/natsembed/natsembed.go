@@ -29,6 +29,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/zap"
+
+	"github.com/netsody/superpeer/internal/secret"
 )
 
 func init() {
@@ -96,6 +98,10 @@ func (p *pooled) Destruct() error {
 // started with the same options.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	if err := secret.Expand("netsody_nats: ", secret.Field{Name: "token", Value: &a.Token},
+		secret.Field{Name: "route_user", Value: &a.RouteUser}, secret.Field{Name: "route_password", Value: &a.RoutePassword}); err != nil {
+		return err
+	}
 	if a.Listen == "" {
 		a.Listen = "127.0.0.1:4222"
 	}
