@@ -122,6 +122,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		max_sessions       <count>
 //		connect_rate       <per_second> [<burst>]
 //		lookup_rate        <per_second> [<burst>]
+//		introduction_rate  <per_second> [<burst>]
+//		addrs_rate         <per_second> [<burst>]
 //		register_timeout   <duration>
 //		max_unregistered_per_prefix <count>
 //		prefix_session_rate <per_second> [<burst>]
@@ -179,13 +181,17 @@ func (o *Options) unmarshalOption(d *caddyfile.Dispenser, opt, directive string)
 		o.WriteTimeout, err = durationArg(d)
 	case "max_sessions":
 		o.MaxSessions, err = countArg(d)
-	case "connect_rate", "prefix_session_rate", "lookup_rate":
+	case "connect_rate", "prefix_session_rate", "lookup_rate", "introduction_rate", "addrs_rate":
 		rate, burst := &o.ConnectRate, &o.ConnectBurst
 		switch opt {
 		case "prefix_session_rate":
 			rate, burst = &o.PrefixSessionRate, &o.PrefixSessionBurst
 		case "lookup_rate":
 			rate, burst = &o.LookupRate, &o.LookupBurst
+		case "introduction_rate":
+			rate, burst = &o.IntroductionRate, &o.IntroductionBurst
+		case "addrs_rate":
+			rate, burst = &o.AddrsRate, &o.AddrsBurst
 		}
 		*rate, *burst, err = rateArgs(d)
 	case "register_timeout":
