@@ -129,6 +129,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		prefix_session_rate <per_second> [<burst>]
 //		consent_timeout    <duration>
 //		hide_presence
+//		require_consent
 //		drain_timeout      <duration>
 //		relay {
 //			pair_timeout            <duration>
@@ -202,11 +203,15 @@ func (o *Options) unmarshalOption(d *caddyfile.Dispenser, opt, directive string)
 		o.ConsentTimeout, err = durationArg(d)
 	case "drain_timeout":
 		o.DrainTimeout, err = durationArg(d)
-	case "hide_presence":
+	case "hide_presence", "require_consent":
 		if d.NextArg() {
 			return d.ArgErr()
 		}
-		o.HidePresence = true
+		if opt == "hide_presence" {
+			o.HidePresence = true
+		} else {
+			o.RequireConsent = true
+		}
 	case "relay":
 		if d.NextArg() {
 			return d.ArgErr()

@@ -97,6 +97,12 @@ type Options struct {
 	// as one towards a device that never opens its side. Without it, an
 	// offline device is reported at once. Default: false.
 	HidePresence bool `json:"hide_presence,omitempty"`
+	// RequireConsent introduces no device that does not ask for consent
+	// (one from before consent existed): a lookup of it is answered as
+	// one of an offline device, so that nobody learns its addresses
+	// without its yes. Without it, such a device is introduced at once,
+	// to anyone. Default: false.
+	RequireConsent bool `json:"require_consent,omitempty"`
 	// DrainTimeout bounds the drain when the super peer stops (`caddy
 	// stop`, or a reload that removes it): devices are told to move
 	// their relay sessions to other super peers, and it closes once they
@@ -200,6 +206,7 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			RegisterTimeout:   time.Duration(o.RegisterTimeout),
 			ConsentTimeout:    time.Duration(o.ConsentTimeout),
 			HidePresence:      o.HidePresence,
+			RequireConsent:    o.RequireConsent,
 			DrainTimeout:      time.Duration(o.DrainTimeout),
 			Logger:            logger.Named("rendezvous"),
 
