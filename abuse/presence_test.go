@@ -179,3 +179,41 @@ func TestRelayLookupsLimited(t *testing.T) {
 		t.Errorf("after %d failed relay lookups of one device within a second: %d, want 429", len(statuses)-1, last)
 	}
 }
+
+// A device that does not ask for consent (as devices from before consent
+// did) is introduced at once, its address included, to a stranger; with
+// require_consent the stranger gets what it gets for an offline device.
+// The first sub-test shows what the option closes.
+func TestRequireConsentHidesOldDevices(t *testing.T) {
+	for _, require := range []bool{false, true} {
+		name := "introduced_at_once"
+		if require {
+			name = "require_consent"
+		}
+		t.Run(name, func(t *testing.T) {
+			opts := ""
+			if require {
+				opts = "require_consent"
+			}
+			c := start(t, opts)
+			old := join(t, c, "127.0.0.1", rendezvous.TransportH2) // no OnRequest: no CapConsent
+			stranger := join(t, c, "127.0.0.1", rendezvous.TransportH3)
+			_, offline, _ := introduce(t, stranger, newID(t).PeerID(), rendezvous.IntroduceOptions{})
+			cands, err, _ := introduce(t, stranger, old.peer(), rendezvous.IntroduceOptions{})
+			t.Logf("the stranger got %v, %v (offline: %v)", cands.Observed, err, offline)
+			if !require {
+				if err != nil || cands.Observed != old.s.Observed() {
+					t.Errorf("without require_consent: %v, %v; want the device's address %v", cands.Observed, err, old.s.Observed())
+				}
+				return
+			}
+			if cands.Observed.IsValid() || len(cands.LocalAddrs) > 0 {
+				t.Errorf("the stranger got the device's addresses: %+v", cands)
+			}
+			var rerr, roff *rendezvous.Error
+			if !errors.As(err, &rerr) || !errors.As(offline, &roff) || rerr.Code != roff.Code || rerr.Message != roff.Message {
+				t.Errorf("a device without consent: %v; an offline one: %v", err, offline)
+			}
+		})
+	}
+}

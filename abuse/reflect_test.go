@@ -15,14 +15,14 @@ import (
 	"github.com/netsody/superpeer/rendezvous"
 )
 
-// The device's pacing, as docs/DEVICE.md states it (peer's punchRate,
-// punchBurst and punchTries): pings to addresses that never answered,
-// per second and at once for the whole device, and per address and
-// introduction.
+// The device's pacing, as docs/DEVICE.md states it: pings to addresses
+// that never answered, per second (peer.DefaultPunchRate) and at once
+// (peer's punchBurst, unexported) for the whole device, and per address
+// and introduction (peer.DefaultPunchTries).
 const (
-	punchRate  = 20
+	punchRate  = peer.DefaultPunchRate
 	punchBurst = 10
-	punchTries = 5
+	punchTries = peer.DefaultPunchTries
 	// punchWindow is how long the sinks count: the fast punching of an
 	// introduction (peer.DefaultFastPunchFor).
 	punchWindow = peer.DefaultFastPunchFor

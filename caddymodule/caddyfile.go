@@ -122,11 +122,14 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		max_sessions       <count>
 //		connect_rate       <per_second> [<burst>]
 //		lookup_rate        <per_second> [<burst>]
+//		introduction_rate  <per_second> [<burst>]
+//		addrs_rate         <per_second> [<burst>]
 //		register_timeout   <duration>
 //		max_unregistered_per_prefix <count>
 //		prefix_session_rate <per_second> [<burst>]
 //		consent_timeout    <duration>
 //		hide_presence
+//		require_consent
 //		drain_timeout      <duration>
 //		relay {
 //			pair_timeout            <duration>
@@ -179,13 +182,17 @@ func (o *Options) unmarshalOption(d *caddyfile.Dispenser, opt, directive string)
 		o.WriteTimeout, err = durationArg(d)
 	case "max_sessions":
 		o.MaxSessions, err = countArg(d)
-	case "connect_rate", "prefix_session_rate", "lookup_rate":
+	case "connect_rate", "prefix_session_rate", "lookup_rate", "introduction_rate", "addrs_rate":
 		rate, burst := &o.ConnectRate, &o.ConnectBurst
 		switch opt {
 		case "prefix_session_rate":
 			rate, burst = &o.PrefixSessionRate, &o.PrefixSessionBurst
 		case "lookup_rate":
 			rate, burst = &o.LookupRate, &o.LookupBurst
+		case "introduction_rate":
+			rate, burst = &o.IntroductionRate, &o.IntroductionBurst
+		case "addrs_rate":
+			rate, burst = &o.AddrsRate, &o.AddrsBurst
 		}
 		*rate, *burst, err = rateArgs(d)
 	case "register_timeout":
@@ -196,11 +203,15 @@ func (o *Options) unmarshalOption(d *caddyfile.Dispenser, opt, directive string)
 		o.ConsentTimeout, err = durationArg(d)
 	case "drain_timeout":
 		o.DrainTimeout, err = durationArg(d)
-	case "hide_presence":
+	case "hide_presence", "require_consent":
 		if d.NextArg() {
 			return d.ArgErr()
 		}
-		o.HidePresence = true
+		if opt == "hide_presence" {
+			o.HidePresence = true
+		} else {
+			o.RequireConsent = true
+		}
 	case "relay":
 		if d.NextArg() {
 			return d.ArgErr()

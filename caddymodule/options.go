@@ -69,6 +69,23 @@ type Options struct {
 	// LookupBurst is that token bucket's size.
 	// Default: rendezvous.DefaultLookupBurst (3).
 	LookupBurst int `json:"lookup_burst,omitempty"`
+	// IntroductionRate is how many introductions per second one device
+	// may be asked for, by all askers together (a token bucket per
+	// device): an asker over it is told rate limited, and the device's
+	// session goes on. Default: rendezvous.DefaultIntroductionRate (20).
+	IntroductionRate float64 `json:"introduction_rate,omitempty"`
+	// IntroductionBurst is that token bucket's size; introductions queued
+	// for one device stay within half its queue whatever the burst.
+	// Default: rendezvous.DefaultIntroductionBurst (32).
+	IntroductionBurst int `json:"introduction_burst,omitempty"`
+	// AddrsRate is how many address announcements (addrs and mapping
+	// frames) per second each device may make (a token bucket); one over
+	// it is ignored and answered rate limited.
+	// Default: rendezvous.DefaultAddrsRate (1).
+	AddrsRate float64 `json:"addrs_rate,omitempty"`
+	// AddrsBurst is that token bucket's size.
+	// Default: rendezvous.DefaultAddrsBurst (5).
+	AddrsBurst int `json:"addrs_burst,omitempty"`
 	// ConsentTimeout is how long a device that asks for consent has to
 	// answer whether a peer may connect to it; no answer is a decline.
 	// Default: rendezvous.DefaultConsentTimeout (10s).
@@ -80,6 +97,12 @@ type Options struct {
 	// as one towards a device that never opens its side. Without it, an
 	// offline device is reported at once. Default: false.
 	HidePresence bool `json:"hide_presence,omitempty"`
+	// RequireConsent introduces no device that does not ask for consent
+	// (one from before consent existed): a lookup of it is answered as
+	// one of an offline device, so that nobody learns its addresses
+	// without its yes. Without it, such a device is introduced at once,
+	// to anyone. Default: false.
+	RequireConsent bool `json:"require_consent,omitempty"`
 	// DrainTimeout bounds the drain when the super peer stops (`caddy
 	// stop`, or a reload that removes it): devices are told to move
 	// their relay sessions to other super peers, and it closes once they
@@ -176,9 +199,14 @@ func (o Options) superPeerConfig(logger *zap.Logger) superpeer.Config {
 			ConnectBurst:      o.ConnectBurst,
 			LookupRate:        o.LookupRate,
 			LookupBurst:       o.LookupBurst,
+			IntroductionRate:  o.IntroductionRate,
+			IntroductionBurst: o.IntroductionBurst,
+			AddrsRate:         o.AddrsRate,
+			AddrsBurst:        o.AddrsBurst,
 			RegisterTimeout:   time.Duration(o.RegisterTimeout),
 			ConsentTimeout:    time.Duration(o.ConsentTimeout),
 			HidePresence:      o.HidePresence,
+			RequireConsent:    o.RequireConsent,
 			DrainTimeout:      time.Duration(o.DrainTimeout),
 			Logger:            logger.Named("rendezvous"),
 
@@ -223,6 +251,10 @@ var optionNames = strings.NewReplacer(
 	"drain timeout", "drain_timeout",
 	"lookup rate", "lookup_rate",
 	"lookup burst", "lookup_burst",
+	"introduction rate", "introduction_rate",
+	"introduction burst", "introduction_burst",
+	"addrs rate", "addrs_rate",
+	"addrs burst", "addrs_burst",
 	"max unregistered per prefix", "max_unregistered_per_prefix",
 	"prefix session rate", "prefix_session_rate",
 	"prefix session burst", "prefix_session_burst",

@@ -40,16 +40,17 @@ func TestValidate(t *testing.T) {
 var allOptions = Options{
 	KeepaliveInterval: caddyDuration("20s"), SessionTimeout: caddyDuration("1m"), WriteTimeout: caddyDuration("5s"),
 	MaxSessions: 5000, ConnectRate: 2.5, ConnectBurst: 10, LookupRate: 0.5, LookupBurst: 6,
+	IntroductionRate: 10, IntroductionBurst: 16, AddrsRate: 0.5, AddrsBurst: 3,
 	RegisterTimeout: caddyDuration("5s"), MaxUnregisteredPerPrefix: 16, PrefixSessionRate: 50, PrefixSessionBurst: 2000,
-	ConsentTimeout: caddyDuration("4s"), HidePresence: true, DrainTimeout: caddyDuration("3s"),
+	ConsentTimeout: caddyDuration("4s"), HidePresence: true, RequireConsent: true, DrainTimeout: caddyDuration("3s"),
 	Relay: &RelayOptions{PairTimeout: caddyDuration("5s"), MaxSessionsPerDevice: 8, Rate: 12.5e6, Burst: 1 << 18, MaxDatagramSize: 1400, QueueLen: 128},
 }
 
-// consent_timeout and hide_presence reach the rendezvous server, and
-// hide_presence the relay too.
+// consent_timeout, hide_presence and require_consent reach the
+// rendezvous server, and hide_presence the relay too.
 func TestConsentOptions(t *testing.T) {
-	cfg := Options{ConsentTimeout: caddyDuration("4s"), HidePresence: true}.superPeerConfig(zap.NewNop())
-	if cfg.Rendezvous.ConsentTimeout != 4*time.Second || !cfg.Rendezvous.HidePresence || !cfg.Relay.HidePresence {
+	cfg := Options{ConsentTimeout: caddyDuration("4s"), HidePresence: true, RequireConsent: true}.superPeerConfig(zap.NewNop())
+	if cfg.Rendezvous.ConsentTimeout != 4*time.Second || !cfg.Rendezvous.HidePresence || !cfg.Relay.HidePresence || !cfg.Rendezvous.RequireConsent {
 		t.Errorf("consent timeout %v, hide presence %v (relay %v)", cfg.Rendezvous.ConsentTimeout, cfg.Rendezvous.HidePresence, cfg.Relay.HidePresence)
 	}
 	if err := (Options{ConsentTimeout: -1}).validate(); err == nil || !strings.Contains(err.Error(), "consent_timeout must not be negative") {
@@ -65,6 +66,18 @@ func TestDrainTimeoutOption(t *testing.T) {
 	}
 	if err := (Options{DrainTimeout: -1}).validate(); err == nil || !strings.Contains(err.Error(), "drain_timeout must not be negative") {
 		t.Errorf("a negative drain_timeout: %v", err)
+	}
+}
+
+// introduction_rate and addrs_rate, with their bursts, reach the
+// rendezvous server, and negative ones are refused by their names.
+func TestIntroductionAndAddrsOptions(t *testing.T) {
+	cfg := Options{IntroductionRate: 10, IntroductionBurst: 16, AddrsRate: 0.5, AddrsBurst: 3}.superPeerConfig(zap.NewNop())
+	if r := cfg.Rendezvous; r.IntroductionRate != 10 || r.IntroductionBurst != 16 || r.AddrsRate != 0.5 || r.AddrsBurst != 3 {
+		t.Errorf("introduction rate %v, burst %d; addrs rate %v, burst %d", r.IntroductionRate, r.IntroductionBurst, r.AddrsRate, r.AddrsBurst)
+	}
+	if err := (Options{AddrsBurst: -1}).validate(); err == nil || !strings.Contains(err.Error(), "introduction_rate, introduction_burst, addrs_rate and addrs_burst must not be negative") {
+		t.Errorf("a negative addrs_burst: %v", err)
 	}
 }
 
@@ -93,7 +106,9 @@ func TestOptionsMerge(t *testing.T) {
 		got.SessionTimeout != want.SessionTimeout || got.WriteTimeout != want.WriteTimeout || got.RegisterTimeout != want.RegisterTimeout ||
 		got.MaxUnregisteredPerPrefix != want.MaxUnregisteredPerPrefix || got.PrefixSessionRate != want.PrefixSessionRate ||
 		got.PrefixSessionBurst != want.PrefixSessionBurst || got.ConsentTimeout != want.ConsentTimeout || got.HidePresence != want.HidePresence ||
-		got.LookupRate != want.LookupRate || got.LookupBurst != want.LookupBurst || got.DrainTimeout != want.DrainTimeout {
+		got.LookupRate != want.LookupRate || got.LookupBurst != want.LookupBurst || got.DrainTimeout != want.DrainTimeout ||
+		got.IntroductionRate != want.IntroductionRate || got.IntroductionBurst != want.IntroductionBurst ||
+		got.AddrsRate != want.AddrsRate || got.AddrsBurst != want.AddrsBurst || got.RequireConsent != want.RequireConsent {
 		t.Errorf("merged %+v (relay %+v), want %+v", got, *got.Relay, want)
 	}
 	// Options from two places make the whole.

@@ -66,8 +66,8 @@ func stranger(t *testing.T, s *sptest.Servers, addrs []netip.AddrPort, victim id
 
 // A stranger (three, here: identities are free) announcing a victim's
 // addresses as its own gets the victim at most the device's paced
-// budget: punchRate pings a second in all, above a burst, and punchTries
-// per address. Unpaced, every address got 20 pings a second. The device
+// budget: DefaultPunchRate pings a second in all, above a burst, and
+// DefaultPunchTries per address. Unpaced, every address got 20 pings a second. The device
 // accepts anyone (AllowAny): the pacing holds whatever the policy.
 func TestStrangersGetPacedBudget(t *testing.T) {
 	s, _ := superPeerServer(t)
@@ -82,13 +82,39 @@ func TestStrangersGetPacedBudget(t *testing.T) {
 	time.Sleep(window - time.Since(start))
 	elapsed := time.Since(start)
 	sum, most := sk.Total()
-	budget := int64(punchBurst + punchRate*elapsed.Seconds() + 1)
+	budget := int64(punchBurst + DefaultPunchRate*elapsed.Seconds() + 1)
 	t.Logf("%d punches to %d addresses in %v (budget %d), at most %d to one", sum, n, elapsed.Round(time.Millisecond), budget, most)
 	if sum > budget {
 		t.Errorf("%d punches to the strangers' addresses in %v, want at most %d", sum, elapsed, budget)
 	}
-	if most > punchTries {
-		t.Errorf("an address got %d punches, want at most %d per introduction", most, punchTries)
+	if most > DefaultPunchTries {
+		t.Errorf("an address got %d punches, want at most %d per introduction", most, DefaultPunchTries)
+	}
+	if sum == 0 {
+		t.Error("no punch at all: the test measures nothing")
+	}
+}
+
+// Config.PunchRate and Config.PunchTries replace the defaults: a device
+// set to 5 pings a second and 2 tries sends strangers' addresses no more,
+// where the defaults would allow 20 a second and 5 each.
+func TestPunchPacingConfigured(t *testing.T) {
+	const rate, tries = 5, 2
+	s, _ := superPeerServer(t)
+	d := newDevice(t, s, allowAny, func(c *Config) { c.PunchRate, c.PunchTries = rate, tries })
+	const n, each = 30, rendezvous.MaxAddrs - 2
+	sk := newSinks(t, n)
+	start := time.Now()
+	for i := 0; i < n; i += each {
+		stranger(t, s, sk.Addrs(i, min(i+each, n)), d.PeerID())
+	}
+	time.Sleep(2*time.Second - time.Since(start))
+	elapsed := time.Since(start)
+	sum, most := sk.Total()
+	budget := int64(punchBurst + rate*elapsed.Seconds() + 1)
+	t.Logf("%d punches to %d addresses in %v (budget %d), at most %d to one", sum, n, elapsed.Round(time.Millisecond), budget, most)
+	if sum > budget || most > tries {
+		t.Errorf("%d punches in %v, %d to one address; want at most %d, and %d per address", sum, elapsed, most, budget, tries)
 	}
 	if sum == 0 {
 		t.Error("no punch at all: the test measures nothing")
@@ -105,15 +131,15 @@ func TestStrangerThatLeftCostsNothing(t *testing.T) {
 	sess := stranger(t, s, sk.Addrs(0, 3), d.PeerID())
 	sess.Close()
 	// The tries: 0, 1, 3, 7 and 15 fast intervals after the introduction.
-	time.Sleep(DefaultFastPunchInterval*(1<<punchTries) + 200*time.Millisecond)
+	time.Sleep(DefaultFastPunchInterval*(1<<DefaultPunchTries) + 200*time.Millisecond)
 	before, _ := sk.Total()
 	time.Sleep(1500 * time.Millisecond)
 	after, most := sk.Total()
 	if after != before {
 		t.Errorf("%d punches to a stranger's addresses after its tries, want none", after-before)
 	}
-	if most != punchTries {
-		t.Errorf("an address got %d punches, want %d", most, punchTries)
+	if most != DefaultPunchTries {
+		t.Errorf("an address got %d punches, want %d", most, DefaultPunchTries)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -199,7 +225,7 @@ func TestPingFromNewAddressRestartsNothing(t *testing.T) {
 	d, other, p, w := countedPeer(t)
 	cands := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:9"), netip.MustParseAddrPort("192.0.2.2:9")}
 	d.onCandidates(d.sps[0], false, rendezvous.Candidates{Peer: other.PeerID(), LocalAddrs: cands})
-	spent := DefaultFastPunchInterval*(1<<punchTries) + 200*time.Millisecond
+	spent := DefaultFastPunchInterval*(1<<DefaultPunchTries) + 200*time.Millisecond
 	time.Sleep(spent)
 	fresh := netip.MustParseAddrPort("192.0.2.3:9")
 	p.onPing(punch{typ: punchPing, sender: other.PeerID(), receiver: d.id}, fresh)
@@ -207,12 +233,12 @@ func TestPingFromNewAddressRestartsNothing(t *testing.T) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, a := range cands {
-		if w.sent[a] != punchTries {
-			t.Errorf("%v got %d punches, want its %d tries and no more", a, w.sent[a], punchTries)
+		if w.sent[a] != DefaultPunchTries {
+			t.Errorf("%v got %d punches, want its %d tries and no more", a, w.sent[a], DefaultPunchTries)
 		}
 	}
-	if n := w.sent[fresh]; n != 1+punchTries {
-		t.Errorf("the new address got %d punches, want a pong and %d tries", n, punchTries)
+	if n := w.sent[fresh]; n != 1+DefaultPunchTries {
+		t.Errorf("the new address got %d punches, want a pong and %d tries", n, DefaultPunchTries)
 	}
 }
 

@@ -113,6 +113,15 @@ type Config struct {
 	// device has no state for) it takes per second; more are dropped;
 	// default 20.
 	IntroductionRate int
+	// PunchRate is how many pings a second the device sends, in all, to
+	// addresses that have never answered it, however many peers and
+	// candidates name them (above a burst of 10), so that a stranger
+	// announcing a victim's addresses gets the victim no more; default
+	// 20. Addresses that answered are kept alive outside it.
+	PunchRate int
+	// PunchTries is how many pings an address that has never answered
+	// gets per introduction; default 5.
+	PunchTries int
 	// AddrCheckInterval is how often the device looks for changed local
 	// addresses (another network, a new DHCP lease) and, when they
 	// changed, announces them to its super peers and connected peers;
@@ -158,6 +167,8 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.AcceptTimeout, DefaultAcceptTimeout)
 	defaults.Set(&c.MaxPeers, DefaultMaxPeers)
 	defaults.Set(&c.IntroductionRate, DefaultIntroductionRate)
+	defaults.Set(&c.PunchRate, DefaultPunchRate)
+	defaults.Set(&c.PunchTries, DefaultPunchTries)
 	if c.ListenAddr == "" && c.ListenAddr6 == "" {
 		c.ListenAddr, c.ListenAddr6, c.ListenAddr6Optional = "0.0.0.0:0", "[::]:0", true
 	}

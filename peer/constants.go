@@ -33,17 +33,23 @@ const (
 	introduceRate  = 8
 	introduceBurst = 10
 
-	// punchRate and punchBurst pace the pings to addresses that have
-	// never answered, for the whole device, however many peers and
-	// candidates: ICE's pacing (RFC 8445 section 14.2, Ta = 50 ms), so
-	// that a device is nobody's reflector. The burst lets a dial's first
-	// round reach a peer's few candidates at once.
-	punchRate  = 20
+	// DefaultPunchRate paces the pings to addresses that have never
+	// answered, for the whole device, however many peers and candidates
+	// (Config.PunchRate): ICE's pacing (RFC 8445 section 14.2, Ta =
+	// 50 ms), so that a device is nobody's reflector.
+	DefaultPunchRate = 20
+	// punchBurst lets a dial's first round reach a peer's few candidates
+	// at once.
 	punchBurst = 10
-	// punchTries is how many pings an address that has never answered
-	// gets per introduction (STUN's retransmissions, RFC 8489 section
-	// 6.2.1, are seven; two ends punching at once need fewer).
-	punchTries = 5
+	// DefaultPunchTries is how many pings an address that has never
+	// answered gets per introduction (Config.PunchTries; STUN's
+	// retransmissions, RFC 8489 section 6.2.1, are seven; two ends
+	// punching at once need fewer).
+	DefaultPunchTries = 5
+	// maxTryShift caps the doubling of the spacing between a candidate's
+	// tries (FastPunchInterval << tries), should PunchTries be raised:
+	// 50 ms << 10 is about 51 s.
+	maxTryShift = 10
 	// consentFreshness: an address that answered is pinged at the
 	// keepalive interval, outside the pacing, until it has not answered
 	// for this long (RFC 7675 section 5.1).
@@ -310,7 +316,7 @@ const (
 	maxSTUNPending = 16
 	// slowPunchInterval: when both NATs map per destination, punching
 	// cannot work, so a peer's addresses get one ping this far apart
-	// (punchTries per introduction) instead of a fast phase: in case a
+	// (PunchTries per introduction) instead of a fast phase: in case a
 	// verdict was wrong, at a cost of nothing.
 	slowPunchInterval = 20 * time.Second
 	// The transport to a super peer (transport.go). h3CheckTick: how

@@ -33,7 +33,7 @@ type guard struct {
 }
 
 func (g *guard) init(cfg Config) {
-	g.punchPace = rate.NewLimiter(punchRate, punchBurst)
+	g.punchPace = rate.NewLimiter(rate.Limit(cfg.PunchRate), punchBurst)
 	g.verify = newVerifyLimit()
 	g.intros = rate.NewLimiter(rate.Limit(cfg.IntroductionRate), introductionBurst)
 	ps := localPrefixes()

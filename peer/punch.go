@@ -21,7 +21,7 @@ import (
 func (d *Device) takesDirectPaths() bool { return !d.cfg.RelayOnly }
 
 // candidate is an address punched towards the peer. Until it answers, it
-// gets punchTries pings per introduction, spaced FastPunchInterval,
+// gets PunchTries pings per introduction, spaced FastPunchInterval,
 // twice that, four times... and each takes a token of the device's
 // pacing (Device.punchPace). Once it answered, it is pinged like a
 // direct path until its consent expires (consentFreshness).
@@ -35,7 +35,7 @@ type candidate struct {
 
 // addCandidates adds addresses to punch, local ones first, and punches
 // them. An introduction (not a punch) counts as use of the peer, gives
-// every address it names punchTries tries again and punches answered
+// every address it names PunchTries tries again and punches answered
 // addresses fast. An address in a class the device never punches
 // (addrclass.go) is dropped here.
 func (p *peerState) addCandidates(as []netip.AddrPort, introduced bool, scope punchScope) {
@@ -102,7 +102,7 @@ func (p *peerState) triggeredCheckLocked(from []netip.AddrPort, now time.Time) {
 	for _, a := range from {
 		if i := p.candidateLocked(a); i >= 0 {
 			c := &p.punch.cands[i]
-			c.tries, c.nextTry = min(c.tries, punchTries-1), now
+			c.tries, c.nextTry = min(c.tries, p.dev.cfg.PunchTries-1), now
 			p.punch.wokenAt = now
 		}
 	}
@@ -231,19 +231,19 @@ func (p *peerState) dueLocked(now time.Time) (targets []netip.AddrPort, next tim
 				targets, c.lastPing = append(targets, c.addr), now
 			}
 			earliest(c.lastPing.Add(interval))
-		case c.tries >= punchTries:
+		case c.tries >= cfg.PunchTries:
 		case now.Before(c.nextTry):
 			earliest(c.nextTry)
 		case !p.dev.punchPace.AllowN(now, 1):
-			earliest(now.Add(time.Second / punchRate))
+			earliest(now.Add(time.Second / time.Duration(cfg.PunchRate)))
 		default:
 			targets = append(targets, c.addr)
-			c.lastPing, c.nextTry = now, now.Add(cfg.FastPunchInterval<<c.tries)
+			c.lastPing, c.nextTry = now, now.Add(cfg.FastPunchInterval<<min(c.tries, maxTryShift))
 			if p.punch.slow {
 				c.nextTry = now.Add(slowPunchInterval)
 			}
 			c.tries++
-			if c.tries < punchTries {
+			if c.tries < cfg.PunchTries {
 				earliest(c.nextTry)
 			}
 		}

@@ -367,7 +367,7 @@ func (srv *Server) IntroduceFromCluster(req ClusterRequest, reply func(ClusterAn
 	c.mu.Lock()
 	busy := ""
 	switch {
-	case target.consentClosed:
+	case target.consentClosed || cfg.RequireConsent && !target.proto.Capabilities.Has(CapConsent):
 		c.mu.Unlock()
 		reply(ClusterAnswer{})
 		return

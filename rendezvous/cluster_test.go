@@ -86,6 +86,22 @@ func (m *memCluster) joinedAt(peer identity.PeerID) int {
 	return len(m.joined[peer])
 }
 
+// With RequireConsent, a device at another node that does not ask for
+// consent is answered as an offline one, as at the asker's own node.
+func TestRequireConsentAcrossCluster(t *testing.T) {
+	n1, n2, _ := twoNodes(t, Config{RequireConsent: true})
+	asker := n1.dial(t, TransportH3, newIdentity(t))
+	old := n2.dial(t, TransportH2, newIdentity(t), func(c *ClientConfig) {
+		c.announce = &Protocol{Version: ProtocolVersion, Capabilities: CapObserved}
+	})
+	_, offline, _ := lookup(t, asker, newIdentity(t).PeerID())
+	c, e, _ := lookup(t, asker, old.cfg.Identity.PeerID())
+	if c.Observed.IsValid() {
+		t.Errorf("the asker got the device's address: %+v", c)
+	}
+	sameAsOffline(t, "a device without consent at another node", e, offline)
+}
+
 // Devices at two nodes of a cluster find each other: the target is
 // asked at its node, and on acceptance both get each other's candidates;
 // a decline and an offline peer are answered as on one node; an

@@ -48,6 +48,12 @@ type Config struct {
 	// (unless it does not ask for consent, which answers at once), and
 	// every failed lookup takes ConsentTimeout.
 	HidePresence bool
+	// RequireConsent introduces no device that does not ask for consent
+	// (no CapConsent: a device from before consent existed, or a client
+	// without OnRequest): a lookup of one is answered as one of an
+	// offline device, so that nobody learns its addresses without its
+	// yes. Off, such a device is introduced at once, as before.
+	RequireConsent bool
 	// AddrsRate and AddrsBurst bound FrameAddrs per session (a token
 	// bucket); excess is ignored and answered with ErrCodeRateLimited.
 	AddrsRate  float64

@@ -20,7 +20,8 @@ import (
 // ErrCodePeerNotFound and message, so a stranger learns at most whether
 // B is online. With HidePresence, every one of them (an offline B too)
 // is answered ConsentTimeout after the connect, so it learns not even
-// that. A B without CapConsent is introduced at once, as before.
+// that. A B without CapConsent is introduced at once, as before, unless
+// RequireConsent: then it is answered as an offline B.
 //
 // Failed lookups are limited per (asker, target) (LookupRate), on top of
 // the asker's ConnectRate and the target's IntroductionRate: a lookup
@@ -122,7 +123,7 @@ func (s *session) handleConnect(m *Connect) {
 		c.mu.Unlock()
 		s.sendNow(f)
 		return
-	case other == nil || other.consentClosed:
+	case other == nil || other.consentClosed || cfg.RequireConsent && !other.proto.Capabilities.Has(CapConsent):
 		f := c.unavailableLocked(a, now, cfg)
 		c.mu.Unlock()
 		s.sendNow(f)

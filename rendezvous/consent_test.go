@@ -225,6 +225,34 @@ func TestNoConsentIntroducedAtOnce(t *testing.T) {
 	}
 }
 
+// With RequireConsent, a device that does not ask for consent is not
+// introduced: a lookup of it is answered as one of an offline device,
+// and it gets nothing. (Without it, TestNoConsentIntroducedAtOnce.)
+func TestRequireConsent(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1", Config{RequireConsent: true})
+	asker := ts.dial(t, TransportH3, newIdentity(t))
+	cands := make(chan Candidates, 1)
+	old := ts.dial(t, TransportH2, newIdentity(t), func(c *ClientConfig) {
+		c.OnCandidates = func(m Candidates) { cands <- m }
+		c.announce = &Protocol{Version: ProtocolVersion, Capabilities: CapObserved}
+	})
+	_, offline, _ := lookup(t, asker, newIdentity(t).PeerID())
+	c, e, _ := lookup(t, asker, old.cfg.Identity.PeerID())
+	if e == nil || offline == nil || e.Code != offline.Code || e.Message != offline.Message {
+		t.Fatalf("a device without consent: %+v, %v; want what an offline one gets, %v", c, e, offline)
+	}
+	if c.Observed.IsValid() || len(c.LocalAddrs) > 0 {
+		t.Errorf("the asker got the device's addresses: %+v", c)
+	}
+	// The device's own round trip: anything sent to it before has arrived.
+	lookup(t, old, newIdentity(t).PeerID())
+	select {
+	case m := <-cands:
+		t.Errorf("the device got candidates: %+v", m)
+	default:
+	}
+}
+
 // With HidePresence, a lookup of an offline device and a decline are
 // answered like no answer: the same refusal, after the consent timeout.
 func TestHidePresence(t *testing.T) {
