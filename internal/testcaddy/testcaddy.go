@@ -355,9 +355,37 @@ func (c *Caddy) Metrics(t testing.TB) map[string]float64 {
 // Logs returns what Caddy printed so far.
 func (c *Caddy) Logs() string { return c.logs.String() }
 
+// handedOut holds the ports this process's tests were given: the kernel
+// may give a port that a test holds but does not listen on yet (two
+// nodes' NATS ports, say) to the next caller too.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// claim reports whether the ports were free of earlier claims, and
+// claims them if so.
+func claim(ports ...int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = make(map[int]bool)
+	}
+	for _, p := range ports {
+		if handedOut.ports[p] {
+			return false
+		}
+	}
+	for _, p := range ports {
+		handedOut.ports[p] = true
+	}
+	return true
+}
+
 // FreePort returns a port that is free for both TCP and UDP on all
 // addresses, as Caddy needs for HTTPS with HTTP/3; the next port must be
-// free for TCP too (the HTTP port).
+// free for TCP too (the HTTP port). No two calls in a process return the
+// same port.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 100 {
@@ -373,7 +401,10 @@ func FreePort(t testing.TB) int {
 				l2.Close()
 				u.Close()
 				l.Close()
-				return port
+				if claim(port, port+1) {
+					return port
+				}
+				continue
 			}
 			u.Close()
 		}
@@ -384,24 +415,39 @@ func FreePort(t testing.TB) int {
 }
 
 // FreeUDPPort returns a UDP port free on every address a moment ago: a
-// super peer's fast_path_port, say.
+// super peer's fast_path_port, say. No two calls in a process, nor a
+// FreePort, return the same port.
 func FreeUDPPort(t testing.TB) int {
 	t.Helper()
-	c, err := net.ListenPacket("udp", ":0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		c, err := net.ListenPacket("udp", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := c.LocalAddr().(*net.UDPAddr).Port
+		c.Close()
+		if claim(port) {
+			return port
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	t.Fatal("no free UDP port")
+	return 0
 }
 
 func freeTCPPort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if claim(port) {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free TCP port")
+	return 0
 }
 
 // WaitLog waits until Caddy's logs contain s.
