@@ -109,11 +109,16 @@ var errNoSocket = errors.New("peer: no socket of that address family")
 
 // readLoop reads one socket until it is closed: punch messages and STUN
 // responses go to the device, packets from a peer's direct path to QUIC under the peer's
-// virtual address, everything else (super peers) to QUIC as it is.
+// virtual address, everything else (super peers) to QUIC as it is. A read
+// of several datagrams coalesced by the kernel (UDP_GRO) is cut into them.
 func (s *sock) readLoop(udp *net.UDPConn) {
 	buf := make([]byte, maxUDPPayload)
+	var oob []byte
+	if enableGRO(udp) {
+		oob = make([]byte, groOOB)
+	}
 	for {
-		n, from, err := udp.ReadFromUDPAddrPort(buf)
+		n, oobn, _, from, err := udp.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			select {
 			case <-s.closed:
@@ -125,7 +130,14 @@ func (s *sock) readLoop(udp *net.UDPConn) {
 			}
 			return
 		}
-		s.demux(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		seg := n
+		if g := groSegment(oob[:oobn]); g > 0 {
+			seg = g
+		}
+		for b := buf[:n]; len(b) > 0; b = b[min(seg, len(b)):] {
+			s.demux(b[:min(seg, len(b))], from)
+		}
 	}
 }
 

@@ -11,9 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // fastPath is the relay's UDP fast path (docs/PROTOCOL.md, "Relay fast
@@ -28,18 +25,18 @@ type fastPath struct {
 
 	// The reader goroutine's own.
 	r      *batchReader
-	w      batchWriter
-	out    []ipv4.Message // the write batch, built over the read buffers
-	cookie *macer         // keyed with a secret of this fast path's only
+	w      *batchWriter
+	out    []outPacket // the write batch, over the read buffers
+	cookie *macer      // keyed with a secret of this fast path's only
 
 	mu       sync.Mutex // guards bindings
 	bindings map[uint64]*binding
 }
 
-// batchWriter is x/net's sendmmsg(2): ipv4.PacketConn and ipv6.PacketConn
-// share it (ipv4.Message is socket.Message, as is ipv6.Message).
-type batchWriter interface {
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+// outPacket is one DATA packet of the write batch and where it goes.
+type outPacket struct {
+	b  []byte
+	to *boundAddr
 }
 
 // binding is one leg's fast path. Its address is set once validated and
@@ -91,6 +88,10 @@ func newFastPath(conn *net.UDPConn, stats *Stats) (*fastPath, error) {
 	if err != nil {
 		return nil, err
 	}
+	w, err := newBatchWriter(conn, la.IP.To4() == nil)
+	if err != nil {
+		return nil, err
+	}
 	var secret [32]byte
 	rand.Read(secret[:])
 	fp := &fastPath{
@@ -99,19 +100,11 @@ func newFastPath(conn *net.UDPConn, stats *Stats) (*fastPath, error) {
 		v6:       la.IP.To4() == nil,
 		stats:    stats,
 		r:        r,
-		out:      make([]ipv4.Message, 0, fastPathBatch),
+		w:        w,
+		out:      make([]outPacket, 0, fastPathBatch),
 		cookie:   newMacer(secret[:]),
 		bindings: make(map[uint64]*binding),
 	}
-	if fp.v6 {
-		fp.w = ipv6.NewPacketConn(conn)
-	} else {
-		fp.w = ipv4.NewPacketConn(conn)
-	}
-	for range fastPathBatch {
-		fp.out = append(fp.out, ipv4.Message{Buffers: make([][]byte, 1)})
-	}
-	fp.out = fp.out[:0]
 	return fp, nil
 }
 
@@ -213,9 +206,7 @@ func (fp *fastPath) data(b *binding, p []byte, src netip.AddrPort) {
 	if ob := b.other.fast.Load(); ob != nil {
 		if oa := ob.to(now.UnixNano()); oa != nil {
 			binary.BigEndian.PutUint64(p[1:9], ob.id)
-			fp.out = fp.out[:len(fp.out)+1] // at most one per datagram read
-			m := &fp.out[len(fp.out)-1]
-			m.Buffers[0], m.Addr = p, oa.ua
+			fp.out = append(fp.out, outPacket{b: p, to: oa}) // at most one per datagram read: no allocation
 			b.other.delivered(TransportFastPath, len(payload))
 			return
 		}
@@ -228,15 +219,15 @@ func (fp *fastPath) data(b *binding, p []byte, src netip.AddrPort) {
 // flush writes the batch. A datagram the socket refuses is dropped, as a
 // router would.
 func (fp *fastPath) flush() {
-	for i := 0; i < len(fp.out); {
-		n, err := fp.w.WriteBatch(fp.out[i:], 0)
-		fp.stats.FastPath.Datagrams.Add(uint64(n))
-		if err != nil {
-			n++ // skip the one refused
-			fp.stats.FastPath.drop(FastPathSendFailed)
-		}
-		i += n
+	if len(fp.out) == 0 {
+		return
 	}
+	sent, failed := fp.w.write(fp.out)
+	fp.stats.FastPath.Datagrams.Add(uint64(sent))
+	for range failed {
+		fp.stats.FastPath.drop(FastPathSendFailed)
+	}
+	clear(fp.out) // no read buffer or address kept past the batch
 	fp.out = fp.out[:0]
 }
 
