@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +36,20 @@ func TestRestoreGraceHidesDecline(t *testing.T) {
 	if time.Since(time.Unix(0, n1.node.reconnectedAt.Load())) >= restoreGrace {
 		t.Skip("the lookups outlasted the grace")
 	}
+	if offline == nil || offline.Code != rendezvous.ErrCodeRateLimited || offline.Message != msgRestoring {
+		t.Errorf("within the grace, a device no node holds: %v, want retry later", offline)
+	}
 	if declined == nil || offline == nil || declined.Code != offline.Code || declined.Message != offline.Message {
 		t.Errorf("within the grace: a decline is answered %v, a device no node holds %v: a stranger tells a registered device from an absent one", declined, offline)
+	}
+	// Each is a failed lookup still: a stranger pestering the decliner
+	// meets the pair's LookupBurst (3) within the grace as at any time.
+	limited := false
+	for range 3 {
+		_, e := asker.introduce(t, decliner.id.PeerID())
+		limited = limited || e != nil && strings.Contains(e.Message, "too many connect requests for this peer")
+	}
+	if time.Since(time.Unix(0, n1.node.reconnectedAt.Load())) < restoreGrace && !limited {
+		t.Error("within the grace, lookups of a declining device are not limited per pair")
 	}
 }

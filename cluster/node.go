@@ -356,11 +356,17 @@ func (n *Node) Introduce(ctx context.Context, req rendezvous.ClusterRequest) (re
 
 // retryLater is Introduce's answer within restoreGrace of a reconnect to
 // a request that found nobody: the device's node may not have
-// resubscribed it yet.
+// resubscribed it yet. A busy node's answer, so that the asker's node
+// treats it as any failed lookup that may be retried: it spends one of
+// the pair's failed lookups (LookupRate), and with HidePresence it is
+// answered as every failed lookup is.
 func (n *Node) retryLater() (rendezvous.ClusterAnswer, error) {
 	n.stats.Restoring.Add(1)
-	return rendezvous.ClusterAnswer{}, fmt.Errorf("cluster: reconnected to NATS moments ago, other nodes may not have restored their devices yet: %w", rendezvous.ErrClusterUnavailable)
+	return rendezvous.ClusterAnswer{Status: rendezvous.ClusterBusy, Reason: msgRestoring}, nil
 }
+
+// msgRestoring is retryLater's reason, for the device.
+const msgRestoring = "this super peer reconnected to the rest of its cluster moments ago, where the peer may be registered; retry later"
 
 // serve is one of inboundWorkers: it handles other nodes' requests until
 // Close. (The inbox stays open: NATS may deliver to it while it closes.)
