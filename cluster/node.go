@@ -63,7 +63,8 @@ const (
 	// refused then, not buffered.
 	reconnectBuffer = 1 << 20
 	// restoreGrace is how long after this node reconnects to NATS "no
-	// responders" means "retry later", not "not found": the other nodes
+	// responders" means "retry later", not "not found" (and so does "not
+	// found", which must look alike to the device): the other nodes
 	// reconnect within about reconnectWait of it (a NATS server's
 	// restart drops them all) and resubscribe their devices as they do,
 	// so for a moment a device that is registered may have no subscriber.
@@ -120,7 +121,7 @@ type Stats struct {
 	Joined        atomic.Int64  // devices reachable through this node now
 	Requests      atomic.Uint64 // requests sent to other nodes
 	NoResponders  atomic.Uint64 // of those, for devices no node holds
-	Restoring     atomic.Uint64 // requests nobody answered within restoreGrace of a reconnect: retry later
+	Restoring     atomic.Uint64 // requests asked within restoreGrace of a reconnect that nobody answered, or that were answered not found: retry later
 	Unavailable   atomic.Uint64 // requests not sent: NATS not connected, or failing
 	BadReplies    atomic.Uint64 // replies that did not decode
 	Served        atomic.Uint64 // requests of other nodes handled
@@ -317,12 +318,12 @@ func (n *Node) Introduce(ctx context.Context, req rendezvous.ClusterRequest) (re
 		return rendezvous.ClusterAnswer{}, err
 	}
 	n.stats.Requests.Add(1)
+	restoring := n.restoring()
 	msg, err := n.nc.RequestWithContext(ctx, n.subject(req.Target), data)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		if n.restoring() {
-			n.stats.Restoring.Add(1)
-			return rendezvous.ClusterAnswer{}, fmt.Errorf("cluster: reconnected to NATS moments ago, other nodes may not have restored their devices yet: %w", rendezvous.ErrClusterUnavailable)
+		if restoring {
+			return n.retryLater()
 		}
 		n.stats.NoResponders.Add(1)
 		return rendezvous.ClusterAnswer{Status: rendezvous.ClusterNotFound}, nil
@@ -344,8 +345,28 @@ func (n *Node) Introduce(ctx context.Context, req rendezvous.ClusterRequest) (re
 	case statusBusy:
 		return rendezvous.ClusterAnswer{Status: rendezvous.ClusterBusy, Reason: r.Reason}, nil
 	}
+	if restoring {
+		// Answered as no responders are, or the grace would tell a
+		// stranger a declining device (not found) from an absent one
+		// (retry later).
+		return n.retryLater()
+	}
 	return rendezvous.ClusterAnswer{Status: rendezvous.ClusterNotFound}, nil
 }
+
+// retryLater is Introduce's answer within restoreGrace of a reconnect to
+// a request that found nobody: the device's node may not have
+// resubscribed it yet. A busy node's answer, so that the asker's node
+// treats it as any failed lookup that may be retried: it spends one of
+// the pair's failed lookups (LookupRate), and with HidePresence it is
+// answered as every failed lookup is.
+func (n *Node) retryLater() (rendezvous.ClusterAnswer, error) {
+	n.stats.Restoring.Add(1)
+	return rendezvous.ClusterAnswer{Status: rendezvous.ClusterBusy, Reason: msgRestoring}, nil
+}
+
+// msgRestoring is retryLater's reason, for the device.
+const msgRestoring = "this super peer reconnected to the rest of its cluster moments ago, where the peer may be registered; retry later"
 
 // serve is one of inboundWorkers: it handles other nodes' requests until
 // Close. (The inbox stays open: NATS may deliver to it while it closes.)

@@ -201,11 +201,11 @@ func TestIntroductionAcrossNodes(t *testing.T) {
 		return e == nil
 	})
 	// Moments after the reconnect, a device nobody holds may be one whose
-	// node has not resubscribed yet: retry later, not unavailable. Once
+	// node has not resubscribed yet: retry later, not not found. Once
 	// restoreGrace has passed, not found again.
 	if at := time.Unix(0, n1.node.reconnectedAt.Load()); time.Since(at) < restoreGrace-time.Second {
 		_, e := asker.introduce(t, sptest.NewIdentity(t).PeerID())
-		if e == nil || e.Code != rendezvous.ErrCodeRateLimited || !strings.Contains(e.Message, "cannot reach the rest of its cluster") {
+		if e == nil || e.Code != rendezvous.ErrCodeRateLimited || e.Message != msgRestoring {
 			t.Errorf("a device nobody holds, %v after the reconnect: %v, want retry later", time.Since(at).Round(time.Millisecond), e)
 		}
 		if n1.node.Stats().Restoring.Load() == 0 {

@@ -68,6 +68,11 @@ func (b *binding) to(now int64) *boundAddr {
 type boundAddr struct {
 	ap netip.AddrPort
 	ua *net.UDPAddr // for the write batch, made once per validation
+	// noGSO: the kernel refused a GSO message to it (a segment over its
+	// route's MTU: DATA near MaxDatagramSize on a 1500-byte route; a
+	// device's own 1200-byte QUIC packets fit), so its packets leave one
+	// a message (batchWriter).
+	noGSO atomic.Bool
 }
 
 func newFastPath(conn *net.UDPConn, stats *Stats) (*fastPath, error) {

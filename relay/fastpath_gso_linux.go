@@ -23,9 +23,11 @@ import (
 // other, as they may on any network.
 //
 // Where the kernel refuses GSO (EIO: a device without checksum offload)
-// the writer stops using it; a message it refuses otherwise (a segment
-// larger than the route's MTU allows) is sent again one datagram a
-// message.
+// the writer stops using it; a message it refuses otherwise (EMSGSIZE or,
+// before Linux 6.x, EINVAL: a segment larger than the route's MTU
+// allows) is sent again one datagram a message, and so is everything to
+// that address from then on (boundAddr.noGSO; a new address of the
+// binding tries again), rather than refused again each batch.
 type batchWriter struct {
 	rc  syscall.RawConn
 	v6  bool
@@ -43,6 +45,8 @@ type batchWriter struct {
 	from   int                     // the first message write1 sends
 	n      int
 	errno  syscall.Errno
+
+	refused int // GSO messages the kernel refused, for tests
 }
 
 // gsoMessage is one message of a write: count packets of seg bytes (the
@@ -122,8 +126,11 @@ func (w *batchWriter) writeOnce(out []outPacket, gso bool) (sent, failed int) {
 			failed++
 			continue
 		}
+		w.refused++
 		if errors.Is(w.errno, unix.EIO) {
 			w.gso = false // the kernel has GSO but this route cannot use it
+		} else {
+			m.to.noGSO.Store(true) // nor the route to this address
 		}
 		for _, iov := range w.iovs[m.first : m.first+m.count] {
 			w.again = append(w.again, outPacket{b: unsafe.Slice(iov.Base, iov.Len), to: m.to})
@@ -145,8 +152,9 @@ func (w *batchWriter) writeOnce(out []outPacket, gso bool) (sent, failed int) {
 func (w *batchWriter) plan(out []outPacket, gso bool) {
 	w.msgs = w.msgs[:0]
 	for i, p := range out {
+		group := gso && !p.to.noGSO.Load()
 		j := -1
-		if gso {
+		if group {
 			for k := len(w.msgs) - 1; k >= 0; k-- {
 				m := &w.msgs[k]
 				if m.to.ap == p.to.ap {
@@ -159,7 +167,7 @@ func (w *batchWriter) plan(out []outPacket, gso bool) {
 		}
 		if j < 0 {
 			j = len(w.msgs)
-			w.msgs = append(w.msgs, gsoMessage{to: p.to, seg: len(p.b), open: gso})
+			w.msgs = append(w.msgs, gsoMessage{to: p.to, seg: len(p.b), open: group})
 		}
 		m := &w.msgs[j]
 		m.count++

@@ -140,6 +140,27 @@ func TestFastPathWriteBatchGSORefused(t *testing.T) {
 	if !w.gso {
 		t.Error("GSO given up for a refusal that was not EIO")
 	}
+
+	// The address refused it once: its next batches are not offered as
+	// GSO messages to be refused again (as a 1500-byte route refuses,
+	// EMSGSIZE, every message of a device that sends DATA of 1500 bytes);
+	// another address is.
+	for range 3 {
+		if sent, failed := w.write(out); sent != 3 || failed != 0 {
+			t.Fatalf("again: sent %d, failed %d", sent, failed)
+		}
+	}
+	if w.refused != 1 {
+		t.Errorf("%d GSO messages refused to one address, want 1", w.refused)
+	}
+	other := &boundAddr{ap: listenUDP4(t).LocalAddr().(*net.UDPAddr).AddrPort()}
+	for i := range out {
+		out[i].to = other
+	}
+	w.write(out)
+	if w.refused != 2 {
+		t.Errorf("%d GSO messages refused after one to another address, want 2", w.refused)
+	}
 }
 
 func listenUDP4(t *testing.T) *net.UDPConn {
