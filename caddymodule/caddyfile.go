@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 
 	"github.com/dustin/go-humanize"
@@ -293,7 +294,7 @@ func rateArgs(d *caddyfile.Dispenser) (rate float64, burst int, err error) {
 		return 0, 0, d.ArgErr()
 	}
 	rate, err = strconv.ParseFloat(d.Val(), 64)
-	if err != nil || rate <= 0 {
+	if err != nil || !(rate > 0) || math.IsInf(rate, 0) { // NaN and Inf would lift the limit
 		return 0, 0, d.Errf("%s must be a positive number of requests per second, got %q", opt, d.Val())
 	}
 	if d.NextArg() {

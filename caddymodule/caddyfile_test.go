@@ -71,6 +71,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"netsody_superpeer {\n connect_rate\n}", "wrong argument count"},
 		{"netsody_superpeer {\n hide_presence yes\n}", "wrong argument count"},
 		{"netsody_superpeer {\n connect_rate 0\n}", "connect_rate must be a positive number"},
+		{"netsody_superpeer {\n introduction_rate NaN\n}", "introduction_rate must be a positive number"},
+		{"netsody_superpeer {\n addrs_rate +Inf\n}", "addrs_rate must be a positive number"},
 		{"netsody_superpeer {\n connect_rate 5 x\n}", "burst must be a positive whole number"},
 		{"netsody_superpeer {\n connect_rate 5 10 15\n}", "wrong argument count"},
 		{"netsody_superpeer {\n relay x\n}", "wrong argument count"},
