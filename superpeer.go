@@ -113,7 +113,7 @@ func (s *Server) headroom() func(identity.PeerID) rendezvous.Headroom {
 	h := s.rl.Headroom()
 	bandwidth := uint64(h.Bandwidth)
 	return func(peer identity.PeerID) rendezvous.Headroom {
-		return rendezvous.Headroom{Bandwidth: bandwidth, Sessions: uint32(min(h.SpareSessions(peer), math.MaxUint32))}
+		return rendezvous.Headroom{Bandwidth: bandwidth, Sessions: uint32(min(uint64(h.SpareSessions(peer)), math.MaxUint32))}
 	}
 }
 
