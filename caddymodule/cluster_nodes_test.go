@@ -172,9 +172,21 @@ func TestClusterThreeNodesEmbeddedNATS(t *testing.T) {
 // NATS server (netsody_nats) routed to the two others.
 func startEmbeddedCluster(t *testing.T) ([]*testcaddy.Caddy, []netip.Addr) {
 	t.Helper()
+	nodes, hosts, _, _ := embeddedCluster(t, nil)
+	return nodes, hosts
+}
+
+// natsTLS are the PEM files of the embedded NATS servers' tls option.
+type natsTLS struct{ ca, cert, key string }
+
+// embeddedCluster is startEmbeddedCluster, with TLS for clients and
+// routes if tls is set; it returns the servers' client and route ports
+// too.
+func embeddedCluster(t *testing.T, tls *natsTLS) (nodes []*testcaddy.Caddy, hosts []netip.Addr, natsPort, routePort string) {
+	t.Helper()
 	bin := testcaddy.BinaryWithTags(t, "netsody_natsembed")
-	natsPort, routePort := strconv.Itoa(testcaddy.FreePort(t)), strconv.Itoa(testcaddy.FreePort(t))
-	return startNodes(t, bin, func(i int, h netip.Addr) (string, string) {
+	natsPort, routePort = strconv.Itoa(testcaddy.FreePort(t)), strconv.Itoa(testcaddy.FreePort(t))
+	nodes, hosts = startNodes(t, bin, func(i int, h netip.Addr) (string, string) {
 		var routes []string
 		for _, o := range clusterHosts {
 			if o != h {
@@ -183,9 +195,15 @@ func startEmbeddedCluster(t *testing.T) ([]*testcaddy.Caddy, []netip.Addr) {
 		}
 		global := "\tnetsody_nats {\n\t\tlisten " + h.String() + ":" + natsPort + "\n\t\ttoken {env.NETSODY_TEST_NATS_TOKEN}" +
 			"\n\t\tcluster_listen " + h.String() + ":" + routePort + "\n\t\troutes " + strings.Join(routes, " ") +
-			"\n\t\troute_auth node {env.NETSODY_TEST_ROUTE_PASSWORD}\n\t}\n"
-		return global, "nats://" + h.String() + ":" + natsPort
+			"\n\t\troute_auth node {env.NETSODY_TEST_ROUTE_PASSWORD}\n"
+		if tls == nil {
+			return global + "\t}\n", "nats://" + h.String() + ":" + natsPort
+		}
+		global += "\t\ttls " + tls.cert + " " + tls.key + " " + tls.ca + "\n\t}\n"
+		// The cluster block's NATS URL line, and the CA its client verifies the server with.
+		return global, "tls://" + h.String() + ":" + natsPort + "\n\t\t\tnats_tls_ca " + tls.ca
 	})
+	return nodes, hosts, natsPort, routePort
 }
 
 // checkAcrossNodes registers two devices at nodes 1 and 2 through the

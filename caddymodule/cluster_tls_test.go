@@ -5,18 +5,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/netsody/superpeer/internal/sptest"
-	"github.com/netsody/superpeer/internal/testcaddy"
 )
 
 // The embedded NATS servers with `tls` (docs/CLUSTER.md, "NATS sizing"):
@@ -26,21 +22,7 @@ import (
 func TestClusterEmbeddedNATSOverTLS(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile := natsTLSFiles(t, dir)
-	bin := testcaddy.BinaryWithTags(t, "netsody_natsembed")
-	natsPort, routePort := strconv.Itoa(testcaddy.FreePort(t)), strconv.Itoa(testcaddy.FreePort(t))
-	nodes, hosts := startNodes(t, bin, func(i int, h netip.Addr) (string, string) {
-		var routes []string
-		for _, o := range clusterHosts {
-			if o != h {
-				routes = append(routes, "nats-route://"+o.String()+":"+routePort)
-			}
-		}
-		global := "\tnetsody_nats {\n\t\tlisten " + h.String() + ":" + natsPort + "\n\t\ttoken {env.NETSODY_TEST_NATS_TOKEN}" +
-			"\n\t\tcluster_listen " + h.String() + ":" + routePort + "\n\t\troutes " + strings.Join(routes, " ") +
-			"\n\t\troute_auth node {env.NETSODY_TEST_ROUTE_PASSWORD}\n\t\ttls " + certFile + " " + keyFile + " " + caFile + "\n\t}\n"
-		// The cluster block's NATS URL line, and the CA its client verifies the server with.
-		return global, "tls://" + h.String() + ":" + natsPort + "\n\t\t\tnats_tls_ca " + caFile
-	})
+	nodes, hosts, natsPort, routePort := embeddedCluster(t, &natsTLS{caFile, certFile, keyFile})
 	checkAcrossNodes(t, nodes, hosts)
 
 	// Routes are up between the nodes over TLS: a route that failed its
