@@ -283,8 +283,12 @@ func TestHTTPAdmissionFailOpenAndConcurrencyThroughCaddy(t *testing.T) {
 
 	svc.Close()
 	register(t, srv, "127.0.0.1", rendezvous.TransportH2) // fails the test if refused
-	if !strings.Contains(srv.Logs(), "admission service failed; admitting (fail_open)") {
-		t.Errorf("no warning for a fail-open admission; logs:\n%s", srv.Logs())
+	// Caddy's output reaches the test through a pipe, a moment after the
+	// registration's answer.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := srv.WaitLog(ctx, "admission service failed; admitting (fail_open)"); err != nil {
+		t.Errorf("no warning for a fail-open admission: %v; logs:\n%s", err, srv.Logs())
 	}
 	const admitted = `netsody_superpeer_admission_decisions_total{module="netsody.admission.http",result="admitted"}`
 	if got := relayMetrics(t, srv)[admitted]; got != devices+1 {

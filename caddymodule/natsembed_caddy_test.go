@@ -1,9 +1,11 @@
 package caddymodule_test
 
 import (
+	"context"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/netsody/superpeer/internal/testcaddy"
 	"github.com/netsody/superpeer/rendezvous"
@@ -27,8 +29,10 @@ func TestEmbeddedNATSFatalDoesNotExit(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "netsody_nats: the server is not ready") {
 		t.Fatalf("reload with the NATS port taken: %v", err)
 	}
-	if !strings.Contains(c.Logs(), "fatal (the process goes on)") {
-		t.Error("the NATS server's fatal error was not logged through Caddy")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := c.WaitLog(ctx, "fatal (the process goes on)"); err != nil {
+		t.Errorf("the NATS server's fatal error was not logged through Caddy: %v", err)
 	}
 	if err := d.s.Err(); err != nil {
 		t.Fatalf("the session ended: %v", err)
