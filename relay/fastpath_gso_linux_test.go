@@ -5,11 +5,12 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netsody/superpeer/internal/sptest"
 )
 
 // The write batch leaves as one UDP GSO message per device: a receiver
@@ -23,7 +24,7 @@ func TestFastPathWriteBatchGSO(t *testing.T) {
 	rc, _ := gro.SyscallConn()
 	rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) })
 	if err != nil {
-		t.Skip("no UDP_GRO:", err)
+		sptest.Missing(t, "no UDP_GRO: "+err.Error())
 	}
 	to := func(c *net.UDPConn) *boundAddr {
 		return &boundAddr{ap: c.LocalAddr().(*net.UDPAddr).AddrPort()}
@@ -104,7 +105,7 @@ func TestFastPathWriteBatchGSORefused(t *testing.T) {
 	rc, _ := send.SyscallConn()
 	rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1) })
 	if err != nil {
-		t.Skip("no SO_NO_CHECK:", err)
+		sptest.Missing(t, "no SO_NO_CHECK: "+err.Error())
 	}
 	recv := listenUDP4(t)
 	to := &boundAddr{ap: recv.LocalAddr().(*net.UDPAddr).AddrPort()}
@@ -152,8 +153,8 @@ func TestFastPathWriteBatchGSORefused(t *testing.T) {
 	}
 }
 
-// gsoWriter is a batch writer on a fresh socket, with GSO: a kernel
-// without UDP_SEGMENT skips the test, and fails it in CI.
+// gsoWriter is a batch writer on a fresh socket, with GSO (a kernel
+// without UDP_SEGMENT is Missing).
 func gsoWriter(t *testing.T) (*net.UDPConn, *batchWriter) {
 	t.Helper()
 	send := listenUDP4(t)
@@ -162,10 +163,7 @@ func gsoWriter(t *testing.T) (*net.UDPConn, *batchWriter) {
 		t.Fatal(err)
 	}
 	if !w.gso {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the kernel has no UDP_SEGMENT")
-		}
-		t.Skip("the kernel has no UDP_SEGMENT")
+		sptest.Missing(t, "the kernel has no UDP_SEGMENT")
 	}
 	return send, w
 }

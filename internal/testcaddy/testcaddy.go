@@ -12,8 +12,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -419,34 +421,42 @@ func FreePort(t testing.TB) int {
 // FreePort, return the same port.
 func FreeUDPPort(t testing.TB) int {
 	t.Helper()
-	for range 100 {
+	return freeClaimed(t, "UDP", func() (net.Addr, io.Closer, error) {
 		c, err := net.ListenPacket("udp", ":0")
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
-		port := c.LocalAddr().(*net.UDPAddr).Port
-		c.Close()
-		if claim(port) {
-			return port
-		}
-	}
-	t.Fatal("no free UDP port")
-	return 0
+		return c.LocalAddr(), c, nil
+	})
 }
 
 func freeTCPPort(t testing.TB) int {
-	for range 100 {
+	t.Helper()
+	return freeClaimed(t, "TCP", func() (net.Addr, io.Closer, error) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, err
+		}
+		return l.Addr(), l, nil
+	})
+}
+
+// freeClaimed returns the port of a socket that listen opens (and that
+// it closes) which no earlier call claimed.
+func freeClaimed(t testing.TB, what string, listen func() (net.Addr, io.Closer, error)) int {
+	t.Helper()
+	for range 100 {
+		a, c, err := listen()
 		if err != nil {
 			t.Fatal(err)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
+		c.Close()
+		port := int(netip.MustParseAddrPort(a.String()).Port())
 		if claim(port) {
 			return port
 		}
 	}
-	t.Fatal("no free TCP port")
+	t.Fatalf("no free %s port", what)
 	return 0
 }
 
